@@ -1,0 +1,1 @@
+"""Image -> 3D and retexture pipelines, sampling, baking and export."""

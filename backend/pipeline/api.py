@@ -1,0 +1,137 @@
+"""The pipeline's public contract: requests, results, progress and cancellation.
+
+Everything that drives generation (the CLI, the server, the tests) goes through
+these types, so they are plain dataclasses with no torch in their signatures.
+
+The result folder for Blender ("direct result", no GLB round trip) holds
+``result.json`` (see :class:`AssetResult`), one ``.npz`` mesh per asset and
+its PNG textures. Mesh arrays are in Blender's frame (Z-up, metres = unit cube
+units): ``positions [V,3] float32``, ``faces [F,3] int32``, ``uvs [V,2]
+float32`` (Blender convention: v = 0 at the bottom of the image),
+``normals [V,3] float32``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+PipelineType = Literal["512", "1024", "1024_cascade", "1536_cascade"]
+PIPELINE_TYPES: tuple[str, ...] = ("512", "1024", "1024_cascade", "1536_cascade")
+STAGES: tuple[str, ...] = ("preprocess", "sparse_structure", "shape", "texture", "decode", "export")
+
+
+class Cancelled(Exception):
+    """Raised inside a job when its :class:`CancelToken` is set."""
+
+
+class CancelToken:
+    """Checked between sampler steps and stages; set from any thread."""
+
+    def __init__(self) -> None:
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def check(self) -> None:
+        if self._cancelled:
+            raise Cancelled("cancelled")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report: ``step`` of ``total`` within ``stage``; ``fraction`` of the whole job."""
+
+    stage: str
+    step: int
+    total: int
+    fraction: float
+    message: str = ""
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class SamplerOverrides:
+    """Per-call overrides of a stage's sampler parameters (None = keep pipeline.json's)."""
+
+    steps: int | None = None
+    guidance_strength: float | None = None
+    guidance_rescale: float | None = None
+    guidance_interval: tuple[float, float] | None = None
+    rescale_t: float | None = None
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    texture_size: int = 2048
+    faces: int = 500_000  # decimation target (faces)
+    texture_format: Literal["png", "webp"] = "png"
+    write_glb: bool = True
+    write_direct: bool = True  # the Blender result folder (npz + PNGs + result.json)
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    images: tuple[Path, ...]
+    output_dir: Path
+    pipeline_type: PipelineType = "1024_cascade"
+    seed: int = 42
+    num_samples: int = 1
+    sparse_structure: SamplerOverrides = SamplerOverrides()
+    shape: SamplerOverrides = SamplerOverrides()
+    texture: SamplerOverrides = SamplerOverrides()
+    max_num_tokens: int = 49152
+    export: ExportOptions = ExportOptions()
+    name: str | None = None  # output base name; default: the image's stem
+
+
+@dataclass(frozen=True)
+class RetextureRequest:
+    mesh: Path
+    image: Path
+    output_dir: Path
+    seed: int = 42
+    resolution: int = 1024  # 512, 1024 or 1536
+    texture: SamplerOverrides = SamplerOverrides()
+    export: ExportOptions = ExportOptions()
+    name: str | None = None
+
+
+@dataclass
+class AssetResult:
+    """One produced asset: files written and facts about it."""
+
+    name: str
+    glb: Path | None = None
+    direct: Path | None = None  # the result.json of the Blender result folder
+    faces: int = 0
+    vertices: int = 0
+    texture_size: int = 0
+    alpha_mode: str = "OPAQUE"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class JobResult:
+    assets: list[AssetResult]
+    seconds_per_stage: dict[str, float]
+    peak_memory_bytes: int = 0
+
+
+class Generator(Protocol):
+    """What the CLI and the server drive; models stay loaded between calls."""
+
+    def generate(self, request: GenerateRequest, on_progress: ProgressCallback,
+                 cancel: CancelToken) -> JobResult: ...
+
+    def retexture(self, request: RetextureRequest, on_progress: ProgressCallback,
+                  cancel: CancelToken) -> JobResult: ...
