@@ -1,0 +1,123 @@
+"""Build the installable Blender extension zip (standard library only).
+
+The repository keeps ``blender_manifest.toml`` at its root and the add-on code in
+``trellis2_blender/``; an extension zip needs both side by side at its root. The
+backend sources travel inside the add-on as payload, so an installed extension can
+start its own backend once a backend Python environment exists::
+
+    blender_manifest.toml
+    __init__.py, preferences.py, ...       (from trellis2_blender/)
+    payload/backend/...                    (from backend/)
+    payload/kernels/...                    (from kernels/)
+    payload/pyproject.toml                 (the backend's dependency list)
+
+Usage: ``python scripts/build_extension.py [--output DIR]``; prints the zip's path.
+The zip is written to a temporary file next to the target and then renamed, so a
+half-written archive never carries the final name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import os
+import sys
+import tempfile
+import tomllib
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFEST = "blender_manifest.toml"
+ADDON_DIR = "trellis2_blender"
+# (source relative to the repository root, destination inside the zip)
+PAYLOAD = (("backend", "payload/backend"), ("kernels", "payload/kernels"),
+           ("pyproject.toml", "payload/pyproject.toml"))
+ALWAYS_EXCLUDED = ("__pycache__/", "*.pyc", "*.pyo", ".DS_Store")
+
+
+def read_manifest(root: Path = ROOT) -> dict:
+    with open(root / MANIFEST, "rb") as fh:
+        return tomllib.load(fh)
+
+
+def is_excluded(rel_path: str, is_dir: bool, patterns: list[str]) -> bool:
+    """A small subset of gitignore matching, as the manifest's ``paths_exclude_pattern`` uses.
+
+    ``dir/`` matches directories only, a leading ``/`` anchors the pattern at the
+    source's top, anything else matches the last path component.
+    """
+    name = rel_path.rsplit("/", 1)[-1]
+    for pattern in patterns:
+        dir_only = pattern.endswith("/")
+        pat = pattern.rstrip("/")
+        if dir_only and not is_dir:
+            continue
+        if pat.startswith("/"):
+            if fnmatch.fnmatchcase(rel_path, pat[1:]):
+                return True
+        elif fnmatch.fnmatchcase(name, pat):
+            return True
+    return False
+
+
+def _walk(source: Path, patterns: list[str]) -> Iterator[tuple[Path, str]]:
+    """Yield (file, path relative to ``source``) for every file that is not excluded."""
+    if source.is_file():
+        yield source, ""
+        return
+    for dirpath, dirnames, filenames in os.walk(source):
+        base = Path(dirpath)
+        rel_base = base.relative_to(source).as_posix()
+        rel_base = "" if rel_base == "." else rel_base + "/"
+        dirnames[:] = sorted(d for d in dirnames if not is_excluded(rel_base + d, True, patterns))
+        for filename in sorted(filenames):
+            if not is_excluded(rel_base + filename, False, patterns):
+                yield base / filename, rel_base + filename
+
+
+def staged_files(root: Path = ROOT) -> list[tuple[Path, str]]:
+    """Every (source file, name in the zip) that the extension contains, in a stable order."""
+    manifest = read_manifest(root)
+    patterns = list(ALWAYS_EXCLUDED) + list(manifest.get("build", {}).get("paths_exclude_pattern", []))
+    files: list[tuple[Path, str]] = [(root / MANIFEST, MANIFEST)]
+    files += list(_walk(root / ADDON_DIR, patterns))
+    for src, dest in PAYLOAD:
+        path = root / src
+        if not path.exists():
+            continue
+        for file, rel in _walk(path, patterns):
+            files.append((file, f"{dest}/{rel}" if rel else dest))
+    if not any(name == "__init__.py" for _, name in files):
+        raise SystemExit(f"build_extension: {ADDON_DIR}/__init__.py is missing")
+    return files
+
+
+def build(output_dir: Path, root: Path = ROOT) -> Path:
+    manifest = read_manifest(root)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    target = output_dir / f"{manifest['id']}-{manifest['version']}.zip"
+    fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=output_dir)
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for file, name in staged_files(root):
+                zf.write(file, name)
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=ROOT / "build", help="folder for the zip (default: build/)")
+    args = parser.parse_args(argv)
+    print(build(args.output))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

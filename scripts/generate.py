@@ -1,0 +1,59 @@
+"""The README's main command: image(s) -> .glb, .blend and a preview .png per asset.
+
+Runs the backend (``python -m backend generate``) in a child process with this
+interpreter, then imports each result into Blender (the ``bpy`` module) with
+the add-on's own importer, saves a ``.blend`` and renders a preview picture.
+Torch and Blender never share a process.
+
+Usage: ``bash scripts/generate.sh IMAGE... -o OUT/ [--model PATH|REPO] [backend options]``;
+options other than ``-o`` go to ``python -m backend generate`` unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run_backend(argv: list[str]) -> int:
+    cmd = [sys.executable, "-m", "backend", "generate", *argv]
+    return subprocess.run(cmd, cwd=ROOT).returncode
+
+
+def _blend_and_preview(out_dir: Path) -> list[str]:
+    """Import every direct result under ``out_dir`` into its own .blend plus a preview PNG."""
+    from scripts.blender_outputs import write_blend_and_preview
+
+    written = []
+    for result_json in sorted(out_dir.glob("*/result.json")) + sorted(out_dir.glob("result.json")):
+        written += write_blend_and_preview(result_json, out_dir)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=False)
+    parser.add_argument("-o", "--output", type=Path, required=False)
+    parser.add_argument("-h", "--help", action="store_true")
+    known, rest = parser.parse_known_args(argv)
+    if known.help or known.output is None:
+        sys.stdout.write(__doc__ + "\n")
+        if known.output is None and not known.help:
+            sys.stderr.write("error: -o/--output OUT/ is required\n")
+            return 2
+        return _run_backend(["--help"])
+    out_dir = known.output.resolve()
+    rc = _run_backend([*[str(Path(a).resolve()) if Path(a).exists() else a for a in rest], "-o", str(out_dir)])
+    if rc != 0:
+        return rc
+    written = _blend_and_preview(out_dir)
+    sys.stdout.write(json.dumps({"output": str(out_dir), "blender_files": written}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
