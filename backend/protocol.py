@@ -1,0 +1,425 @@
+"""The wire protocol between Blender (the client) and the backend service.
+
+Stdlib only. The source of truth is ``backend/protocol.py``; the add-on keeps a
+byte-identical copy at ``trellis2_blender/protocol.py`` (a test checks this), because
+neither package can import the other.
+
+Framing: one JSON object per line (UTF-8, ``\\n``-terminated), at most
+:data:`MAX_LINE_BYTES` bytes. Every object has a ``type``.
+
+Client -> server (requests), each with a client-chosen ``id``:
+``hello``, ``load``, ``generate``, ``retexture``, ``cancel``, ``status``, ``shutdown``.
+
+Server -> client (events), each with ``job``: the ``id`` of the request it answers
+(``None`` only for an error about a line whose id could not be read):
+``hello`` and ``status`` (replies), ``log``, ``progress``, ``download``, ``result``,
+``error`` and ``done``. Every request whose id could be read gets exactly one ``done``,
+and it is always the last event for that id.
+
+Meshes, images and textures never travel through the pipe: they are files in the
+job's ``output_dir``, and ``result`` names them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+PROTOCOL_VERSION = 1
+MAX_LINE_BYTES = 1 << 20  # one message, newline included
+MAX_ID_CHARS = 128
+MAX_STRING_CHARS = 8192
+MAX_LIST_ITEMS = 64
+
+DONE_STATUSES = ("ok", "error", "cancelled")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# Error codes the server sends; the client adds "backend_died" for a server that went away.
+ERROR_CODES = (
+    "bad_message", "version_mismatch", "not_loaded", "busy", "unknown_job", "invalid_request",
+    "out_of_memory", "cancelled", "model_unavailable", "gated_model", "pipeline_unavailable",
+    "internal", "backend_died",
+)
+
+
+class ProtocolError(ValueError):
+    """A line that is not a valid message; ``job`` is its id when that could be read."""
+
+    def __init__(self, message: str, job: str | None = None) -> None:
+        super().__init__(message)
+        self.job = job
+
+
+# --- nested value types -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Sampler:
+    """Per-stage sampler overrides; ``None`` keeps the model's configured value."""
+
+    steps: int | None = None
+    guidance_strength: float | None = None
+    guidance_rescale: float | None = None
+    guidance_interval: list[float] | None = None
+    rescale_t: float | None = None
+
+
+@dataclass(frozen=True)
+class Export:
+    """What to write into the job folder."""
+
+    texture_size: int = 2048
+    faces: int = 500_000
+    texture_format: str = "png"
+    write_glb: bool = True
+    write_direct: bool = True
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One produced asset: paths are absolute files inside the job folder."""
+
+    name: str
+    glb: str | None = None
+    direct: str | None = None
+    faces: int = 0
+    vertices: int = 0
+    texture_size: int = 0
+    alpha_mode: str = "OPAQUE"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --- requests ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Message:
+    """Base of every message; ``TYPE`` is the wire ``type``."""
+
+    TYPE: ClassVar[str] = ""
+
+
+@dataclass(frozen=True)
+class Hello(Message):
+    """Handshake: the client's protocol version. Answered by :class:`HelloReply`."""
+
+    TYPE: ClassVar[str] = "hello"
+    id: str
+    version: int
+    client: str = ""
+
+
+@dataclass(frozen=True)
+class Load(Message):
+    """Load (and if needed download) the models; they stay loaded until the next ``load``.
+
+    ``source`` is a Hugging Face repo id (``owner/name``) or a local folder. ``image_encoder``
+    and ``background_remover`` override the gated dependencies the same way. ``token`` is a
+    Hugging Face token, passed explicitly; ``offline`` forbids any network access.
+    """
+
+    TYPE: ClassVar[str] = "load"
+    id: str
+    source: str
+    revision: str | None = None
+    image_encoder: str | None = None
+    background_remover: str | None = None
+    token: str | None = None
+    offline: bool = False
+    cache_dir: str | None = None
+    low_vram: bool = False
+
+
+@dataclass(frozen=True)
+class Generate(Message):
+    """Image(s) -> textured asset(s), written into ``output_dir``."""
+
+    TYPE: ClassVar[str] = "generate"
+    id: str
+    images: list[str]
+    output_dir: str
+    pipeline_type: str = "1024_cascade"
+    seed: int = 42
+    num_samples: int = 1
+    sparse_structure: Sampler = Sampler()
+    shape: Sampler = Sampler()
+    texture: Sampler = Sampler()
+    max_num_tokens: int = 49152
+    export: Export = Export()
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Retexture(Message):
+    """Mesh + reference image -> the same mesh with new textures, written into ``output_dir``."""
+
+    TYPE: ClassVar[str] = "retexture"
+    id: str
+    mesh: str
+    image: str
+    output_dir: str
+    seed: int = 42
+    resolution: int = 1024
+    texture: Sampler = Sampler()
+    export: Export = Export()
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Cancel(Message):
+    """Cancel a queued or running job (``job`` is that request's id)."""
+
+    TYPE: ClassVar[str] = "cancel"
+    id: str
+    job: str
+
+
+@dataclass(frozen=True)
+class Status(Message):
+    """Ask what the server is doing; answered at once by :class:`StatusReply`."""
+
+    TYPE: ClassVar[str] = "status"
+    id: str
+
+
+@dataclass(frozen=True)
+class Shutdown(Message):
+    """Cancel everything and exit after the final ``done``."""
+
+    TYPE: ClassVar[str] = "shutdown"
+    id: str
+
+
+# --- events --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HelloReply(Message):
+    """The server's side of the handshake.
+
+    ``capabilities``: ``device`` (e.g. "cuda:0" or "cpu"), ``device_name``,
+    ``gpu_memory_total`` / ``gpu_memory_free`` (bytes, 0 when unknown), ``models``
+    ({repo id: present locally}), ``gated`` ({repo id: what the user must accept}),
+    ``generator`` (the factory in use) and ``requests`` (request types understood).
+    """
+
+    TYPE: ClassVar[str] = "hello"
+    job: str
+    version: int
+    server: str
+    pid: int
+    capabilities: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StatusReply(Message):
+    """``state`` is "idle" or "busy"; ``running`` the current job id; ``queued`` the waiting ones."""
+
+    TYPE: ClassVar[str] = "status"
+    job: str
+    state: str
+    running: str | None = None
+    queued: list[str] = field(default_factory=list)
+    loaded: str | None = None
+    rss_bytes: int = 0
+    jobs_done: int = 0
+
+
+@dataclass(frozen=True)
+class Log(Message):
+    TYPE: ClassVar[str] = "log"
+    job: str | None
+    level: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ProgressEvent(Message):
+    """``step`` of ``total`` within ``stage``; ``fraction`` (0..1) of the whole job."""
+
+    TYPE: ClassVar[str] = "progress"
+    job: str
+    stage: str
+    step: int
+    total: int
+    fraction: float
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Download(Message):
+    """A model file being fetched: ``bytes`` of ``total`` (``total`` 0 when unknown)."""
+
+    TYPE: ClassVar[str] = "download"
+    job: str
+    repo: str
+    file: str
+    bytes: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Result(Message):
+    """The files a job produced (all inside ``output_dir``) and facts about the run."""
+
+    TYPE: ClassVar[str] = "result"
+    job: str
+    output_dir: str
+    assets: list[Asset] = field(default_factory=list)
+    seconds_per_stage: dict[str, float] = field(default_factory=dict)
+    peak_memory_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Error(Message):
+    """A failure the user should see: ``code`` from :data:`ERROR_CODES`, and a ``hint`` to fix it."""
+
+    TYPE: ClassVar[str] = "error"
+    job: str | None
+    code: str
+    message: str
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class Done(Message):
+    """Always the last event for a request: ``status`` is "ok", "error" or "cancelled"."""
+
+    TYPE: ClassVar[str] = "done"
+    job: str
+    status: str
+    seconds: float = 0.0
+
+
+REQUESTS: dict[str, type[Message]] = {
+    cls.TYPE: cls for cls in (Hello, Load, Generate, Retexture, Cancel, Status, Shutdown)
+}
+EVENTS: dict[str, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (HelloReply, StatusReply, Log, ProgressEvent, Download, Result, Error, Done)
+}
+
+
+# --- encode / decode -----------------------------------------------------------------------
+
+def encode(message: Message) -> bytes:
+    """One message -> one line of UTF-8 JSON (with the trailing newline)."""
+    body = {"type": message.TYPE, **dataclasses.asdict(message)}
+    line = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+    if len(line) > MAX_LINE_BYTES:
+        raise ProtocolError(f"message too large ({len(line)} bytes > {MAX_LINE_BYTES})")
+    return line
+
+
+def decode_request(line: bytes | str) -> Message:
+    """A line from the client -> a request object, or :class:`ProtocolError`."""
+    return _decode(line, REQUESTS, "id")
+
+
+def decode_event(line: bytes | str) -> Message:
+    """A line from the server -> an event object, or :class:`ProtocolError`."""
+    return _decode(line, EVENTS, "job")
+
+
+def _decode(line: bytes | str, table: dict[str, type[Message]], id_key: str) -> Message:
+    if isinstance(line, str):
+        line = line.encode()
+    if len(line) > MAX_LINE_BYTES:
+        raise ProtocolError(f"message too large ({len(line)} bytes > {MAX_LINE_BYTES})")
+    try:
+        obj = json.loads(line, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError included
+        raise ProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("a message must be a JSON object")
+    job = obj.get(id_key)
+    job = job if isinstance(job, str) and 0 < len(job) <= MAX_ID_CHARS else None
+    kind = obj.pop("type", None)
+    if not isinstance(kind, str) or kind not in table:
+        raise ProtocolError(f"unknown message type {kind!r}", job)
+    try:
+        message = _build(table[kind], obj, kind)
+    except ProtocolError as exc:
+        raise ProtocolError(str(exc), job) from None
+    if id_key == "id" and job is None:
+        raise ProtocolError(f"{kind}: 'id' must be a non-empty string of at most {MAX_ID_CHARS} chars")
+    return message
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _build(cls: type, obj: dict[str, Any], where: str) -> Any:
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(obj) - set(fields))
+    if unknown:
+        raise ProtocolError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    values = {}
+    for name, f in fields.items():
+        if name in obj:
+            values[name] = _check(obj[name], hints[name], f"{where}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ProtocolError(f"{where}: missing field '{name}'")
+    return cls(**values)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _check(value: Any, hint: Any, where: str) -> Any:
+    """Validate ``value`` against a type hint; returns the value (nested dataclasses built)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check(value, option, where)
+            except ProtocolError as exc:
+                errors.append(str(exc))
+        raise ProtocolError(errors[0] if errors else f"{where}: must not be null")
+    if hint is Any:
+        return value
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ProtocolError(f"{where}: expected an object")
+        return _build(hint, value, where)
+    if origin is list:
+        if not isinstance(value, list) or len(value) > MAX_LIST_ITEMS:
+            raise ProtocolError(f"{where}: expected a list of at most {MAX_LIST_ITEMS} items")
+        (item,) = typing.get_args(hint)
+        return [_check(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _, item = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ProtocolError(f"{where}: expected an object")
+        return {k: _check(v, item, f"{where}.{k}") for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ProtocolError(f"{where}: expected true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ProtocolError(f"{where}: expected an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ProtocolError(f"{where}: expected a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str) or len(value) > MAX_STRING_CHARS:
+            raise ProtocolError(f"{where}: expected a string of at most {MAX_STRING_CHARS} chars")
+        return value
+    raise ProtocolError(f"{where}: unsupported type {hint!r}")  # a bug in this module
