@@ -113,7 +113,8 @@ def build(output_dir: Path, root: Path = ROOT) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=ROOT / "build", help="folder for the zip (default: build/)")
+    parser.add_argument("--output", type=Path, default=ROOT / "build",
+                        help="folder for the zip (default: build/)")
     args = parser.parse_args(argv)
     print(build(args.output))
     return 0

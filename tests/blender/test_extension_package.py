@@ -1,0 +1,78 @@
+"""The extension zip builds, installs into Blender, enables, and registers symmetrically."""
+
+from __future__ import annotations
+
+import zipfile
+
+import pytest
+
+from scripts import build_extension
+from tests.blender.runner import run_bpy
+
+pytestmark = pytest.mark.blender
+
+
+def test_zip_layout(tmp_path):
+    zip_path = build_extension.build(tmp_path)
+    assert zip_path.name == "trellis2_blender-0.1.0.zip"
+    names = set(zipfile.ZipFile(zip_path).namelist())
+    assert {"blender_manifest.toml", "__init__.py", "preferences.py", "ui.py"} <= names
+    assert "payload/backend/__init__.py" in names
+    assert "payload/pyproject.toml" in names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    assert not [n for n in names if n.startswith("trellis2_blender/")], "add-on files must be at the root"
+    assert list(tmp_path.glob("*.tmp")) == []
+
+
+INSTALL_SCRIPT = """
+import sys
+from pathlib import Path
+import bpy
+import addon_utils
+
+zip_path = sys.argv[-1]
+repo = next(r for r in bpy.context.preferences.extensions.repos if r.module == "user_default")
+ret = bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
+                                               enable_on_install=True)
+module = "bl_ext.user_default.trellis2_blender"
+installed = Path(repo.directory, "trellis2_blender")
+enabled = module in {a.module for a in bpy.context.preferences.addons}
+mod = sys.modules[module]
+prefs = bpy.context.preferences.addons[module].preferences if enabled else None
+prefs_idname = type(prefs).bl_idname if prefs is not None else None
+cycles = []
+for _ in range(2):
+    mod.unregister()
+    gone = not hasattr(bpy.types.Scene, "trellis2") and not hasattr(bpy.types, "VIEW3D_PT_trellis2")
+    mod.register()
+    back = hasattr(bpy.types.Scene, "trellis2") and hasattr(bpy.types, "VIEW3D_PT_trellis2")
+    cycles.append([gone, back])
+addon_utils.disable(module)
+emit({
+    "ret": sorted(ret),
+    "repo_dir": repo.directory,
+    "installed": installed.is_dir(),
+    "payload": (installed / "payload" / "backend" / "__init__.py").is_file(),
+    "enabled": enabled,
+    "prefs_idname": prefs_idname,
+    "cycles": cycles,
+    "disabled_clean": not hasattr(bpy.types.Scene, "trellis2"),
+    "torch_imported": "torch" in sys.modules,
+})
+"""
+
+
+def test_install_enable_register_twice(tmp_path):
+    zip_path = build_extension.build(tmp_path / "dist")
+    run = run_bpy(INSTALL_SCRIPT, tmp_path, args=(str(zip_path),))
+    assert run.returncode == 0, run.describe()
+    res = run.result
+    assert res is not None, run.describe()
+    assert res["ret"] == ["FINISHED"]
+    assert res["repo_dir"].startswith(str(tmp_path)), "must install into the private user folder"
+    assert res["installed"] and res["payload"]
+    assert res["enabled"]
+    assert res["prefs_idname"] == "bl_ext.user_default.trellis2_blender"
+    assert res["cycles"] == [[True, True], [True, True]]
+    assert res["disabled_clean"]
+    assert not res["torch_imported"]
