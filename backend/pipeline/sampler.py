@@ -1,0 +1,193 @@
+"""Flow-matching Euler sampler with classifier-free guidance, as pure functions.
+
+Mirrors ``trellis2/pipelines/samplers/flow_euler.py`` and its guidance
+interval / CFG mixins (spec §3), without the mixin chain:
+
+- forward process ``x_t = (1 - t) x0 + (s + (1 - s) t) eps`` with ``s = sigma_min``;
+  the network predicts ``v = (1 - s) eps - x0`` and is called as
+  ``model(x_t, 1000 t [B] float32, cond, **kwargs)``;
+- time grid ``t_i = r tau_i / (1 + (r - 1) tau_i)``, ``tau = linspace(1, 0, steps + 1)``
+  in **float64** (the guidance interval boundary t = 0.6 is hit exactly);
+- guidance strength ``w`` applies only when ``lo <= t_i <= hi``; ``w == 1`` is one
+  conditional pass, ``w == 0`` one unconditional pass;
+- guidance rescale ``phi`` blends the guided x0 with a copy rescaled to the
+  conditional x0's standard deviation (dense: unbiased std over all non-batch
+  dims; sparse: population std over each sample's tokens x channels).
+
+Random-number contract (see :func:`make_generator`): all noise of a job comes
+from ONE CPU ``torch.Generator`` seeded with the job's seed, drawn in the order
+sparse structure -> shape (LR, then HR for cascades) -> texture, then moved to
+the device. This reproduces the reference's ``torch.manual_seed(seed)`` +
+CPU ``torch.randn`` stream bit for bit, without touching the global generator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from backend.sparse import SparseTensor
+
+from .api import CancelToken, SamplerOverrides
+
+Latent = torch.Tensor | SparseTensor
+ModelFn = Callable[..., Latent]  # model(x_t, t_model [B], cond, **kwargs) -> v
+StepCallback = Callable[[int, int], None]  # (step done, total)
+
+
+@dataclass(frozen=True)
+class SamplerParams:
+    """One stage's sampler settings (``pipeline.json``'s ``*_sampler.params`` + ``args``)."""
+
+    steps: int = 12
+    guidance_strength: float = 7.5
+    guidance_rescale: float = 0.0
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
+    rescale_t: float = 1.0
+    sigma_min: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.rescale_t <= 0:
+            raise ValueError(f"rescale_t must be > 0, got {self.rescale_t}")
+        lo, hi = self.guidance_interval
+        if not lo <= hi:
+            raise ValueError(f"guidance_interval must be (lo, hi), lo <= hi, got {self.guidance_interval}")
+        if not 0.0 <= self.guidance_rescale <= 1.0:
+            raise ValueError(f"guidance_rescale must lie in [0, 1], got {self.guidance_rescale}")
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> SamplerParams:
+        """From a ``pipeline.json`` sampler entry ``{"name", "args": {sigma_min}, "params": {...}}``."""
+        params = dict(entry.get("params", {}))
+        known = {"steps", "guidance_strength", "guidance_rescale", "guidance_interval", "rescale_t"}
+        unknown = set(params) - known
+        if unknown:
+            raise ValueError(f"unknown sampler params {sorted(unknown)}")
+        if "guidance_interval" in params:
+            params["guidance_interval"] = tuple(float(v) for v in params["guidance_interval"])
+        sigma_min = float(entry.get("args", {}).get("sigma_min", 1e-5))
+        return cls(sigma_min=sigma_min, **params)
+
+    def with_overrides(self, o: SamplerOverrides) -> SamplerParams:
+        """A copy with every non-None field of ``o`` applied."""
+        changes = {k: getattr(o, k) for k in ("steps", "guidance_strength", "guidance_rescale",
+                                              "guidance_interval", "rescale_t")
+                   if getattr(o, k) is not None}
+        if "guidance_interval" in changes:
+            changes["guidance_interval"] = tuple(float(v) for v in changes["guidance_interval"])
+        return replace(self, **changes)
+
+
+# Reference defaults (spec §1.2), used when pipeline.json lacks an entry and in tests.
+DEFAULT_SS = SamplerParams(12, 7.5, 0.7, (0.6, 1.0), 5.0)
+DEFAULT_SHAPE = SamplerParams(12, 7.5, 0.5, (0.6, 1.0), 3.0)
+DEFAULT_TEX = SamplerParams(12, 1.0, 0.0, (0.6, 0.9), 3.0)
+
+
+def make_generator(seed: int) -> torch.Generator:
+    """The job's CPU generator (same stream as ``torch.manual_seed(seed)`` on CPU)."""
+    return torch.Generator(device="cpu").manual_seed(int(seed))
+
+
+def time_grid(steps: int, rescale_t: float) -> np.ndarray:
+    """``[steps + 1]`` float64 times from 1 (noise) to 0 (data)."""
+    tau = np.linspace(1.0, 0.0, steps + 1, dtype=np.float64)
+    return rescale_t * tau / (1.0 + (rescale_t - 1.0) * tau)
+
+
+def strength_at(t: float, params: SamplerParams) -> float:
+    """The guidance strength used at time ``t`` (1 outside the inclusive interval)."""
+    lo, hi = params.guidance_interval
+    return params.guidance_strength if lo <= t <= hi else 1.0
+
+
+def _feats(x: Latent) -> torch.Tensor:
+    return x.feats if isinstance(x, SparseTensor) else x
+
+
+def _wrap(like: Latent, value: torch.Tensor) -> Latent:
+    return like.replace(value) if isinstance(like, SparseTensor) else value
+
+
+def x0_from_v(x_t: torch.Tensor, t: float, v: torch.Tensor, sigma_min: float) -> torch.Tensor:
+    return (1 - sigma_min) * x_t - (sigma_min + (1 - sigma_min) * t) * v
+
+
+def v_from_x0(x_t: torch.Tensor, t: float, x0: torch.Tensor, sigma_min: float) -> torch.Tensor:
+    return ((1 - sigma_min) * x_t - x0) / (sigma_min + (1 - sigma_min) * t)
+
+
+def sample_std(x: Latent) -> torch.Tensor:
+    """Per-sample standard deviation, broadcastable against ``_feats(x)``.
+
+    Dense ``[B, ...]``: unbiased std over all non-batch dims -> ``[B, 1, ...]``.
+    Sparse: population std over the sample's tokens x channels -> ``[N, 1]`` (one row per token).
+    """
+    if not isinstance(x, SparseTensor):
+        return x.std(dim=list(range(1, x.ndim)), keepdim=True)
+    f = x.feats if x.feats.dtype == torch.float64 else x.feats.float()  # [N, C]
+    idx = x.batch_index  # [N]
+    count = torch.bincount(idx, minlength=x.batch_size).to(f.dtype) * f.shape[1]  # [B]
+    s1 = torch.zeros(x.batch_size, dtype=f.dtype, device=f.device).index_add_(0, idx, f.sum(1))
+    s2 = torch.zeros(x.batch_size, dtype=f.dtype, device=f.device).index_add_(0, idx, (f * f).sum(1))
+    mean = s1 / count
+    std = (s2 / count - mean * mean).clamp_min(0).sqrt()  # [B]
+    return std[idx][:, None].to(x.feats.dtype)  # [N, 1]
+
+
+def guided_velocity(model: ModelFn, x: Latent, t: float, cond: torch.Tensor, neg_cond: torch.Tensor,
+                    strength: float, rescale: float, sigma_min: float, **kwargs: Any) -> Latent:
+    """The network's velocity at ``(x, t)`` with CFG of ``strength`` and guidance ``rescale``."""
+    t_model = torch.full((_batch_size(x),), 1000.0 * t, dtype=torch.float32, device=_feats(x).device)
+    if strength == 1.0:
+        return model(x, t_model, cond, **kwargs)
+    if strength == 0.0:
+        return model(x, t_model, neg_cond, **kwargs)
+    v_pos = _feats(model(x, t_model, cond, **kwargs))
+    v_neg = _feats(model(x, t_model, neg_cond, **kwargs))
+    v = strength * v_pos + (1 - strength) * v_neg
+    if rescale > 0:
+        xt = _feats(x)
+        x0_pos = x0_from_v(xt, t, v_pos, sigma_min)
+        x0_cfg = x0_from_v(xt, t, v, sigma_min)
+        ratio = sample_std(_wrap(x, x0_pos)) / sample_std(_wrap(x, x0_cfg))
+        x0 = rescale * (x0_cfg * ratio) + (1 - rescale) * x0_cfg
+        v = v_from_x0(xt, t, x0, sigma_min)
+    return _wrap(x, v)
+
+
+def _batch_size(x: Latent) -> int:
+    return x.batch_size if isinstance(x, SparseTensor) else int(x.shape[0])
+
+
+def sample(model: ModelFn, noise: Latent, cond: torch.Tensor, neg_cond: torch.Tensor,
+           params: SamplerParams, *, on_step: StepCallback | None = None,
+           cancel: CancelToken | None = None, **kwargs: Any) -> Latent:
+    """Integrate from ``noise`` (t = 1) to t = 0 with ``params.steps`` Euler steps.
+
+    Args:
+        model: ``model(x_t, t_model, cond, **kwargs)`` -> velocity (same type as ``x_t``).
+        noise: dense ``[B, C, ...]`` tensor or :class:`SparseTensor` with B samples.
+        cond, neg_cond: ``[B, T, D]`` conditioning tokens (batch matching ``noise``).
+        on_step: called after every step with ``(done, total)``.
+        cancel: checked before every step (raises :class:`Cancelled`).
+        kwargs: passed to every model call (e.g. ``concat_cond`` for the texture model).
+    """
+    ts = time_grid(params.steps, params.rescale_t)
+    x = noise
+    for i in range(params.steps):
+        if cancel is not None:
+            cancel.check()
+        t, t_next = float(ts[i]), float(ts[i + 1])
+        v = guided_velocity(model, x, t, cond, neg_cond, strength_at(t, params),
+                            params.guidance_rescale, params.sigma_min, **kwargs)
+        x = _wrap(x, _feats(x) - (t - t_next) * _feats(v))
+        if on_step is not None:
+            on_step(i + 1, params.steps)
+    return x
