@@ -1,0 +1,129 @@
+"""Flexible-dual-grid (shape) SC-VAE: ``FlexiDualGridVaeEncoder`` / ``FlexiDualGridVaeDecoder``.
+
+The decoder stops at the per-voxel dual-grid quantities (spec 5.5); turning them into a
+mesh is ``backend.ovoxel``'s job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from backend.sparse.spatial import S2CMap
+from backend.sparse.tensor import SparseTensor
+
+from .unet import SparseUnetVaeDecoder, SparseUnetVaeEncoder
+
+FDG_CHANNELS = 7  # offset (3), intersection logits (3), split weight (1)
+
+
+@dataclass
+class FlexiDualGridOutput:
+    """Decoded flexible dual grid of a batch, row-aligned on the fine voxels.
+
+    Attributes:
+        coords: ``[K, 4]`` int32 (b, x, y, z) fine voxels (grid ``resolution``^3).
+        offsets: ``[K, 3]`` fp32 dual-vertex position relative to the voxel's min corner, in
+            voxel units, in ``(-margin, 1 + margin)``.
+        intersected: ``[K, 3]`` bool, whether the voxel's edge along x / y / z crosses the surface.
+        split_weight: ``[K, 1]`` fp32 (> 0) quad split weight.
+        resolution: grid size for mesh extraction (the mesh lives in ``[-0.5, 0.5]^3``).
+        batch_size: number of samples.
+    """
+
+    coords: torch.Tensor
+    offsets: torch.Tensor
+    intersected: torch.Tensor
+    split_weight: torch.Tensor
+    resolution: int
+    batch_size: int
+
+    def __len__(self) -> int:
+        return int(self.coords.shape[0])
+
+    def sample(self, i: int) -> FlexiDualGridOutput:
+        """The rows of sample ``i`` (batch index kept as 0)."""
+        rows = self.coords[:, 0] == i
+        coords = self.coords[rows].clone()
+        coords[:, 0] = 0
+        return FlexiDualGridOutput(coords, self.offsets[rows], self.intersected[rows],
+                                   self.split_weight[rows], self.resolution, 1)
+
+
+class FlexiDualGridVaeEncoder(SparseUnetVaeEncoder):
+    """Shape encoder: input = dual vertices in ``[0, 1]^3`` and intersection flags (6 channels)."""
+
+    def __init__(
+        self,
+        model_channels: Sequence[int],
+        latent_channels: int,
+        num_blocks: Sequence[int],
+        block_type: Sequence[str],
+        down_block_type: Sequence[str],
+        block_args: Sequence[dict] | None = None,
+        use_fp16: bool = False,
+        **ignored,
+    ) -> None:
+        super().__init__(6, model_channels, latent_channels, num_blocks, block_type, down_block_type,
+                         block_args, use_fp16, **ignored)
+
+    def forward(self, vertices: SparseTensor, intersected: SparseTensor, return_maps: bool = False):
+        """``vertices.feats [N, 3]`` in [0, 1] and ``intersected.feats [N, 3]`` (bool / 0-1) on the
+        same coords -> latent (and the S2C maps, see :meth:`SparseUnetVaeEncoder.forward`)."""
+        feats = torch.cat([vertices.feats.float() - 0.5, intersected.feats.float() - 0.5], dim=1)  # [N, 6]
+        return super().forward(vertices.replace(feats), return_maps=return_maps)
+
+
+class FlexiDualGridVaeDecoder(SparseUnetVaeDecoder):
+    """Shape decoder: latent -> predicted subdivision -> per-voxel dual-grid quantities."""
+
+    def __init__(
+        self,
+        model_channels: Sequence[int],
+        latent_channels: int,
+        num_blocks: Sequence[int],
+        block_type: Sequence[str],
+        up_block_type: Sequence[str],
+        block_args: Sequence[dict] | None = None,
+        voxel_margin: float = 0.5,
+        use_fp16: bool = False,
+        resolution: int | None = None,
+        **ignored,
+    ) -> None:
+        super().__init__(FDG_CHANNELS, model_channels, latent_channels, num_blocks, block_type, up_block_type,
+                         block_args, use_fp16, pred_subdiv=True, **ignored)
+        self.voxel_margin = voxel_margin
+        self.resolution = resolution  # overridden by set_resolution at run time
+
+    def set_resolution(self, resolution: int) -> None:
+        """Grid size used for mesh extraction (latent grid x 16)."""
+        self.resolution = int(resolution)
+
+    def forward(
+        self,
+        x: SparseTensor,
+        guide_subs: Sequence[SparseTensor | torch.Tensor] | None = None,
+        return_subs: bool = False,
+        *,
+        s2c_maps: Sequence[S2CMap] | None = None,
+    ):
+        """Decode to a :class:`FlexiDualGridOutput` (and the subdivision logits if asked)."""
+        h, subs = super().forward(x, guide_subs, return_subs=True, s2c_maps=s2c_maps)
+        out = self.postprocess(h)
+        return (out, subs) if return_subs else out
+
+    def postprocess(self, h: SparseTensor) -> FlexiDualGridOutput:
+        """Raw ``[K, 7]`` decoder output -> offsets, intersection flags, split weights."""
+        raw = h.feats.float()  # [K, 7]
+        m = self.voxel_margin
+        return FlexiDualGridOutput(
+            coords=h.coords,
+            offsets=(1 + 2 * m) * torch.sigmoid(raw[:, 0:3]) - m,
+            intersected=raw[:, 3:6] > 0,
+            split_weight=F.softplus(raw[:, 6:7]),
+            resolution=-1 if self.resolution is None else int(self.resolution),
+            batch_size=h.batch_size,
+        )
