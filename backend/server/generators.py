@@ -1,0 +1,52 @@
+"""Generator factories: how the server turns resolved weights into a loaded :class:`Generator`.
+
+A factory is any callable ``factory(spec: LoadSpec) -> Generator``, named on the command
+line as ``module:attribute`` (``--generator``). The default builds the real TRELLIS.2
+pipeline; tests name a fake one that emits progress and writes small files.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from backend.pipeline.api import Generator
+from backend.server.weights import ModelPaths
+
+DEFAULT_GENERATOR = "backend.server.generators:trellis2"
+PIPELINE_GENERATOR = "backend.pipeline.generator:Trellis2Generator"
+
+
+class PipelineUnavailable(RuntimeError):
+    """The generator's code could not be imported (the pipeline is missing or broken)."""
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """Everything a factory needs: local model folders, the device and the memory policy."""
+
+    paths: ModelPaths
+    device: str = "auto"
+    low_vram: bool = False
+
+
+GeneratorFactory = Callable[[LoadSpec], Generator]
+
+
+def import_by_name(name: str) -> object:
+    """``package.module:attribute`` -> the attribute (ImportError/AttributeError if absent)."""
+    module_name, sep, attr = name.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"expected module:attribute, got {name!r}")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def trellis2(spec: LoadSpec) -> Generator:
+    """The real pipeline, imported only now (it brings torch)."""
+    try:
+        cls = import_by_name(PIPELINE_GENERATOR)
+    except (ImportError, AttributeError) as exc:
+        raise PipelineUnavailable(f"pipeline not available ({PIPELINE_GENERATOR}): {exc}") from None
+    return cls(spec.paths.model_dir, device=spec.device, low_vram=spec.low_vram,  # type: ignore[operator]
+               dependencies=spec.paths.dependencies)

@@ -1,0 +1,135 @@
+"""Protocol messages <-> pipeline requests and results, and exceptions -> protocol errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from backend import protocol
+from backend.pipeline import api
+from backend.server.generators import PipelineUnavailable
+from backend.server.weights import WeightsError
+
+OOM_HINT = ("Lower the resolution (pipeline 512 or 1024), lower max_num_tokens or the texture size, "
+            "or reload the models in low-VRAM mode.")
+
+
+class InvalidRequest(ValueError):
+    """A well-formed message whose values the pipeline cannot accept."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What to tell the client about an exception."""
+
+    code: str
+    message: str
+    hint: str = ""
+
+
+def _sampler(s: protocol.Sampler) -> api.SamplerOverrides:
+    interval = None
+    if s.guidance_interval is not None:
+        if len(s.guidance_interval) != 2:
+            raise InvalidRequest("guidance_interval must have two numbers")
+        interval = (s.guidance_interval[0], s.guidance_interval[1])
+    if s.steps is not None and not 1 <= s.steps <= 1000:
+        raise InvalidRequest(f"steps must be in 1..1000, got {s.steps}")
+    return api.SamplerOverrides(steps=s.steps, guidance_strength=s.guidance_strength,
+                                guidance_rescale=s.guidance_rescale, guidance_interval=interval,
+                                rescale_t=s.rescale_t)
+
+
+def _export(e: protocol.Export) -> api.ExportOptions:
+    if e.texture_format not in ("png", "webp"):
+        raise InvalidRequest(f"texture_format must be png or webp, got {e.texture_format!r}")
+    if not 64 <= e.texture_size <= 16384:
+        raise InvalidRequest(f"texture_size must be in 64..16384, got {e.texture_size}")
+    if e.faces < 1:
+        raise InvalidRequest("faces must be positive")
+    return api.ExportOptions(texture_size=e.texture_size, faces=e.faces, texture_format=e.texture_format,  # type: ignore[arg-type]
+                             write_glb=e.write_glb, write_direct=e.write_direct)
+
+
+def _output_dir(path: str) -> Path:
+    out = Path(path)
+    if not out.is_absolute():
+        raise InvalidRequest(f"output_dir must be an absolute path, got {path!r}")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _existing_file(path: str, what: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidRequest(f"{what} not found: {path}")
+    return p
+
+
+def to_generate(msg: protocol.Generate) -> api.GenerateRequest:
+    if not msg.images:
+        raise InvalidRequest("generate needs at least one image")
+    if msg.pipeline_type not in api.PIPELINE_TYPES:
+        raise InvalidRequest(f"pipeline_type must be one of {', '.join(api.PIPELINE_TYPES)}")
+    if not 1 <= msg.num_samples <= 16:
+        raise InvalidRequest("num_samples must be in 1..16")
+    return api.GenerateRequest(
+        images=tuple(_existing_file(p, "image") for p in msg.images), output_dir=_output_dir(msg.output_dir),
+        pipeline_type=msg.pipeline_type, seed=msg.seed, num_samples=msg.num_samples,  # type: ignore[arg-type]
+        sparse_structure=_sampler(msg.sparse_structure), shape=_sampler(msg.shape),
+        texture=_sampler(msg.texture), max_num_tokens=msg.max_num_tokens, export=_export(msg.export),
+        name=msg.name)
+
+
+def to_retexture(msg: protocol.Retexture) -> api.RetextureRequest:
+    if msg.resolution not in (512, 1024, 1536):
+        raise InvalidRequest(f"resolution must be 512, 1024 or 1536, got {msg.resolution}")
+    return api.RetextureRequest(
+        mesh=_existing_file(msg.mesh, "mesh"), image=_existing_file(msg.image, "image"),
+        output_dir=_output_dir(msg.output_dir), seed=msg.seed, resolution=msg.resolution,
+        texture=_sampler(msg.texture), export=_export(msg.export), name=msg.name)
+
+
+def to_result(job: str, output_dir: str, result: api.JobResult) -> protocol.Result:
+    assets = [protocol.Asset(
+        name=a.name, glb=str(a.glb) if a.glb else None, direct=str(a.direct) if a.direct else None,
+        faces=int(a.faces), vertices=int(a.vertices), texture_size=int(a.texture_size),
+        alpha_mode=a.alpha_mode, extra=_jsonable(a.extra)) for a in result.assets]
+    return protocol.Result(job=job, output_dir=output_dir, assets=assets,
+                           seconds_per_stage={k: float(v) for k, v in result.seconds_per_stage.items()},
+                           peak_memory_bytes=int(result.peak_memory_bytes))
+
+
+def _jsonable(value: object) -> object:
+    """Plain JSON values only (numbers, strings, lists, dicts); anything else becomes its str()."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch's OutOfMemoryError (CUDA or otherwise), MemoryError, or an allocator 'out of memory'."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def classify(exc: BaseException) -> Failure:
+    """The protocol error for an exception raised by a job."""
+    if is_out_of_memory(exc):
+        return Failure("out_of_memory", f"out of memory: {str(exc)[:500]}", OOM_HINT)
+    if isinstance(exc, PipelineUnavailable):
+        return Failure("pipeline_unavailable", str(exc), "install the backend's pipeline, see the README")
+    if isinstance(exc, WeightsError):
+        return Failure(exc.code, str(exc), exc.hint)
+    if isinstance(exc, InvalidRequest):
+        return Failure("invalid_request", str(exc), "check the request's values")
+    if isinstance(exc, FileNotFoundError | ValueError):
+        return Failure("invalid_request", f"{type(exc).__name__}: {exc}",
+                       "check the input files and settings")
+    return Failure("internal", f"{type(exc).__name__}: {str(exc)[:1000]}",
+                   "the backend log has the traceback; the server is still running")
