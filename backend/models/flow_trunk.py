@@ -1,0 +1,139 @@
+"""The part both flow DiTs share: embedders, shared AdaLN modulation, blocks, output head.
+
+Mirrors the common body of TRELLIS.2 ``models/sparse_structure_flow.py`` and
+``models/structured_latent_flow.py`` (``share_mod = true``, ``pe_mode = "rope"``).
+Precision (spec §4.6): ``input_layer``, ``t_embedder``, ``adaLN_modulation`` and ``out_layer``
+are fp32; the blocks run in the configured dtype (bfloat16 in the release).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import AttentionBackend
+from .dit_blocks import AttentionContext, ModulatedCrossBlock
+from .dit_layers import TimestepEmbedder
+
+FINAL_NORM_EPS = 1e-5
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def parse_dtype(dtype: str | torch.dtype, use_fp16: bool = False) -> torch.dtype:
+    """Map a config dtype string (``"bfloat16"``...) to a torch dtype; ``use_fp16`` forces float16."""
+    if use_fp16:
+        return torch.float16
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+class FlowTrunk(nn.Module):
+    """Timestep/condition handling, ``num_blocks`` modulated cross blocks and the final head.
+
+    Args:
+        in_channels: token input channels.
+        model_channels: width C.
+        cond_channels: condition token width (1024 for DINOv3-L).
+        out_channels: token output channels.
+        num_blocks: number of blocks.
+        num_heads: heads; when None, ``C // num_head_channels``.
+        num_head_channels: channels per head if ``num_heads`` is None.
+        mlp_ratio: MLP hidden = ``int(C * mlp_ratio)``.
+        pe_mode: only ``"rope"`` (the released models) is implemented.
+        rope_freq: ``(a, b)`` of the RoPE frequencies ``a / b^(j/F)``.
+        dtype: block dtype name; ``use_fp16`` forces float16.
+        share_mod: only True (the released models) is implemented.
+        qk_rms_norm: QK-RMSNorm in self-attention.
+        qk_rms_norm_cross: QK-RMSNorm in cross-attention.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        model_channels: int,
+        cond_channels: int,
+        out_channels: int,
+        num_blocks: int,
+        num_heads: int | None,
+        num_head_channels: int,
+        mlp_ratio: float,
+        pe_mode: str,
+        rope_freq: tuple[float, float],
+        dtype: str | torch.dtype,
+        use_fp16: bool,
+        share_mod: bool,
+        qk_rms_norm: bool,
+        qk_rms_norm_cross: bool,
+    ) -> None:
+        super().__init__()
+        num_heads = num_heads or model_channels // num_head_channels
+        if model_channels % num_heads:
+            raise ValueError(f"model_channels {model_channels} is not divisible by num_heads {num_heads}")
+        if pe_mode != "rope":
+            raise ValueError(f"pe_mode {pe_mode!r} is not implemented (the released models use 'rope')")
+        if not share_mod:
+            raise ValueError("share_mod=False is not implemented (the released models use share_mod=True)")
+        head_dim = model_channels // num_heads
+        if head_dim % 2 or head_dim // 2 // 3 < 1:
+            raise ValueError(f"head_dim {head_dim} must be even and >= 6 for 3-D RoPE")
+        block_dtype = parse_dtype(dtype, use_fp16)
+        self.model_channels = model_channels
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.rope_freq = (float(rope_freq[0]), float(rope_freq[1]))
+        self.attention_backend = AttentionBackend.SDPA
+
+        self.t_embedder = TimestepEmbedder(model_channels)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(model_channels, 6 * model_channels))
+        self.input_layer = nn.Linear(in_channels, model_channels)
+        self.blocks = nn.ModuleList(
+            ModulatedCrossBlock(model_channels, cond_channels, num_heads, mlp_ratio, qk_rms_norm,
+                                qk_rms_norm_cross, block_dtype)
+            for _ in range(num_blocks)
+        )
+        self.out_layer = nn.Linear(model_channels, out_channels)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the blocks compute in (that of their linear weights)."""
+        return self.blocks[0].mlp.mlp[0].weight.dtype
+
+    def set_attention_backend(self, backend: AttentionBackend | str) -> None:
+        """Choose the attention kernel for all later forwards of this model instance."""
+        self.attention_backend = AttentionBackend.parse(backend)
+
+    def run_trunk(
+        self,
+        tokens: torch.Tensor,
+        t: torch.Tensor,
+        cond: torch.Tensor,
+        ctx: AttentionContext,
+        sample_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Everything between the token tensor in and the token tensor out.
+
+        Args:
+            tokens: ``[B, L, Cin]`` (or packed ``[1, T, Cin]``).
+            t: ``[B]`` timesteps (x1000).
+            cond: ``[B, M, Cc]`` (or packed ``[1, B*M, Cc]``).
+            ctx: attention settings (backend, RoPE, layouts).
+            sample_index: for packed input, int64 ``[T]`` sample of each token; else None.
+
+        Returns:
+            fp32 ``[B, L, Cout]`` (the out layer's dtype).
+        """
+        dtype = self.dtype
+        h = self.input_layer(tokens.to(self.input_layer.weight.dtype)).to(dtype)  # [B, L, C]
+        mod = self.adaLN_modulation(self.t_embedder(t)).to(dtype)  # [B, 6C]
+        mod = mod[:, None] if sample_index is None else mod[sample_index][None]  # [B, 1, 6C] | [1, T, 6C]
+        cond = cond.to(dtype)
+        for block in self.blocks:
+            h = block(h, mod, cond, ctx)
+        h = h.to(self.out_layer.weight.dtype)
+        h = F.layer_norm(h, h.shape[-1:], eps=FINAL_NORM_EPS)
+        return self.out_layer(h)

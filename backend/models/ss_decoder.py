@@ -1,0 +1,118 @@
+"""``SparseStructureDecoder``: the TRELLIS v1 dense conv3d VAE decoder (spec §5.2).
+
+Mirrors TRELLIS ``models/sparse_structure_vae.py`` (decoder half): 8 x 16^3 latent ->
+occupancy logits ``[B, 1, 64, 64, 64]``. Convolutions inside ``middle_block``/``blocks`` run in
+float16 when ``use_fp16``; the channel LayerNorms compute in fp32; the input and output layers
+are fp32.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .flow_trunk import parse_dtype
+
+
+class ChannelLayerNorm3d(nn.LayerNorm):
+    """LayerNorm over the channel vector of each voxel of ``[B, C, X, Y, Z]``, in fp32 (eps 1e-5)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.permute(0, 2, 3, 4, 1).float()  # [B, X, Y, Z, C]
+        h = F.layer_norm(h, self.normalized_shape, self.weight, self.bias, self.eps)
+        return h.permute(0, 4, 1, 2, 3).to(x.dtype)
+
+
+class ResBlock3d(nn.Module):
+    """``norm1 -> SiLU -> conv1 -> norm2 -> SiLU -> conv2`` plus the identity skip."""
+
+    def __init__(self, channels: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.norm1 = ChannelLayerNorm3d(channels)
+        self.conv1 = nn.Conv3d(channels, channels, 3, padding=1, dtype=dtype)
+        self.norm2 = ChannelLayerNorm3d(channels)
+        self.conv2 = nn.Conv3d(channels, channels, 3, padding=1, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        return h + x
+
+
+def pixel_shuffle_3d(x: torch.Tensor, scale: int = 2) -> torch.Tensor:
+    """``[B, C s^3, X, Y, Z]`` -> ``[B, C, sX, sY, sZ]``; channel ``c s^3 + sx s^2 + sy s + sz`` (x = MSB)."""
+    B, C, X, Y, Z = x.shape
+    c = C // scale**3
+    h = x.reshape(B, c, scale, scale, scale, X, Y, Z)
+    h = h.permute(0, 1, 5, 2, 6, 3, 7, 4)  # [B, c, X, sx, Y, sy, Z, sz]
+    return h.reshape(B, c, X * scale, Y * scale, Z * scale)
+
+
+class UpsampleBlock3d(nn.Module):
+    """Conv3d(C_in -> 8 C_out) then a x2 pixel shuffle. Key ``conv``."""
+
+    def __init__(self, in_channels: int, out_channels: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(in_channels, out_channels * 8, 3, padding=1, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pixel_shuffle_3d(self.conv(x), 2)
+
+
+class SparseStructureDecoder(nn.Module):
+    """Dense latent -> occupancy logits.
+
+    Args:
+        out_channels: 1 (occupancy logit).
+        latent_channels: 8.
+        num_res_blocks: ResBlocks per resolution level.
+        channels: widths per level, e.g. ``[512, 128, 32]`` (one x2 upsampling between levels).
+        num_res_blocks_middle: ResBlocks of the middle block.
+        norm_type: only ``"layer"`` is implemented.
+        use_fp16: float16 convolutions in the blocks (as stored).
+        dtype: overrides the block dtype when given (e.g. ``"float32"`` on CPU).
+    """
+
+    def __init__(
+        self,
+        out_channels: int,
+        latent_channels: int,
+        num_res_blocks: int,
+        channels: list[int],
+        num_res_blocks_middle: int = 2,
+        norm_type: str = "layer",
+        use_fp16: bool = False,
+        use_checkpoint: bool = False,
+        dtype: str | None = None,
+    ) -> None:
+        super().__init__()
+        if norm_type != "layer":
+            raise ValueError(f"norm_type {norm_type!r} is not implemented (the release uses 'layer')")
+        block_dtype = parse_dtype(dtype) if dtype is not None else parse_dtype("float32", use_fp16)
+        self.input_layer = nn.Conv3d(latent_channels, channels[0], 3, padding=1)
+        self.middle_block = nn.Sequential(*[ResBlock3d(channels[0], block_dtype)
+                                            for _ in range(num_res_blocks_middle)])
+        blocks: list[nn.Module] = []
+        for i, ch in enumerate(channels):
+            blocks.extend(ResBlock3d(ch, block_dtype) for _ in range(num_res_blocks))
+            if i < len(channels) - 1:
+                blocks.append(UpsampleBlock3d(ch, channels[i + 1], block_dtype))
+        self.blocks = nn.ModuleList(blocks)
+        self.out_layer = nn.Sequential(
+            ChannelLayerNorm3d(channels[-1]), nn.SiLU(), nn.Conv3d(channels[-1], out_channels, 3, padding=1)
+        )
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the convolutions inside the blocks."""
+        first = self.middle_block[0].conv1 if len(self.middle_block) else self.blocks[0].conv
+        return first.weight.dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, latent, R, R, R]`` -> fp32 logits ``[B, out, R * 2^(levels-1), ...]``."""
+        h = self.input_layer(x.to(self.input_layer.weight.dtype)).to(self.dtype)
+        h = self.middle_block(h)
+        for block in self.blocks:
+            h = block(h)
+        return self.out_layer(h.to(self.out_layer[2].weight.dtype))
