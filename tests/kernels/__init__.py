@@ -1,0 +1,1 @@
+"""Kernel tests (Triton vs torch references)."""

@@ -1,0 +1,1 @@
+"""Sparse tensor, neighbour map, conv module and spatial op tests."""
