@@ -63,6 +63,7 @@ class BackendClient:
         self._pending: set[str] = set()
         self._ids = itertools.count(1)
         self._write_lock = threading.Lock()
+        self._reader: threading.Thread | None = None
         self.hello: protocol.HelloReply | None = None
         self.returncode: int | None = None
 
@@ -84,14 +85,15 @@ class BackendClient:
         self.returncode = None
         self.hello = None
         self._events = queue.Queue()
-        threading.Thread(target=self._read, args=(self._proc, self._events), daemon=True,
-                         name=f"trellis2-backend-{self._proc.pid}").start()
+        self._reader = threading.Thread(target=self._read, args=(self._proc, self._events), daemon=True,
+                                        name=f"trellis2-backend-{self._proc.pid}")
+        self._reader.start()
         return self._handshake()
 
     def restart(self) -> protocol.HelloReply:
         """Stop the child if it still runs (killing it if it must), then start a new one."""
         self.stop()
-        self.poll()  # deliver the dead child's last events
+        self._backlog = self.poll()  # the old child's last events stay for the caller's next poll()
         return self.start()
 
     def stop(self, timeout: float | None = None) -> int | None:
@@ -112,6 +114,8 @@ class BackendClient:
                 proc.kill()
                 proc.wait(5)
         self.returncode = proc.returncode
+        if self._reader is not None:
+            self._reader.join(5)  # so that poll() now returns every event the child sent
         return self.returncode
 
     def kill(self) -> None:
@@ -119,6 +123,8 @@ class BackendClient:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait(5)
+            if self._reader is not None:
+                self._reader.join(5)
 
     @property
     def alive(self) -> bool:

@@ -1,0 +1,106 @@
+"""The protocol module: round trips, validation, limits, the add-on copy and import isolation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backend import protocol as p
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+EXAMPLES = [
+    p.Hello(id="h", version=p.PROTOCOL_VERSION, client="test"),
+    p.Load(id="l", source="microsoft/TRELLIS.2-4B", token="hf_x", offline=True, low_vram=True),
+    p.Generate(id="g", images=["/a.png", "/b.png"], output_dir="/out", seed=7,
+               shape=p.Sampler(steps=12, guidance_interval=[0.1, 0.9]), export=p.Export(texture_size=1024)),
+    p.Retexture(id="r", mesh="/m.glb", image="/a.png", output_dir="/out", resolution=512),
+    p.Cancel(id="c", job="g"), p.Status(id="s"), p.Shutdown(id="x"),
+    p.HelloReply(job="h", version=1, server="s", pid=12,
+                 capabilities={"device": "cpu", "models": {"a/b": True}}),
+    p.StatusReply(job="s", state="busy", running="g", queued=["r"], rss_bytes=5),
+    p.Log(job=None, level="info", message="hi"),
+    p.ProgressEvent(job="g", stage="shape", step=3, total=12, fraction=0.5),
+    p.Download(job="l", repo="a/b", file="ckpts/x.safetensors", bytes=10, total=100),
+    p.Result(job="g", output_dir="/out", seconds_per_stage={"shape": 1.5},
+             assets=[p.Asset(name="a", glb="/out/a.glb", faces=3, extra={"k": [1]})]),
+    p.Error(job="g", code="out_of_memory", message="m", hint="h"),
+    p.Done(job="g", status="cancelled", seconds=1.0),
+]
+
+
+@pytest.mark.parametrize("message", EXAMPLES, ids=lambda m: type(m).__name__)
+def test_round_trip(message: p.Message) -> None:
+    line = p.encode(message)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    decode = p.decode_request if type(message) in p.REQUESTS.values() else p.decode_event
+    assert decode(line) == message
+
+
+@pytest.mark.parametrize(("line", "job", "text"), [
+    (b'{"type":"hello","id":"a"}', "a", "missing field 'version'"),
+    (b'{"type":"hello","id":"a","version":1,"extra":2}', "a", "unknown field"),
+    (b'{"type":"hello","id":"a","version":true}', "a", "expected an integer"),
+    (b'{"type":"hello","id":"a","version":NaN}', None, "not JSON"),
+    (b'{"type":"generate","id":"g","images":"a.png","output_dir":"/o"}', "g", "expected a list"),
+    (b'{"type":"generate","id":"g","images":[],"output_dir":"/o","shape":{"steps":"9"}}', "g", "shape.steps"),
+    (b'{"type":"cancel","id":"c"}', "c", "missing field 'job'"),
+    (b'{"type":"launch","id":"z"}', "z", "unknown message type"),
+    (b'{"id":"z"}', "z", "unknown message type"),
+    (b'{"type":"status","id":""}', None, "'id' must be"),
+    (b'{"type":"status","id":7}', None, "id"),
+    (b"[1,2]", None, "JSON object"),
+    (b"\xff\xfe{", None, "not JSON"),
+    (b"[" * 100_000, None, "not JSON"),
+])
+def test_invalid_requests_raise_with_the_readable_id(line: bytes, job: str | None, text: str) -> None:
+    with pytest.raises(p.ProtocolError, match=None) as info:
+        p.decode_request(line)
+    assert text in str(info.value)
+    assert info.value.job == job
+
+
+def test_size_limits() -> None:
+    big = p.Log(job="j", level="info", message="x" * p.MAX_LINE_BYTES)
+    with pytest.raises(p.ProtocolError, match="too large"):
+        p.encode(big)
+    with pytest.raises(p.ProtocolError, match="too large"):
+        p.decode_request(b'{"type":"status","id":"' + b"x" * p.MAX_LINE_BYTES + b'"}')
+    with pytest.raises(p.ProtocolError, match="at most"):
+        p.decode_request(b'{"type":"status","id":"' + b"x" * (p.MAX_ID_CHARS + 1) + b'"}')
+
+
+def test_requests_and_events_each_have_unique_types() -> None:
+    assert set(p.REQUESTS) == {"hello", "load", "generate", "retexture", "cancel", "status", "shutdown"}
+    assert set(p.EVENTS) == {"hello", "status", "log", "progress", "download", "result", "error", "done"}
+
+
+def test_addon_copy_is_byte_identical() -> None:
+    source = (REPO_ROOT / "backend" / "protocol.py").read_bytes()
+    copy = (REPO_ROOT / "trellis2_blender" / "protocol.py").read_bytes()
+    assert source == copy, "run: cp backend/protocol.py trellis2_blender/protocol.py"
+
+
+def test_client_imports_neither_torch_numpy_backend_nor_bpy() -> None:
+    code = ("import sys; import trellis2_blender.client, trellis2_blender.protocol; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'backend', 'bpy'));"
+            "sys.exit(f'imported: {bad}' if bad else 0)")
+    _run_python(code)
+
+
+def test_protocol_is_stdlib_only() -> None:
+    code = ("import sys; before = set(sys.modules); import backend.protocol; "
+            "new = {m.split('.')[0] for m in set(sys.modules) - before} - {'backend'}; "
+            "third = sorted(m for m in new if m not in sys.stdlib_module_names); "
+            "sys.exit(f'non-stdlib: {third}' if third else 0)")
+    _run_python(code)
+
+
+def _run_python(code: str) -> None:
+    """Run ``code`` in a fresh interpreter at the repo root; fail with its stderr."""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
