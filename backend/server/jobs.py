@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend import protocol
-from backend.pipeline import api
+from backend.pipeline import api, errors
 from backend.server.generators import PipelineUnavailable
 from backend.server.weights import WeightsError
 
@@ -120,8 +120,14 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def classify(exc: BaseException) -> Failure:
     """The protocol error for an exception raised by a job."""
+    if isinstance(exc, errors.OutOfMemoryError):
+        return Failure("out_of_memory", exc.message, f"{exc.hint}. {OOM_HINT}")
     if is_out_of_memory(exc):
         return Failure("out_of_memory", f"out of memory: {str(exc)[:500]}", OOM_HINT)
+    if isinstance(exc, errors.ModelUnavailableError):
+        return Failure("model_unavailable", exc.message, exc.hint)
+    if isinstance(exc, errors.PipelineError):
+        return Failure("invalid_request", exc.message, exc.hint)
     if isinstance(exc, PipelineUnavailable):
         return Failure("pipeline_unavailable", str(exc), "install the backend's pipeline, see the README")
     if isinstance(exc, WeightsError):

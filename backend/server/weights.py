@@ -30,6 +30,10 @@ GATED: dict[str, tuple[str, str]] = {
     RMBG_REPO: ("background removal (RMBG-2.0)", "BRIA's RMBG-2.0 license (non-commercial use)"),
 }
 
+# Used only when the user names a copy (or it is already cached): the pipeline can do without it
+# (images with alpha, or a plain-background keyer), so it is never downloaded unasked.
+OPTIONAL = frozenset({RMBG_REPO})
+
 # on_download(repo, file, bytes_done, bytes_total)
 DownloadCallback = Callable[[str, str, int, int], None]
 
@@ -130,7 +134,8 @@ def resolve(source: str, config: WeightsConfig, *, revision: str | None = None,
     cancel = cancel or CancelToken()
     on_download = on_download or (lambda repo, file, done, total: None)
     main = _resolve_one(source, config, revision, on_download, cancel)
-    deps = dependencies_of(main)
+    deps = [repo for repo in dependencies_of(main)
+            if repo not in OPTIONAL or repo in overrides or cached_snapshot(repo, config) is not None]
     sources = {repo: overrides.get(repo, repo) for repo in deps}
     local = {repo: Path(src).expanduser() for repo, src in sources.items() if not is_repo_id(src)}
     for repo, path in local.items():
