@@ -1,10 +1,556 @@
-"""Operators (filled in by the generate/retexture work)."""
+"""Thin operators over :mod:`.session` (backend), :mod:`.jobs` (specs) and :mod:`.scene_io` (bpy).
+
+Generate and Retexture run modally with a timer in the UI (ESC or the Cancel button
+cancels) and block in background mode (``bpy.app.background``), so headless runs use
+the same code. Only this main thread touches ``bpy``; the backend client runs its
+own reader thread and is only polled from here.
+"""
 
 from __future__ import annotations
 
-import bpy
+import logging
+import random
+import signal
+import threading
+import time
+from pathlib import Path
 
-classes: tuple[type, ...] = ()
+import bpy
+from bpy.props import StringProperty
+
+from . import jobs, preferences, runtime, scene_io
+from .results import ResultError
+from .session import BUSY, ERROR, LOADING, READY, STARTING, STOPPED
+
+log = logging.getLogger(__name__)
+
+TIMER_S = 0.1
+_active: dict[str, jobs.Job] = {}  # "job" -> the one job the UI is running
+
+
+def active_job() -> jobs.Job | None:
+    job = _active.get("job")
+    return job if job is not None and not job.finished else None
+
+
+# --- status shown by the panel ------------------------------------------------------------
+
+def sync_status(context, job: jobs.Job | None = None) -> None:
+    """Copy session and job state into ``WindowManager.trellis2_status`` and redraw the panels."""
+    status = context.window_manager.trellis2_status
+    session = runtime.current()
+    if session is None:
+        status.backend_state, status.backend_message, status.backend_percent = STOPPED, "", 0.0
+    else:
+        status.backend_state = session.state
+        status.backend_message = session.message[:1000]
+        status.backend_percent = session.percent
+    if job is not None:
+        status.job_kind = job.spec.kind
+        status.stage, status.step, status.total = job.stage, job.step, job.total
+        status.fraction = job.fraction
+        status.job_state = {"running": "RUNNING", "ok": "FINISHED", "error": "FAILED",
+                            "cancelled": "CANCELLED"}[job.state]
+        status.message = job.error_text()[:1000] if job.state == jobs.ERROR else job.message[:1000]
+    screen = getattr(context, "screen", None)
+    if screen is not None:
+        for area in screen.areas:
+            if area.type in ("VIEW_3D", "PREFERENCES"):
+                area.tag_redraw()
+
+
+def _watch_backend() -> float | None:
+    """Timer: advance start-up/loading while no job operator is pumping; stops when settled."""
+    session = runtime.current()
+    if session is None:
+        return None
+    if active_job() is None:
+        session.pump()
+    sync_status(bpy.context)
+    return 0.25 if session.state in (STARTING, LOADING, BUSY) else None
+
+
+def _watch() -> None:
+    if not bpy.app.timers.is_registered(_watch_backend):
+        bpy.app.timers.register(_watch_backend, first_interval=0.1)
+
+
+class _SigintCancels:
+    """Ctrl+C during a blocking job cancels the job instead of killing Blender (main thread only)."""
+
+    def __init__(self, session, job) -> None:
+        self.session, self.job, self.previous = session, job, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, lambda *_: self.session.cancel(self.job))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+# --- generate / retexture -----------------------------------------------------------------
+
+class _JobOperator:
+    """Shared flow: make a spec, submit it, wait (modal or blocking), then apply the result."""
+
+    _timer = None
+    _job: jobs.Job | None = None
+
+    def make_job(self, context) -> jobs.Job:
+        raise NotImplementedError
+
+    def apply_result(self, context, job: jobs.Job) -> None:
+        raise NotImplementedError
+
+    def _submit(self, context) -> jobs.Job | None:
+        settings = preferences.backend_settings(context)
+        problem = settings.problem()
+        if problem:
+            self.report({"ERROR"}, problem)
+            return None
+        try:
+            job = self.make_job(context)
+        except (scene_io.InputError, OSError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return None
+        session = runtime.session_for(settings)
+        session.submit(job)
+        _active["job"] = job
+        log.info("submitted %s: %s", job.spec.kind, job.spec)
+        return job
+
+    def execute(self, context):
+        job = self._submit(context)
+        if job is None:
+            return {"CANCELLED"}
+        session = runtime.current()
+        with _SigintCancels(session, job):
+            session.wait(job, on_tick=lambda j: sync_status(context, j))
+        return self._finish(context, job)
+
+    def invoke(self, context, event):
+        if bpy.app.background:
+            return self.execute(context)
+        job = self._submit(context)
+        if job is None:
+            return {"CANCELLED"}
+        self._job = job
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(TIMER_S, window=context.window)
+        wm.modal_handler_add(self)
+        sync_status(context, job)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        job = self._job
+        if event.type == "ESC" and event.value == "PRESS" and not job.cancel_requested:
+            runtime.current().cancel(job)
+            self.report({"INFO"}, "Cancelling…")
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        runtime.current().pump()
+        sync_status(context, job)
+        if job.stage:
+            context.workspace.status_text_set(
+                f"TRELLIS.2: {job.stage} {job.step}/{job.total} ({job.fraction:.0%}) - Esc to cancel")
+        if not job.finished:
+            return {"RUNNING_MODAL"}
+        self._end_modal(context)
+        return self._finish(context, job)
+
+    def cancel(self, context):
+        # Blender is closing the operator (e.g. the window closes): cancel the backend job too.
+        if self._job is not None and not self._job.finished:
+            runtime.current().cancel(self._job)
+        self._end_modal(context)
+
+    def _end_modal(self, context) -> None:
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+        if context.workspace is not None:
+            context.workspace.status_text_set(None)
+
+    def _finish(self, context, job: jobs.Job):
+        _active.pop("job", None)
+        for level, message in job.logs:
+            if level in ("warning", "error"):
+                self.report({"WARNING"}, message)
+        if job.state == jobs.CANCELLED:
+            self.report({"WARNING"}, "Cancelled")
+            sync_status(context, job)
+            return {"CANCELLED"}
+        if job.state == jobs.ERROR:
+            self.report({"ERROR"}, f"TRELLIS.2 failed: {job.error_text()}")
+            log.error("%s failed: %s", job.spec.kind, job.error)
+            sync_status(context, job)
+            return {"CANCELLED"}
+        try:
+            self.apply_result(context, job)
+        except (ResultError, RuntimeError, ValueError, OSError) as exc:
+            job.fail("import_failed", f"Cannot import the result: {exc}")
+            self.report({"ERROR"}, job.error_text())
+            log.exception("importing %s", job.result_file())
+            sync_status(context, job)
+            return {"CANCELLED"}
+        sync_status(context, job)
+        self.report({"INFO"}, f"TRELLIS.2 {job.spec.kind} finished in {job.seconds:.1f} s")
+        return {"FINISHED"}
+
+
+def _job_dir(context, name: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:60] or "job"
+    path = preferences.jobs_dir(preferences.get(context)) / f"{stamp}_{safe}_{random.randrange(16**4):04x}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _sampler(stage) -> tuple:
+    return (stage.steps, stage.guidance) if stage.override else (None, None)
+
+
+def _image_problem(settings) -> str:
+    if settings.image_source == "BLENDER":
+        return "" if settings.image is not None else "Choose an image"
+    return "" if settings.image_path else "Choose an image file"
+
+
+class TRELLIS2_OT_generate(_JobOperator, bpy.types.Operator):
+    """Generate a textured mesh from the image and add it at the 3D cursor"""
+
+    bl_idname = "trellis2.generate"
+    bl_label = "Generate"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        if active_job() is not None:
+            cls.poll_message_set("A TRELLIS.2 job is running")
+            return False
+        problem = _image_problem(context.scene.trellis2)
+        if problem:
+            cls.poll_message_set(problem)
+            return False
+        return True
+
+    def make_job(self, context) -> jobs.Job:
+        settings = context.scene.trellis2
+        if settings.randomize_seed:
+            settings.seed = random.randrange(0, 2**31 - 1)
+        probe_dir = _job_dir(context, "generate")
+        image, name = scene_io.snapshot_image(settings, probe_dir)
+        spec = jobs.GenerateSpec(
+            image=str(image), name=name, output_dir=str(probe_dir), pipeline_type=settings.pipeline_type,
+            seed=settings.seed, sparse_structure=_sampler(settings.sparse_structure),
+            shape=_sampler(settings.shape), texture=_sampler(settings.texture),
+            face_target=settings.face_target, texture_size=int(settings.texture_size))
+        return jobs.Job(spec)
+
+    def apply_result(self, context, job: jobs.Job) -> None:
+        result = job.result_file()
+        if result is None:
+            raise ResultError("the backend reported no Blender result")
+        obj = scene_io.import_result(context, result, name=job.spec.name, settings=job.spec.record())
+        self.report({"INFO"}, f"Added '{obj.name}'")
+
+
+class TRELLIS2_OT_retexture(_JobOperator, bpy.types.Operator):
+    """Give the selected mesh new PBR textures from the image, keeping its shape, UVs and transform"""
+
+    bl_idname = "trellis2.retexture"
+    bl_label = "Retexture"
+    bl_options = {"REGISTER", "UNDO"}
+
+    target: StringProperty(name="Object", description="Mesh object to retexture (default: the active one)",
+                           options={"SKIP_SAVE"})
+
+    @classmethod
+    def poll(cls, context):
+        if active_job() is not None:
+            cls.poll_message_set("A TRELLIS.2 job is running")
+            return False
+        obj = context.active_object
+        if obj is None or obj.type != "MESH" or not obj.select_get():
+            cls.poll_message_set("Select a mesh object")
+            return False
+        if not obj.data.uv_layers:
+            cls.poll_message_set("The selected mesh has no UV map: unwrap it first")
+            return False
+        if context.mode != "OBJECT":
+            cls.poll_message_set("Switch to Object Mode")
+            return False
+        problem = _image_problem(context.scene.trellis2)
+        if problem:
+            cls.poll_message_set(problem)
+            return False
+        return True
+
+    def _object(self, context):
+        return bpy.data.objects.get(self.target) if self.target else context.active_object
+
+    def make_job(self, context) -> jobs.Job:
+        settings = context.scene.trellis2
+        obj = self._object(context)
+        if obj is None or obj.type != "MESH":
+            raise scene_io.InputError("Select a mesh object")
+        self.target = obj.name
+        if settings.randomize_seed:
+            settings.seed = random.randrange(0, 2**31 - 1)
+        job_dir = _job_dir(context, obj.name)
+        image, _ = scene_io.snapshot_image(settings, job_dir)
+        mesh_path = job_dir / "input_mesh.npz"
+        scene_io.export_mesh(obj, mesh_path)
+        spec = jobs.RetextureSpec(
+            mesh=str(mesh_path), image=str(image), name=obj.name, output_dir=str(job_dir), seed=settings.seed,
+            resolution=int(settings.retexture_resolution), texture=_sampler(settings.texture),
+            texture_size=int(settings.texture_size))
+        return jobs.Job(spec)
+
+    def apply_result(self, context, job: jobs.Job) -> None:
+        obj = bpy.data.objects.get(self.target)
+        if obj is None or obj.type != "MESH":
+            raise ResultError(f"the object '{self.target}' is gone")
+        result = job.result_file()
+        if result is None:
+            raise ResultError("the backend reported no Blender result")
+        scene_io.apply_retexture(obj, result, settings=job.spec.record())
+        self.report({"INFO"}, f"Retextured '{obj.name}'")
+
+
+class TRELLIS2_OT_cancel(bpy.types.Operator):
+    """Cancel the running TRELLIS.2 job"""
+
+    bl_idname = "trellis2.cancel"
+    bl_label = "Cancel"
+
+    @classmethod
+    def poll(cls, context):
+        if active_job() is None:
+            cls.poll_message_set("No job is running")
+            return False
+        return True
+
+    def execute(self, context):
+        job, session = active_job(), runtime.current()
+        if job is not None and session is not None:
+            session.cancel(job)
+        return {"FINISHED"}
+
+
+class TRELLIS2_OT_randomize_seed(bpy.types.Operator):
+    """Pick a new random seed"""
+
+    bl_idname = "trellis2.randomize_seed"
+    bl_label = "Randomize Seed"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        context.scene.trellis2.seed = random.randrange(0, 2**31 - 1)
+        return {"FINISHED"}
+
+
+# --- backend ------------------------------------------------------------------------------
+
+class TRELLIS2_OT_backend_start(bpy.types.Operator):
+    """Start the backend and load the models (they stay loaded between jobs)"""
+
+    bl_idname = "trellis2.backend_start"
+    bl_label = "Start Backend"
+
+    @classmethod
+    def poll(cls, context):
+        session = runtime.current()
+        if session is not None and session.state in (STARTING, LOADING, READY, BUSY):
+            cls.poll_message_set("The backend is already running")
+            return False
+        return True
+
+    def execute(self, context):
+        settings = preferences.backend_settings(context)
+        problem = settings.problem()
+        if problem:
+            self.report({"ERROR"}, problem)
+            return {"CANCELLED"}
+        session = runtime.session_for(settings)
+        session.start()
+        if bpy.app.background:
+            while session.state in (STARTING, LOADING):
+                session.pump()
+                time.sleep(0.05)
+            sync_status(context)
+            if session.state == ERROR:
+                self.report({"ERROR"}, session.message)
+                return {"CANCELLED"}
+        else:
+            _watch()
+            sync_status(context)
+        return {"FINISHED"}
+
+
+class TRELLIS2_OT_backend_stop(bpy.types.Operator):
+    """Stop the backend and free its memory (a running job is cancelled)"""
+
+    bl_idname = "trellis2.backend_stop"
+    bl_label = "Stop Backend"
+
+    @classmethod
+    def poll(cls, context):
+        session = runtime.current()
+        if session is None or session.state == STOPPED:
+            cls.poll_message_set("The backend is not running")
+            return False
+        return True
+
+    def execute(self, context):
+        runtime.shutdown()
+        sync_status(context)
+        return {"FINISHED"}
+
+
+class TRELLIS2_OT_download_weights(bpy.types.Operator):
+    """Download the model weights now (they are also fetched on first use)"""
+
+    bl_idname = "trellis2.download_weights"
+    bl_label = "Download Weights"
+
+    @classmethod
+    def poll(cls, context):
+        if not bpy.app.online_access:
+            cls.poll_message_set("Online access is disabled (Preferences > System > Network)")
+            return False
+        session = runtime.current()
+        if session is not None and session.state in (STARTING, LOADING):
+            cls.poll_message_set("The backend is busy loading")
+            return False
+        return True
+
+    def invoke(self, context, event):
+        return context.window_manager.invoke_confirm(
+            self, event, title="Download TRELLIS.2 weights?",
+            message=preferences.download_notice(context), confirm_text="Download")
+
+    def execute(self, context):
+        settings = preferences.backend_settings(context, offline=False)
+        problem = settings.problem()
+        if problem:
+            self.report({"ERROR"}, problem)
+            return {"CANCELLED"}
+        session = runtime.session_for(settings)
+        if session.state in (READY, BUSY):
+            self.report({"INFO"}, "The weights are already loaded")
+            return {"FINISHED"}
+        session.start()
+        _watch()
+        sync_status(context)
+        return {"FINISHED"}
+
+
+class TRELLIS2_OT_open_log(bpy.types.Operator):
+    """Open the folder with the add-on's and the backend's log files"""
+
+    bl_idname = "trellis2.open_log"
+    bl_label = "Open Logs"
+
+    def execute(self, context):
+        from . import logging_setup
+
+        bpy.ops.wm.path_open(filepath=str(logging_setup.log_file().parent))
+        return {"FINISHED"}
+
+
+
+class TRELLIS2_OT_setup_backend(bpy.types.Operator):
+    """Create the backend's own Python environment and install its libraries (several GB)"""
+
+    bl_idname = "trellis2.setup_backend"
+    bl_label = "Set Up Backend"
+
+    _timer = None
+    _task = None
+
+    @classmethod
+    def poll(cls, context):
+        if not bpy.app.online_access:
+            cls.poll_message_set("Online access is disabled (Preferences > System > Network)")
+            return False
+        from . import paths
+
+        root = paths.backend_root()
+        if root is None or not (root / "pyproject.toml").is_file():
+            cls.poll_message_set("The backend sources are missing from this installation")
+            return False
+        if context.window_manager.trellis2_status.task_running:
+            cls.poll_message_set("Set-up is already running")
+            return False
+        return True
+
+    def invoke(self, context, event):
+        env = preferences.managed_env_dir()
+        return context.window_manager.invoke_confirm(
+            self, event, title="Set up the TRELLIS.2 backend?",
+            message=f"Creates a Python environment in {env} and downloads PyTorch and the backend's "
+                    "libraries from the Python Package Index (several gigabytes).",
+            confirm_text="Set Up")
+
+    def execute(self, context):
+        from . import logging_setup, paths, setup_env
+
+        base = setup_env.find_base_python()
+        if base is None:
+            self.report({"ERROR"}, "No Python 3.11 or newer found on this system; install one first")
+            return {"CANCELLED"}
+        log_path = logging_setup.log_file().with_name("setup.log")
+        self._task = setup_env.SetupTask(base, preferences.managed_env_dir(),
+                                         paths.backend_root() / "pyproject.toml", log_path)
+        self._task.start()
+        context.window_manager.trellis2_status.task_running = self._task.message or "Setting up"
+        if bpy.app.background:
+            while self._task.state == "running":
+                time.sleep(0.5)
+            return self._done(context)
+        self._timer = context.window_manager.event_timer_add(0.5, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        if event.type == "ESC" and event.value == "PRESS":
+            self._task.cancel()
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        status = context.window_manager.trellis2_status
+        status.task_running, status.fraction = self._task.message, self._task.fraction
+        for area in context.screen.areas if context.screen else ():
+            area.tag_redraw()
+        if self._task.state == "running":
+            return {"RUNNING_MODAL"}
+        context.window_manager.event_timer_remove(self._timer)
+        return self._done(context)
+
+    def _done(self, context):
+        context.window_manager.trellis2_status.task_running = ""
+        if self._task.state == "ok":
+            self.report({"INFO"}, self._task.message)
+            return {"FINISHED"}
+        self.report({"ERROR"} if self._task.state == "error" else {"WARNING"},
+                    self._task.message if self._task.state == "error" else "Set-up cancelled")
+        return {"CANCELLED"}
+
+
+classes = (
+    TRELLIS2_OT_generate,
+    TRELLIS2_OT_retexture,
+    TRELLIS2_OT_cancel,
+    TRELLIS2_OT_randomize_seed,
+    TRELLIS2_OT_backend_start,
+    TRELLIS2_OT_backend_stop,
+    TRELLIS2_OT_download_weights,
+    TRELLIS2_OT_setup_backend,
+    TRELLIS2_OT_open_log,
+)
 
 
 def register() -> None:
@@ -13,5 +559,10 @@ def register() -> None:
 
 
 def unregister() -> None:
+    if bpy.app.timers.is_registered(_watch_backend):
+        bpy.app.timers.unregister(_watch_backend)
+    runtime.shutdown()
+    _active.clear()
     for cls in reversed(classes):
         bpy.utils.unregister_class(cls)
+

@@ -39,6 +39,13 @@ def backend_root(addon_dir: Path = ADDON_DIR) -> Path | None:
     return None
 
 
+def looks_like_repo_id(source: str) -> bool:
+    """``owner/name`` that is not an existing folder: a Hugging Face repository id."""
+    parts = source.split("/")
+    return (len(parts) == 2 and all(p and not p.startswith(".") for p in parts)
+            and "\\" not in source and not Path(source).expanduser().is_dir())
+
+
 def venv_python(env_dir: Path) -> Path:
     return env_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 

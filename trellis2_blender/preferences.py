@@ -8,6 +8,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
 from . import paths
+from .session import BackendSettings
 
 DEFAULT_MODEL = "microsoft/TRELLIS.2-4B"
 DEVICE_ITEMS = (
@@ -29,6 +30,9 @@ class TRELLIS2_AP_preferences(bpy.types.AddonPreferences):
     device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto")
     low_vram: BoolProperty(
         name="Low VRAM", description="Keep only the running stage on the GPU and use fewer tokens (slower)")
+    use_own_cache: BoolProperty(
+        name="Keep Weights With the Add-on",
+        description="Download into the add-on's user folder instead of the shared Hugging Face cache")
     output_dir: StringProperty(
         name="Output Folder", subtype="DIR_PATH",
         description="Where job folders go; empty uses the add-on's user folder")
@@ -59,6 +63,39 @@ def jobs_dir(prefs) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         return path
     return paths.user_dir("jobs")
+
+
+def backend_settings(context=None, *, offline: bool | None = None) -> BackendSettings:
+    """A snapshot of what starting the backend needs; defaults when the add-on has no preferences."""
+    from . import logging_setup
+
+    prefs = get(context)
+    python = resolved_python(prefs)
+    root = paths.backend_root()
+    if offline is None:
+        offline = not bpy.app.online_access
+    source = prefs.model_source if prefs is not None else DEFAULT_MODEL
+    local = Path(bpy.path.abspath(source)) if source and not paths.looks_like_repo_id(source) else None
+    return BackendSettings(
+        python=str(python) if python else "",
+        backend_root=str(root) if root else "",
+        log_path=str(logging_setup.log_file().with_name("backend.log")),
+        model_source=str(local) if local is not None else source,
+        device=prefs.device if prefs is not None else "auto",
+        low_vram=prefs.low_vram if prefs is not None else False,
+        offline=offline,
+        cache_dir=str(paths.user_dir("models")) if prefs is not None and prefs.use_own_cache else None,
+    )
+
+
+def download_notice(context=None) -> str:
+    """What the user agrees to before a download: the model, its size and any gated parts."""
+    prefs = get(context)
+    source = prefs.model_source if prefs is not None else DEFAULT_MODEL
+    return (f"Model: {source}. The weights of the 4-billion-parameter model take several gigabytes; "
+            "the image encoder (DINOv3) is a gated model: accept its license on Hugging Face "
+            "with the account whose token the backend uses. "
+            "Background removal (RMBG-2.0) is gated and non-commercial; RGBA images skip it.")
 
 
 classes = (TRELLIS2_AP_preferences,)

@@ -1,0 +1,146 @@
+"""What a job asks for and how it is going. No ``bpy``: plain data, fed by protocol events."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from . import protocol
+
+Sampler = tuple  # (steps or None, guidance or None)
+
+
+def _sampler(value: Sampler) -> protocol.Sampler:
+    steps, guidance = value
+    return protocol.Sampler(steps=steps, guidance_strength=guidance)
+
+
+@dataclass(frozen=True)
+class GenerateSpec:
+    """One image -> one asset; copied out of the scene before the job starts."""
+
+    image: str
+    name: str
+    output_dir: str
+    pipeline_type: str = "1024_cascade"
+    seed: int = 42
+    sparse_structure: Sampler = (None, None)
+    shape: Sampler = (None, None)
+    texture: Sampler = (None, None)
+    face_target: int = 200_000
+    texture_size: int = 2048
+    kind: str = "generate"
+
+    def request_fields(self) -> dict:
+        return dict(
+            pipeline_type=self.pipeline_type, seed=self.seed, name=self.name,
+            sparse_structure=_sampler(self.sparse_structure), shape=_sampler(self.shape),
+            texture=_sampler(self.texture),
+            export=protocol.Export(texture_size=self.texture_size, faces=self.face_target, write_glb=False),
+        )
+
+    def record(self) -> dict:
+        """The settings to keep on the generated object (ID-property safe: no None)."""
+        return _record(asdict(self))
+
+
+@dataclass(frozen=True)
+class RetextureSpec:
+    """A mesh (already written as npz) + an image -> new textures on the mesh's UVs."""
+
+    mesh: str
+    image: str
+    name: str
+    output_dir: str
+    seed: int = 42
+    resolution: int = 1024
+    texture: Sampler = (None, None)
+    texture_size: int = 2048
+    kind: str = "retexture"
+
+    def request_fields(self) -> dict:
+        return dict(seed=self.seed, resolution=self.resolution, name=self.name,
+                    texture=_sampler(self.texture),
+                    export=protocol.Export(texture_size=self.texture_size, write_glb=False))
+
+    def record(self) -> dict:
+        return _record(asdict(self))
+
+
+def _record(values: dict) -> dict:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, tuple):
+            steps, guidance = value
+            value = {"override": steps is not None or guidance is not None,
+                     "steps": steps or 0, "guidance": guidance if guidance is not None else 0.0}
+        if value is not None:
+            out[key] = value
+    return out
+
+
+RUNNING, OK, ERROR, CANCELLED = "running", "ok", "error", "cancelled"
+
+
+@dataclass
+class Job:
+    """A submitted request and everything the backend said about it."""
+
+    spec: GenerateSpec | RetextureSpec
+    id: str = ""
+    state: str = RUNNING
+    stage: str = ""
+    step: int = 0
+    total: int = 0
+    fraction: float = 0.0
+    message: str = ""
+    result: protocol.Result | None = None
+    error: protocol.Error | None = None
+    logs: list[tuple[str, str]] = field(default_factory=list)
+    cancel_requested: bool = False
+    seconds: float = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.state != RUNNING
+
+    def handle(self, event: protocol.Message) -> None:
+        if isinstance(event, protocol.ProgressEvent):
+            self.stage, self.step, self.total = event.stage, event.step, event.total
+            self.fraction, self.message = event.fraction, event.message
+        elif isinstance(event, protocol.Log):
+            self.logs.append((event.level, event.message))
+        elif isinstance(event, protocol.Result):
+            self.result = event
+        elif isinstance(event, protocol.Error):
+            self.error = event
+        elif isinstance(event, protocol.Done):
+            self.seconds = event.seconds
+            if event.status == "ok" and self.result is not None:
+                self.state = OK
+            elif event.status == "cancelled":
+                self.state = CANCELLED
+            else:
+                self.state = ERROR
+                if self.error is None:
+                    self.error = protocol.Error(job=self.id, code="internal",
+                                                message="the job ended without a result")
+
+    def fail(self, code: str, message: str, hint: str = "") -> None:
+        """End the job from the client side (e.g. the backend could not start)."""
+        self.error = protocol.Error(job=self.id or None, code=code, message=message, hint=hint)
+        self.state = ERROR
+
+    def result_file(self) -> str | None:
+        """The direct result (result.json) of the first asset, if any."""
+        if self.result is None:
+            return None
+        for asset in self.result.assets:
+            if asset.direct:
+                return asset.direct
+        return None
+
+    def error_text(self) -> str:
+        if self.error is None:
+            return ""
+        text = self.error.message
+        return f"{text} ({self.error.hint})" if self.error.hint else text
