@@ -1,0 +1,66 @@
+"""The default generator factory: the real TRELLIS.2 pipeline behind the protocol.
+
+While ``backend.pipeline.generator`` does not exist, ``load`` must fail with a clear
+``pipeline_unavailable`` error and the server must stay up. Once it exists, a generate and a
+retexture job run through the protocol on the tiny random-weight checkpoint.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from backend.server.generators import DEFAULT_GENERATOR, PIPELINE_GENERATOR
+from tests.fixtures.tiny_checkpoint import tiny_checkpoint  # noqa: F401 - a fixture
+from tests.server.conftest import make_client
+from trellis2_blender import protocol as p
+
+HAS_PIPELINE = importlib.util.find_spec(PIPELINE_GENERATOR.partition(":")[0]) is not None
+
+
+@pytest.mark.skipif(HAS_PIPELINE, reason="the pipeline exists; the real-job test covers it")
+def test_load_without_the_pipeline_says_so(tmp_path: Path) -> None:
+    client = make_client(tmp_path, DEFAULT_GENERATOR)
+    client.start()
+    try:
+        (tmp_path / "model").mkdir()
+        events = client.wait(client.load(str(tmp_path / "model")), 30)
+        (error,) = [e for e in events if isinstance(e, p.Error)]
+        assert error.code == "pipeline_unavailable" and PIPELINE_GENERATOR in error.message
+        assert events[-1].status == "error" and client.alive
+    finally:
+        assert client.stop() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_PIPELINE, reason=f"{PIPELINE_GENERATOR} does not exist yet")
+def test_real_generate_then_retexture_on_the_tiny_checkpoint(tmp_path: Path, tiny_checkpoint: Path) -> None:  # noqa: F811
+    from tests.fixtures.images import rgba_transparent
+
+    image = rgba_transparent(tmp_path / "input.png", size=64)
+    client = make_client(tmp_path, DEFAULT_GENERATOR)
+    client.start()
+    try:
+        events = client.wait(client.load(str(tiny_checkpoint)), 120)
+        assert events[-1].status == "ok", events
+        few = p.Sampler(steps=2)
+        small = p.Export(texture_size=64, faces=2000)
+        events = client.wait(client.generate([str(image)], str(tmp_path / "gen"), pipeline_type="512",
+                                             sparse_structure=few, shape=few, texture=few, export=small), 180)
+        assert events[-1].status == "ok", events
+        (result,) = [e for e in events if isinstance(e, p.Result)]
+        asset = result.assets[0]
+        assert asset.faces > 0 and any(Path(f).is_file() for f in (asset.glb, asset.direct) if f)
+        assert any(isinstance(e, p.ProgressEvent) for e in events)
+
+        mesh = asset.glb or asset.direct
+        events = client.wait(client.retexture(mesh, str(image), str(tmp_path / "tex"), resolution=512,
+                                              texture=few, export=small), 180)
+        assert events[-1].status == "ok", events
+        (result,) = [e for e in events if isinstance(e, p.Result)]
+        assert all(Path(f).is_file() for a in result.assets for f in (a.glb, a.direct) if f)
+    finally:
+        client.stop()
+        client.kill()
