@@ -57,6 +57,31 @@ def _plane(gv, f, t):
     return n0, n1, n2, d, True
 
 
+@njit(cache=True, inline="always")
+def _edge(ib, ic, jb_, jc_, qb, qc):
+    """Edge function ``cross(pj - pi, q - pi)`` evaluated bit-identically for both directions.
+
+    The endpoints are put in a canonical (lexicographic) order before the arithmetic, so
+    two triangles sharing an edge get exactly opposite values and never both claim
+    (or both miss) a lattice point on it.
+    """
+    if (ib, ic) > (jb_, jc_):
+        return -((ib - jb_) * (qc - jc_) - (ic - jc_) * (qb - jb_))
+    return (jb_ - ib) * (qc - ic) - (jc_ - ic) * (qb - ib)
+
+
+@njit(cache=True, inline="always")
+def _claims(e, ib, ic, jb_, jc_, sgn) -> bool:
+    """Inside test for one edge; points exactly on it are decided by shifting the lattice
+    point by (δ, δ²) in the projected plane (simulation of simplicity)."""
+    if e != 0.0:
+        return e * sgn > 0
+    db = jb_ - ib
+    dc = jc_ - ic
+    tie = -dc if dc != 0.0 else db
+    return tie * sgn > 0
+
+
 @njit(cache=True)
 def scan_crossings(gv, faces, res, record_pairs):
     """Create the voxel set from triangle/grid-edge crossings (§9.1 step 1).
@@ -93,27 +118,34 @@ def scan_crossings(gv, faces, res, record_pairs):
             p1 = gv[faces[t, 1]]
             p2 = gv[faces[t, 2]]
             area2 = (p1[b] - p0[b]) * (p2[c] - p0[c]) - (p1[c] - p0[c]) * (p2[b] - p0[b])
-            if abs(area2) < 1e-14:
-                continue  # the triangle is (nearly) parallel to axis a: no crossings
-            inv = 1.0 / area2
-            tol = 1e-10
+            if area2 == 0.0:
+                continue  # the triangle is parallel to axis a: no crossings
+            sgn = 1.0 if area2 > 0 else -1.0
             jb0 = max(1, int(np.ceil(min(p0[b], p1[b], p2[b]))))
             jb1 = min(res - 1, int(np.floor(max(p0[b], p1[b], p2[b]))))
             jc0 = max(1, int(np.ceil(min(p0[c], p1[c], p2[c]))))
             jc1 = min(res - 1, int(np.floor(max(p0[c], p1[c], p2[c]))))
             for jb in range(jb0, jb1 + 1):
                 for jc in range(jc0, jc1 + 1):
-                    # barycentrics of the lattice point (jb, jc) in the projected triangle
-                    w0 = ((p1[b] - jb) * (p2[c] - jc) - (p1[c] - jc) * (p2[b] - jb)) * inv
-                    w1 = ((p2[b] - jb) * (p0[c] - jc) - (p2[c] - jc) * (p0[b] - jb)) * inv
-                    w2 = 1.0 - w0 - w1
-                    if w0 < -tol or w1 < -tol or w2 < -tol:
+                    # watertight point-in-triangle test of the lattice point (jb, jc)
+                    e0 = _edge(p1[b], p1[c], p2[b], p2[c], jb, jc)
+                    if not _claims(e0, p1[b], p1[c], p2[b], p2[c], sgn):
                         continue
-                    px = w0 * p0[0] + w1 * p1[0] + w2 * p2[0]
-                    py = w0 * p0[1] + w1 * p1[1] + w2 * p2[1]
-                    pz = w0 * p0[2] + w1 * p1[2] + w2 * p2[2]
-                    pa = w0 * p0[a] + w1 * p1[a] + w2 * p2[a]
-                    ia = int(np.floor(pa))
+                    e1 = _edge(p2[b], p2[c], p0[b], p0[c], jb, jc)
+                    if not _claims(e1, p2[b], p2[c], p0[b], p0[c], sgn):
+                        continue
+                    e2 = _edge(p0[b], p0[c], p1[b], p1[c], jb, jc)
+                    if not _claims(e2, p0[b], p0[c], p1[b], p1[c], sgn):
+                        continue
+                    tot = e0 + e1 + e2
+                    w1 = e1 / tot
+                    w2 = e2 / tot
+                    # interpolate from p0 so that a face lying in a lattice plane gives it exactly
+                    px = p0[0] + w1 * (p1[0] - p0[0]) + w2 * (p2[0] - p0[0])
+                    py = p0[1] + w1 * (p1[1] - p0[1]) + w2 * (p2[1] - p0[1])
+                    pz = p0[2] + w1 * (p1[2] - p0[2]) + w2 * (p2[2] - p0[2])
+                    pa = p0[a] + w1 * (p1[a] - p0[a]) + w2 * (p2[a] - p0[a])
+                    ia = int(np.ceil(pa)) - 1  # a crossing exactly on a lattice plane goes below it
                     if ia < 0 or ia >= res:
                         continue
                     for db in range(2):

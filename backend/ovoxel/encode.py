@@ -14,6 +14,7 @@ import numpy as np
 
 from backend.geometry import MeshError, TriangleMesh
 
+from .cleanup import boundary_edges
 from .types import DEFAULT_AABB, OVoxel, check_resolution
 
 log = logging.getLogger(__name__)
@@ -26,16 +27,6 @@ class DualGridWeights:
     face: float = 1.0  # only an on/off switch: the face term is added with weight 1 (as upstream)
     boundary: float = 0.2
     regularization: float = 1e-2
-
-
-def boundary_edges(faces: np.ndarray) -> np.ndarray:
-    """[B, 2] int64 edges used by exactly one face (degenerate edges excluded), as stored in it."""
-    e = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2).astype(np.int64)
-    e = e[e[:, 0] != e[:, 1]]
-    lo, hi = e.min(axis=1), e.max(axis=1)
-    key = lo * (int(faces.max()) + 1) + hi
-    _, first, counts = np.unique(key, return_index=True, return_counts=True)
-    return e[first[counts == 1]]
 
 
 def _grid_vertices(mesh: TriangleMesh, resolution: int, aabb: np.ndarray) -> np.ndarray:
