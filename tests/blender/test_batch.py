@@ -1,0 +1,70 @@
+"""The headless batch script over a folder with a good image, a corrupt file and a transparent image."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tests.blender.runner import REPO, run_python
+
+pytestmark = [pytest.mark.blender, pytest.mark.slow]
+
+
+def test_batch_folder_report_exit_code_and_rerun(tmp_path, inputs, fake_backend_python, model_dir):
+    folder = tmp_path / "batch_in"
+    folder.mkdir()
+    for key in ("opaque", "corrupt", "transparent"):
+        shutil.copy(inputs[key], folder / inputs[key].name)
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "batch_out"
+    argv = [str(REPO / "scripts" / "batch_generate.py"), "--input", str(folder), "--output", str(out),
+            "--backend-python", str(fake_backend_python), "--model", str(model_dir), "--seed", "5",
+            "--texture-size", "256"]
+    user = tmp_path / "blender_user"
+    first = run_python(argv, user_dir=user, timeout=240)
+    assert first.returncode == 1, first.describe()
+    report = json.loads((out / "report.json").read_text())
+    items = {r["name"]: r for r in report["items"]}
+    assert sorted(items) == ["broken", "leaf", "teapot"]
+    assert report["summary"] == {"ok": 2, "failed": 1, "cancelled": 0, "skipped": 0}
+    broken = items["broken"]
+    assert broken["status"] == "failed"
+    assert broken["error"]["code"] == "invalid_request"
+    assert "cannot read image" in broken["error"]["message"]
+    for name, alpha in (("teapot", "OPAQUE"), ("leaf", "BLEND")):
+        rec = items[name]
+        assert rec["status"] == "ok", rec
+        assert rec["alpha_mode"] == alpha
+        assert rec["seed"] == 5
+        assert rec["seconds"]["backend"] > 0 and "import_export" in rec["seconds"]
+        assert set(rec["outputs"]) == {"glb", "blend"}
+        glb = out / f"{name}.glb"
+        assert glb.read_bytes()[:4] == b"glTF"
+        assert (out / f"{name}.blend").stat().st_size > 1000
+
+    second = run_python(argv, user_dir=user, timeout=240)
+    assert second.returncode == 1, second.describe()
+    report = json.loads((out / "report.json").read_text())
+    statuses = {r["name"]: r["status"] for r in report["items"]}
+    assert statuses == {"teapot": "skipped", "leaf": "skipped", "broken": "failed"}
+
+
+def test_batch_manifest_per_item_settings(tmp_path, inputs, fake_backend_python, model_dir):
+    manifest = tmp_path / "jobs.json"
+    manifest.write_text(json.dumps({
+        "defaults": {"texture_size": 128},
+        "items": [{"image": str(inputs["opaque"]), "name": "pot_a", "seed": 11, "steps": {"shape": 3}},
+                  {"image": str(inputs["opaque"]), "name": "pot_b", "seed": 12}],
+    }))
+    out = tmp_path / "out"
+    run = run_python([str(REPO / "scripts" / "batch_generate.py"), "--input", str(manifest), "--output",
+                      str(out), "--format", "blend", "--backend-python", str(fake_backend_python),
+                      "--model", str(model_dir)], user_dir=tmp_path / "u", timeout=240)
+    assert run.returncode == 0, run.describe()
+    report = json.loads((out / "report.json").read_text())
+    assert [(r["name"], r["seed"], r["status"]) for r in report["items"]] == [
+        ("pot_a", 11, "ok"), ("pot_b", 12, "ok")]
+    assert all(set(r["outputs"]) == {"blend"} for r in report["items"])
+    assert not list(out.glob("*.glb"))
