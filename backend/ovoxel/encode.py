@@ -98,7 +98,7 @@ def mesh_to_ovoxel(
     if attributes:
         from .attributes import voxel_attributes
 
-        ov.attributes = voxel_attributes(mesh, gv, coords, pairs)
+        ov.attributes = voxel_attributes(mesh, gv, coords, pairs, float(np.mean(ov.voxel_size)))
         log.debug("attributes for %d (triangle, voxel) pairs: %.3fs", len(pairs), time.perf_counter() - t4)
     return sort_voxels(ov)
 
