@@ -1,0 +1,107 @@
+"""The panel's and the preferences' draw code, run against a layout that checks every name it is given.
+
+Headless Blender has no regions to draw into, so a recording layout stands in: ``prop`` and
+``template_ID`` must name real properties, ``operator`` a registered operator.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.blender.addon_script import SETUP
+from tests.blender.runner import run_bpy
+
+pytestmark = pytest.mark.blender
+
+DRAW = """
+import importlib
+from types import SimpleNamespace
+ui = importlib.import_module(PKG + ".ui")
+operators = importlib.import_module(PKG + ".operators")
+jobs = importlib.import_module(PKG + ".jobs")
+seen = {"props": set(), "operators": set(), "progress": [], "labels": []}
+
+
+class Layout:
+    def __init__(self):
+        self.use_property_split = False
+        self.scale_y = 1.0
+        self.active = True
+        self.enabled = True
+
+    def _child(self, *args, **kwargs):
+        return Layout()
+
+    row = column = box = split = _child
+
+    def prop(self, data, name, **kwargs):
+        assert name in data.bl_rna.properties, f"no property {name} on {data}"
+        seen["props"].add(name)
+
+    def template_ID(self, data, name, **kwargs):
+        self.prop(data, name)
+
+    def operator(self, idname, **kwargs):
+        category, name = idname.split(".")
+        getattr(getattr(bpy.ops, category), name).get_rna_type()
+        seen["operators"].add(idname)
+        return SimpleNamespace()
+
+    def label(self, text="", **kwargs):
+        seen["labels"].append(text)
+
+    def progress(self, factor=0.0, text="", **kwargs):
+        assert 0.0 <= factor <= 1.0
+        seen["progress"].append(text)
+
+    def template_icon(self, icon_value=0, **kwargs):
+        assert icon_value > 0
+
+    def icon(self, data):
+        return 1
+
+    def panel(self, idname, default_closed=False):
+        return Layout(), Layout()
+
+    def separator(self, **kwargs):
+        pass
+
+
+def draw_panel():
+    ui.VIEW3D_PT_trellis2.draw(SimpleNamespace(layout=Layout()), bpy.context)
+
+
+settings.image_source = "FILE"
+settings.image_path = ARGS["image"]
+draw_panel()
+settings.image_source = "BLENDER"
+settings.image = bpy.data.images.load(ARGS["image"])
+draw_panel()
+job = jobs.Job(jobs.GenerateSpec(image="x", name="x", output_dir="/tmp"))
+operators._active["job"] = job
+status.stage, status.step, status.total, status.fraction = "shape", 3, 12, 0.4
+draw_panel()
+operators._active.clear()
+status.job_state, status.message = "FAILED", "out of memory: lower the resolution"
+status.backend_state, status.backend_message = "ERROR", "The backend stopped unexpectedly (exit code 9)"
+draw_panel()
+ui.draw_preferences(prefs, bpy.context, Layout())
+emit({k: sorted(v) if isinstance(v, set) else v for k, v in seen.items()})
+"""
+
+
+def test_panel_and_preferences_draw(tmp_path, inputs, extension_zip, fake_backend_python, model_dir):
+    args = {"zip": str(extension_zip), "python": str(fake_backend_python), "model": str(model_dir),
+            "jobs": str(tmp_path / "jobs"), "image": str(inputs["opaque"])}
+    run = run_bpy(SETUP + DRAW, tmp_path, args=(json.dumps(args),))
+    assert run.returncode == 0, run.describe()
+    seen = run.result
+    assert {"trellis2.generate", "trellis2.retexture", "trellis2.cancel", "trellis2.backend_start",
+            "trellis2.setup_backend", "trellis2.download_weights"} <= set(seen["operators"])
+    assert {"image_path", "image", "pipeline_type", "seed", "face_target", "texture_size", "steps",
+            "guidance", "backend_python", "model_source", "device", "low_vram",
+            "output_dir"} <= set(seen["props"])
+    assert "shape 3/12" in seen["progress"]
+    assert any("out of memory" in line for line in seen["labels"])
