@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .attention import AttentionBackend, VarlenLayout, attention
-from .dit_layers import QKRMSNorm, apply_rope, layer_norm_fp32
+from .dit_layers import QKRMSNorm, apply_rope, layer_norm_fp32, rms_norm_rope
 
 BLOCK_NORM_EPS = 1e-6
 
@@ -57,11 +57,16 @@ class SelfAttention(nn.Module):
         """``x [B, L, C]`` -> ``[B, L, C]``."""
         B, L, C = x.shape
         qkv = self.to_qkv(x).view(B, L, 3, self.num_heads, self.head_dim)  # [B, L, 3, H, D]
-        q, k, v = qkv.unbind(2)  # each [B, L, H, D]
+        v = qkv[:, :, 2]  # [B, L, H, D]
         if self.qk_rms_norm:
-            q, k = self.q_rms_norm(q), self.k_rms_norm(k)
-        if ctx.rope is not None:
-            q, k = apply_rope(q, ctx.rope), apply_rope(k, ctx.rope)
+            # q and k normalised (and rotated) together: [B, L, 2, H, D]
+            gamma = torch.stack([self.q_rms_norm.gamma, self.k_rms_norm.gamma]) * self.q_rms_norm.scale
+            rope = None if ctx.rope is None else ctx.rope[:, :, None, None]  # [B|1, L, 1, 1, D/2]
+            q, k = rms_norm_rope(qkv[:, :, :2], gamma, rope).unbind(2)
+        else:
+            q, k = qkv[:, :, 0], qkv[:, :, 1]
+            if ctx.rope is not None:
+                q, k = apply_rope(q, ctx.rope), apply_rope(k, ctx.rope)
         out = attention(q, k, v, ctx.backend, ctx.self_layout)  # [B, L, H, D]
         return self.to_out(out.reshape(B, L, C))
 
@@ -161,10 +166,11 @@ class ModulatedCrossBlock(nn.Module):
         """
         m = (self.modulation + mod).to(x.dtype)  # fp32 sum, rounded like the official code
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = m.chunk(6, dim=-1)
-        h = layer_norm_fp32(x, BLOCK_NORM_EPS) * (1 + scale_msa) + shift_msa
-        x = x + self.self_attn(h, ctx) * gate_msa
+        # addcmul = one pass and one rounding for "a * b + c" (the official code rounds twice)
+        h = torch.addcmul(shift_msa, layer_norm_fp32(x, BLOCK_NORM_EPS), 1 + scale_msa)
+        x = torch.addcmul(x, self.self_attn(h, ctx), gate_msa)
         h = layer_norm_fp32(x, BLOCK_NORM_EPS, self.norm2.weight, self.norm2.bias)
         x = x + self.cross_attn(h, cond, ctx)
-        h = layer_norm_fp32(x, BLOCK_NORM_EPS) * (1 + scale_mlp) + shift_mlp
-        return x + self.mlp(h) * gate_mlp
+        h = torch.addcmul(shift_mlp, layer_norm_fp32(x, BLOCK_NORM_EPS), 1 + scale_mlp)
+        return torch.addcmul(x, self.mlp(h), gate_mlp)
 
