@@ -1,0 +1,36 @@
+"""Mesh file I/O: read GLB/glTF/OBJ/PLY into :class:`TriangleMesh`, write GLB.
+
+Readers keep the file's axes (glTF is Y-up); see :mod:`backend.meshio.axes` for conversions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from backend.geometry import MeshError, TriangleMesh
+
+from .axes import y_up_to_z_up, z_up_to_y_up
+from .gltf_read import read_gltf
+from .gltf_write import build_glb, write_glb
+from .obj_ply import read_obj, read_ply
+
+READERS = {".glb": read_gltf, ".gltf": read_gltf, ".obj": read_obj, ".ply": read_ply}
+
+
+def read_mesh(path: str | Path) -> TriangleMesh:
+    """Read any supported mesh file (chosen by extension).
+
+    Raises:
+        MeshError: unknown extension, unreadable file or unusable contents.
+    """
+    path = Path(path)
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise MeshError(f"{path}: unsupported mesh format {path.suffix!r} (use {', '.join(READERS)})")
+    if not path.is_file():
+        raise MeshError(f"{path}: no such file")
+    return reader(path)
+
+
+__all__ = ["read_mesh", "read_gltf", "read_obj", "read_ply", "write_glb", "build_glb",
+           "z_up_to_y_up", "y_up_to_z_up"]

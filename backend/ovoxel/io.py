@@ -1,0 +1,109 @@
+"""O-Voxel files: compressed ``.npz`` with a versioned, validated schema.
+
+Schema (format version 1); all arrays have N rows, one per voxel, sorted or not:
+
+    format          str      "ovoxel"
+    version         int64    1
+    resolution      int64    grid size R (64..2048)
+    aabb            [2, 3]   float64 grid box (min, max), world units
+    coords          [N, 3]   int32 voxel coordinates in [0, R)
+    dual_vertices   [N, 3]   float32 voxel-local vertex offsets in [0, 1]
+    intersected     [N]      uint8 bit mask of crossed +1,+1-corner edges (x=1, y=2, z=4)
+    split_weight    [N]      float32 (optional) quad split weights
+    attributes      [N, 6]   uint8 (optional) round(255 * value), channels attr_layout
+    attr_layout     str      (with attributes) "base_color:0:3,metallic:3:4,roughness:4:5,alpha:5:6"
+
+Writing goes to a temporary file in the target directory, then ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .types import ATTR_LAYOUT, OVoxel, OVoxelError
+
+FORMAT_NAME = "ovoxel"
+FORMAT_VERSION = 1
+_LAYOUT_STR = ",".join(f"{k}:{s.start}:{s.stop}" for k, s in ATTR_LAYOUT.items())
+_BITS = np.array([1, 2, 4], dtype=np.uint8)
+
+
+def save_ovoxel(path: str | os.PathLike, ov: OVoxel) -> None:
+    """Write ``ov`` to ``path`` (.npz, compressed) atomically."""
+    ov.validate()
+    data = {
+        "format": np.array(FORMAT_NAME),
+        "version": np.array(FORMAT_VERSION, dtype=np.int64),
+        "resolution": np.array(ov.resolution, dtype=np.int64),
+        "aabb": ov.aabb.astype(np.float64),
+        "coords": ov.coords.astype(np.int32),
+        "dual_vertices": ov.dual_vertices.astype(np.float32),
+        "intersected": (ov.intersected.astype(np.uint8) * _BITS).sum(axis=1).astype(np.uint8),
+    }
+    if ov.split_weight is not None:
+        data["split_weight"] = ov.split_weight.astype(np.float32)
+    if ov.attributes is not None:
+        data["attributes"] = np.round(np.clip(ov.attributes, 0, 1) * 255).astype(np.uint8)
+        data["attr_layout"] = np.array(_LAYOUT_STR)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(fh, **data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_ovoxel(path: str | os.PathLike) -> OVoxel:
+    """Read and validate an O-Voxel file written by :func:`save_ovoxel`.
+
+    Raises:
+        OVoxelError: not an O-Voxel file, unknown version, missing keys or inconsistent arrays.
+    """
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise OVoxelError(f"{path}: not a readable .npz file ({exc})") from exc
+    with z:
+        keys = set(z.files)
+        if "format" not in keys or str(z["format"]) != FORMAT_NAME:
+            raise OVoxelError(f"{path}: not an O-Voxel file (missing format={FORMAT_NAME!r})")
+        version = int(z["version"]) if "version" in keys else -1
+        if version != FORMAT_VERSION:
+            raise OVoxelError(f"{path}: unsupported O-Voxel version {version} (expected {FORMAT_VERSION})")
+        missing = {"resolution", "aabb", "coords", "dual_vertices", "intersected"} - keys
+        if missing:
+            raise OVoxelError(f"{path}: missing arrays {sorted(missing)}")
+        attrs = None
+        if "attributes" in keys:
+            if "attr_layout" not in keys or str(z["attr_layout"]) != _LAYOUT_STR:
+                raise OVoxelError(f"{path}: unknown attribute layout")
+            a = z["attributes"]
+            if a.dtype != np.uint8:
+                raise OVoxelError(f"{path}: attributes must be uint8, got {a.dtype}")
+            attrs = a.astype(np.float32) / 255.0
+        flags = z["intersected"]
+        if flags.ndim != 1:
+            raise OVoxelError(f"{path}: intersected must be a [N] bit mask, got shape {flags.shape}")
+        coords = z["coords"]
+        if not np.issubdtype(coords.dtype, np.integer):
+            raise OVoxelError(f"{path}: coords must be integers, got {coords.dtype}")
+        ov = OVoxel(
+            resolution=int(z["resolution"]),
+            coords=coords.astype(np.int32),
+            dual_vertices=z["dual_vertices"].astype(np.float32),
+            intersected=(flags[:, None] & _BITS) != 0,
+            split_weight=z["split_weight"].astype(np.float32) if "split_weight" in keys else None,
+            attributes=attrs,
+            aabb=z["aabb"],
+        )
+    dv = ov.dual_vertices
+    if dv.size and (dv.min() < 0 or dv.max() > 1):
+        raise OVoxelError(f"{path}: dual_vertices must lie in [0, 1]")
+    return ov.validate()
