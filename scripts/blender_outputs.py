@@ -1,0 +1,38 @@
+"""Turn one backend result folder into ``<name>.blend`` and ``<name>_preview.png`` (bpy module).
+
+Used by ``scripts/generate.py`` after the backend has written its direct result;
+it goes through the add-on's own importer, so the .blend holds exactly what an
+artist gets from the N-panel.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import bpy
+
+from trellis2_blender import render, scene_io
+
+
+def write_blend_and_preview(result_json: Path, out_dir: Path, *, preview_size: int = 512,
+                            samples: int = 16) -> list[str]:
+    """Import ``result_json`` into an empty scene; save the .blend and render a preview.
+
+    Both files are written to a temporary name first and renamed into place, so a
+    failure never leaves a half-written file behind.
+    """
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    obj = scene_io.import_result(bpy.context, result_json, location=(0.0, 0.0, 0.0))
+    name = obj.name
+    blend = out_dir / f"{name}.blend"
+    preview = out_dir / f"{name}_preview.png"
+
+    tmp_png = preview.with_name(f".{preview.stem}.tmp.png")
+    render.render_preview(obj, tmp_png, size=preview_size, samples=samples)
+    os.replace(tmp_png, preview)
+
+    tmp_blend = blend.with_name(f".{blend.stem}.tmp.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_blend), copy=True, compress=True)
+    os.replace(tmp_blend, blend)
+    return [str(blend), str(preview)]
