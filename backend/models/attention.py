@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import enum
 import importlib.util
+import logging
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+log = logging.getLogger(__name__)
 
 
 class AttentionBackend(enum.Enum):
@@ -118,10 +121,14 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: AttentionB
     qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     kernel = _SDPA_KERNELS.get(backend)
     if kernel is None:
-        out = F.scaled_dot_product_attention(qt, kt, vt)
-    else:
-        with sdpa_kernel(kernel):
+        return F.scaled_dot_product_attention(qt, kt, vt).transpose(1, 2)  # [B, Lq, H, D]
+    with sdpa_kernel(kernel):
+        try:
             out = F.scaled_dot_product_attention(qt, kt, vt)
+        except RuntimeError:
+            # A pinned kernel may reject some strided layouts; dense copies are always accepted.
+            log.debug("%s rejected strided inputs; retrying with contiguous copies", backend.value)
+            out = F.scaled_dot_product_attention(qt.contiguous(), kt.contiguous(), vt.contiguous())
     return out.transpose(1, 2)  # [B, Lq, H, D]
 
 
