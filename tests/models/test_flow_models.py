@@ -155,3 +155,20 @@ def test_bf16_blocks_stay_close_to_fp32(tex_model):
     out = bf(x, t, cond, concat_cond=concat).feats
     assert out.dtype == torch.float32
     assert (out - ref).abs().max() < 0.1 * ref.abs().max()
+
+
+@pytest.mark.gpu
+@torch.no_grad()
+@pytest.mark.parametrize("backend", [AttentionBackend.SDPA, AttentionBackend.SDPA_CUDNN,
+                                     AttentionBackend.SDPA_FLASH])
+def test_gpu_bf16_slat_forward_matches_reference_backend(backend):
+    args = {**TINY, "model_channels": 256, "num_heads": 2, "dtype": "bfloat16"}  # head dim 128
+    model = SLatFlowModel(resolution=64, in_channels=32, out_channels=32, **args).cuda().eval()
+    x = _sparse_input([300]).to("cuda")
+    x = x.replace(torch.randn(300, 32, device="cuda"))
+    t, cond = torch.tensor([400.0], device="cuda"), torch.randn(1, 77, 24, device="cuda")
+    model.set_attention_backend(AttentionBackend.REFERENCE)
+    ref = model(x, t, cond).feats
+    model.set_attention_backend(backend)
+    out = model(x, t, cond).feats
+    assert (out - ref).abs().max() <= 0.05 * ref.abs().max()
