@@ -77,6 +77,20 @@ class ExportOptions:
     texture_format: Literal["png", "webp"] = "png"
     write_glb: bool = True
     write_direct: bool = True  # the Blender result folder (npz + PNGs + result.json)
+    # "auto": OPAQUE when the baked alpha is opaque, else BLEND; "MASK" asks for a cutout instead.
+    alpha_mode: Literal["auto", "MASK", "BLEND"] = "auto"
+    double_sided: bool = False
+    # "auto": nvdiffrast when importable on CUDA (non-commercial licence), else our own rasterizer;
+    # "ours" forces the licence-clean path.
+    rasterizer: Literal["auto", "ours", "nvdiffrast"] = "auto"
+    # "auto": xatlas for small meshes, fast axis-projection charts for large ones.
+    unwrap: Literal["auto", "fast", "xatlas"] = "auto"
+
+    def __post_init__(self) -> None:
+        if not 16 <= self.texture_size <= 8192:
+            raise ValueError(f"texture_size must lie in [16, 8192], got {self.texture_size}")
+        if self.faces < 4:
+            raise ValueError(f"faces must be >= 4, got {self.faces}")
 
 
 @dataclass(frozen=True)

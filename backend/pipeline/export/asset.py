@@ -1,0 +1,172 @@
+"""Write one asset: clean + decimate + unwrap + bake + GLB + Blender result folder.
+
+Two entry points:
+
+- :func:`export_generated`: a generated mesh in the working frame (Z-up unit
+  cube) plus its attribute function; decimated to the face target, re-oriented,
+  unwrapped, baked with re-projection onto the full-resolution mesh, written as
+  a Y-up GLB ``(x, y, z) -> (x, z, -y)`` and as a Z-up direct result.
+- :func:`export_retextured`: a user's mesh in its own file frame; topology,
+  UVs, normals and placement are kept (UVs are generated only when it has
+  none); the bake samples attributes through ``to_work`` (file frame ->
+  working frame) and the GLB keeps the file frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from backend.geometry import TriangleMesh
+
+from ..api import AssetResult, ExportOptions
+from . import mesh_ops
+from .bake import AttributeFn, SurfaceProjector, bake
+from .direct import write_direct
+from .material import TextureSet, material, pack_textures
+from .raster import nvdiffrast_available, rasterize_uv, rasterize_uv_nvdiffrast
+from .uv import Unwrapped, fast_unwrap, unwrap
+
+log = logging.getLogger(__name__)
+
+Z_UP_TO_Y_UP = np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], dtype=np.float64)  # (x, y, z) -> (x, z, -y)
+Y_UP_TO_Z_UP = Z_UP_TO_Y_UP.T  # (x, y, z) -> (x, -z, y)
+XATLAS_MAX_FACES = 20_000  # "auto" unwrapping uses xatlas up to this size, the fast charts above
+
+
+@dataclass
+class ExportTimings:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def mark(self, key: str, start: float) -> float:
+        now = time.perf_counter()
+        self.seconds[key] = self.seconds.get(key, 0.0) + now - start
+        return now
+
+
+def rasterize(uvs: np.ndarray, faces: np.ndarray, size: int, options: ExportOptions,
+              device: str) -> tuple[np.ndarray, np.ndarray]:
+    """UV raster with the configured back end; returns numpy ``(face [H, W], bary [H, W, 3])``."""
+    use_nv = options.rasterizer == "nvdiffrast" or (
+        options.rasterizer == "auto" and device.startswith("cuda") and nvdiffrast_available())
+    if options.rasterizer == "nvdiffrast" and not nvdiffrast_available():
+        raise RuntimeError("rasterizer 'nvdiffrast' requested but nvdiffrast.torch (or CUDA) is unavailable")
+    uv_t = torch.from_numpy(np.ascontiguousarray(uvs))
+    f_t = torch.from_numpy(np.ascontiguousarray(faces))
+    if use_nv:
+        face, bary = rasterize_uv_nvdiffrast(uv_t, f_t, size, size)
+    else:
+        dev = device if device.startswith("cuda") and torch.cuda.is_available() else "cpu"
+        face, bary = rasterize_uv(uv_t.to(dev), f_t.to(dev), size, size)
+    return face.cpu().numpy(), bary.cpu().numpy()
+
+
+def _unwrap(vertices: np.ndarray, faces: np.ndarray, options: ExportOptions) -> Unwrapped:
+    method = options.unwrap
+    if method == "auto":
+        method = "xatlas" if len(faces) <= XATLAS_MAX_FACES else "fast"
+    if method == "xatlas":
+        return unwrap(vertices, faces, options.texture_size)
+    return fast_unwrap(vertices, faces, options.texture_size)
+
+
+def _write(mesh: TriangleMesh, tex: TextureSet, blender_positions: np.ndarray | None,
+           blender_normals: np.ndarray | None, out_dir: Path, name: str, options: ExportOptions,
+           double_sided: bool) -> AssetResult:
+    """GLB of ``mesh`` (already in the GLB frame, material attached) and the direct result folder."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = AssetResult(name=name, faces=mesh.num_faces, vertices=mesh.num_vertices,
+                         texture_size=int(tex.base_color.shape[0]), alpha_mode=tex.alpha_mode)
+    if options.write_glb:
+        from backend.meshio import write_glb
+
+        result.glb = out_dir / f"{name}.glb"
+        write_glb(result.glb, mesh, texture_format=options.texture_format)
+    if options.write_direct:
+        result.direct = write_direct(out_dir / name, name, blender_positions, mesh.faces, mesh.uvs,
+                                     blender_normals, tex, double_sided)
+    return result
+
+
+def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: AttributeFn, out_dir: Path,
+                     name: str, options: ExportOptions, device: str = "cpu",
+                     on_step: Callable[[str], None] | None = None) -> AssetResult:
+    """Export a generated mesh given in the working frame (Z-up, unit cube).
+
+    Args:
+        vertices, faces: the full-resolution extracted mesh (``[V, 3]``, ``[F, 3]``).
+        attributes: working-frame points ``[N, 3]`` -> ``[N, 6]`` PBR attributes in [0, 1].
+        on_step: called with the name of each sub-step as it starts (for progress).
+    """
+    step = on_step or (lambda _s: None)
+    timings = ExportTimings()
+    t = time.perf_counter()
+    step("clean")
+    hi_v, hi_f = mesh_ops.weld(np.asarray(vertices, np.float64), np.asarray(faces, np.int64))
+    reference = SurfaceProjector(hi_v, hi_f)
+    v, f = mesh_ops.decimate(hi_v, hi_f, options.faces)
+    v, f, _ = mesh_ops.compact(v, f)
+    f = mesh_ops.orient(v, f)
+    t = timings.mark("clean_decimate", t)
+    step("unwrap")
+    uw = _unwrap(v, f, options)
+    v_uv = v[uw.vmap]  # [V', 3] seam-split vertices
+    normals = mesh_ops.vertex_normals(v, f)[uw.vmap]  # smooth normals shared across seams
+    t = timings.mark("unwrap", t)
+    step("bake")
+    face_img, bary_img = rasterize(uw.uvs, uw.faces, options.texture_size, options, device)
+    attrs, mask = bake(v_uv, uw.faces, face_img, bary_img, attributes, reference)
+    tex = pack_textures(attrs, mask, options.alpha_mode)
+    t = timings.mark("bake", t)
+    step("write")
+    glb_mesh = TriangleMesh(v_uv @ Z_UP_TO_Y_UP.T, uw.faces, uvs=uw.uvs,
+                            normals=(normals.astype(np.float64) @ Z_UP_TO_Y_UP.T).astype(np.float32),
+                            materials=[material(tex, options.double_sided)])
+    result = _write(glb_mesh, tex, v_uv, normals, out_dir, name, options, options.double_sided)
+    timings.mark("write", t)
+    result.extra["export_seconds"] = timings.seconds
+    result.extra["coverage"] = float(mask.mean())
+    log.info("exported %s: %d faces, %d px textures, %s", name, result.faces, options.texture_size,
+             tex.alpha_mode)
+    return result
+
+
+def export_retextured(mesh: TriangleMesh, to_work: Callable[[np.ndarray], np.ndarray],
+                      attributes: AttributeFn, out_dir: Path, name: str, options: ExportOptions,
+                      to_blender: np.ndarray, device: str = "cpu") -> AssetResult:
+    """Bake new PBR textures onto ``mesh`` (its own frame), keeping topology, UVs and placement.
+
+    Args:
+        mesh: the input mesh as read from its file.
+        to_work: file-frame points -> working-frame points (where ``attributes`` is defined).
+        to_blender: 3x3 rotation from the file frame to Blender's Z-up frame (direct result).
+    """
+    verts = np.asarray(mesh.vertices, np.float64)
+    faces = np.asarray(mesh.faces, np.int64)
+    normals = mesh.normals
+    if mesh.uvs is not None:
+        uvs, out_v, out_f = np.asarray(mesh.uvs, np.float32), verts, faces
+    else:
+        uw = _unwrap(verts, faces, options)
+        uvs, out_v, out_f = uw.uvs, verts[uw.vmap], uw.faces
+        normals = None if normals is None else np.asarray(normals)[uw.vmap]
+    if normals is None:
+        normals = mesh_ops.vertex_normals(out_v, out_f)
+    # UVs outside [0, 1] (tiling) are baked modulo 1.
+    face_img, bary_img = rasterize(np.mod(uvs, 1.0), out_f, options.texture_size, options, device)
+    work_v = to_work(out_v)
+    attrs, mask = bake(work_v, out_f, face_img, bary_img, attributes, reference=None)
+    tex = pack_textures(attrs, mask, options.alpha_mode)
+    out = TriangleMesh(out_v, out_f, uvs=uvs, normals=np.asarray(normals, np.float32),
+                       materials=[material(tex, double_sided=True)])
+    blender_normals = (np.asarray(normals, np.float64) @ to_blender.T).astype(np.float32)
+    result = _write(out, tex, out_v @ to_blender.T, blender_normals, out_dir, name, options, True)
+    result.extra["coverage"] = float(mask.mean())
+    result.extra["kept_uvs"] = mesh.uvs is not None
+    return result

@@ -1,0 +1,175 @@
+"""Rasterizer vs brute force, closest points, dilation, and a full generated-asset export."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from backend.pipeline.api import ExportOptions
+from backend.pipeline.export import SurfaceProjector, dilate, export_generated, rasterize_uv
+from backend.pipeline.export.bake import closest_point_on_triangles
+from backend.pipeline.export.material import pack_textures
+from backend.pipeline.export.mesh_ops import orient
+from backend.pipeline.export.uv import fast_unwrap
+from tests.fixtures.meshes import box, uv_sphere
+
+
+def _brute_force(uvs, faces, h, w):
+    face = np.full((h, w), -1)
+    bary = np.zeros((h, w, 3))
+    for fi, (a, b, c) in enumerate(faces):
+        pa, pb, pc = uvs[a] * [w, h], uvs[b] * [w, h], uvs[c] * [w, h]
+        m = np.array([[pa[0] - pc[0], pb[0] - pc[0]], [pa[1] - pc[1], pb[1] - pc[1]]])
+        if abs(np.linalg.det(m)) < 1e-12:
+            continue
+        for i in range(h):
+            for j in range(w):
+                l0, l1 = np.linalg.solve(m, np.array([j + 0.5, i + 0.5]) - pc)
+                if min(l0, l1, 1 - l0 - l1) >= 0:
+                    face[i, j] = fi
+                    bary[i, j] = (l0, l1, 1 - l0 - l1)
+    return face, bary
+
+
+def test_rasterizer_matches_brute_force(rng):
+    uvs = rng.random((30, 2))
+    faces = rng.integers(0, 30, (12, 3))
+    h, w = 23, 31
+    face, bary = rasterize_uv(torch.tensor(uvs), torch.tensor(faces), h, w, chunk_texels=97)
+    ref_face, ref_bary = _brute_force(uvs, faces, h, w)
+    assert (face.numpy() == ref_face).all()
+    np.testing.assert_allclose(bary.numpy(), ref_bary, atol=1e-6)
+    assert (ref_face >= 0).sum() > 50  # the test covers something
+
+
+def test_rasterizer_covers_a_full_quad_exactly_once():
+    uvs = torch.tensor([[0, 0], [1, 0], [1, 1], [0, 1]], dtype=torch.float64)
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    face, bary = rasterize_uv(uvs, faces, 16, 16)
+    assert (face >= 0).all()
+    assert torch.allclose(bary.sum(-1), torch.ones(16, 16))
+    # Position reconstructed from barycentrics equals the texel centre.
+    pts = (uvs[faces[face]] * bary[..., None].double()).sum(-2)
+    jj, ii = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="xy")
+    assert torch.allclose(pts, torch.stack([(jj + 0.5) / 16, (ii + 0.5) / 16], -1).double(), atol=1e-6)
+
+
+def test_closest_point_on_triangle_against_dense_sampling(rng):
+    a, b, c = rng.normal(size=(3, 3))
+    p = rng.normal(size=(200, 3)) * 2
+    got = closest_point_on_triangles(p, *(np.broadcast_to(v, p.shape) for v in (a, b, c)))
+    s, t = np.meshgrid(np.linspace(0, 1, 301), np.linspace(0, 1, 301))
+    keep = s + t <= 1
+    samples = a + np.outer(s[keep], b - a) + np.outer(t[keep], c - a)  # [S, 3]
+    best = np.sqrt(((p[:, None] - samples[None]) ** 2).sum(-1)).min(1)
+    d = np.linalg.norm(got - p, axis=1)
+    assert (d <= best + 1e-9).all() and (d >= best - 0.02).all()
+
+
+def test_projector_moves_points_onto_the_sphere():
+    m = uv_sphere(radius=0.4)
+    proj = SurfaceProjector(m.vertices, m.faces)
+    dirs = np.random.default_rng(1).normal(size=(500, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    out = proj.project(dirs * 0.41)
+    r = np.linalg.norm(out, axis=1)
+    assert np.abs(r - 0.4).max() < 0.004  # on the polygonal sphere (chord error ~ 0.4 (1 - cos(pi/64)))
+
+
+def test_dilation_fills_from_the_nearest_covered_texel():
+    img = np.zeros((9, 9, 1), np.float32)
+    mask = np.zeros((9, 9), bool)
+    img[2, 2], mask[2, 2] = 1.0, True
+    img[6, 6], mask[6, 6] = 5.0, True
+    out = dilate(img, mask, rings=1)
+    assert out[2, 2, 0] == 1.0 and out[6, 6, 0] == 5.0
+    assert out[1, 1, 0] == 1.0 and out[7, 7, 0] == 5.0  # first ring: neighbour average
+    assert out[0, 0, 0] == 1.0 and out[8, 8, 0] == 5.0  # beyond: nearest texel
+    assert np.isfinite(out).all()
+
+
+def test_orient_fixes_random_flips_and_points_outward(rng):
+    m = box(subdivisions=3)
+    f = m.faces.copy()
+    flip = rng.random(len(f)) < 0.5
+    f[flip] = f[flip][:, ::-1]
+    out = orient(m.vertices, f)
+    assert (out == m.faces).all()
+
+
+def test_fast_unwrap_charts_do_not_overlap():
+    m = uv_sphere(rings=24, segments=48)
+    uw = fast_unwrap(m.vertices, m.faces, texture_size=256)
+    assert uw.uvs.min() >= 0 and uw.uvs.max() <= 1
+    assert (m.vertices[uw.vmap][uw.faces] == m.vertices[m.faces]).all()  # same triangles
+    face, _ = rasterize_uv(torch.from_numpy(uw.uvs), torch.from_numpy(uw.faces), 256, 256)
+    # Every face's UV area is positive (no mirrored or collapsed triangles) ...
+    t = uw.uvs[uw.faces].astype(np.float64)
+    e1, e2 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
+    area = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    assert (np.abs(area) > 0).all()
+    # ... and UV-space coverage equals the summed triangle areas (no overlaps), within raster error.
+    assert abs((face >= 0).float().mean().item() - np.abs(area).sum() / 2) < 0.02
+
+
+def test_alpha_mode_follows_the_alpha_map():
+    attrs = np.full((8, 8, 6), 0.5, np.float32)
+    attrs[..., 5] = 1.0
+    mask = np.ones((8, 8), bool)
+    opaque = pack_textures(attrs, mask)
+    assert opaque.alpha_mode == "OPAQUE" and opaque.base_color.shape == (8, 8, 3)
+    attrs[:4, :, 5] = 0.2
+    blend = pack_textures(attrs, mask)
+    assert blend.alpha_mode == "BLEND" and blend.base_color.shape == (8, 8, 4)
+    assert blend.base_color[0, 0, 3] == 51 and blend.metallic_roughness[0, 0].tolist() == [0, 128, 128]
+    assert pack_textures(attrs, mask, "MASK").alpha_mode == "MASK"
+
+
+def _colour_field(points):
+    """Attributes by position: red grows with x, metallic 0.25, roughness 0.75, alpha by z."""
+    out = np.zeros((len(points), 6), np.float32)
+    out[:, 0] = np.clip(points[:, 0] + 0.5, 0, 1)
+    out[:, 1] = 0.5
+    out[:, 2] = 0.1
+    out[:, 3] = 0.25
+    out[:, 4] = 0.75
+    out[:, 5] = np.where(points[:, 2] > 0.2, 0.3, 1.0)
+    return out
+
+
+@pytest.mark.parametrize("unwrap", ["fast", "xatlas"])
+def test_export_generated_writes_glb_and_direct_result(tmp_path, unwrap):
+    from backend.meshio import read_gltf
+
+    m = uv_sphere(radius=0.4, rings=32, segments=64)
+    opts = ExportOptions(texture_size=128, faces=1500, unwrap=unwrap)
+    res = export_generated(m.vertices, m.faces, _colour_field, tmp_path, "ball", opts)
+    assert res.faces <= 1500 and res.alpha_mode == "BLEND"
+    glb = read_gltf(res.glb)
+    mat = glb.materials[0]
+    assert mat.alpha_mode == "BLEND" and mat.base_color_texture.shape == (128, 128, 4)
+    assert mat.metallic_roughness_texture is not None
+    # Y-up in the file: the sphere's +Z pole (transparent region) is at +Y.
+    top = glb.vertices[:, 1].argmax()
+    uv = glb.uvs[top]
+    tex = mat.base_color_texture
+    texel = tex[min(int(uv[1] * 128), 127), min(int(uv[0] * 128), 127)]
+    assert abs(int(texel[3]) - 77) <= 3  # alpha 0.3
+    mr = mat.metallic_roughness_texture
+    assert abs(int(np.median(mr[..., 2])) - 64) <= 1 and abs(int(np.median(mr[..., 1])) - 191) <= 1
+    # Red follows x across the surface (baked through the UVs).
+    v_x = glb.vertices[:, 0]
+    for idx in (v_x.argmin(), v_x.argmax()):
+        u, v = glb.uvs[idx]
+        r = tex[min(int(v * 128), 127), min(int(u * 128), 127), 0]
+        assert abs(int(r) - (v_x[idx] + 0.5) * 255) < 20
+    doc = json.loads(res.direct.read_text())
+    assert doc["alpha_mode"] == "BLEND" and doc["mesh"] == "ball.npz"
+    arrays = np.load(res.direct.parent / "ball.npz")
+    assert arrays["positions"].shape[0] == glb.num_vertices
+    # Direct result is Z-up with v measured from the bottom.
+    np.testing.assert_allclose(arrays["positions"][:, 2], glb.vertices[:, 1], atol=1e-6)
+    np.testing.assert_allclose(arrays["uvs"][:, 1], 1 - glb.uvs[:, 1], atol=1e-6)
