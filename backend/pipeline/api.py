@@ -114,10 +114,11 @@ class RetextureRequest:
     image: Path
     output_dir: Path
     seed: int = 42
-    resolution: int = 1024  # 512, 1024 or 1536
+    resolution: int = 1024  # 512, 1024 or 1536 (any multiple of 16 in [64, 1536] works)
     texture: SamplerOverrides = SamplerOverrides()
     export: ExportOptions = ExportOptions()
     name: str | None = None
+    up_axis: Literal["y", "z"] = "y"  # the mesh file's up axis (glTF/OBJ: y); output keeps the file frame
 
 
 @dataclass

@@ -1,0 +1,139 @@
+"""``Trellis2Generator``: the :class:`~backend.pipeline.api.Generator` the CLI and the server drive.
+
+Models load lazily (on the first job that needs them) and stay loaded between
+jobs. Each job: preprocess the image(s) -> stages -> decode -> export; the
+accelerator cache is emptied after every job, and running out of GPU memory
+becomes :class:`~backend.pipeline.errors.OutOfMemoryError` naming the stage
+and what to change.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+from pathlib import Path
+
+import torch
+
+from .api import AssetResult, CancelToken, GenerateRequest, JobResult, ProgressCallback, RetextureRequest
+from .errors import InputError, OutOfMemoryError
+from .export import export_generated, export_retextured
+from .image import BackgroundRemover, load_and_preprocess
+from .image_to_3d import CoordsOverride, image_to_assets
+from .progress import Tracker
+from .retexture import Y_UP_TO_Z_UP, retexture_voxels, work_frame
+from .runtime import ModelStore, Runtime
+from .sampler import make_generator
+
+log = logging.getLogger(__name__)
+
+
+class Trellis2Generator:
+    """Image -> 3D and retexture with TRELLIS.2.
+
+    Args:
+        runtime: device, low-VRAM mode, offline, model source.
+        remover: background remover for inputs without alpha (None: such inputs are refused).
+        coords_override: replaces stage-1 occupancy (benchmarks with random weights, tests).
+    """
+
+    def __init__(self, runtime: Runtime = Runtime(), remover: BackgroundRemover | None = None,  # noqa: B008
+                 coords_override: CoordsOverride | None = None) -> None:
+        self.runtime = runtime
+        self.remover = remover
+        self.coords_override = coords_override
+        self._store: ModelStore | None = None
+
+    @property
+    def store(self) -> ModelStore:
+        if self._store is None:
+            self._store = ModelStore(self.runtime)
+        return self._store
+
+    # ------------------------------------------------------------------ jobs
+    def generate(self, request: GenerateRequest, on_progress: ProgressCallback | None = None,
+                 cancel: CancelToken | None = None) -> JobResult:
+        """One asset per image and sample, written under ``request.output_dir``."""
+        if not request.images:
+            raise InputError("no input image given")
+        tracker = Tracker(on_progress, cancel, assets=len(request.images))
+        assets: list[AssetResult] = []
+        with self._job(tracker):
+            for i, path in enumerate(request.images):
+                tracker.asset = i
+                tracker.begin("preprocess", f"reading {Path(path).name}")
+                image = load_and_preprocess(path, self.remover)
+                gen = make_generator(request.seed)
+                decoded = image_to_assets(self.store, image, request, gen, tracker, self.coords_override)
+                tracker.begin("export")
+                base = request.name or Path(path).stem
+                for k, asset in enumerate(decoded):
+                    name = base if len(decoded) == 1 else f"{base}_{k}"
+                    if len(request.images) > 1 and request.name:
+                        name = f"{name}_{i}"
+                    if asset.faces.shape[0] == 0:
+                        raise InputError(f"{Path(path).name}: the decoded shape has no surface",
+                                         "try another --seed")
+                    result = export_generated(asset.vertices, asset.faces, asset.attribute_fn(),
+                                              request.output_dir, name, request.export, self.runtime.device)
+                    result.extra.update(seed=request.seed, pipeline_type=request.pipeline_type,
+                                        resolution=asset.resolution, source=str(path))
+                    assets.append(result)
+                tracker.end()
+        return JobResult(assets, dict(tracker.seconds), self._peak_memory())
+
+    def retexture(self, request: RetextureRequest, on_progress: ProgressCallback | None = None,
+                  cancel: CancelToken | None = None) -> JobResult:
+        """New PBR textures for ``request.mesh``: same vertices, faces, UVs and placement."""
+        from backend.geometry import MeshError
+        from backend.meshio import read_mesh
+
+        tracker = Tracker(on_progress, cancel)
+        with self._job(tracker):
+            tracker.begin("preprocess", f"reading {Path(request.mesh).name}")
+            try:
+                mesh = read_mesh(request.mesh).validate()
+            except MeshError as e:
+                raise InputError(f"{Path(request.mesh).name}: {e}") from e
+            image = load_and_preprocess(request.image, self.remover)
+            frame = work_frame(mesh, request.up_axis)
+            gen = make_generator(request.seed)
+            voxels = retexture_voxels(self.store, image, mesh, frame, request, gen, tracker)
+            tracker.begin("export")
+            to_blender = Y_UP_TO_Z_UP if request.up_axis == "y" else torch.eye(3).numpy()
+            result = export_retextured(mesh, frame.apply, voxels.attribute_fn(), request.output_dir,
+                                       request.name or Path(request.mesh).stem, request.export, to_blender,
+                                       self.runtime.device)
+            result.extra.update(seed=request.seed, resolution=request.resolution, source=str(request.mesh))
+            tracker.end()
+        return JobResult([result], dict(tracker.seconds), self._peak_memory())
+
+    # ------------------------------------------------------------------ helpers
+    def _job(self, tracker: Tracker):
+        generator = self
+
+        class _Job:
+            def __enter__(self):
+                if generator.runtime.device.startswith("cuda") and torch.cuda.is_available():
+                    torch.cuda.reset_peak_memory_stats()
+                self._grad = torch.is_grad_enabled()
+                torch.set_grad_enabled(False)
+                return self
+
+            def __exit__(self, exc_type, exc, tb):
+                torch.set_grad_enabled(self._grad)
+                stage = tracker._stage or "export"
+                if generator.runtime.device.startswith("cuda") and torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if exc_type is not None and issubclass(exc_type, torch.OutOfMemoryError):
+                    raise OutOfMemoryError(stage, str(exc).splitlines()[0]) from exc
+                return False
+
+        return _Job()
+
+    def _peak_memory(self) -> int:
+        if self.runtime.device.startswith("cuda") and torch.cuda.is_available():
+            return int(torch.cuda.max_memory_allocated())
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(rss if sys.platform == "darwin" else rss * 1024)  # CPU: peak resident set size

@@ -1,0 +1,140 @@
+"""Image -> decoded assets for the four pipeline types (spec §2.1, §2.5-2.8).
+
+| type | SS grid | shape | texture (cond) | decode res |
+|---|---|---|---|---|
+| 512 | 32 | shape_512 @512 | tex_512 @512 | 512 |
+| 1024 | 64 | shape_1024 @1024 | tex_1024 @1024 | 1024 |
+| 1024_cascade | 32 | shape_512 @512 -> upsample -> shape_1024 @1024 on 64^3 | tex_1024 @1024 | 1024 |
+| 1536_cascade | 32 | as above on 96^3 (shrunk by 128 until < max tokens) | tex_1024 @1024 | 1536..1024 |
+
+The sparse structure always uses the 512-px condition.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from .api import GenerateRequest, SamplerOverrides
+from .errors import PipelineError
+from .progress import Tracker
+from .runtime import ModelStore
+from .sampler import DEFAULT_SHAPE, DEFAULT_SS, DEFAULT_TEX, SamplerParams
+from .stages import (
+    DecodedAsset,
+    LatentNorm,
+    cascade_coords,
+    decode,
+    sample_shape,
+    sample_sparse_structure,
+    sample_texture,
+)
+
+log = logging.getLogger(__name__)
+
+# grid -> coords [N, 4]; replaces stage 1's occupancy (benchmarks with random weights, tests).
+CoordsOverride = Callable[[int], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class StageParams:
+    sparse_structure: SamplerParams
+    shape: SamplerParams
+    texture: SamplerParams
+
+
+def sampler_params(cfg, fallback: SamplerParams, overrides: SamplerOverrides) -> SamplerParams:
+    """``pipeline.json``'s sampler entry (a ``backend.models.SamplerConfig``) with per-call overrides."""
+    base = fallback if cfg is None else SamplerParams(
+        steps=cfg.steps, guidance_strength=cfg.guidance_strength, guidance_rescale=cfg.guidance_rescale,
+        guidance_interval=tuple(cfg.guidance_interval), rescale_t=cfg.rescale_t, sigma_min=cfg.sigma_min)
+    return base.with_overrides(overrides)
+
+
+def stage_params(store: ModelStore, request: GenerateRequest) -> StageParams:
+    c = store.config
+    return StageParams(sampler_params(c.sparse_structure_sampler, DEFAULT_SS, request.sparse_structure),
+                       sampler_params(c.shape_slat_sampler, DEFAULT_SHAPE, request.shape),
+                       sampler_params(c.tex_slat_sampler, DEFAULT_TEX, request.texture))
+
+
+def norms(config) -> tuple[LatentNorm, LatentNorm]:
+    s, t = config.shape_slat_normalization, config.tex_slat_normalization
+    return LatentNorm.from_lists(s.mean, s.std), LatentNorm.from_lists(t.mean, t.std)
+
+
+def image_to_assets(store: ModelStore, image: Image.Image, request: GenerateRequest, gen: torch.Generator,
+                    tracker: Tracker, coords_override: CoordsOverride | None = None) -> list[DecodedAsset]:
+    """Run stages 1-3 and decode for one preprocessed image; ``request.num_samples`` assets."""
+    kind = request.pipeline_type
+    if kind not in ("512", "1024", "1024_cascade", "1536_cascade"):
+        raise PipelineError(f"unknown pipeline type {kind!r}", "use 512, 1024, 1024_cascade or 1536_cascade")
+    params = stage_params(store, request)
+    shape_norm, tex_norm = norms(store.config)
+    n = request.num_samples
+    hr = kind != "512"
+
+    tracker.begin("preprocess", "conditioning")
+    dino = store.conditioner()
+    with store.on_device(dino.model):
+        cond512, neg512 = dino.condition([image], 512, n)
+        cond1024, neg1024 = dino.condition([image], 1024, n) if hr else (None, None)
+
+    tracker.begin("sparse_structure")
+    ss_flow, ss_dec = store.get("sparse_structure_flow_model"), store.get("sparse_structure_decoder")
+    grid = 64 if kind == "1024" else 32
+    with store.on_device(ss_flow, ss_dec):
+        coords = sample_sparse_structure(ss_flow, ss_dec, cond512, neg512, params.sparse_structure, gen, grid,
+                                         on_step=tracker.sub("sparse structure"), cancel=tracker.cancel)
+    if coords_override is not None:  # after the SS noise is drawn, so the RNG order is unchanged
+        coords = coords_override(grid).to(coords.device)
+    counts = torch.bincount(coords[:, 0].long(), minlength=n) if len(coords) else torch.zeros(n)
+    if (counts == 0).any():
+        raise PipelineError("the sparse structure is empty (the model found no object in the image)",
+                            "try another --seed or an image with a clearly separated object")
+    log.info("sparse structure: %d voxels on %d^3", len(coords), grid)
+
+    tracker.begin("shape")
+    if kind == "512":
+        flow = store.get("shape_slat_flow_model_512")
+        with store.on_device(flow):
+            shape = sample_shape(flow, coords, cond512, neg512, params.shape, gen, shape_norm,
+                                 on_step=tracker.sub("shape"), cancel=tracker.cancel)
+        res = 512
+    elif kind == "1024":
+        flow = store.get("shape_slat_flow_model_1024")
+        with store.on_device(flow):
+            shape = sample_shape(flow, coords, cond1024, neg1024, params.shape, gen, shape_norm,
+                                 on_step=tracker.sub("shape"), cancel=tracker.cancel)
+        res = 1024
+    else:
+        lr_flow, decoder = store.get("shape_slat_flow_model_512"), store.get("shape_slat_decoder")
+        with store.on_device(lr_flow):
+            lr = sample_shape(lr_flow, coords, cond512, neg512, params.shape, gen, shape_norm,
+                              on_step=tracker.sub("shape LR"), cancel=tracker.cancel)
+        with store.on_device(decoder):
+            fine = decoder.upsample(lr, 4)  # [K, 4] on the 512 grid
+        target = 1536 if kind == "1536_cascade" else 1024
+        hr_coords, res = cascade_coords(fine, target, request.max_num_tokens)
+        log.info("cascade: %d HR tokens at resolution %d", len(hr_coords), res)
+        hr_flow = store.get("shape_slat_flow_model_1024")
+        with store.on_device(hr_flow):
+            shape = sample_shape(hr_flow, hr_coords, cond1024, neg1024, params.shape, gen, shape_norm,
+                                 on_step=tracker.sub("shape HR"), cancel=tracker.cancel)
+
+    tracker.begin("texture")
+    tex_flow = store.get("tex_slat_flow_model_512" if kind == "512" else "tex_slat_flow_model_1024")
+    cond, neg = (cond512, neg512) if kind == "512" else (cond1024, neg1024)
+    with store.on_device(tex_flow):
+        tex = sample_texture(tex_flow, shape, cond, neg, params.texture, gen, shape_norm, tex_norm,
+                             on_step=tracker.sub("texture"), cancel=tracker.cancel)
+
+    tracker.begin("decode")
+    shape_dec, tex_dec = store.get("shape_slat_decoder"), store.get("tex_slat_decoder")
+    with store.on_device(shape_dec, tex_dec):
+        assets = decode(shape_dec, tex_dec, shape, tex, res)
+    return assets
