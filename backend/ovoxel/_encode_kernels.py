@@ -145,7 +145,7 @@ def scan_crossings(gv, faces, res, record_pairs):
                     py = p0[1] + w1 * (p1[1] - p0[1]) + w2 * (p2[1] - p0[1])
                     pz = p0[2] + w1 * (p1[2] - p0[2]) + w2 * (p2[2] - p0[2])
                     pa = p0[a] + w1 * (p1[a] - p0[a]) + w2 * (p2[a] - p0[a])
-                    ia = int(np.ceil(pa)) - 1  # a crossing exactly on a lattice plane goes below it
+                    ia = int(np.floor(pa))
                     if ia < 0 or ia >= res:
                         continue
                     for db in range(2):
