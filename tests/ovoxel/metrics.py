@@ -22,8 +22,8 @@ def sample_surface(mesh: TriangleMesh, n: int, rng: np.random.Generator) -> tupl
 
 def _segment_dist(q, a, b):
     ab = b - a
-    t = np.clip(np.einsum("...c,...c->...", q - a, ab) / np.maximum(np.einsum("...c,...c->...", ab, ab), 1e-30),
-                0, 1)
+    den = np.maximum(np.einsum("...c,...c->...", ab, ab), 1e-30)
+    t = np.clip(np.einsum("...c,...c->...", q - a, ab) / den, 0, 1)
     return np.linalg.norm(q - (a + t[..., None] * ab), axis=-1)
 
 

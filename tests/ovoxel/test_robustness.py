@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from backend.geometry import MeshError, TriangleMesh
-from backend.ovoxel import (OVoxelError, load_ovoxel, mesh_to_ovoxel, normalize_to_unit_cube,
-                            ovoxel_to_mesh, save_ovoxel)
+from backend.ovoxel import (
+    OVoxelError,
+    load_ovoxel,
+    mesh_to_ovoxel,
+    normalize_to_unit_cube,
+    ovoxel_to_mesh,
+    save_ovoxel,
+)
 from backend.ovoxel.cleanup import boundary_edges, fill_holes, orient_faces
 from tests.fixtures.meshes import box, open_sheet, uv_sphere
 
