@@ -62,9 +62,17 @@ def face_normals(mesh: TriangleMesh) -> np.ndarray:
     return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-30)
 
 
-def boundary_points(mesh: TriangleMesh, per_edge: int = 4) -> np.ndarray:
-    """Points along the boundary edges of the mesh [B * per_edge, 3] (empty if closed)."""
-    e = boundary_edges(mesh.faces)
-    t = (np.arange(per_edge) + 0.5) / per_edge
-    a, b = mesh.vertices[e[:, 0]], mesh.vertices[e[:, 1]]
-    return (a[:, None] + t[None, :, None] * (b - a)[:, None]).reshape(-1, 3)
+def edge_points(mesh: TriangleMesh, edges: np.ndarray, spacing: float) -> np.ndarray:
+    """Points along ``edges`` [E, 2] no farther apart than ``spacing`` (edge midpoints at least)."""
+    out = [np.zeros((0, 3))]
+    for i, j in edges:
+        a, b = mesh.vertices[i], mesh.vertices[j]
+        n = max(1, int(np.ceil(np.linalg.norm(b - a) / spacing)))
+        t = (np.arange(n) + 0.5) / n
+        out.append(a + t[:, None] * (b - a))
+    return np.concatenate(out)
+
+
+def boundary_points(mesh: TriangleMesh, spacing: float = np.inf) -> np.ndarray:
+    """Points along the boundary edges of the mesh (empty if closed); see :func:`edge_points`."""
+    return edge_points(mesh, boundary_edges(mesh.faces), spacing)
