@@ -57,6 +57,7 @@ class Trellis2Generator:
         """One asset per image and sample, written under ``request.output_dir``."""
         if not request.images:
             raise InputError("no input image given")
+        store = self.store  # resolves the release first: a missing model stops the job at once
         tracker = Tracker(on_progress, cancel, assets=len(request.images))
         assets: list[AssetResult] = []
         with self._job(tracker):
@@ -65,7 +66,7 @@ class Trellis2Generator:
                 tracker.begin("preprocess", f"reading {Path(path).name}")
                 image = load_and_preprocess(path, self.remover)
                 gen = make_generator(request.seed)
-                decoded = image_to_assets(self.store, image, request, gen, tracker, self.coords_override)
+                decoded = image_to_assets(store, image, request, gen, tracker, self.coords_override)
                 tracker.begin("export")
                 base = request.name or Path(path).stem
                 for k, asset in enumerate(decoded):
@@ -89,6 +90,7 @@ class Trellis2Generator:
         from backend.geometry import MeshError
         from backend.meshio import read_mesh
 
+        store = self.store
         tracker = Tracker(on_progress, cancel)
         with self._job(tracker):
             tracker.begin("preprocess", f"reading {Path(request.mesh).name}")
@@ -99,7 +101,7 @@ class Trellis2Generator:
             image = load_and_preprocess(request.image, self.remover)
             frame = work_frame(mesh, request.up_axis)
             gen = make_generator(request.seed)
-            voxels = retexture_voxels(self.store, image, mesh, frame, request, gen, tracker)
+            voxels = retexture_voxels(store, image, mesh, frame, request, gen, tracker)
             tracker.begin("export")
             to_blender = Y_UP_TO_Z_UP if request.up_axis == "y" else torch.eye(3).numpy()
             result = export_retextured(mesh, frame.apply, voxels.attribute_fn(), request.output_dir,

@@ -1,0 +1,46 @@
+"""``python -m backend generate IMAGE... -o OUT/``: image(s) -> GLB + Blender result folder per asset."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import cli_common as C
+from .api import PIPELINE_TYPES, GenerateRequest
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", type=Path, help="input images (PNG/JPEG/WebP/TIFF; alpha preferred)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.add_argument("--pipeline", choices=PIPELINE_TYPES, default="1024_cascade")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--samples", type=int, default=1, help="assets per image (different noise)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps for every stage")
+    p.add_argument("--max-tokens", type=int, default=49152, help="1536 cascade token cap")
+    p.add_argument("--name", default=None, help="output base name (default: the image's stem)")
+    C.add_sampler_arguments(p, "sparse structure", "ss")
+    C.add_sampler_arguments(p, "shape", "shape")
+    C.add_sampler_arguments(p, "texture", "tex")
+    C.add_export_arguments(p)
+    C.add_runtime_arguments(p)
+
+
+def request_from_args(args: argparse.Namespace) -> GenerateRequest:
+    return GenerateRequest(
+        images=tuple(args.images), output_dir=args.output, pipeline_type=args.pipeline, seed=args.seed,
+        num_samples=args.samples, sparse_structure=C.overrides(args, "ss", args.steps),
+        shape=C.overrides(args, "shape", args.steps), texture=C.overrides(args, "tex", args.steps),
+        max_num_tokens=args.max_tokens, export=C.export_options(args), name=args.name)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .generator import Trellis2Generator
+
+    def job(bar):
+        request = request_from_args(args)
+        rt = C.runtime(args)
+        gen = Trellis2Generator(rt, remover=C.remover(args, rt.device))
+        args.output.mkdir(parents=True, exist_ok=True)
+        return gen.generate(request, on_progress=bar)
+
+    return C.run_job(job, C.ProgressBar())

@@ -1,0 +1,42 @@
+"""``python -m backend retexture MESH IMAGE -o OUT/``: the same mesh with new PBR textures."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import cli_common as C
+from .api import RetextureRequest
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("mesh", type=Path, help="GLB/glTF/OBJ/PLY mesh (its UVs are kept when it has them)")
+    p.add_argument("image", type=Path, help="reference image (alpha preferred)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.add_argument("--resolution", type=int, default=1024, help="voxel resolution: 512, 1024 or 1536")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--up-axis", choices=["y", "z"], default="y", help="the mesh file's up axis")
+    p.add_argument("--name", default=None)
+    C.add_sampler_arguments(p, "texture", "tex")
+    C.add_export_arguments(p)
+    C.add_runtime_arguments(p)
+
+
+def request_from_args(args: argparse.Namespace) -> RetextureRequest:
+    return RetextureRequest(mesh=args.mesh, image=args.image, output_dir=args.output, seed=args.seed,
+                            resolution=args.resolution, texture=C.overrides(args, "tex", args.steps),
+                            export=C.export_options(args), name=args.name, up_axis=args.up_axis)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .generator import Trellis2Generator
+
+    def job(bar):
+        request = request_from_args(args)
+        rt = C.runtime(args)
+        gen = Trellis2Generator(rt, remover=C.remover(args, rt.device))
+        args.output.mkdir(parents=True, exist_ok=True)
+        return gen.retexture(request, on_progress=bar)
+
+    return C.run_job(job, C.ProgressBar())
