@@ -1,7 +1,7 @@
 """Benchmark O-Voxel conversion on a ~1M-triangle mesh.
 
     OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python scripts/bench_ovoxel.py --device cpu
-    python scripts/bench_ovoxel.py --device cuda --skip-encode
+    python scripts/bench_ovoxel.py --device cuda --load out/bench_1024.npz   (no numba needed)
 
 Encode (mesh -> O-Voxel) runs on one CPU core (numba, torch/numpy threads set to 1);
 decode (flexible dual contouring) runs on --device; CUDA timings synchronise.
@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.ovoxel import CoordIndex, flexible_dual_contour, mesh_to_ovoxel  # noqa: E402
+from backend.ovoxel import CoordIndex, flexible_dual_contour  # noqa: E402
 from tests.fixtures.meshes import uv_sphere  # noqa: E402
 
 
@@ -55,13 +55,25 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-encode", action="store_true",
                     help="skip the shape+PBR encode timing (the shape encode always runs)")
+    ap.add_argument("--save", help="write the encoded O-Voxel here (.npz)")
+    ap.add_argument("--load", help="decode-only: read this O-Voxel (.npz) instead of encoding")
     args = ap.parse_args()
     torch.set_num_threads(1)
     rows = []
+    if args.load:
+        from backend.ovoxel import load_ovoxel
+
+        ov = load_ovoxel(args.load)
+        rows.append(("input", f"{args.load}", ""))
+        return _decode_rows(ov, args, rows)
     mesh = bumpy_sphere(args.rings)
     rows.append(("input", f"{mesh.num_faces:,} triangles", ""))
-    mesh_to_ovoxel(bumpy_sphere(16), 64)  # compile / load numba kernels
+    from backend.ovoxel.encode import mesh_to_ovoxel as warm
+
+    warm(bumpy_sphere(16), 64)  # compile / load numba kernels
     t = time.perf_counter()
+    from backend.ovoxel import mesh_to_ovoxel
+
     ov = mesh_to_ovoxel(mesh, args.resolution, attributes=False)
     t_enc = time.perf_counter() - t
     rows.append((f"encode shape @{args.resolution} (1 CPU core)", f"{ov.num_voxels:,} voxels",
@@ -70,16 +82,25 @@ def main() -> int:
         t = time.perf_counter()
         mesh_to_ovoxel(mesh, args.resolution, attributes=True)
         rows.append(("encode shape+PBR (1 CPU core)", "", f"{time.perf_counter() - t:.3f} s"))
+    if args.save:
+        from backend.ovoxel import save_ovoxel
+
+        save_ovoxel(args.save, ov)
+    return _decode_rows(ov, args, rows)
+
+
+def _decode_rows(ov, args, rows) -> int:
     dev = args.device
     coords = torch.from_numpy(ov.coords).to(dev)
     dual = torch.from_numpy(ov.dual_vertices).to(dev)
     flags = torch.from_numpy(ov.intersected).to(dev)
-    t_full, (v, f) = timed(lambda: flexible_dual_contour(coords, dual, flags, args.resolution), dev,
+    res = ov.resolution
+    t_full, (v, f) = timed(lambda: flexible_dual_contour(coords, dual, flags, res), dev,
                            args.repeats)
-    index = CoordIndex(coords, args.resolution)
-    t_idx, _ = timed(lambda: flexible_dual_contour(coords, dual, flags, args.resolution, index=index), dev,
+    index = CoordIndex(coords, res)
+    t_idx, _ = timed(lambda: flexible_dual_contour(coords, dual, flags, res, index=index), dev,
                      args.repeats)
-    rows.append((f"decode @{args.resolution} on {dev}", f"{f.shape[0]:,} triangles",
+    rows.append((f"decode @{res} on {dev}", f"{f.shape[0]:,} triangles",
                  f"{t_full * 1e3:.1f} ms"))
     rows.append(("decode, coord index prebuilt", f"{v.shape[0]:,} vertices", f"{t_idx * 1e3:.1f} ms"))
     width = max(len(r[0]) for r in rows)
