@@ -188,34 +188,42 @@ def scan_crossings(gv, faces, res, record_pairs):
 
 
 @njit(cache=True, inline="always")
-def _axis_test(a0, a1, a2, v0, v1, v2) -> bool:
-    """Separating-axis test of a triangle (vertices relative to the box centre) and a unit box."""
-    q0 = a0 * v0[0] + a1 * v0[1] + a2 * v0[2]
-    q1 = a0 * v1[0] + a1 * v1[1] + a2 * v1[2]
-    q2 = a0 * v2[0] + a1 * v2[1] + a2 * v2[2]
+def _separated(a0, a1, a2, x0, y0, z0, x1, y1, z1, x2, y2, z2) -> bool:
+    """True if axis ``a`` separates the triangle (relative to the box centre) from the unit box."""
+    q0 = a0 * x0 + a1 * y0 + a2 * z0
+    q1 = a0 * x1 + a1 * y1 + a2 * z1
+    q2 = a0 * x2 + a1 * y2 + a2 * z2
     r = 0.5 * (abs(a0) + abs(a1) + abs(a2))
     return min(q0, q1, q2) > r or max(q0, q1, q2) < -r
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _tri_box_overlap(p0, p1, p2, cx, cy, cz, n0, n1, n2, d) -> bool:
-    """True if the triangle touches the unit box centred at (cx, cy, cz) (13-axis SAT)."""
-    v0 = np.array((p0[0] - cx, p0[1] - cy, p0[2] - cz))
-    v1 = np.array((p1[0] - cx, p1[1] - cy, p1[2] - cz))
-    v2 = np.array((p2[0] - cx, p2[1] - cy, p2[2] - cz))
-    for k in range(3):
-        if min(v0[k], v1[k], v2[k]) > 0.5 or max(v0[k], v1[k], v2[k]) < -0.5:
-            return False
+    """True if the triangle touches the unit box centred at (cx, cy, cz) (13-axis SAT, no allocation)."""
     dist = n0 * cx + n1 * cy + n2 * cz + d
     if abs(dist) > 0.5 * (abs(n0) + abs(n1) + abs(n2)):
         return False
-    edges = (v1 - v0, v2 - v1, v0 - v2)
-    for e in edges:
-        if _axis_test(0.0, -e[2], e[1], v0, v1, v2):
+    x0, y0, z0 = p0[0] - cx, p0[1] - cy, p0[2] - cz
+    x1, y1, z1 = p1[0] - cx, p1[1] - cy, p1[2] - cz
+    x2, y2, z2 = p2[0] - cx, p2[1] - cy, p2[2] - cz
+    if min(x0, x1, x2) > 0.5 or max(x0, x1, x2) < -0.5:
+        return False
+    if min(y0, y1, y2) > 0.5 or max(y0, y1, y2) < -0.5:
+        return False
+    if min(z0, z1, z2) > 0.5 or max(z0, z1, z2) < -0.5:
+        return False
+    for k in range(3):
+        if k == 0:
+            ex, ey, ez = x1 - x0, y1 - y0, z1 - z0
+        elif k == 1:
+            ex, ey, ez = x2 - x1, y2 - y1, z2 - z1
+        else:
+            ex, ey, ez = x0 - x2, y0 - y2, z0 - z2
+        if _separated(0.0, -ez, ey, x0, y0, z0, x1, y1, z1, x2, y2, z2):
             return False
-        if _axis_test(e[2], 0.0, -e[0], v0, v1, v2):
+        if _separated(ez, 0.0, -ex, x0, y0, z0, x1, y1, z1, x2, y2, z2):
             return False
-        if _axis_test(-e[1], e[0], 0.0, v0, v1, v2):
+        if _separated(-ey, ex, 0.0, x0, y0, z0, x1, y1, z1, x2, y2, z2):
             return False
     return True
 
@@ -223,6 +231,7 @@ def _tri_box_overlap(p0, p1, p2, cx, cy, cz, n0, n1, n2, d) -> bool:
 @njit(cache=True)
 def face_term(gv, faces, res, keys, vals, acc):
     """Add each triangle's plane quadric (weight 1) to every existing voxel it overlaps (§9.1 step 2)."""
+    vox = np.zeros(3, dtype=np.int64)
     for t in range(faces.shape[0]):
         n0, n1, n2, d, ok = _plane(gv, faces, t)
         if not ok:
@@ -244,7 +253,6 @@ def face_term(gv, faces, res, keys, vals, acc):
         iu1 = min(res - 1, int(np.floor(max(p0[u], p1[u], p2[u]))))
         iv0 = max(0, int(np.floor(min(p0[v], p1[v], p2[v]))))
         iv1 = min(res - 1, int(np.floor(max(p0[v], p1[v], p2[v]))))
-        vox = np.zeros(3, dtype=np.int64)
         for iu in range(iu0, iu1 + 1):
             for iv in range(iv0, iv1 + 1):
                 # range of the plane's k-coordinate over this column's cell
