@@ -31,7 +31,14 @@ class Tracker:
         return (self.asset + within) / self.assets
 
     def begin(self, stage: str, message: str = "") -> None:
-        """Start ``stage`` (closing the previous one); checks for cancellation."""
+        """Start ``stage`` (closing the previous one); checks for cancellation.
+
+        Beginning the stage that is already running only reports ``message``.
+        """
+        if stage == self._stage:
+            self.cancel.check()
+            self.step(0, 1, message)
+            return
         self.end()
         self.cancel.check()
         self._stage, self._start = stage, time.perf_counter()
