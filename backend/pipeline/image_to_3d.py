@@ -36,8 +36,18 @@ from .stages import (
 
 log = logging.getLogger(__name__)
 
-# grid -> coords [N, 4]; replaces stage 1's occupancy (benchmarks with random weights, tests).
+# grid -> coords [N, 4]; replaces stage 1's occupancy and the cascade's upsampled coordinates
+# (benchmarks with random weights, whose predicted occupancy is noise; tests).
 CoordsOverride = Callable[[int], torch.Tensor]
+
+
+def _override_cascade(override: CoordsOverride, target: int, max_tokens: int) -> tuple[torch.Tensor, int]:
+    res = target
+    while True:
+        coords = override(res // 16)
+        if len(coords) < max_tokens or res <= 1024:
+            return coords, res
+        res -= 128
 
 
 @dataclass(frozen=True)
@@ -119,7 +129,11 @@ def image_to_assets(store: ModelStore, image: Image.Image, request: GenerateRequ
         with store.on_device(decoder):
             fine = decoder.upsample(lr, 4)  # [K, 4] on the 512 grid
         target = 1536 if kind == "1536_cascade" else 1024
-        hr_coords, res = cascade_coords(fine, target, request.max_num_tokens)
+        if coords_override is None:
+            hr_coords, res = cascade_coords(fine, target, request.max_num_tokens)
+        else:  # the same token-cap rule over the override's coordinates at each HR grid
+            hr_coords, res = _override_cascade(coords_override, target, request.max_num_tokens)
+            hr_coords = hr_coords.to(fine.device)
         log.info("cascade: %d HR tokens at resolution %d", len(hr_coords), res)
         hr_flow = store.get("shape_slat_flow_model_1024")
         with store.on_device(hr_flow):

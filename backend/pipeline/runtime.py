@@ -88,14 +88,30 @@ class ModelStore:
         from backend.models import read_pipeline_config
 
         self.runtime = runtime
+        self._models: dict[str, torch.nn.Module] = {}
+        self._conditioner = None
         self.root = resolve_release(runtime.model, runtime.offline)
         # Checkpoints load from the folder when it is local, else from the hub repo (cached).
         self.source = str(self.root) if Path(runtime.model).expanduser().is_dir() else runtime.model
         self.config = read_pipeline_config(self.root / "pipeline.json")
         tex_path = self.root / "texturing_pipeline.json"
         self.tex_config = read_pipeline_config(tex_path) if tex_path.is_file() else None
-        self._models: dict[str, torch.nn.Module] = {}
-        self._conditioner = None
+
+    @classmethod
+    def preloaded(cls, runtime: Runtime, config, tex_config, models: dict[str, torch.nn.Module],
+                  conditioner) -> ModelStore:
+        """A store over networks already in memory (benchmarks with random full-size weights).
+
+        Args:
+            config, tex_config: ``backend.models.PipelineConfig`` objects (samplers, normalisation).
+            models: pipeline.json key -> network, already on the runtime's home device.
+            conditioner: a :class:`~backend.pipeline.conditioning.DinoV3Conditioner`.
+        """
+        store = cls.__new__(cls)
+        store.runtime, store.config, store.tex_config = runtime, config, tex_config
+        store.root, store.source = None, None
+        store._models, store._conditioner = dict(models), conditioner
+        return store
 
     @property
     def device(self) -> torch.device:
