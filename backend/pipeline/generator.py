@@ -33,13 +33,23 @@ class Trellis2Generator:
     """Image -> 3D and retexture with TRELLIS.2.
 
     Args:
-        runtime: device, low-VRAM mode, offline, model source.
+        runtime: a :class:`Runtime`, or (the server's form) the local release folder, completed
+            by ``device`` ("auto" = CUDA when available), ``low_vram`` and ``dependencies``
+            (repo id -> local folder); that form never downloads.
         remover: background remover for inputs without alpha (None: such inputs are refused).
         coords_override: replaces stage-1 occupancy (benchmarks with random weights, tests).
     """
 
-    def __init__(self, runtime: Runtime = Runtime(), remover: BackgroundRemover | None = None,  # noqa: B008
+    def __init__(self, runtime: Runtime | str | Path = Runtime(), *,  # noqa: B008
+                 device: str | None = None, low_vram: bool | None = None,
+                 dependencies: dict[str, Path] | None = None, remover: BackgroundRemover | None = None,
                  coords_override: CoordsOverride | None = None) -> None:
+        if not isinstance(runtime, Runtime):
+            dev = device or "auto"
+            if dev == "auto":
+                dev = "cuda" if torch.cuda.is_available() else "cpu"
+            runtime = Runtime(model=str(runtime), device=dev, low_vram=bool(low_vram), offline=True,
+                              dependencies={k: str(v) for k, v in (dependencies or {}).items()})
         self.runtime = runtime
         self.remover = remover
         self.coords_override = coords_override

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -38,6 +38,8 @@ class Runtime:
         dtype: None keeps the checkpoints' precision policy (bf16/fp16 blocks) on CUDA; on
             CPU everything runs in float32.
         attention_backend: passed to the flow models' ``set_attention_backend`` when set.
+        dependencies: Hugging Face repo id -> local folder for models the release refers to
+            (DINOv3, the TRELLIS v1 sparse-structure decoder repo); used instead of the hub.
     """
 
     model: str = DEFAULT_MODEL
@@ -46,6 +48,7 @@ class Runtime:
     offline: bool = False
     dtype: torch.dtype | None = None
     attention_backend: str | None = None
+    dependencies: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def load_dtype(self) -> torch.dtype | None:
@@ -130,8 +133,12 @@ class ModelStore:
                 name = self.tex_config.models.get(key)
             if name is None:
                 raise ModelUnavailableError(f"the release at {self.root} names no model {key!r}")
+            source = self.source
+            parts = name.split("/")
+            if len(parts) >= 3 and parts[0] != "ckpts" and "/".join(parts[:2]) in self.runtime.dependencies:
+                source, name = self.runtime.dependencies["/".join(parts[:2])], "/".join(parts[2:])
             try:
-                model = load_model(self.source, name, device=self._home(), dtype=self.runtime.load_dtype,
+                model = load_model(source, name, device=self._home(), dtype=self.runtime.load_dtype,
                                    offline=self.runtime.offline)
             except CheckpointError as e:
                 raise ModelUnavailableError(f"cannot load {key}: {e}",
@@ -146,6 +153,7 @@ class ModelStore:
 
         if self._conditioner is None:
             name = self.config.image_cond_model.args.get("model_name")
+            name = self.runtime.dependencies.get(name, name)
             self._conditioner = DinoV3Conditioner.from_pretrained(name, offline=self.runtime.offline)
             self._conditioner.model.to(self._home())
         return self._conditioner

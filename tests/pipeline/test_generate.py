@@ -152,3 +152,11 @@ def test_cancel_and_oom_are_reported(tmp_path, tiny_checkpoint, monkeypatch):
     with pytest.raises(OutOfMemoryError, match="low-vram") as e:
         _generator(tiny_checkpoint).generate(_request(tmp_path, img))
     assert e.value.stage == "preprocess"
+
+
+def test_server_constructor_form(tiny_checkpoint):
+    gen = Trellis2Generator(tiny_checkpoint, device="auto", low_vram=True,
+                            dependencies={"facebook/dinov3-vitl16-pretrain-lvd1689m": tiny_checkpoint})
+    assert gen.runtime.offline and gen.runtime.low_vram and gen.runtime.model == str(tiny_checkpoint)
+    assert gen.runtime.device in ("cpu", "cuda")
+    assert gen.store.get("tex_slat_decoder") is gen.store.get("tex_slat_decoder")  # loaded once
