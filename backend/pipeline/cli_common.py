@@ -82,8 +82,8 @@ def remover(args: argparse.Namespace, device: str):
 class ProgressBar:
     """One line per stage on stderr, redrawn in place: ``[shape LR] ######---- 7/12``."""
 
-    def __init__(self, stream=sys.stderr, width: int = 30) -> None:
-        self.stream = stream
+    def __init__(self, stream=None, width: int = 30) -> None:
+        self.stream = stream if stream is not None else sys.stderr
         self.width = width
         self.stage = ""
         self.t0 = time.perf_counter()

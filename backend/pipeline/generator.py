@@ -64,7 +64,11 @@ class Trellis2Generator:
     # ------------------------------------------------------------------ jobs
     def generate(self, request: GenerateRequest, on_progress: ProgressCallback | None = None,
                  cancel: CancelToken | None = None) -> JobResult:
-        """One asset per image and sample, written under ``request.output_dir``."""
+        """One asset per image and sample, written under ``request.output_dir``.
+
+        Every image starts a fresh CPU generator from ``request.seed`` (so an image's result does
+        not depend on its position in the list); samples of one image share that stream.
+        """
         if not request.images:
             raise InputError("no input image given")
         store = self.store  # resolves the release first: a missing model stops the job at once

@@ -140,12 +140,12 @@ def _colour_field(points):
     return out
 
 
-@pytest.mark.parametrize("unwrap", ["fast", "xatlas"])
-def test_export_generated_writes_glb_and_direct_result(tmp_path, unwrap):
+@pytest.mark.parametrize("unwrap, fmt", [("fast", "png"), ("xatlas", "webp")])
+def test_export_generated_writes_glb_and_direct_result(tmp_path, unwrap, fmt):
     from backend.meshio import read_gltf
 
     m = uv_sphere(radius=0.4, rings=32, segments=64)
-    opts = ExportOptions(texture_size=128, faces=1500, unwrap=unwrap)
+    opts = ExportOptions(texture_size=128, faces=1500, unwrap=unwrap, texture_format=fmt)
     res = export_generated(m.vertices, m.faces, _colour_field, tmp_path, "ball", opts)
     assert res.faces <= 1500 and res.alpha_mode == "BLEND"
     glb = read_gltf(res.glb)
@@ -166,6 +166,8 @@ def test_export_generated_writes_glb_and_direct_result(tmp_path, unwrap):
         u, v = glb.uvs[idx]
         r = tex[min(int(v * 128), 127), min(int(u * 128), 127), 0]
         assert abs(int(r) - (v_x[idx] + 0.5) * 255) < 20
+    used_webp = b"EXT_texture_webp" in res.glb.read_bytes()[:4096]
+    assert used_webp == (fmt == "webp")
     doc = json.loads(res.direct.read_text())
     assert doc["alpha_mode"] == "BLEND" and doc["mesh"] == "ball.npz"
     arrays = np.load(res.direct.parent / "ball.npz")

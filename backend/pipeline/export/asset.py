@@ -109,8 +109,9 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
     t = time.perf_counter()
     step("clean")
     hi_v, hi_f = mesh_ops.weld(np.asarray(vertices, np.float64), np.asarray(faces, np.int64))
-    reference = SurfaceProjector(hi_v, hi_f)
     v, f = mesh_ops.decimate(hi_v, hi_f, options.faces)
+    # Re-projection onto the full-resolution surface only matters when decimation moved it.
+    reference = SurfaceProjector(hi_v, hi_f) if len(f) < len(hi_f) else None
     v, f, _ = mesh_ops.compact(v, f)
     f = mesh_ops.orient(v, f)
     t = timings.mark("clean_decimate", t)

@@ -1,0 +1,30 @@
+"""The ``generate`` / ``retexture`` commands through the backend dispatcher."""
+
+from __future__ import annotations
+
+from backend.__main__ import main
+from backend.meshio import read_gltf
+from tests.fixtures import images
+from tests.pipeline.test_generate import _textured_box_glb
+
+
+def test_generate_offline_without_model_exits_with_a_hint(tmp_path, capsys):
+    img = images.rgba_transparent(tmp_path / "a.png")
+    rc = main(["generate", str(img), "-o", str(tmp_path / "out"), "--offline",
+               "--model", str(tmp_path / "no")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "does not exist" in err and "--model" in err
+
+
+def test_retexture_command_writes_glb_and_summary(tmp_path, capsys, tiny_checkpoint):
+    src = _textured_box_glb(tmp_path / "box.glb")
+    img = images.rgba_transparent(tmp_path / "ref.png")
+    rc = main(["retexture", str(tmp_path / "box.glb"), str(img), "-o", str(tmp_path / "out"),
+               "--model", str(tiny_checkpoint), "--offline", "--device", "cpu", "--resolution", "64",
+               "--steps", "2", "--texture-size", "64", "--rasterizer", "ours"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "summary:" in err and "texture" in err and "peak memory" in err and "[####" in err
+    out = read_gltf(tmp_path / "out" / "box.glb")
+    assert out.num_vertices == src.num_vertices
+    assert (tmp_path / "out" / "box" / "result.json").is_file()
