@@ -67,6 +67,10 @@ def rasterize(uvs: np.ndarray, faces: np.ndarray, size: int, options: ExportOpti
     return face.cpu().numpy(), bary.cpu().numpy()
 
 
+def _compute_device(device: str) -> str:
+    return device if device.startswith("cuda") and torch.cuda.is_available() else "cpu"
+
+
 def _unwrap(vertices: np.ndarray, faces: np.ndarray, options: ExportOptions) -> Unwrapped:
     method = options.unwrap
     if method == "auto":
@@ -111,7 +115,7 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
     hi_v, hi_f = mesh_ops.weld(np.asarray(vertices, np.float64), np.asarray(faces, np.int64))
     v, f = mesh_ops.decimate(hi_v, hi_f, options.faces)
     # Re-projection onto the full-resolution surface only matters when decimation moved it.
-    reference = SurfaceProjector(hi_v, hi_f) if len(f) < len(hi_f) else None
+    reference = SurfaceProjector(hi_v, hi_f, device=_compute_device(device)) if len(f) < len(hi_f) else None
     v, f, _ = mesh_ops.compact(v, f)
     f = mesh_ops.orient(v, f)
     t = timings.mark("clean_decimate", t)

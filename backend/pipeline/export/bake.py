@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import torch
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
@@ -31,8 +32,14 @@ def texel_points(vertices: np.ndarray, faces: np.ndarray, face_img: np.ndarray,
     return pts, mask
 
 
-def closest_point_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Closest points of triangles ``(a, b, c)`` to points ``p`` (all ``[N, 3]``), by Voronoi regions."""
+def closest_point_on_triangles(p, a, b, c):
+    """Closest points of triangles ``(a, b, c)`` to points ``p`` (all ``[N, 3]``), by Voronoi regions.
+
+    Accepts numpy arrays (returns numpy) or torch tensors (stays on their device).
+    """
+    if isinstance(p, np.ndarray):
+        args = [torch.from_numpy(np.ascontiguousarray(x, np.float64)) for x in (p, a, b, c)]
+        return closest_point_on_triangles(*args).numpy()
     ab, ac, ap = b - a, c - a, p - a
     d1, d2 = (ab * ap).sum(-1), (ac * ap).sum(-1)
     bp = p - b
@@ -43,49 +50,55 @@ def closest_point_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: n
     vb = d5 * d2 - d1 * d6
     vc = d1 * d4 - d3 * d2
     denom = va + vb + vc
-    safe = np.where(np.abs(denom) > 1e-30, denom, 1.0)
+    safe = torch.where(denom.abs() > 1e-30, denom, torch.ones_like(denom))
     out = a + ab * (vb / safe)[:, None] + ac * (vc / safe)[:, None]  # interior
-    # Edges (later assignments are the higher-priority regions, so they run last).
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t_bc = (d4 - d3) / ((d4 - d3) + (d5 - d6))
-        on_bc = (va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0)
-        out = np.where(on_bc[:, None], b + (c - b) * np.nan_to_num(t_bc)[:, None], out)
-        t_ac = d2 / (d2 - d6)
-        on_ac = (vb <= 0) & (d2 >= 0) & (d6 <= 0)
-        out = np.where(on_ac[:, None], a + ac * np.nan_to_num(t_ac)[:, None], out)
-        t_ab = d1 / (d1 - d3)
-        on_ab = (vc <= 0) & (d1 >= 0) & (d3 <= 0)
-        out = np.where(on_ab[:, None], a + ab * np.nan_to_num(t_ab)[:, None], out)
-    out = np.where(((d6 >= 0) & (d5 <= d6))[:, None], c, out)
-    out = np.where(((d3 >= 0) & (d4 <= d3))[:, None], b, out)
-    out = np.where(((d1 <= 0) & (d2 <= 0))[:, None], a, out)
+
+    def ratio(num, den):  # num / den with 0 where den == 0
+        return torch.where(den != 0, num / torch.where(den != 0, den, torch.ones_like(den)),
+                           torch.zeros_like(num))[:, None]
+
+    # Lower-priority regions first; later assignments win (regions are disjoint except on ties).
+    on_bc = (va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0)
+    out = torch.where(on_bc[:, None], b + (c - b) * ratio(d4 - d3, (d4 - d3) + (d5 - d6)), out)
+    on_ac = (vb <= 0) & (d2 >= 0) & (d6 <= 0)
+    out = torch.where(on_ac[:, None], a + ac * ratio(d2, d2 - d6), out)
+    out = torch.where(((d6 >= 0) & (d5 <= d6))[:, None], c, out)
+    on_ab = (vc <= 0) & (d1 >= 0) & (d3 <= 0)
+    out = torch.where(on_ab[:, None], a + ab * ratio(d1, d1 - d3), out)
+    out = torch.where(((d3 >= 0) & (d4 <= d3))[:, None], b, out)
+    out = torch.where(((d1 <= 0) & (d2 <= 0))[:, None], a, out)
     return out
 
 
 class SurfaceProjector:
-    """Closest points on a reference mesh (k nearest triangle centroids, exact point-triangle test)."""
+    """Closest points on a reference mesh: k nearest triangle centroids (cKDTree, all cores),
+    then the exact point-triangle closest point for each candidate (torch, on ``device``)."""
 
-    def __init__(self, vertices: np.ndarray, faces: np.ndarray, k: int = 8) -> None:
-        self.tri = vertices[faces].astype(np.float64)  # [F, 3, 3]
-        self.tree = cKDTree(self.tri.mean(1))
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray, k: int = 6, device: str = "cpu") -> None:
+        tri = vertices[faces].astype(np.float64)  # [F, 3, 3]
+        self.tree = cKDTree(tri.mean(1))
+        self.device = torch.device(device)
+        dtype = torch.float64 if self.device.type == "cpu" else torch.float32
+        self.tri = torch.from_numpy(tri).to(self.device, dtype)
         self.k = min(k, len(faces))
 
-    def project(self, points: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
+    def project(self, points: np.ndarray, chunk: int = 1 << 19) -> np.ndarray:
         out = np.empty_like(points, dtype=np.float64)
         for s in range(0, len(points), chunk):
-            p = points[s:s + chunk].astype(np.float64)  # [n, 3]
-            _, idx = self.tree.query(p, k=self.k)
-            idx = idx.reshape(len(p), self.k)
-            best = np.full(len(p), np.inf)
-            res = p.copy()
+            p_np = points[s:s + chunk].astype(np.float64)  # [n, 3]
+            _, idx = self.tree.query(p_np, k=self.k, workers=-1)
+            idx = torch.from_numpy(idx.reshape(len(p_np), self.k)).to(self.device)
+            p = torch.from_numpy(p_np).to(self.device, self.tri.dtype)
+            best = torch.full((len(p),), float("inf"), dtype=p.dtype, device=self.device)
+            res = p.clone()
             for j in range(self.k):
                 t = self.tri[idx[:, j]]  # [n, 3, 3]
                 q = closest_point_on_triangles(p, t[:, 0], t[:, 1], t[:, 2])
                 d = ((q - p) ** 2).sum(-1)
                 better = d < best
-                best = np.where(better, d, best)
-                res[better] = q[better]
-            out[s:s + chunk] = res
+                best = torch.where(better, d, best)
+                res = torch.where(better[:, None], q, res)
+            out[s:s + chunk] = res.double().cpu().numpy()
         return out
 
 
