@@ -3,12 +3,16 @@
 Everything that drives generation (the CLI, the server, the tests) goes through
 these types, so they are plain dataclasses with no torch in their signatures.
 
-The result folder for Blender ("direct result", no GLB round trip) holds
-``result.json`` (see :class:`AssetResult`), one ``.npz`` mesh per asset and
-its PNG textures. Mesh arrays are in Blender's frame (Z-up, metres = unit cube
-units): ``positions [V,3] float32``, ``faces [F,3] int32``, ``uvs [V,2]
-float32`` (Blender convention: v = 0 at the bottom of the image),
-``normals [V,3] float32``.
+The result folder for Blender ("direct result", no GLB round trip) is
+``OUT/<name>/``: ``result.json`` (name, mesh, textures, alpha_mode,
+double_sided, stats), ``<name>.npz`` and PNG textures (see
+``backend/pipeline/export/direct.py``). Mesh arrays are in Blender's frame
+(Z-up, metres = unit cube units): ``positions [V,3] float32``, ``faces [F,3]
+int32``, ``uvs [V,2] float32`` (Blender convention: v = 0 at the bottom of the
+image), ``normals [V,3] float32``. The GLB (``OUT/<name>.glb``) is Y-up.
+
+The implementation of :class:`Generator` is
+``backend.pipeline.generator.Trellis2Generator``.
 """
 
 from __future__ import annotations
