@@ -17,7 +17,12 @@ weights of the face's three vertices. Where triangles overlap, a later face wins
 
 from __future__ import annotations
 
+import functools
+import logging
+
 import torch
+
+logger = logging.getLogger(__name__)
 
 CHUNK_TEXELS = 1 << 24  # candidate texels enumerated per chunk (memory ~ 0.5 GB on CPU)
 
@@ -79,12 +84,31 @@ def _raster_chunk(tri, area2, j0, i0, nx, count, start, stop, width, face_img, b
     bary_img[flat] = torch.stack([w0, w1, w2], -1)[inside].float()
 
 
-def nvdiffrast_available() -> bool:
+@functools.cache
+def _nvdiffrast_context():
+    """The CUDA rasterizer context, or None (reason logged) when nvdiffrast can't run here.
+
+    nvdiffrast compiles its plugin on first use and then imports it by name; on torch
+    2.11 (seen on an H200) that import fails with ``No module named nvdiffrast_plugin_*``
+    although the package itself imports. Export must then fall back to our rasterizer
+    rather than fail, so availability means "a context could be made".
+    """
+    if not torch.cuda.is_available():
+        return None
     try:
-        import nvdiffrast.torch  # noqa: F401
+        import nvdiffrast.torch as dr
     except ImportError:
-        return False
-    return torch.cuda.is_available()
+        return None
+    try:
+        return dr.RasterizeCudaContext()
+    except Exception as err:  # noqa: BLE001 - any failure means: use our rasterizer
+        logger.warning("nvdiffrast unusable (%s); using our own rasterizer", err)
+        return None
+
+
+def nvdiffrast_available() -> bool:
+    """True when nvdiffrast is installed, CUDA is present and its plugin loads."""
+    return _nvdiffrast_context() is not None
 
 
 def rasterize_uv_nvdiffrast(uvs: torch.Tensor, faces: torch.Tensor, height: int,
@@ -95,7 +119,9 @@ def rasterize_uv_nvdiffrast(uvs: torch.Tensor, faces: torch.Tensor, height: int,
     uv = uvs.cuda().float()
     # Clip space: x = 2u - 1, y = 2v - 1; nvdiffrast's row 0 is y = -1, so row = v * H (glTF rows).
     clip = torch.cat([uv * 2 - 1, torch.zeros_like(uv[:, :1]), torch.ones_like(uv[:, :1])], -1)[None]
-    ctx = dr.RasterizeCudaContext()
+    ctx = _nvdiffrast_context()
+    if ctx is None:
+        raise RuntimeError("nvdiffrast is not usable here (see the log); use the 'ours' rasterizer")
     rast, _ = dr.rasterize(ctx, clip, faces.cuda().int().contiguous(), resolution=[height, width])
     rast = rast[0]  # [H, W, 4]: (b1, b2, z, face + 1); point = b1 v0 + b2 v1 + (1 - b1 - b2) v2
     face = rast[..., 3].long() - 1
