@@ -17,7 +17,7 @@ import json
 import os
 import subprocess
 import sys
-import tomllib
+import tomllib  # Python 3.11+: older interpreters stop here, which is the requirement
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,9 +45,6 @@ def main() -> int:
     parser.add_argument("--extras", default="", help="comma-separated optional-dependency groups")
     args = parser.parse_args()
     extras = sorted({e for e in args.extras.split(",") if e})
-
-    if sys.version_info < (3, 11):
-        raise SystemExit("bootstrap: Python 3.11 or newer is required (found %d.%d)" % sys.version_info[:2])
 
     raw = (ROOT / "pyproject.toml").read_bytes()
     digest = hashlib.sha256(raw).hexdigest()

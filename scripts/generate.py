@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return _run_backend(["--help"])
     out_dir = known.output.resolve()
-    rc = _run_backend([*[str(Path(a).resolve()) if Path(a).exists() else a for a in rest], "-o", str(out_dir)])
+    backend_args = [str(Path(a).resolve()) if Path(a).exists() else a for a in rest]
+    rc = _run_backend([*backend_args, "-o", str(out_dir)])
     if rc != 0:
         return rc
     written = _blend_and_preview(out_dir)
