@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
+from backend.fileio import write_atomic
 from backend.geometry import MeshError, PbrMaterial, TriangleMesh
 
 from .images import MIME_TYPES, encode_image
@@ -166,12 +165,4 @@ def write_glb(path: str | os.PathLike, mesh: TriangleMesh, *, texture_format: st
         data = build_glb(mesh, texture_format=texture_format, generator=generator)
     except (KeyError, IndexError) as exc:  # pragma: no cover - defensive
         raise MeshError(f"cannot export the mesh: {exc}") from exc
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data)

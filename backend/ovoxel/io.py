@@ -19,10 +19,10 @@ Writing goes to a temporary file in the target directory, then ``os.replace``.
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
+
+from backend.fileio import write_atomic
 
 from .types import ATTR_LAYOUT, OVoxel, OVoxelError
 
@@ -49,15 +49,7 @@ def save_ovoxel(path: str | os.PathLike, ov: OVoxel) -> None:
     if ov.attributes is not None:
         data["attributes"] = np.round(np.clip(ov.attributes, 0, 1) * 255).astype(np.uint8)
         data["attr_layout"] = np.array(_LAYOUT_STR)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda fh: np.savez_compressed(fh, **data))
 
 
 def load_ovoxel(path: str | os.PathLike) -> OVoxel:

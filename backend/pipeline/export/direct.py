@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from backend.fileio import write_atomic
+
 from .material import TextureSet
 
 
@@ -48,5 +50,5 @@ def write_direct(folder: Path, name: str, positions: np.ndarray | None, faces: n
     Image.fromarray(tex.metallic_roughness).save(folder / files["metallic_roughness"])
     doc["textures"] = files
     path = folder / "result.json"
-    path.write_text(json.dumps(doc, indent=2))
+    write_atomic(path, json.dumps(doc, indent=2).encode())
     return path
