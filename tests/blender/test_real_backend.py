@@ -7,44 +7,16 @@ runs the tiny random-weight checkpoint end to end and renders a Cycles preview.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
-from tests.blender.addon_script import SETUP
-from tests.blender.runner import PYTHON, REPO, run_bpy, run_python
+from tests.blender.runner import PYTHON, REPO, run_python
 from tests.fixtures.tiny_checkpoint import tiny_checkpoint  # noqa: F401 - a fixture
-
-HAS_PIPELINE = importlib.util.find_spec("backend.pipeline.generator") is not None
 
 pytestmark = pytest.mark.blender
 
-MISSING_PIPELINE = """
-use_image(ARGS["image"])
-before = snapshot()
-ret = run_op(bpy.ops.trellis2.generate)
-emit({"ret": ret, "clean": snapshot() == before, "backend": [status.backend_state, status.backend_message],
-      "job": status.job_state})
-"""
-
-
-@pytest.mark.skipif(HAS_PIPELINE, reason="the pipeline exists; the end-to-end test covers it")
-def test_generate_without_the_pipeline_reports_it(tmp_path, inputs, extension_zip, model_dir):
-    args = {"zip": str(extension_zip), "python": str(PYTHON), "model": str(model_dir),
-            "jobs": str(tmp_path / "jobs"), "image": str(inputs["opaque"])}
-    run = run_bpy(SETUP + MISSING_PIPELINE, tmp_path, args=(json.dumps(args),), timeout=180)
-    assert run.returncode == 0, run.describe()
-    res = run.result
-    (ret,) = res["ret"]
-    assert ret.startswith("ERROR:") and "pipeline" in ret
-    assert res["clean"]
-    assert res["backend"][0] == "ERROR" and "pipeline" in res["backend"][1]
-    assert res["job"] == "FAILED"
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not HAS_PIPELINE, reason="backend.pipeline.generator does not exist yet")
 def test_batch_on_the_tiny_checkpoint_with_preview(tmp_path, inputs, tiny_checkpoint):  # noqa: F811
     out = tmp_path / "out"
     run = run_python([str(REPO / "scripts" / "batch_generate.py"), "--input", str(inputs["transparent"]),

@@ -7,35 +7,17 @@ retexture job run through the protocol on the tiny random-weight checkpoint.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-from backend.server.generators import DEFAULT_GENERATOR, PIPELINE_GENERATOR
+from backend.server.generators import DEFAULT_GENERATOR
 from tests.fixtures.tiny_checkpoint import tiny_checkpoint  # noqa: F401 - a fixture
 from tests.server.conftest import make_client
 from trellis2_blender import protocol as p
 
-HAS_PIPELINE = importlib.util.find_spec(PIPELINE_GENERATOR.partition(":")[0]) is not None
-
-
-@pytest.mark.skipif(HAS_PIPELINE, reason="the pipeline exists; the real-job test covers it")
-def test_load_without_the_pipeline_says_so(tmp_path: Path) -> None:
-    client = make_client(tmp_path, DEFAULT_GENERATOR)
-    client.start()
-    try:
-        (tmp_path / "model").mkdir()
-        events = client.wait(client.load(str(tmp_path / "model")), 30)
-        (error,) = [e for e in events if isinstance(e, p.Error)]
-        assert error.code == "pipeline_unavailable" and PIPELINE_GENERATOR in error.message
-        assert events[-1].status == "error" and client.alive
-    finally:
-        assert client.stop() == 0
-
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAS_PIPELINE, reason=f"{PIPELINE_GENERATOR} does not exist yet")
 def test_real_generate_then_retexture_on_the_tiny_checkpoint(tmp_path: Path, tiny_checkpoint: Path) -> None:  # noqa: F811
     from tests.fixtures.images import rgba_transparent
 
