@@ -39,7 +39,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         image = rgba_transparent(tmp / "in.png")
-        config = BackendConfig(python=sys.executable, backend_root=str(ROOT), log_path=str(tmp / "server.log"),
+        config = BackendConfig(python=sys.executable, backend_root=str(ROOT),
+                               log_path=str(tmp / "server.log"),
                                server_args=("--device", args.device, "--offline"))
         client = BackendClient(config)
         client.start()
