@@ -59,9 +59,7 @@ class StageParams:
 
 def sampler_params(cfg, fallback: SamplerParams, overrides: SamplerOverrides) -> SamplerParams:
     """``pipeline.json``'s sampler entry (a ``backend.models.SamplerConfig``) with per-call overrides."""
-    base = fallback if cfg is None else SamplerParams(
-        steps=cfg.steps, guidance_strength=cfg.guidance_strength, guidance_rescale=cfg.guidance_rescale,
-        guidance_interval=tuple(cfg.guidance_interval), rescale_t=cfg.rescale_t, sigma_min=cfg.sigma_min)
+    base = fallback if cfg is None else SamplerParams.from_config(cfg)
     return base.with_overrides(overrides)
 
 

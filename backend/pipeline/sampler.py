@@ -23,7 +23,7 @@ CPU ``torch.randn`` stream bit for bit, without touching the global generator.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -62,17 +62,11 @@ class SamplerParams:
             raise ValueError(f"guidance_rescale must lie in [0, 1], got {self.guidance_rescale}")
 
     @classmethod
-    def from_json(cls, entry: Mapping[str, Any]) -> SamplerParams:
-        """From a ``pipeline.json`` sampler entry ``{"name", "args": {sigma_min}, "params": {...}}``."""
-        params = dict(entry.get("params", {}))
-        known = {"steps", "guidance_strength", "guidance_rescale", "guidance_interval", "rescale_t"}
-        unknown = set(params) - known
-        if unknown:
-            raise ValueError(f"unknown sampler params {sorted(unknown)}")
-        if "guidance_interval" in params:
-            params["guidance_interval"] = tuple(float(v) for v in params["guidance_interval"])
-        sigma_min = float(entry.get("args", {}).get("sigma_min", 1e-5))
-        return cls(sigma_min=sigma_min, **params)
+    def from_config(cls, cfg: Any) -> SamplerParams:
+        """From a strictly parsed ``pipeline.json`` entry (``backend.models.SamplerConfig``)."""
+        return cls(steps=cfg.steps, guidance_strength=cfg.guidance_strength,
+                   guidance_rescale=cfg.guidance_rescale, guidance_interval=tuple(cfg.guidance_interval),
+                   rescale_t=cfg.rescale_t, sigma_min=cfg.sigma_min)
 
     def with_overrides(self, o: SamplerOverrides) -> SamplerParams:
         """A copy with every non-None field of ``o`` applied."""

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from backend.models.pipeline_config import parse_pipeline_config
+from backend.models.tiny_checkpoint import pipeline_json
 from backend.pipeline.api import Cancelled, CancelToken, SamplerOverrides
 from backend.pipeline.sampler import (
     DEFAULT_SHAPE,
@@ -154,15 +156,12 @@ def test_generator_matches_reference_global_stream():
     assert torch.equal(torch.randn(7, 32, generator=g), b)
 
 
-def test_params_from_json_and_overrides():
-    entry = {"name": "FlowEulerGuidanceIntervalSampler", "args": {"sigma_min": 1e-5},
-             "params": {"steps": 12, "guidance_strength": 7.5, "guidance_rescale": 0.5,
-                        "guidance_interval": [0.6, 1.0], "rescale_t": 3.0}}
-    p = SamplerParams.from_json(entry)
+def test_params_from_config_and_overrides():
+    # Unknown sampler keys are rejected by the strict pipeline.json parser (tests/loading).
+    cfg = parse_pipeline_config(pipeline_json("/x/dinov3")).shape_slat_sampler
+    p = SamplerParams.from_config(cfg)
     assert p == DEFAULT_SHAPE
     q = p.with_overrides(SamplerOverrides(steps=20, guidance_interval=(0.5, 0.9)))
     assert q.steps == 20 and q.guidance_interval == (0.5, 0.9) and q.rescale_t == 3.0
-    with pytest.raises(ValueError, match="unknown sampler params"):
-        SamplerParams.from_json({"params": {"stepz": 3}})
     with pytest.raises(ValueError, match="steps"):
         p.with_overrides(SamplerOverrides(steps=0))
