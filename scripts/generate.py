@@ -30,7 +30,7 @@ def _blend_and_preview(out_dir: Path) -> list[str]:
     from scripts.blender_outputs import write_blend_and_preview
 
     written = []
-    for result_json in sorted(out_dir.glob("*/result.json")) + sorted(out_dir.glob("result.json")):
+    for result_json in sorted(out_dir.glob("*/result.json")):  # one folder per asset
         written += write_blend_and_preview(result_json, out_dir)
     return written
 
