@@ -13,7 +13,7 @@ from backend.pipeline.export import SurfaceProjector, dilate, export_generated, 
 from backend.pipeline.export.bake import closest_point_on_triangles
 from backend.pipeline.export.material import pack_textures
 from backend.pipeline.export.mesh_ops import orient
-from backend.pipeline.export.uv import fast_unwrap
+from backend.pipeline.export.uv import _shelf_pack, fast_unwrap
 from tests.fixtures.meshes import box, uv_sphere
 
 
@@ -175,3 +175,46 @@ def test_export_generated_writes_glb_and_direct_result(tmp_path, unwrap, fmt):
     # Direct result is Z-up with v measured from the bottom.
     np.testing.assert_allclose(arrays["positions"][:, 2], glb.vertices[:, 1], atol=1e-6)
     np.testing.assert_allclose(arrays["uvs"][:, 1], 1 - glb.uvs[:, 1], atol=1e-6)
+
+
+def _boxes_overlap(offsets: np.ndarray, boxes: np.ndarray) -> bool:
+    """True if any two axis-aligned boxes (corner, size) intersect (sweep over x)."""
+    order = np.argsort(offsets[:, 0])
+    lo, hi = offsets[order], offsets[order] + boxes[order]
+    for i in range(len(lo)):
+        j = i + 1
+        while j < len(lo) and lo[j, 0] < hi[i, 0]:
+            if lo[j, 1] < hi[i, 1] and lo[i, 1] < hi[j, 1]:
+                return True
+            j += 1
+    return False
+
+
+@pytest.mark.parametrize("count", [1, 37, 800])
+def test_shelf_pack_places_every_chart_inside_without_overlap(count):
+    rng = np.random.default_rng(count)
+    size = rng.random((count, 2)) * rng.choice([0.01, 1.0], size=(count, 1))  # mixed tiny and large
+    offsets, scale = _shelf_pack(size, 256, padding=2, fill=1.0)
+    extent = np.ceil(size * scale)  # the texels each chart covers, padding excluded
+    assert scale > 0
+    assert (offsets >= 2).all() and (offsets + extent <= 256 - 2).all()
+    assert not _boxes_overlap(offsets - 2.5, extent + 5)  # padded boxes are disjoint
+
+
+def test_shelf_pack_lowers_padding_for_many_charts_and_refuses_impossible_counts(caplog):
+    size = np.full((5_000, 2), 1e-3)  # 5k charts: 5x5-texel boxes do not fit 256^2 (51^2), 3x3 do (85^2)
+    with caplog.at_level("WARNING"):
+        offsets, scale = _shelf_pack(size, 256, padding=2, fill=1.0)
+    assert "using 1 px" in caplog.text
+    assert not _boxes_overlap(offsets - 1.5, np.ceil(size * scale) + 3)
+    with pytest.raises(ValueError, match="cannot pack 70000 UV charts into a 256 px texture"):
+        _shelf_pack(np.full((70_000, 2), 1e-3), 256, padding=2, fill=1.0)  # > 256^2 texels
+
+
+def test_fast_unwrap_of_a_noisy_surface_finishes_inside_the_texture():
+    m = uv_sphere(rings=40, segments=80)
+    rng = np.random.default_rng(3)
+    v = m.vertices + rng.normal(0, 0.02, m.vertices.shape)  # normals point anywhere: many charts
+    uw = fast_unwrap(v, m.faces, texture_size=256)
+    assert uw.uvs.min() >= 0 and uw.uvs.max() <= 1
+    assert (v[uw.vmap][uw.faces] == v[m.faces]).all()

@@ -55,11 +55,12 @@ def fast_unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int = 204
                 padding: int = 2, fill: float = 1.0) -> Unwrapped:
     """Axis-projection charts + shelf packing: seconds for a million faces (xatlas takes minutes).
 
-    Each face joins the one of six axis directions its normal is closest to; the
-    edge-connected groups of faces with equal direction become charts, projected
-    orthographically along that axis (normals within ~55 degrees of it, so the
-    stretch is bounded). Charts keep one texel density and are packed in shelves
-    with ``padding`` texels around each.
+    Each face joins the one of six axis directions its normal is closest to; isolated faces
+    then take the direction most of their neighbours have (while it still faces them), so a
+    noisy surface does not shatter into single-face charts. The edge-connected groups of
+    faces with equal direction become charts, projected orthographically along that axis.
+    Charts keep one texel density and are packed in shelves with ``padding`` texels around
+    each (less padding when there are too many charts for it; see :func:`_shelf_pack`).
     """
     from scipy import sparse
     from scipy.sparse import csgraph
@@ -67,16 +68,19 @@ def fast_unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int = 204
     F = len(faces)
     tri = vertices[faces].astype(np.float64)  # [F, 3, 3]
     normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # [F, 3]
-    label = np.argmax(normal @ _AXES.T, axis=1)  # [F]
-    # Charts: faces sharing an edge and a label.
+    cosines = normal @ _AXES.T / np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-30)  # [F, 6]
+    # Face pairs sharing an edge.
     e = np.sort(np.stack([faces, np.roll(faces, -1, axis=1)], -1).reshape(-1, 2), axis=1)  # [3F, 2]
     fid = np.repeat(np.arange(F), 3)
     order = np.lexsort((fid, e[:, 1], e[:, 0]))
     e, fid = e[order], fid[order]
-    same = (e[1:] == e[:-1]).all(1) & (label[fid[1:]] == label[fid[:-1]])
-    a, b = fid[:-1][same], fid[1:][same]
+    shared = (e[1:] == e[:-1]).all(1)
+    a, b = fid[:-1][shared], fid[1:][shared]
+    label = _smooth_labels(np.argmax(cosines, axis=1), cosines, a, b)
+    # Charts: faces sharing an edge and a label.
+    same = label[a] == label[b]
     n_charts, chart = csgraph.connected_components(
-        sparse.coo_matrix((np.ones(len(a)), (a, b)), shape=(F, F)), directed=False)
+        sparse.coo_matrix((np.ones(int(same.sum())), (a[same], b[same])), shape=(F, F)), directed=False)
     # Vertex instances: one per (chart, input vertex).
     key = chart[:, None].astype(np.int64) * len(vertices) + faces  # [F, 3]
     uniq, new_faces = np.unique(key.reshape(-1), return_inverse=True)
@@ -103,39 +107,83 @@ def fast_unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int = 204
                      uv.astype(np.float32))
 
 
+def _smooth_labels(label: np.ndarray, cosines: np.ndarray, a: np.ndarray, b: np.ndarray,
+                   passes: int = 3, min_cos: float = 0.2) -> np.ndarray:
+    """Projection axis per face after ``passes`` of majority relabelling over edge neighbours.
+
+    A face moves to the axis that at least two of its neighbours share, when its normal is
+    within ~78 degrees of that axis (cosine > ``min_cos``): it still projects with its
+    winding kept and at most 5x stretch, and joins their chart instead of being one alone.
+    """
+    label = label.copy()
+    rows = np.arange(len(label))
+    for _ in range(passes):
+        counts = np.zeros((len(label), 6), dtype=np.int32)
+        np.add.at(counts, (a, label[b]), 1)
+        np.add.at(counts, (b, label[a]), 1)
+        best = np.argmax(counts, axis=1)
+        move = (best != label) & (counts[rows, best] >= 2) & (cosines[rows, best] > min_cos)
+        if not move.any():
+            break
+        label[move] = best[move]
+    return label
+
+
 def _shelf_pack(size: np.ndarray, texture_size: int, padding: int, fill: float) -> tuple[np.ndarray, float]:
     """Texel offsets ``[C, 2]`` of each chart's corner and the world->texel scale that fits them all.
 
     Charts sorted by height fill rows left to right (each row is the longest prefix of the
-    remaining charts that fits the width); the scale shrinks by 5% until all rows fit.
+    remaining charts that fits the width). The scale starts at the one that would fill the
+    texture by area and is bisected down until every row fits. When even tiny charts cannot
+    fit with ``padding`` texels around each (hundreds of thousands of charts), the padding
+    is lowered; a chart count beyond one texel each is an error.
     """
     total = float((size[:, 0] * size[:, 1]).sum()) + 1e-12
-    scale = np.sqrt(fill * texture_size**2 / total)
+    top = np.sqrt(fill * texture_size**2 / total)
     order = np.argsort(-size[:, 1], kind="stable")
-    while True:
-        box = np.ceil(size[order] * scale) + 2 * padding + 1  # [C, 2] texels incl. padding
-        placed = _rows(box, texture_size)
-        if placed is not None:
-            offsets = np.empty_like(size)
-            offsets[order] = placed + padding + 0.5
-            return offsets, float(scale)
-        scale *= 0.95
+    sorted_size = size[order]
+    for pad in range(padding, -1, -1):
+        def place(scale: float, pad: int = pad) -> np.ndarray | None:
+            return _rows(np.ceil(sorted_size * scale) + 2 * pad + 1, texture_size)
+
+        if place(0.0) is None:
+            continue
+        if pad < padding:
+            log.warning("fast unwrap: %d charts do not fit %d px with %d px padding; using %d px",
+                        len(size), texture_size, padding, pad)
+        scale, placed = top, place(top)
+        if placed is None:  # bisect: the largest scale (within 0.01%) whose rows fit
+            lo, hi, placed = 0.0, top, place(0.0)
+            while hi - lo > 1e-4 * top:
+                mid = 0.5 * (lo + hi)
+                trial = place(mid)
+                if trial is None:
+                    hi = mid
+                else:
+                    lo, placed = mid, trial
+            scale = lo
+        offsets = np.empty_like(size)
+        offsets[order] = placed + pad + 0.5
+        return offsets, float(scale)
+    raise ValueError(f"cannot pack {len(size)} UV charts into a {texture_size} px texture; "
+                     "use a larger texture size or fewer faces")
 
 
 def _rows(box: np.ndarray, width: int) -> np.ndarray | None:
     """Corner of every box (in order) packed in shelves, or None if they overflow ``width`` x ``width``."""
     out = np.empty_like(box)
+    if (box[:, 0] > width).any():
+        return None
+    end_x = np.cumsum(box[:, 0])  # one prefix sum; each row is a window of it
     start, y = 0, 0.0
     while start < len(box):
-        if box[start, 0] > width:
-            return None
-        end_x = np.cumsum(box[start:, 0])
-        n = max(1, int(np.searchsorted(end_x, width, side="right")))
+        base = end_x[start - 1] if start else 0.0
+        stop = max(start + 1, int(np.searchsorted(end_x, base + width, side="right")))
         h = box[start, 1]  # sorted by height: the first box is the tallest in its row
         if y + h > width:
             return None
-        out[start:start + n, 0] = end_x[:n] - box[start:start + n, 0]
-        out[start:start + n, 1] = y
+        out[start:stop, 0] = end_x[start:stop] - base - box[start:stop, 0]
+        out[start:stop, 1] = y
         y += h
-        start += n
+        start = stop
     return out
