@@ -2,7 +2,7 @@
 
 Usage:
     python scripts/bench_pipeline.py [--modes 512 1024_cascade 1536_cascade] [--steps 12]
-        [--texture-size 2048] [--faces 500000] [--no-low-vram] [--export-faces 1000000] [--json OUT]
+        [--texture-size 2048] [--faces 500000] [--vram normal low] [--export-faces 1000000] [--json OUT]
     python scripts/bench_pipeline.py --tiny --device cpu     # plumbing check with tiny networks
 
 What it measures, per pipeline type: seconds per stage (preprocess/conditioning, sparse
@@ -28,7 +28,9 @@ configuration. Nothing is downloaded.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
+import logging
 import math
 import sys
 import time
@@ -215,14 +217,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--texture-size", type=int, default=2048)
     p.add_argument("--faces", type=int, default=500_000)
     p.add_argument("--export-faces", type=int, default=1_000_000)
-    p.add_argument("--no-low-vram", action="store_true", help="skip the low-VRAM runs")
+    p.add_argument("--vram", nargs="+", choices=["normal", "low"], default=["normal", "low"],
+                   help="memory modes to run per pipeline type (low: models leave the GPU between stages)")
     p.add_argument("--skip-export-bench", action="store_true")
     p.add_argument("--device", default="cuda")
     p.add_argument("--tiny", action="store_true", help="tiny networks (plumbing check on CPU)")
     p.add_argument("--image", type=Path, default=ROOT / "scripts" / "assets" / "demo.png")
     p.add_argument("--out", type=Path, default=Path("bench_pipeline_out"))
-    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--json", type=Path, default=None, help="written after every run (partial results kept)")
+    p.add_argument("--watchdog", type=float, default=0.0, metavar="S",
+                   help="dump every thread's stack to stderr every S seconds (diagnoses a stuck run)")
+    p.add_argument("--log-level", default="WARNING", help="logging level of the pipeline (INFO shows stages)")
     args = p.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    if args.watchdog > 0:
+        faulthandler.dump_traceback_later(args.watchdog, repeat=True)
     if args.tiny:
         args.steps, args.texture_size, args.faces = min(args.steps, 2), min(args.texture_size, 128), 2000
         args.export_faces = min(args.export_faces, 20_000)
@@ -232,16 +241,18 @@ def main(argv: list[str] | None = None) -> int:
     models, dino = build_models(args.tiny, args.device)
     print(f"built networks in {time.perf_counter() - t:.1f} s", flush=True)
     rows = []
+    report = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device,
+              "runs": rows}
     for mode in args.modes:
-        for low in ([False] if args.no_low_vram else [False, True]):
+        for low in [v == "low" for v in args.vram]:
             row = run_mode(models, dino, mode, low, args, override, args.out)
             rows.append(row)
             stages = " ".join(f"{k}={v:.2f}" for k, v in row["seconds"].items())
             print(f"{mode:>13} low_vram={low!s:<5} total {row['total_s']:7.2f} s  "
                   f"peak {row['peak_vram_gib']:6.2f} GiB  res {row['resolution']}  faces {row['faces']}  "
                   f"| {stages}", flush=True)
-    report = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device,
-              "runs": rows}
+            if args.json:
+                args.json.write_text(json.dumps(report, indent=2))
     if not args.skip_export_bench:
         del models, dino
         if args.device.startswith("cuda"):
