@@ -45,7 +45,7 @@ class GenerateSpec:
 
 @dataclass(frozen=True)
 class RetextureSpec:
-    """A mesh (already written as npz) + an image -> new textures on the mesh's UVs."""
+    """A mesh (already written as the backend's PLY) + an image -> new textures on the mesh's UVs."""
 
     mesh: str
     image: str

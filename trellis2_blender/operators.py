@@ -302,7 +302,7 @@ class TRELLIS2_OT_retexture(_JobOperator, bpy.types.Operator):
             settings.seed = random.randrange(0, 2**31 - 1)
         job_dir = _job_dir(context, obj.name)
         image, _ = scene_io.snapshot_image(settings, job_dir)
-        mesh_path = job_dir / "input_mesh.npz"
+        mesh_path = job_dir / "input_mesh.ply"
         scene_io.export_mesh(obj, mesh_path)
         spec = jobs.RetextureSpec(
             mesh=str(mesh_path), image=str(image), name=obj.name, output_dir=str(job_dir), seed=settings.seed,

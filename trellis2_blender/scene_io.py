@@ -1,7 +1,7 @@
 """The ``bpy`` side of a job: inputs out of the scene, results into it.
 
 - :func:`snapshot_image` turns the panel's image choice into a file the backend can read.
-- :func:`export_mesh` writes a selected mesh for retexturing (same npz layout as results).
+- :func:`export_mesh` writes a selected mesh for retexturing (a Y-up PLY, see :mod:`.meshfile`).
 - :func:`import_result` builds a mesh object plus its material from a direct result folder.
 - :func:`apply_retexture` gives an existing object a new material from a retexture result.
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from . import results
+from . import meshfile, results
 from .results import DirectResult, ResultError
 
 SETTINGS_KEY = "trellis2"  # custom property holding a job's settings on the object
@@ -63,7 +63,7 @@ def snapshot_image(settings, job_dir: Path) -> tuple[Path, str]:
 
 
 def export_mesh(obj, path: Path) -> dict:
-    """Write ``obj``'s mesh (object space, triangulated, its render UV map) for the backend.
+    """Write ``obj``'s mesh (object space, triangulated, its render UV map) as the backend's PLY.
 
     Vertices are split along UV seams so each gets one UV; the object itself is not changed.
     """
@@ -91,9 +91,7 @@ def export_mesh(obj, path: Path) -> dict:
 
     source, uvs, corner_to_new = results.split_corners(loop_vertex[tri_loops], loop_uv[tri_loops])
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:
-        np.savez(fh, positions=co[source], faces=corner_to_new.reshape(-1, 3).astype(np.int32),
-                 uvs=uvs, normals=vnormal[source])
+    meshfile.write_ply(path, co[source], corner_to_new.reshape(-1, 3), uvs, vnormal[source])
     return {"uv_map": uv_layer.name, "vertices": int(len(source)), "triangles": n_tris}
 
 
