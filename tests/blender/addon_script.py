@@ -1,8 +1,9 @@
 """Code prepended to the bpy scripts of the operator tests (runs in the child process).
 
 Installs the extension zip into the private user folder, enables it and points its
-preferences at the fake backend. Defines ``PKG`` (the add-on's module name),
-``prefs`` and ``snapshot()`` (names of datablocks, to check nothing was left behind).
+preferences at the backend (``ARGS["python"]``), the model and the jobs folder, on the CPU.
+Defines ``PKG`` (the add-on's module name), ``prefs``, ``snapshot()`` (names of datablocks,
+to check nothing was left behind) and ``when_job_in(stage, action)``.
 """
 
 SETUP = """
@@ -20,8 +21,11 @@ prefs = bpy.context.preferences.addons[PKG].preferences
 prefs.backend_python = ARGS["python"]
 prefs.model_source = ARGS["model"]
 prefs.output_dir = ARGS["jobs"]
+prefs.device = "cpu"
 addon = sys.modules[PKG]
 scene_io = sys.modules[PKG + ".scene_io"]
+operators = sys.modules[PKG + ".operators"]
+runtime = sys.modules[PKG + ".runtime"]
 settings = bpy.context.scene.trellis2
 status = bpy.context.window_manager.trellis2_status
 
@@ -46,15 +50,31 @@ def run_op(op, *args, **kwargs):
         return ["ERROR: " + str(exc)]
 
 
-def interrupt_when(marker_glob, folder):
-    # Ctrl+C to this process once the backend has started the job (as a person would press it).
+def when_job_in(stage, action, timeout=120):
+    # A watcher thread: once the running job has reported a sampler step of ``stage``, call
+    # ``action(job)`` (e.g. press Ctrl+C, kill the backend). It reads the job's plain Python
+    # attributes only (the main thread updates them from the backend's events); never bpy.
+    seen = {}
+
     def watch():
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if list(Path(folder).rglob(marker_glob)):
-                time.sleep(0.3)
-                os.kill(os.getpid(), signal.SIGINT)
+            job = operators._active.get("job")
+            if job is not None and job.stage == stage and job.step >= 1 and job.total > 1:
+                seen.update(stage=job.stage, step=job.step, total=job.total, at=time.monotonic())
+                action(job)
                 return
-            time.sleep(0.05)
+            time.sleep(0.02)
     threading.Thread(target=watch, daemon=True).start()
+    return seen
+
+
+def press_ctrl_c(job):
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def result_doc(name):
+    # The result.json the backend wrote for the asset ``name`` (one job per name in a test).
+    (path,) = Path(ARGS["jobs"]).glob("*/" + name + "/result.json")
+    return json.loads(path.read_text())
 """

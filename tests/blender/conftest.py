@@ -1,8 +1,11 @@
-"""Fixtures for the Blender tests: the built extension and a backend that runs the fake generator."""
+"""Fixtures for the Blender tests: the built extension, input pictures, the tiny checkpoints, and a
+backend that runs the fake generator (for the batch-script bookkeeping tests only)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -11,6 +14,9 @@ import pytest
 from scripts import build_extension
 from tests.blender.runner import PYTHON, REPO
 from tests.fixtures import images
+from tests.fixtures.tiny_checkpoint import tiny_checkpoint  # noqa: F401 - a fixture
+
+ALPHA_CHANNEL = 5  # of the texture decoder's 6 outputs: base colour 0:3, metallic, roughness, alpha
 
 
 @pytest.fixture(scope="session")
@@ -31,16 +37,49 @@ def fake_backend_python(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def opaque_tiny_checkpoint(tiny_checkpoint: Path, tmp_path_factory) -> Path:  # noqa: F811
+    """The tiny checkpoint with its texture decoder's alpha output fixed at 1 (opaque everywhere).
+
+    The tiny networks are random, so their decoded alpha lies around 0.5 and every result is
+    BLEND. A trained model puts alpha near 1 on an opaque object; this copy stands in for that
+    case: the alpha row of the decoder's output layer is zeroed and its bias set so the
+    decoded value is exactly 1 (``feats * 0.5 + 0.5``). Everything else - sampling, decoding,
+    baking, the backend's own OPAQUE/BLEND decision - runs unchanged.
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    root = tmp_path_factory.getbasetemp() / "tiny_trellis2_opaque"
+    marker = root / ".complete"
+    if marker.exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(tiny_checkpoint, root)
+    (root / ".complete").unlink(missing_ok=True)
+    decoders = set()
+    for name in ("pipeline.json", "texturing_pipeline.json"):
+        decoders.add(json.loads((root / name).read_text())["args"]["models"]["tex_slat_decoder"])
+    for decoder in decoders:
+        path = root / f"{decoder}.safetensors"
+        weights = load_file(path)
+        weights["output_layer.weight"][ALPHA_CHANNEL] = 0.0
+        bias = weights["output_layer.bias"]
+        bias[ALPHA_CHANNEL] = torch.tensor(1.0, dtype=bias.dtype)
+        save_file(weights, path)
+    marker.touch()
+    return root
+
+
 @pytest.fixture
 def inputs(tmp_path) -> dict[str, Path]:
-    """Input pictures: opaque RGB, transparent RGBA, a slow one, a crashing one, a corrupt file."""
+    """Input pictures: opaque RGB (the real backend needs alpha: it has no background remover),
+    transparent RGBA, a corrupt file."""
     folder = tmp_path / "inputs"
     folder.mkdir()
     out = {
         "opaque": images.rgb_on_white(folder / "teapot.png"),
         "transparent": images.rgba_transparent(folder / "leaf.png"),
-        "slow": images.rgb_on_white(folder / "slow_vase.png"),
-        "crash": images.rgb_on_white(folder / "crash_robot.png"),
     }
     corrupt = folder / "broken.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))
