@@ -51,16 +51,15 @@ def write_textures(folder: Path, name: str, *, transparent: bool, size: int = 64
     return files
 
 
-def write_result(folder: Path, name: str = "asset", *, transparent: bool = False, mesh: bool = True,
+def write_result(folder: Path, name: str = "asset", *, transparent: bool = False,
                  texture_size: int = 64) -> Path:
     """Write ``folder/result.json`` plus its mesh and textures; returns the result.json path."""
     folder.mkdir(parents=True, exist_ok=True)
     doc = {"name": name, "alpha_mode": "BLEND" if transparent else "OPAQUE", "double_sided": False}
-    if mesh:
-        positions, faces, uvs, normals = sphere_arrays()
-        np.savez(folder / f"{name}.npz", positions=positions, faces=faces, uvs=uvs, normals=normals)
-        doc["mesh"] = f"{name}.npz"
-        doc["stats"] = {"vertices": len(positions), "faces": len(faces)}
+    positions, faces, uvs, normals = sphere_arrays()
+    np.savez(folder / f"{name}.npz", positions=positions, faces=faces, uvs=uvs, normals=normals)
+    doc["mesh"] = f"{name}.npz"
+    doc["stats"] = {"vertices": len(positions), "faces": len(faces)}
     doc["textures"] = write_textures(folder, name, transparent=transparent, size=texture_size)
     path = folder / "result.json"
     path.write_text(json.dumps(doc, indent=2))

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from tests.blender.addon_script import SETUP
-from tests.blender.runner import run_bpy
+from tests.blender.runner import PYTHON, run_bpy
 
 pytestmark = pytest.mark.blender
 
@@ -92,8 +92,8 @@ emit({k: sorted(v) if isinstance(v, set) else v for k, v in seen.items()})
 """
 
 
-def test_panel_and_preferences_draw(tmp_path, inputs, extension_zip, fake_backend_python, model_dir):
-    args = {"zip": str(extension_zip), "python": str(fake_backend_python), "model": str(model_dir),
+def test_panel_and_preferences_draw(tmp_path, inputs, extension_zip, model_dir):
+    args = {"zip": str(extension_zip), "python": str(PYTHON), "model": str(model_dir),
             "jobs": str(tmp_path / "jobs"), "image": str(inputs["opaque"])}
     run = run_bpy(SETUP + DRAW, tmp_path, args=(json.dumps(args),))
     assert run.returncode == 0, run.describe()
