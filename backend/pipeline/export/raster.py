@@ -7,7 +7,7 @@ Two back ends with one result format:
   functions, and texels whose centre lies inside (or on an edge) are written.
   Runs on CPU or GPU. This is the licence-clean default path.
 - :func:`rasterize_uv_nvdiffrast`: NVIDIA's nvdiffrast (non-commercial licence)
-  when importable and the tensors are on CUDA; used only when asked for.
+  when it is installed and can run on CUDA (``rasterizer="auto"`` prefers it there).
 
 Conventions: ``uvs`` follow glTF (texel column = u * W, texel row = v * H, row 0
 at the top); texel ``(i, j)`` has its centre at ``((j + 0.5) / W, (i + 0.5) / H)``.
@@ -85,13 +85,34 @@ def _raster_chunk(tri, area2, j0, i0, nx, count, start, stop, width, face_img, b
 
 
 @functools.cache
-def _nvdiffrast_context():
-    """The CUDA rasterizer context, or None (reason logged) when nvdiffrast can't run here.
+def _expose_nvdiffrast_build_dir() -> None:
+    """Put the folder nvdiffrast compiles its plugin into on ``sys.path``.
 
-    nvdiffrast compiles its plugin on first use and then imports it by name; on torch
-    2.11 (seen on an H200) that import fails with ``No module named nvdiffrast_plugin_*``
-    although the package itself imports. Export must then fall back to our rasterizer
-    rather than fail, so availability means "a context could be made".
+    nvdiffrast builds the plugin with ``torch.utils.cpp_extension.load`` and then imports
+    it by module name. Recent torch loaders no longer register that module or its folder,
+    so the import failed on torch 2.11 ("No module named nvdiffrast_plugin_*") even though
+    the build had succeeded, and every process paid the ~20 s build for nothing.
+    """
+    import re
+    import sys
+
+    import nvdiffrast
+    from torch.utils import cpp_extension
+
+    # The name nvdiffrast gives its plugin (ops.py: version and torch version, sanitised).
+    name = re.sub(r"\W|^(?=\d)", "_", f"nvdiffrast_plugin_{nvdiffrast.__version__}_torch{torch.__version__}")
+    folder = cpp_extension._get_build_directory(name, verbose=False)
+    if folder not in sys.path:
+        sys.path.append(folder)
+
+
+@functools.cache
+def _nvdiffrast_context():
+    """The CUDA rasterizer context, or None (reason logged once) when nvdiffrast can't run here.
+
+    Probed once per process: a failed probe costs a plugin build attempt (~20 s).
+    Export must fall back to our rasterizer rather than fail, so availability means
+    "a context could be made".
     """
     if not torch.cuda.is_available():
         return None
@@ -100,6 +121,7 @@ def _nvdiffrast_context():
     except ImportError:
         return None
     try:
+        _expose_nvdiffrast_build_dir()
         return dr.RasterizeCudaContext()
     except Exception as err:  # noqa: BLE001 - any failure means: use our rasterizer
         logger.warning("nvdiffrast unusable (%s); using our own rasterizer", err)
