@@ -2,7 +2,8 @@
 
 Markers (declared in pyproject.toml):
 - ``gpu``: needs CUDA; skipped without it.
-- ``blender``: needs the ``bpy`` module; skipped without it.
+- ``blender``: needs the ``bpy`` module; skipped without it (or ``--bpy-python PATH``, an
+  interpreter that has it).
 - ``slow``: seconds rather than milliseconds on a 2-core CPU (still part of the suite).
 """
 
@@ -32,13 +33,20 @@ if not HAS_CUDA:
 HAS_BPY = importlib.util.find_spec("bpy") is not None
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--bpy-python", default=None, metavar="PATH",
+                     help="interpreter for the Blender tests' bpy scripts (e.g. a venv with the bpy 4.2 LTS "
+                          "wheel); the backend and pytest stay on this interpreter")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
     skip_bpy = pytest.mark.skip(reason="needs the bpy module (pip install bpy==5.0.1 on Python 3.11)")
+    has_bpy = HAS_BPY or config.getoption("bpy_python") is not None
     for item in items:
         if "gpu" in item.keywords and not HAS_CUDA:
             item.add_marker(skip_gpu)
-        if "blender" in item.keywords and not HAS_BPY:
+        if "blender" in item.keywords and not has_bpy:
             item.add_marker(skip_bpy)
 
 

@@ -20,6 +20,13 @@ ALPHA_CHANNEL = 5  # of the texture decoder's 6 outputs: base colour 0:3, metall
 
 
 @pytest.fixture(scope="session")
+def bpy_python(pytestconfig) -> Path:
+    """The interpreter that runs the ``bpy`` scripts: ``--bpy-python`` if given, else this one."""
+    option = pytestconfig.getoption("bpy_python")
+    return Path(option).expanduser().absolute() if option else PYTHON
+
+
+@pytest.fixture(scope="session")
 def extension_zip(tmp_path_factory) -> Path:
     return build_extension.build(tmp_path_factory.mktemp("dist"))
 

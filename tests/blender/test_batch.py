@@ -12,7 +12,8 @@ from tests.blender.runner import REPO, run_python
 pytestmark = [pytest.mark.blender, pytest.mark.slow]
 
 
-def test_batch_folder_report_exit_code_and_rerun(tmp_path, inputs, fake_backend_python, model_dir):
+def test_batch_folder_report_exit_code_and_rerun(tmp_path, inputs, bpy_python, fake_backend_python,
+                                                 model_dir):
     folder = tmp_path / "batch_in"
     folder.mkdir()
     for key in ("opaque", "corrupt", "transparent"):
@@ -23,7 +24,7 @@ def test_batch_folder_report_exit_code_and_rerun(tmp_path, inputs, fake_backend_
             "--backend-python", str(fake_backend_python), "--model", str(model_dir), "--seed", "5",
             "--texture-size", "256"]
     user = tmp_path / "blender_user"
-    first = run_python(argv, user_dir=user, timeout=240)
+    first = run_python(argv, python=bpy_python, user_dir=user, timeout=240)
     assert first.returncode == 1, first.describe()
     report = json.loads((out / "report.json").read_text())
     items = {r["name"]: r for r in report["items"]}
@@ -44,14 +45,14 @@ def test_batch_folder_report_exit_code_and_rerun(tmp_path, inputs, fake_backend_
         assert glb.read_bytes()[:4] == b"glTF"
         assert (out / f"{name}.blend").stat().st_size > 1000
 
-    second = run_python(argv, user_dir=user, timeout=240)
+    second = run_python(argv, python=bpy_python, user_dir=user, timeout=240)
     assert second.returncode == 1, second.describe()
     report = json.loads((out / "report.json").read_text())
     statuses = {r["name"]: r["status"] for r in report["items"]}
     assert statuses == {"teapot": "skipped", "leaf": "skipped", "broken": "failed"}
 
 
-def test_batch_manifest_per_item_settings(tmp_path, inputs, fake_backend_python, model_dir):
+def test_batch_manifest_per_item_settings(tmp_path, inputs, bpy_python, fake_backend_python, model_dir):
     manifest = tmp_path / "jobs.json"
     manifest.write_text(json.dumps({
         "defaults": {"texture_size": 128},
@@ -61,7 +62,7 @@ def test_batch_manifest_per_item_settings(tmp_path, inputs, fake_backend_python,
     out = tmp_path / "out"
     run = run_python([str(REPO / "scripts" / "batch_generate.py"), "--input", str(manifest), "--output",
                       str(out), "--format", "blend", "--backend-python", str(fake_backend_python),
-                      "--model", str(model_dir)], user_dir=tmp_path / "u", timeout=240)
+                      "--model", str(model_dir)], python=bpy_python, user_dir=tmp_path / "u", timeout=240)
     assert run.returncode == 0, run.describe()
     report = json.loads((out / "report.json").read_text())
     assert [(r["name"], r["seed"], r["status"]) for r in report["items"]] == [

@@ -62,9 +62,9 @@ emit({
 """
 
 
-def test_install_enable_register_twice(tmp_path):
+def test_install_enable_register_twice(tmp_path, bpy_python):
     zip_path = build_extension.build(tmp_path / "dist")
-    run = run_bpy(INSTALL_SCRIPT, tmp_path, args=(str(zip_path),))
+    run = run_bpy(INSTALL_SCRIPT, tmp_path, python=bpy_python, args=(str(zip_path),))
     assert run.returncode == 0, run.describe()
     res = run.result
     assert res is not None, run.describe()

@@ -63,10 +63,11 @@ def material_info(mat):
 """
 
 
-def _run(tmp_path, script, extension_zip, model, **extra):
+def _run(tmp_path, script, bpy_python, extension_zip, model, **extra):
     args = {"zip": str(extension_zip), "python": str(PYTHON), "model": str(model),
             "jobs": str(tmp_path / "jobs"), **{k: str(v) for k, v in extra.items()}}
-    run = run_bpy(SETUP + SMALL_JOBS + script, tmp_path, args=(json.dumps(args),), timeout=300)
+    run = run_bpy(SETUP + SMALL_JOBS + script, tmp_path, python=bpy_python, args=(json.dumps(args),),
+                  timeout=300)
     assert run.returncode == 0, run.describe()
     assert run.result is not None, run.describe()
     return run.result
@@ -122,13 +123,14 @@ emit(out)
 """
 
 
-def test_generate_imports_object_with_principled_material(tmp_path, inputs, extension_zip, tiny_checkpoint,
-                                                          opaque_tiny_checkpoint):
+def test_generate_imports_object_with_principled_material(tmp_path, inputs, bpy_python, extension_zip,
+                                                          tiny_checkpoint, opaque_tiny_checkpoint):
     preview = REPO / "out" / "blender" / "generated_preview.png"
     preview.unlink(missing_ok=True)
     pebble = images.rgba_transparent(tmp_path / "pebble.png")
-    res = _run(tmp_path, GENERATE, extension_zip, tiny_checkpoint, opaque_model=opaque_tiny_checkpoint,
-               leaf=inputs["transparent"], pebble=pebble, corrupt=inputs["corrupt"], preview=preview)
+    res = _run(tmp_path, GENERATE, bpy_python, extension_zip, tiny_checkpoint,
+               opaque_model=opaque_tiny_checkpoint, leaf=inputs["transparent"], pebble=pebble,
+               corrupt=inputs["corrupt"], preview=preview)
     leaf, pebble = res["leaf"], res["pebble"]
     # The backend's verdicts: random alpha -> BLEND; the alpha-1 decoder -> OPAQUE.
     assert leaf.get("alpha_mode") == "BLEND", leaf
@@ -211,8 +213,9 @@ emit({"checks": checks, "ret": ret, "changed": sorted(k for k in before if befor
 """
 
 
-def test_retexture_keeps_transform_topology_and_uvs(tmp_path, inputs, extension_zip, tiny_checkpoint):
-    res = _run(tmp_path, RETEXTURE, extension_zip, tiny_checkpoint, leaf=inputs["transparent"])
+def test_retexture_keeps_transform_topology_and_uvs(tmp_path, inputs, bpy_python, extension_zip,
+                                                    tiny_checkpoint):
+    res = _run(tmp_path, RETEXTURE, bpy_python, extension_zip, tiny_checkpoint, leaf=inputs["transparent"])
     assert "Select a mesh object" in res["checks"]["poll_without_selection"][0]
     assert res["ret"] == ["FINISHED"], res
     assert res["changed"] == [], "transform, vertices, faces or UV layers changed"
@@ -285,8 +288,10 @@ emit(out)
 """
 
 
-def test_cancel_and_dying_backend_leave_no_partial_objects(tmp_path, inputs, extension_zip, tiny_checkpoint):
-    res = _run(tmp_path, CANCEL_AND_CRASH, extension_zip, tiny_checkpoint, leaf=inputs["transparent"])
+def test_cancel_and_dying_backend_leave_no_partial_objects(tmp_path, inputs, bpy_python, extension_zip,
+                                                           tiny_checkpoint):
+    res = _run(tmp_path, CANCEL_AND_CRASH, bpy_python, extension_zip, tiny_checkpoint,
+               leaf=inputs["transparent"])
     print("seconds since the start, per phase:", res["phase_seconds"])
     assert res["cancel_ret"] == ["CANCELLED"], res
     assert res["cancel_seen"]["step"] < res["cancel_seen"]["total"] == 400

@@ -17,12 +17,12 @@ from tests.fixtures.tiny_checkpoint import tiny_checkpoint  # noqa: F401 - a fix
 pytestmark = pytest.mark.blender
 
 @pytest.mark.slow
-def test_batch_on_the_tiny_checkpoint_with_preview(tmp_path, inputs, tiny_checkpoint):  # noqa: F811
+def test_batch_on_the_tiny_checkpoint_with_preview(tmp_path, inputs, bpy_python, tiny_checkpoint):  # noqa: F811
     out = tmp_path / "out"
     run = run_python([str(REPO / "scripts" / "batch_generate.py"), "--input", str(inputs["transparent"]),
                       "--output", str(out), "--backend-python", str(PYTHON), "--model", str(tiny_checkpoint),
                       "--device", "cpu", "--pipeline-type", "512", "--texture-size", "64", "--faces", "2000",
-                      "--preview"], user_dir=tmp_path / "u", timeout=300)
+                      "--preview"], python=bpy_python, user_dir=tmp_path / "u", timeout=300)
     assert run.returncode == 0, run.describe()
     (item,) = json.loads((out / "report.json").read_text())["items"]
     assert item["status"] == "ok", item

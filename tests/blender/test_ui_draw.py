@@ -92,10 +92,10 @@ emit({k: sorted(v) if isinstance(v, set) else v for k, v in seen.items()})
 """
 
 
-def test_panel_and_preferences_draw(tmp_path, inputs, extension_zip, model_dir):
+def test_panel_and_preferences_draw(tmp_path, inputs, bpy_python, extension_zip, model_dir):
     args = {"zip": str(extension_zip), "python": str(PYTHON), "model": str(model_dir),
             "jobs": str(tmp_path / "jobs"), "image": str(inputs["opaque"])}
-    run = run_bpy(SETUP + DRAW, tmp_path, args=(json.dumps(args),))
+    run = run_bpy(SETUP + DRAW, tmp_path, python=bpy_python, args=(json.dumps(args),))
     assert run.returncode == 0, run.describe()
     seen = run.result
     assert {"trellis2.generate", "trellis2.retexture", "trellis2.cancel", "trellis2.backend_start",
