@@ -212,7 +212,8 @@ def bench_export(args, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--modes", nargs="+", default=["512", "1024_cascade", "1536_cascade"])
+    p.add_argument("--modes", nargs="*", default=["512", "1024_cascade", "1536_cascade"],
+                   help="pipeline types to run (none: only the export benchmark)")
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--texture-size", type=int, default=2048)
     p.add_argument("--faces", type=int, default=500_000)
@@ -236,11 +237,12 @@ def main(argv: list[str] | None = None) -> int:
         args.steps, args.texture_size, args.faces = min(args.steps, 2), min(args.texture_size, 128), 2000
         args.export_faces = min(args.export_faces, 20_000)
     args.out.mkdir(parents=True, exist_ok=True)
-    override = Override(surface_mesh(1_000_000 if not args.tiny else 20_000))
-    t = time.perf_counter()
-    models, dino = build_models(args.tiny, args.device)
-    print(f"built networks in {time.perf_counter() - t:.1f} s", flush=True)
-    rows = []
+    models, dino, rows = {}, None, []
+    if args.modes:
+        override = Override(surface_mesh(1_000_000 if not args.tiny else 20_000))
+        t = time.perf_counter()
+        models, dino = build_models(args.tiny, args.device)
+        print(f"built networks in {time.perf_counter() - t:.1f} s", flush=True)
     report = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device,
               "runs": rows}
     for mode in args.modes:

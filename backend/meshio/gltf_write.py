@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Callable
 
 import numpy as np
 
@@ -74,8 +75,11 @@ def _material_json(mat: PbrMaterial, tex_index) -> dict:
     return out
 
 
+ImageEncoder = Callable[[np.ndarray, str], bytes]  # (uint8 [H, W, C], "png"|"webp") -> file bytes
+
+
 def build_glb(mesh: TriangleMesh, *, texture_format: str = "png",
-              generator: str = "trellis2-blender") -> bytes:
+              generator: str = "trellis2-blender", encode: ImageEncoder = encode_image) -> bytes:
     """The .glb file contents for ``mesh`` (see :func:`write_glb`)."""
     if texture_format not in MIME_TYPES or texture_format == "jpeg":
         raise ValueError(f"texture_format must be 'png' or 'webp', got {texture_format!r}")
@@ -97,7 +101,7 @@ def build_glb(mesh: TriangleMesh, *, texture_format: str = "png",
 
     def tex_index(img: np.ndarray) -> int:
         if id(img) not in seen:
-            view = b.view(encode_image(img, texture_format))
+            view = b.view(encode(img, texture_format))
             images.append({"bufferView": view, "mimeType": MIME_TYPES[texture_format]})
             tex = {"sampler": 0}
             if texture_format == "webp":
@@ -150,7 +154,7 @@ def build_glb(mesh: TriangleMesh, *, texture_format: str = "png",
 
 
 def write_glb(path: str | os.PathLike, mesh: TriangleMesh, *, texture_format: str = "png",
-              generator: str = "trellis2-blender") -> None:
+              generator: str = "trellis2-blender", encode: ImageEncoder = encode_image) -> None:
     """Write ``mesh`` as a binary glTF 2.0 file, atomically (temp file + ``os.replace``).
 
     Writes POSITION, NORMAL (renormalised), TEXCOORD_0, COLOR_0 (RGBA float) when present,
@@ -162,7 +166,7 @@ def write_glb(path: str | os.PathLike, mesh: TriangleMesh, *, texture_format: st
         ValueError: unknown ``texture_format``.
     """
     try:
-        data = build_glb(mesh, texture_format=texture_format, generator=generator)
+        data = build_glb(mesh, texture_format=texture_format, generator=generator, encode=encode)
     except (KeyError, IndexError) as exc:  # pragma: no cover - defensive
         raise MeshError(f"cannot export the mesh: {exc}") from exc
     write_atomic(path, data)

@@ -102,8 +102,12 @@ class SurfaceProjector:
         return out
 
 
-def dilate(image: np.ndarray, mask: np.ndarray, rings: int = 4) -> np.ndarray:
+def dilate(image: np.ndarray, mask: np.ndarray, rings: int = 4, device: str = "cpu") -> np.ndarray:
     """Fill texels outside ``mask``: ``rings`` of 8-neighbour averaging, then the nearest texel.
+
+    The rings run in torch on ``device`` as exact float32 shifted sums (no convolution,
+    so no TF32 rounding); at 2048^2 x 6 channels scipy's float64 version took ~6 s on a
+    CPU core, a quarter of a 1M-face export.
 
     Args:
         image: ``[H, W, C]`` float array; values outside ``mask`` are ignored.
@@ -111,27 +115,35 @@ def dilate(image: np.ndarray, mask: np.ndarray, rings: int = 4) -> np.ndarray:
     """
     if mask.all() or not mask.any():
         return image.copy()
-    img = np.where(mask[..., None], image, 0).astype(np.float64)
-    known = mask.copy()
-    kernel = np.ones((3, 3))
+    known = torch.from_numpy(np.ascontiguousarray(mask)).to(device)  # [H, W]
+    img = torch.from_numpy(np.ascontiguousarray(image, np.float32)).to(device)  # [H, W, C]
+    img = torch.where(known[..., None], img, 0.0)
     for _ in range(rings):
-        total = np.stack([ndimage.convolve(img[..., c], kernel, mode="constant")
-                          for c in range(img.shape[2])], -1)
-        n = ndimage.convolve(known.astype(np.float64), kernel, mode="constant")
-        grow = ~known & (n > 0)
+        sums = _box_sum(torch.cat([img, known[..., None].float()], -1))  # [H, W, C + 1]
+        total, count = sums[..., :-1], sums[..., -1:]
+        grow = ~known & (count[..., 0] > 0)
         if not grow.any():
             break
-        img[grow] = total[grow] / n[grow, None]
+        img = torch.where(grow[..., None], total / count.clamp(min=1.0), img)
         known = known | grow
-    if not known.all():
-        _, (ri, ci) = ndimage.distance_transform_edt(~known, return_indices=True)
-        img = img[ri, ci]
-    return img.astype(image.dtype)
+    out, known_np = img.cpu().numpy(), known.cpu().numpy()
+    if not known_np.all():
+        _, (ri, ci) = ndimage.distance_transform_edt(~known_np, return_indices=True)
+        out = out[ri, ci]
+    return out.astype(image.dtype)
+
+
+def _box_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum over each texel's 3x3 neighbourhood (zeros outside the image) of ``x [H, W, C]``."""
+    h, w = x.shape[:2]
+    p = torch.nn.functional.pad(x, (0, 0, 1, 1, 1, 1))
+    rows = p[:, :w] + p[:, 1:w + 1] + p[:, 2:w + 2]  # [H + 2, W, C]; separable: 4 adds, not 8
+    return rows[:h] + rows[1:h + 1] + rows[2:h + 2]
 
 
 def bake(vertices: np.ndarray, faces: np.ndarray, face_img: np.ndarray, bary_img: np.ndarray,
          attributes: AttributeFn, reference: SurfaceProjector | None = None,
-         rings: int = 4) -> tuple[np.ndarray, np.ndarray]:
+         rings: int = 4, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Bake ``attributes`` into a texture.
 
     Args:
@@ -139,6 +151,7 @@ def bake(vertices: np.ndarray, faces: np.ndarray, face_img: np.ndarray, bary_img
         face_img, bary_img: the rasterizer's output (numpy).
         attributes: maps surface points ``[M, 3]`` to values ``[M, C]``.
         reference: if given, texel points are first moved onto this high-resolution surface.
+        device: where the dilation runs (torch device string).
 
     Returns:
         ``(texture [H, W, C] float32 with every texel filled, coverage mask [H, W])``.
@@ -149,4 +162,4 @@ def bake(vertices: np.ndarray, faces: np.ndarray, face_img: np.ndarray, bary_img
     vals = attributes(pts).astype(np.float32)  # [M, C]
     tex = np.zeros((*mask.shape, vals.shape[1]), np.float32)
     tex[mask] = vals
-    return dilate(tex, mask, rings), mask
+    return dilate(tex, mask, rings, device), mask

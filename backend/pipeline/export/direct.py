@@ -17,20 +17,24 @@ Textures are always PNG here (lossless; Blender reads them natively).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from backend.fileio import write_atomic
+from backend.meshio.images import encode_image
 
 from .material import TextureSet
 
 
 def write_direct(folder: Path, name: str, positions: np.ndarray | None, faces: np.ndarray,
                  uvs_gltf: np.ndarray | None, normals: np.ndarray | None, tex: TextureSet,
-                 double_sided: bool) -> Path:
-    """Write the folder; ``positions`` None leaves the mesh out (textures only). Returns result.json."""
+                 double_sided: bool, encode: Callable[[np.ndarray, str], bytes] = encode_image) -> Path:
+    """Write the folder; ``positions`` None leaves the mesh out (textures only). Returns result.json.
+
+    ``encode`` turns a texture into PNG bytes (the GLB writer's encoder can be shared).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     doc: dict = {"name": name, "alpha_mode": tex.alpha_mode, "double_sided": bool(double_sided)}
     if positions is not None:
@@ -46,8 +50,8 @@ def write_direct(folder: Path, name: str, positions: np.ndarray | None, faces: n
         doc["stats"] = {"vertices": int(len(positions)), "faces": int(len(faces)),
                         "texture_size": int(tex.base_color.shape[0])}
     files = {"base_color": f"{name}_base_color.png", "metallic_roughness": f"{name}_metallic_roughness.png"}
-    Image.fromarray(tex.base_color).save(folder / files["base_color"])
-    Image.fromarray(tex.metallic_roughness).save(folder / files["metallic_roughness"])
+    write_atomic(folder / files["base_color"], encode(tex.base_color, "png"))
+    write_atomic(folder / files["metallic_roughness"], encode(tex.metallic_roughness, "png"))
     doc["textures"] = files
     path = folder / "result.json"
     write_atomic(path, json.dumps(doc, indent=2).encode())
