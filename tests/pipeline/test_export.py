@@ -12,7 +12,7 @@ from backend.pipeline.api import ExportOptions
 from backend.pipeline.export import SurfaceProjector, dilate, export_generated, rasterize_uv
 from backend.pipeline.export.bake import closest_point_on_triangles
 from backend.pipeline.export.material import pack_textures
-from backend.pipeline.export.mesh_ops import orient
+from backend.pipeline.export.mesh_ops import drop_bad_faces, orient, weld
 from backend.pipeline.export.uv import _shelf_pack, fast_unwrap
 from tests.fixtures.meshes import box, uv_sphere
 
@@ -129,6 +129,29 @@ def test_dilation_rings_match_a_plain_numpy_reference(rng):
     out = dilate(img, mask, rings=2)
     np.testing.assert_allclose(out[known], ref[known], rtol=1e-6, atol=1e-6)
     assert np.isfinite(out).all() and out.dtype == np.float32
+
+
+def test_weld_merges_coincident_vertices_and_drops_collapsed_and_repeated_faces(rng):
+    n = 400
+    v = rng.integers(0, 5, (n, 3)) * 0.1 + rng.normal(0, 1e-10, (n, 3))  # 125 distinct points
+    f = rng.integers(0, n, (900, 3))
+    wv, wf = weld(v, f)
+    # Brute force: a vertex's group is its rounded position; a face survives if its three
+    # groups differ and no earlier face had the same group set.
+    key = [tuple(np.round(p, 7)) for p in v]
+    seen, expect = set(), []
+    for face in f:
+        g = [key[i] for i in face]
+        if len(set(g)) == 3 and frozenset(g) not in seen:
+            seen.add(frozenset(g))
+            expect.append(g)
+    assert len(wv) == len(set(key))
+    assert [[tuple(np.round(wv[i], 7)) for i in face] for face in wf] == expect
+    first = {}
+    for i, k in enumerate(key):
+        first.setdefault(k, v[i])
+    assert all((first[tuple(np.round(p, 7))] == p).all() for p in wv)  # first original position kept
+    assert drop_bad_faces(np.zeros((0, 3), np.int64)).shape == (0, 3)
 
 
 def test_orient_fixes_random_flips_and_points_outward(rng):

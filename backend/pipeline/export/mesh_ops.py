@@ -18,23 +18,38 @@ from scipy.sparse import csgraph
 log = logging.getLogger(__name__)
 
 
+def _group_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Equal rows of ``rows [N, K]``: ``(group of each row [N], first row index of each group [G])``.
+
+    Groups are numbered in sorted row order. A column-wise lexsort, several times faster
+    than ``np.unique(axis=0)`` (which compares rows as opaque byte strings).
+    """
+    order = np.lexsort(rows.T[::-1])
+    srt = rows[order]
+    new = np.ones(len(rows), dtype=bool)
+    new[1:] = (srt[1:] != srt[:-1]).any(axis=1)
+    group_sorted = np.cumsum(new) - 1
+    group = np.empty(len(rows), dtype=np.int64)
+    group[order] = group_sorted
+    first = np.full(int(group_sorted[-1]) + 1 if len(rows) else 0, len(rows), dtype=np.int64)
+    np.minimum.at(first, group, np.arange(len(rows)))
+    return group, first
+
+
 def weld(vertices: np.ndarray, faces: np.ndarray, decimals: int = 7) -> tuple[np.ndarray, np.ndarray]:
     """Merge vertices that coincide (after rounding) and drop faces that collapse or repeat."""
-    key = np.round(vertices.astype(np.float64), decimals)
-    uniq, inverse = np.unique(key, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    # Keep the first original position of each merged group (not the rounded one).
-    first = np.full(len(uniq), len(vertices), dtype=np.int64)
-    np.minimum.at(first, inverse, np.arange(len(vertices)))
-    f = inverse[faces]  # [F, 3]
-    return vertices[first], drop_bad_faces(f)
+    group, first = _group_rows(np.round(vertices.astype(np.float64), decimals))
+    # Each merged vertex keeps its first original position (not the rounded one).
+    return vertices[first], drop_bad_faces(group[faces])
 
 
 def drop_bad_faces(faces: np.ndarray) -> np.ndarray:
-    """Remove faces with a repeated vertex and duplicates (same vertex set)."""
+    """Remove faces with a repeated vertex and duplicates (same vertex set); keeps the first, in order."""
     f = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
-    _, keep = np.unique(np.sort(f, axis=1), axis=0, return_index=True)
-    return f[np.sort(keep)]
+    if not len(f):
+        return f
+    _, first = _group_rows(np.sort(f, axis=1))
+    return f[np.sort(first)]
 
 
 def compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
