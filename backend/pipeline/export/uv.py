@@ -95,10 +95,10 @@ def fast_unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int = 204
     va = np.array([_PLANE[k][1] for k in range(6)])[lab]
     sign = np.array([_PLANE[k][2] for k in range(6)])[lab]
     xy = np.stack([p[np.arange(len(p)), ua] * sign, p[np.arange(len(p)), va]], -1)  # [V', 2]
-    lo = np.full((n_charts, 2), np.inf)
-    hi = np.full((n_charts, 2), -np.inf)
-    np.minimum.at(lo, v_chart, xy)
-    np.maximum.at(hi, v_chart, xy)
+    # Per-chart bounds: v_chart is sorted (uniq is), so each chart is one run of rows.
+    starts = np.flatnonzero(np.r_[True, v_chart[1:] != v_chart[:-1]])
+    lo = np.minimum.reduceat(xy, starts, axis=0)  # [C, 2]
+    hi = np.maximum.reduceat(xy, starts, axis=0)
     size = hi - lo  # [C, 2] world units
     offsets, scale = _shelf_pack(size, texture_size, padding, fill)
     uv = ((xy - lo[v_chart]) * scale + offsets[v_chart]) / texture_size
@@ -118,9 +118,9 @@ def _smooth_labels(label: np.ndarray, cosines: np.ndarray, a: np.ndarray, b: np.
     label = label.copy()
     rows = np.arange(len(label))
     for _ in range(passes):
-        counts = np.zeros((len(label), 6), dtype=np.int32)
-        np.add.at(counts, (a, label[b]), 1)
-        np.add.at(counts, (b, label[a]), 1)
+        # Neighbour labels per face; bincount on flat (face, label) slots (np.add.at is ~10x slower).
+        slots = np.concatenate([a * 6 + label[b], b * 6 + label[a]])
+        counts = np.bincount(slots, minlength=6 * len(label)).reshape(-1, 6)
         best = np.argmax(counts, axis=1)
         move = (best != label) & (counts[rows, best] >= 2) & (cosines[rows, best] > min_cos)
         if not move.any():
