@@ -31,8 +31,7 @@ def _group_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     group_sorted = np.cumsum(new) - 1
     group = np.empty(len(rows), dtype=np.int64)
     group[order] = group_sorted
-    first = np.full(int(group_sorted[-1]) + 1 if len(rows) else 0, len(rows), dtype=np.int64)
-    np.minimum.at(first, group, np.arange(len(rows)))
+    first = np.minimum.reduceat(order, np.flatnonzero(new)) if len(rows) else order  # smallest index per run
     return group, first
 
 
@@ -104,8 +103,7 @@ def orient(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     n_comp, labels = csgraph.connected_components(
         sparse.coo_matrix((np.ones(len(fa)), (fa, fb)), shape=(F, F)), directed=False)
     # One BFS from a virtual root (node F) linked to the first face of every component.
-    first = np.full(n_comp, F, dtype=np.int64)
-    np.minimum.at(first, labels, np.arange(F))
+    _, first = np.unique(labels, return_index=True)  # each component's first face
     rows = np.concatenate([fa, np.full(n_comp, F)])
     cols = np.concatenate([fb, first])
     graph = sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(F + 1, F + 1)).tocsr()
@@ -141,9 +139,8 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Area-weighted vertex normals ``[V, 3]`` float32 (unit length; zero-area -> +Z)."""
     tri = vertices[faces]  # [F, 3, 3]
     fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # [F, 3], |fn| = 2 area
-    n = np.zeros_like(vertices, dtype=np.float64)
-    for k in range(3):
-        np.add.at(n, faces[:, k], fn)
+    corners, V = faces.reshape(-1), len(vertices)
+    n = np.stack([np.bincount(corners, weights=np.repeat(fn[:, c], 3), minlength=V) for c in range(3)], -1)
     length = np.linalg.norm(n, axis=1, keepdims=True)
     n = np.where(length > 1e-20, n / np.maximum(length, 1e-20), np.array([0.0, 0.0, 1.0]))
     return n.astype(np.float32)
