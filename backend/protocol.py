@@ -117,6 +117,12 @@ class Load(Message):
     ``source`` is a Hugging Face repo id (``owner/name``) or a local folder. ``image_encoder``
     and ``background_remover`` override the gated dependencies the same way. ``token`` is a
     Hugging Face token, passed explicitly; ``offline`` forbids any network access.
+
+    ``background_removal`` is what happens to pictures without transparency: ``"none"``
+    (refused with an explanation), ``"solid"`` (a keyer for objects on a plain background)
+    or ``"rmbg"`` (RMBG-2.0 / BiRefNet from ``background_remover`` or the hub). Choosing
+    ``"rmbg"`` is the user's consent to run the Python code that ships with that model and,
+    when online, to download it under its (non-commercial) licence.
     """
 
     TYPE: ClassVar[str] = "load"
@@ -125,6 +131,7 @@ class Load(Message):
     revision: str | None = None
     image_encoder: str | None = None
     background_remover: str | None = None
+    background_removal: str = "none"
     token: str | None = None
     offline: bool = False
     cache_dir: str | None = None

@@ -166,9 +166,11 @@ def preprocess(img: Image.Image, remover: BackgroundRemover | None = None,
         if remover is None:
             raise InputError(
                 f"{source} has no transparency and no background remover is configured",
-                "save the image with a transparent background (PNG/WebP with alpha), or point "
-                "--rembg-model at a local BiRefNet/RMBG-2.0 folder (with --allow-remote-code), or "
-                "use --rembg solid for objects on a plain uniform background")
+                "save the image with a transparent background (PNG/WebP with alpha), or turn on "
+                "background removal: in Blender, the add-on preference Background Removal (Plain "
+                "Background, or RMBG-2.0); on the command line, --rembg solid for objects on a plain "
+                "uniform background, or --rembg birefnet --rembg-model DIR --allow-remote-code for a "
+                "local BiRefNet/RMBG-2.0 folder")
         rgb = img.convert("RGB")
         matte = remover(rgb)
         if matte.size != rgb.size:

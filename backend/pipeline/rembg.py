@@ -31,10 +31,15 @@ _STD = (0.229, 0.224, 0.225)
 
 
 class SolidBackgroundRemover:
-    """Alpha = 0 for border-connected pixels within ``tolerance`` of the border's median colour."""
+    """Alpha = 0 for border-connected pixels within ``tolerance`` of the border's median colour.
 
-    def __init__(self, tolerance: float = 24.0) -> None:
+    A picture where that keys out less than ``min_background`` of the pixels has no plain
+    background (a photo, a busy scene): it is refused with a hint rather than passed on whole.
+    """
+
+    def __init__(self, tolerance: float = 24.0, min_background: float = 0.02) -> None:
         self.tolerance = tolerance
+        self.min_background = min_background
 
     def __call__(self, image: Image.Image) -> Image.Image:
         from scipy import ndimage
@@ -47,6 +52,11 @@ class SolidBackgroundRemover:
         labels, _ = ndimage.label(near)
         edge_labels = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
         background = np.isin(labels, edge_labels[edge_labels > 0])
+        if background.mean() < self.min_background:
+            raise InputError(
+                "the picture has no plain background for the keyer to remove",
+                "use a picture with a transparent background, or background removal with "
+                "RMBG-2.0 / BiRefNet")
         return Image.fromarray(np.where(background, 0, 255).astype(np.uint8), "L")
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from backend.pipeline.api import Generator
-from backend.server.weights import ModelPaths
+from backend.server.weights import RMBG_REPO, ModelPaths
 
 DEFAULT_GENERATOR = "backend.server.generators:trellis2"
 PIPELINE_GENERATOR = "backend.pipeline.generator:Trellis2Generator"
@@ -24,11 +24,13 @@ class PipelineUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class LoadSpec:
-    """Everything a factory needs: local model folders, the device and the memory policy."""
+    """Everything a factory needs: local model folders, the device, the memory policy and how
+    pictures without transparency are handled (``protocol.Load.background_removal``)."""
 
     paths: ModelPaths
     device: str = "auto"
     low_vram: bool = False
+    background_removal: str = "none"
 
 
 GeneratorFactory = Callable[[LoadSpec], Generator]
@@ -49,4 +51,26 @@ def trellis2(spec: LoadSpec) -> Generator:
     except (ImportError, AttributeError) as exc:
         raise PipelineUnavailable(f"pipeline not available ({PIPELINE_GENERATOR}): {exc}") from None
     return cls(spec.paths.model_dir, device=spec.device, low_vram=spec.low_vram,  # type: ignore[operator]
-               dependencies=spec.paths.dependencies)
+               dependencies=spec.paths.dependencies, remover=background_remover(spec))
+
+
+def background_remover(spec: LoadSpec):
+    """The remover ``spec.background_removal`` asks for (None for "none")."""
+    from backend.pipeline import rembg
+    from backend.pipeline.errors import ModelUnavailableError
+
+    if spec.background_removal != "rmbg":
+        return rembg.make_remover(spec.background_removal)
+    folder = spec.paths.dependencies.get(RMBG_REPO)
+    if folder is None:
+        raise ModelUnavailableError(
+            f"background removal with RMBG-2.0 was chosen, but {spec.paths.model_dir / 'pipeline.json'} "
+            f"does not name {RMBG_REPO}", "set a local RMBG-2.0 or BiRefNet folder for it, or choose "
+            "another background removal")
+    device = spec.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    # Choosing "rmbg" is the consent to run the model folder's own code (see protocol.Load).
+    return rembg.make_remover("birefnet", model_dir=folder, allow_remote_code=True, device=device)

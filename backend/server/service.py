@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 QUEUED_REQUESTS = (protocol.Load, protocol.Generate, protocol.Retexture)
 BAD_MESSAGE_HINT = f"send one JSON request per line (protocol version {protocol.PROTOCOL_VERSION})"
 PROGRESS_INTERVAL_S = 0.05  # at most ~20 progress events a second within one stage
+BACKGROUND_REMOVAL = ("none", "solid", "rmbg")  # protocol.Load.background_removal
 
 
 @dataclass(frozen=True)
@@ -297,8 +298,13 @@ class Service:
         overrides = {}
         if message.image_encoder:
             overrides[weights.DINOV3_REPO] = message.image_encoder
+        if message.background_removal not in BACKGROUND_REMOVAL:
+            raise jobs.InvalidRequest(f"background_removal must be one of {', '.join(BACKGROUND_REMOVAL)}, "
+                                 f"got {message.background_removal!r}")
         if message.background_remover:
             overrides[weights.RMBG_REPO] = message.background_remover
+        elif message.background_removal == "rmbg":  # chosen: resolve it (cached, or download when online)
+            overrides[weights.RMBG_REPO] = weights.RMBG_REPO
         wconfig = weights.WeightsConfig(
             token=message.token, offline=message.offline or self.config.offline,
             cache_dir=Path(message.cache_dir) if message.cache_dir else self.config.cache_dir)
@@ -314,7 +320,8 @@ class Service:
         device.release_memory()
         started = time.monotonic()
         self._generator = self._factory(LoadSpec(paths=paths, device=self.config.device,
-                                                 low_vram=message.low_vram))
+                                                 low_vram=message.low_vram,
+                                                 background_removal=message.background_removal))
         self._loaded = message.source
         seconds = time.monotonic() - started
         self._send(protocol.Log(job=job.id, level="info",

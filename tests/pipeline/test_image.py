@@ -125,6 +125,14 @@ def test_solid_background_remover(tmp_path, kind):
     assert 50 <= out.size[0] <= 56 and out.size[0] == out.size[1]
 
 
+def test_solid_background_remover_refuses_a_busy_picture(tmp_path):
+    rng = np.random.default_rng(0)
+    noise = Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8), "RGB")
+    noise.save(tmp_path / "busy.png")
+    with pytest.raises(InputError, match="no plain background"):
+        load_and_preprocess(tmp_path / "busy.png", SolidBackgroundRemover())
+
+
 def test_empty_foreground(tmp_path):
     Image.new("RGBA", (32, 32), (255, 0, 0, 10)).save(tmp_path / "e.png")
     with pytest.raises(InputError, match="foreground is empty"):

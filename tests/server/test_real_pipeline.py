@@ -46,3 +46,36 @@ def test_real_generate_then_retexture_on_the_tiny_checkpoint(tmp_path: Path, tin
     finally:
         client.stop()
         client.kill()
+
+
+@pytest.mark.slow
+def test_background_removal_is_chosen_at_load(tmp_path: Path, tiny_checkpoint: Path) -> None:  # noqa: F811
+    from tests.fixtures.images import rgb_on_white
+
+    image = rgb_on_white(tmp_path / "on_white.png", size=64)
+    few = p.Sampler(steps=2)
+    job = dict(pipeline_type="512", sparse_structure=few, shape=few, texture=few,
+               export=p.Export(texture_size=64, faces=2000))
+    client = make_client(tmp_path, DEFAULT_GENERATOR)
+    client.start()
+    try:
+        (err,) = [e for e in client.wait(client.load(str(tiny_checkpoint), background_removal="magic"), 60)
+                  if isinstance(e, p.Error)]
+        assert err.code == "invalid_request" and "none, solid, rmbg" in err.message
+        # RMBG-2.0 chosen, offline and not cached: a clear error before anything loads.
+        (err,) = [e for e in client.wait(client.load(str(tiny_checkpoint), background_removal="rmbg"), 60)
+                  if isinstance(e, p.Error)]
+        assert err.code == "model_unavailable" and "RMBG-2.0" in err.message + err.hint, err
+        # "none": a picture without transparency is refused, and the hint names the setting.
+        assert client.wait(client.load(str(tiny_checkpoint)), 120)[-1].status == "ok"
+        events = client.wait(client.generate([str(image)], str(tmp_path / "none"), **job), 120)
+        (err,) = [e for e in events if isinstance(e, p.Error)]
+        assert "no transparency" in err.message and "Background Removal" in err.hint
+        # "solid": the plain-background keyer cuts the object out and the job runs.
+        loaded = client.wait(client.load(str(tiny_checkpoint), background_removal="solid"), 120)
+        assert loaded[-1].status == "ok", loaded
+        events = client.wait(client.generate([str(image)], str(tmp_path / "solid"), **job), 180)
+        assert events[-1].status == "ok", events
+    finally:
+        client.stop()
+        client.kill()
