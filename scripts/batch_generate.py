@@ -62,6 +62,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--model", default="", help="Hugging Face repo id or local folder")
     parser.add_argument("--device", default="", help="auto, cuda or cpu")
     parser.add_argument("--low-vram", action="store_true")
+    parser.add_argument("--background-removal", choices=["none", "solid", "rmbg"], default=None,
+                        help="pictures without transparency: refuse, plain-background keyer, or "
+                             "RMBG-2.0 (rmbg consents to running that model's own code; default: the "
+                             "add-on's setting)")
+    parser.add_argument("--rmbg-model", default="",
+                        help="local RMBG-2.0 / BiRefNet folder for --background-removal rmbg")
     parser.add_argument("--online", action="store_true", help="allow downloading missing weights")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per item")
     parser.add_argument("--force", action="store_true", help="redo items that are already done")
@@ -210,6 +216,10 @@ def main(argv: list[str]) -> int:
         overrides["device"] = args.device
     if args.low_vram:
         overrides["low_vram"] = True
+    if args.background_removal:
+        overrides["background_removal"] = args.background_removal
+    if args.rmbg_model:
+        overrides["background_remover"] = str(Path(args.rmbg_model).expanduser().resolve())
     settings = session_mod.BackendSettings(**{**settings.__dict__, **overrides})
     problem = settings.problem()
     if problem:

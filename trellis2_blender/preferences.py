@@ -16,6 +16,14 @@ DEVICE_ITEMS = (
     ("cuda", "CUDA", "An NVIDIA GPU"),
     ("cpu", "CPU", "Very slow; for testing"),
 )
+BACKGROUND_ITEMS = (
+    ("SOLID", "Plain Background",
+     "Cut the object out of a plain, uniform background (no model needed); busy pictures are refused"),
+    ("RMBG", "RMBG-2.0",
+     "BRIA's RMBG-2.0 model (gated; non-commercial licence) or a BiRefNet folder. Choosing it lets the "
+     "backend download it and run the Python code that ships with it"),
+    ("NONE", "None", "Only pictures with a transparent background are accepted"),
+)
 
 
 class TRELLIS2_AP_preferences(bpy.types.AddonPreferences):
@@ -33,6 +41,12 @@ class TRELLIS2_AP_preferences(bpy.types.AddonPreferences):
     use_own_cache: BoolProperty(
         name="Keep Weights With the Add-on",
         description="Download into the add-on's user folder instead of the shared Hugging Face cache")
+    background_removal: EnumProperty(
+        name="Background Removal", items=BACKGROUND_ITEMS, default="SOLID",
+        description="What happens to pictures without transparency (transparent ones are used as they are)")
+    background_model: StringProperty(
+        name="RMBG Folder", subtype="DIR_PATH",
+        description="A local RMBG-2.0 or BiRefNet folder; empty uses briaai/RMBG-2.0 from Hugging Face")
     output_dir: StringProperty(
         name="Output Folder", subtype="DIR_PATH",
         description="Where job folders go; empty uses the add-on's user folder")
@@ -85,6 +99,10 @@ def backend_settings(context=None, *, offline: bool | None = None) -> BackendSet
         low_vram=prefs.low_vram if prefs is not None else False,
         offline=offline,
         cache_dir=str(paths.user_dir("models")) if prefs is not None and prefs.use_own_cache else None,
+        background_removal=prefs.background_removal.lower() if prefs is not None else "solid",
+        background_remover=(str(Path(bpy.path.abspath(prefs.background_model)))
+                            if prefs is not None and prefs.background_removal == "RMBG"
+                            and prefs.background_model else None),
     )
 
 
@@ -95,7 +113,9 @@ def download_notice(context=None) -> str:
     return (f"Model: {source}. The weights of the 4-billion-parameter model take several gigabytes; "
             "the image encoder (DINOv3) is a gated model: accept its license on Hugging Face "
             "with the account whose token the backend uses. "
-            "Background removal (RMBG-2.0) is gated and non-commercial; RGBA images skip it.")
+            + ("Background removal (RMBG-2.0) is gated and non-commercial; it is downloaded too. "
+               if prefs is not None and prefs.background_removal == "RMBG" and not prefs.background_model
+               else "") + "Pictures with a transparent background need no background removal.")
 
 
 classes = (TRELLIS2_AP_preferences,)

@@ -39,6 +39,8 @@ class BackendSettings:
     low_vram: bool = False
     offline: bool = False
     cache_dir: str | None = None
+    background_removal: str = "none"  # protocol.Load.background_removal: none | solid | rmbg
+    background_remover: str | None = None  # a local RMBG-2.0 / BiRefNet folder (rmbg only)
 
     def problem(self) -> str:
         """Why the backend cannot be started with these settings ("" when it can)."""
@@ -184,7 +186,9 @@ class BackendSession:
             try:
                 self._load_id = self.client.load(self.settings.model_source, low_vram=self.settings.low_vram,
                                                  offline=self.settings.offline,
-                                                 cache_dir=self.settings.cache_dir)
+                                                 cache_dir=self.settings.cache_dir,
+                                                 background_removal=self.settings.background_removal,
+                                                 background_remover=self.settings.background_remover)
             except BackendError as exc:
                 self._set(ERROR, str(exc))
         if self.client is None or self.state == STOPPED:

@@ -71,6 +71,9 @@ def draw_preferences(prefs, context, layout) -> None:
     col.prop(prefs, "use_own_cache")
     col.prop(prefs, "device")
     col.prop(prefs, "low_vram")
+    col.prop(prefs, "background_removal")
+    if prefs.background_removal == "RMBG":
+        col.prop(prefs, "background_model")
     col.prop(prefs, "output_dir")
     row = layout.row()
     row.operator("trellis2.setup_backend", icon="CONSOLE")

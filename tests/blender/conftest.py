@@ -80,8 +80,8 @@ def opaque_tiny_checkpoint(tiny_checkpoint: Path, tmp_path_factory) -> Path:  # 
 
 @pytest.fixture
 def inputs(tmp_path) -> dict[str, Path]:
-    """Input pictures: opaque RGB (the real backend needs alpha: it has no background remover),
-    transparent RGBA, a corrupt file."""
+    """Input pictures: opaque RGB on white (the fake generator's batch tests), transparent RGBA,
+    a corrupt file."""
     folder = tmp_path / "inputs"
     folder.mkdir()
     out = {

@@ -92,7 +92,7 @@ def _check_material(info, alpha_mode):
 
 GENERATE = """
 bpy.context.scene.cursor.location = (1.0, 2.0, 3.0)
-out = {}
+out = {"background_removal": prefs.background_removal}
 for key, model in (("leaf", ARGS["model"]), ("pebble", ARGS["opaque_model"])):
     prefs.model_source = model
     use_image(ARGS[key])
@@ -127,11 +127,13 @@ def test_generate_imports_object_with_principled_material(tmp_path, inputs, bpy_
                                                           tiny_checkpoint, opaque_tiny_checkpoint):
     preview = REPO / "out" / "blender" / "generated_preview.png"
     preview.unlink(missing_ok=True)
-    pebble = images.rgba_transparent(tmp_path / "pebble.png")
+    # No transparency: the default background removal (the plain-background keyer) cuts it out.
+    pebble = images.rgb_on_white(tmp_path / "pebble.png")
     res = _run(tmp_path, GENERATE, bpy_python, extension_zip, tiny_checkpoint,
                opaque_model=opaque_tiny_checkpoint, leaf=inputs["transparent"], pebble=pebble,
                corrupt=inputs["corrupt"], preview=preview)
     leaf, pebble = res["leaf"], res["pebble"]
+    assert res["background_removal"] == "SOLID"  # the default
     # The backend's verdicts: random alpha -> BLEND; the alpha-1 decoder -> OPAQUE.
     assert leaf.get("alpha_mode") == "BLEND", leaf
     assert pebble.get("alpha_mode") == "OPAQUE", pebble
