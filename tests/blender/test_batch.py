@@ -1,4 +1,5 @@
-"""The headless batch script over a folder with a good image, a corrupt file and a transparent image."""
+"""The headless batch script: a folder with a good image, a corrupt file and a transparent image (real
+backend), and a manifest's per-item settings (the fake generator: only the bookkeeping is under test)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ import shutil
 
 import pytest
 
-from tests.blender.runner import REPO, run_python
+from tests.blender.runner import PYTHON, REPO, run_python
 
 pytestmark = [pytest.mark.blender, pytest.mark.slow]
 
 
-def test_batch_folder_report_exit_code_and_rerun(tmp_path, inputs, bpy_python, fake_backend_python,
-                                                 model_dir):
+def test_batch_folder_report_exit_code_and_rerun(tmp_path, inputs, bpy_python, opaque_tiny_checkpoint):
+    """The real backend on the tiny checkpoint whose texture decoder outputs alpha 1 (conftest), so
+    the backend's alpha verdict is OPAQUE for both pictures: the RGB one goes through the default
+    plain-background keyer, the transparent one is used as it is."""
     folder = tmp_path / "batch_in"
     folder.mkdir()
     for key in ("opaque", "corrupt", "transparent"):
@@ -21,10 +24,11 @@ def test_batch_folder_report_exit_code_and_rerun(tmp_path, inputs, bpy_python, f
     (folder / "notes.txt").write_text("not an image")
     out = tmp_path / "batch_out"
     argv = [str(REPO / "scripts" / "batch_generate.py"), "--input", str(folder), "--output", str(out),
-            "--backend-python", str(fake_backend_python), "--model", str(model_dir), "--seed", "5",
-            "--texture-size", "256"]
+            "--backend-python", str(PYTHON), "--model", str(opaque_tiny_checkpoint), "--device", "cpu",
+            "--pipeline-type", "512", "--seed", "5", "--texture-size", "256", "--faces", "1000",
+            "--background-removal", "solid"]
     user = tmp_path / "blender_user"
-    first = run_python(argv, python=bpy_python, user_dir=user, timeout=240)
+    first = run_python(argv, python=bpy_python, user_dir=user, timeout=400)
     assert first.returncode == 1, first.describe()
     report = json.loads((out / "report.json").read_text())
     items = {r["name"]: r for r in report["items"]}
@@ -33,11 +37,11 @@ def test_batch_folder_report_exit_code_and_rerun(tmp_path, inputs, bpy_python, f
     broken = items["broken"]
     assert broken["status"] == "failed"
     assert broken["error"]["code"] == "invalid_request"
-    assert "cannot read image" in broken["error"]["message"]
-    for name, alpha in (("teapot", "OPAQUE"), ("leaf", "BLEND")):
+    assert "broken.png" in broken["error"]["message"]
+    for name in ("teapot", "leaf"):
         rec = items[name]
         assert rec["status"] == "ok", rec
-        assert rec["alpha_mode"] == alpha
+        assert rec["alpha_mode"] == "OPAQUE"
         assert rec["seed"] == 5
         assert rec["seconds"]["backend"] > 0 and "import_export" in rec["seconds"]
         assert set(rec["outputs"]) == {"glb", "blend"}
@@ -45,7 +49,7 @@ def test_batch_folder_report_exit_code_and_rerun(tmp_path, inputs, bpy_python, f
         assert glb.read_bytes()[:4] == b"glTF"
         assert (out / f"{name}.blend").stat().st_size > 1000
 
-    second = run_python(argv, python=bpy_python, user_dir=user, timeout=240)
+    second = run_python(argv, python=bpy_python, user_dir=user, timeout=400)
     assert second.returncode == 1, second.describe()
     report = json.loads((out / "report.json").read_text())
     statuses = {r["name"]: r["status"] for r in report["items"]}
