@@ -35,7 +35,11 @@ def parse_dtype(dtype: str | torch.dtype, use_fp16: bool = False) -> torch.dtype
 class FlowTrunk(nn.Module):
     """Timestep/condition handling, ``num_blocks`` modulated cross blocks and the final head.
 
+    The constructor takes the release configs' arguments (``ckpts/*.json``), shared by both
+    flow models.
+
     Args:
+        resolution: latent grid size (16 for stage 1; nominal for the sparse models).
         in_channels: token input channels.
         model_channels: width C.
         cond_channels: condition token width (1024 for DINOv3-L).
@@ -50,27 +54,34 @@ class FlowTrunk(nn.Module):
         share_mod: only True (the released models) is implemented.
         qk_rms_norm: QK-RMSNorm in self-attention.
         qk_rms_norm_cross: QK-RMSNorm in cross-attention.
+        use_checkpoint, initialization: training-only, accepted and ignored.
     """
 
     def __init__(
         self,
+        resolution: int,
         in_channels: int,
         model_channels: int,
         cond_channels: int,
         out_channels: int,
         num_blocks: int,
-        num_heads: int | None,
-        num_head_channels: int,
-        mlp_ratio: float,
-        pe_mode: str,
-        rope_freq: tuple[float, float],
-        dtype: str | torch.dtype,
-        use_fp16: bool,
-        share_mod: bool,
-        qk_rms_norm: bool,
-        qk_rms_norm_cross: bool,
+        num_heads: int | None = None,
+        num_head_channels: int = 64,
+        mlp_ratio: float = 4.0,
+        pe_mode: str = "rope",
+        rope_freq: tuple[float, float] = (1.0, 10000.0),
+        dtype: str | torch.dtype = "float32",
+        use_fp16: bool = False,
+        use_checkpoint: bool = False,
+        share_mod: bool = True,
+        initialization: str = "vanilla",
+        qk_rms_norm: bool = False,
+        qk_rms_norm_cross: bool = False,
     ) -> None:
         super().__init__()
+        self.resolution = resolution
+        self.in_channels = in_channels
+        self.out_channels = out_channels
         num_heads = num_heads or model_channels // num_head_channels
         if model_channels % num_heads:
             raise ValueError(f"model_channels {model_channels} is not divisible by num_heads {num_heads}")

@@ -19,44 +19,10 @@ from .flow_trunk import FlowTrunk
 class SLatFlowModel(FlowTrunk):
     """Sparse flow DiT over a :class:`SparseTensor` of latent voxels.
 
-    Args:
-        resolution: nominal latent grid (unused with RoPE; accepted for the config).
-        in_channels: 32 (shape) or 64 (texture: noise 32 + shape-latent ``concat_cond`` 32).
-        model_channels / cond_channels / out_channels / num_blocks / num_heads /
-        num_head_channels / mlp_ratio / pe_mode / rope_freq / dtype / use_fp16 / share_mod /
-        qk_rms_norm / qk_rms_norm_cross: see :class:`FlowTrunk`.
-        use_checkpoint, initialization: training-only, accepted and ignored.
+    Args: the release config's, see :class:`FlowTrunk`; ``in_channels`` is 32 (shape) or 64
+    (texture: noise 32 + shape-latent ``concat_cond`` 32); ``resolution`` is nominal (unused
+    with RoPE).
     """
-
-    def __init__(
-        self,
-        resolution: int,
-        in_channels: int,
-        model_channels: int,
-        cond_channels: int,
-        out_channels: int,
-        num_blocks: int,
-        num_heads: int | None = None,
-        num_head_channels: int = 64,
-        mlp_ratio: float = 4.0,
-        pe_mode: str = "rope",
-        rope_freq: tuple[float, float] = (1.0, 10000.0),
-        dtype: str = "float32",
-        use_fp16: bool = False,
-        use_checkpoint: bool = False,
-        share_mod: bool = True,
-        initialization: str = "vanilla",
-        qk_rms_norm: bool = False,
-        qk_rms_norm_cross: bool = False,
-    ) -> None:
-        super().__init__(
-            in_channels, model_channels, cond_channels, out_channels, num_blocks, num_heads,
-            num_head_channels, mlp_ratio, pe_mode, rope_freq, dtype, use_fp16, share_mod,
-            qk_rms_norm, qk_rms_norm_cross,
-        )
-        self.resolution = resolution
-        self.in_channels = in_channels
-        self.out_channels = out_channels
 
     def _rope(self, x: SparseTensor) -> torch.Tensor:
         """complex64 ``[N, head_dim // 2]``, built once per coordinate set (shared cache)."""

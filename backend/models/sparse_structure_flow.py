@@ -17,43 +17,11 @@ from .flow_trunk import FlowTrunk
 class SparseStructureFlowModel(FlowTrunk):
     """Dense flow DiT over a ``resolution^3`` latent grid.
 
-    Args:
-        resolution: latent grid size R (16 in the release).
-        in_channels / model_channels / cond_channels / out_channels / num_blocks / num_heads /
-        num_head_channels / mlp_ratio / pe_mode / rope_freq / dtype / use_fp16 / share_mod /
-        qk_rms_norm / qk_rms_norm_cross: see :class:`FlowTrunk`.
-        use_checkpoint, initialization: training-only, accepted and ignored.
+    Args: the release config's, see :class:`FlowTrunk` (``resolution`` R is 16 in the release).
     """
 
-    def __init__(
-        self,
-        resolution: int,
-        in_channels: int,
-        model_channels: int,
-        cond_channels: int,
-        out_channels: int,
-        num_blocks: int,
-        num_heads: int | None = None,
-        num_head_channels: int = 64,
-        mlp_ratio: float = 4.0,
-        pe_mode: str = "rope",
-        rope_freq: tuple[float, float] = (1.0, 10000.0),
-        dtype: str = "float32",
-        use_fp16: bool = False,
-        use_checkpoint: bool = False,
-        share_mod: bool = True,
-        initialization: str = "vanilla",
-        qk_rms_norm: bool = False,
-        qk_rms_norm_cross: bool = False,
-    ) -> None:
-        super().__init__(
-            in_channels, model_channels, cond_channels, out_channels, num_blocks, num_heads,
-            num_head_channels, mlp_ratio, pe_mode, rope_freq, dtype, use_fp16, share_mod,
-            qk_rms_norm, qk_rms_norm_cross,
-        )
-        self.resolution = resolution
-        self.in_channels = in_channels
-        self.out_channels = out_channels
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         self.register_buffer("rope_phases", self.compute_rope_phases())
 
     def compute_rope_phases(self, device: torch.device | str | None = None) -> torch.Tensor:

@@ -119,6 +119,21 @@ def summary(result: JobResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_generator(args: argparse.Namespace, make_request, method: str) -> int:
+    """Build the request and a generator from ``args`` and run ``Trellis2Generator.<method>``
+    (``"generate"`` or ``"retexture"``) with a progress bar; returns the exit status."""
+    from .generator import Trellis2Generator
+
+    def job(bar):
+        request = make_request(args)
+        rt = runtime(args)
+        gen = Trellis2Generator(rt, remover=remover(args, rt.device))
+        args.output.mkdir(parents=True, exist_ok=True)
+        return getattr(gen, method)(request, on_progress=bar)
+
+    return run_job(job, ProgressBar())
+
+
 def run_job(job, bar: ProgressBar) -> int:
     """Run ``job(bar)`` and print a summary or a one-line error; returns the exit status."""
     from .api import Cancelled

@@ -30,13 +30,4 @@ def request_from_args(args: argparse.Namespace) -> RetextureRequest:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .generator import Trellis2Generator
-
-    def job(bar):
-        request = request_from_args(args)
-        rt = C.runtime(args)
-        gen = Trellis2Generator(rt, remover=C.remover(args, rt.device))
-        args.output.mkdir(parents=True, exist_ok=True)
-        return gen.retexture(request, on_progress=bar)
-
-    return C.run_job(job, C.ProgressBar())
+    return C.run_generator(args, request_from_args, "retexture")

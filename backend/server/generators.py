@@ -50,12 +50,14 @@ def trellis2(spec: LoadSpec) -> Generator:
         cls = import_by_name(PIPELINE_GENERATOR)
     except (ImportError, AttributeError) as exc:
         raise PipelineUnavailable(f"pipeline not available ({PIPELINE_GENERATOR}): {exc}") from None
-    return cls(spec.paths.model_dir, device=spec.device, low_vram=spec.low_vram,  # type: ignore[operator]
-               dependencies=spec.paths.dependencies, remover=background_remover(spec))
+    generator = cls(spec.paths.model_dir, device=spec.device, low_vram=spec.low_vram,  # type: ignore[operator]
+                    dependencies=spec.paths.dependencies)
+    generator.remover = background_remover(spec, generator.runtime.device)
+    return generator
 
 
-def background_remover(spec: LoadSpec):
-    """The remover ``spec.background_removal`` asks for (None for "none")."""
+def background_remover(spec: LoadSpec, device: str):
+    """The remover ``spec.background_removal`` asks for (None for "none"), running on ``device``."""
     from backend.pipeline import rembg
     from backend.pipeline.errors import ModelUnavailableError
 
@@ -67,10 +69,5 @@ def background_remover(spec: LoadSpec):
             f"background removal with RMBG-2.0 was chosen, but {spec.paths.model_dir / 'pipeline.json'} "
             f"does not name {RMBG_REPO}", "set a local RMBG-2.0 or BiRefNet folder for it, or choose "
             "another background removal")
-    device = spec.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     # Choosing "rmbg" is the consent to run the model folder's own code (see protocol.Load).
     return rembg.make_remover("birefnet", model_dir=folder, allow_remote_code=True, device=device)
