@@ -1,0 +1,1 @@
+"""Training TRELLIS.2 networks: data toolkit, procedural data, trainers and release export."""
