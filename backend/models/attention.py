@@ -109,11 +109,15 @@ class VarlenLayout:
 
 
 def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """fp32 softmax attention. ``q [B, Lq, H, D]``, ``k, v [B, Lk, H, D]`` -> ``[B, Lq, H, D]``."""
+    """Plain softmax attention in fp32 (fp64 for fp64 inputs, e.g. gradient references).
+
+    ``q [B, Lq, H, D]``, ``k, v [B, Lk, H, D]`` -> ``[B, Lq, H, D]`` in q's dtype.
+    """
+    cdt = torch.promote_types(q.dtype, torch.float32)
     scale = 1.0 / math.sqrt(q.shape[-1])
-    scores = torch.einsum("blhd,bmhd->bhlm", q.float(), k.float()) * scale  # [B, H, Lq, Lk]
+    scores = torch.einsum("blhd,bmhd->bhlm", q.to(cdt), k.to(cdt)) * scale  # [B, H, Lq, Lk]
     probs = scores.softmax(dim=-1)
-    return torch.einsum("bhlm,bmhd->blhd", probs, v.float()).to(q.dtype)
+    return torch.einsum("bhlm,bmhd->blhd", probs, v.to(cdt)).to(q.dtype)
 
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: AttentionBackend) -> torch.Tensor:

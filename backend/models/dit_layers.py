@@ -14,6 +14,19 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def norm_compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype norms and rotations compute in: fp32 for reduced-precision inputs, else the input's.
+
+    Half-precision activations are upcast to fp32 (the official precision); fp32 and fp64
+    inputs are kept, so a float64 copy of a model can serve as a gradient reference.
+    """
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _needs_grad(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def timestep_features(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal timestep features, **cos first**.
 
@@ -84,8 +97,14 @@ def rms_norm_rope(x: torch.Tensor, gamma: torch.Tensor, phases: torch.Tensor | N
     Returns:
         Contiguous tensor shaped like x, in x's dtype.
     """
-    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32).clamp_min_(1e-12)
-    y = (x * gamma).div_(norm)  # fp32 by type promotion
+    cdt = norm_compute_dtype(x.dtype)
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=cdt)
+    y = x * gamma.to(cdt)  # compute dtype by type promotion
+    if _needs_grad(x, gamma):
+        # autograd needs the norm unchanged for backward: no in-place ops on this path
+        y = y / norm.clamp_min(1e-12)
+    else:
+        y = y.div_(norm.clamp_min_(1e-12))
     if phases is not None:
         y = torch.view_as_real(torch.view_as_complex(y.view(*y.shape[:-1], -1, 2)) * phases).flatten(-2)
     return y.to(x.dtype)
@@ -97,7 +116,7 @@ def layer_norm_fp32(
     weight: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """LayerNorm over the last dim computed in fp32 and cast back to ``x``'s dtype ("LayerNorm32").
+    """LayerNorm over the last dim computed in (at least) fp32, cast back to ``x``'s dtype ("LayerNorm32").
 
     Without affine parameters the reduced-precision input goes straight to ``F.layer_norm``,
     which already accumulates and normalises in fp32 and rounds once at the end -- the same
@@ -112,7 +131,7 @@ def layer_norm_fp32(
     shape = x.shape[-1:]
     if weight is None and bias is None:
         return F.layer_norm(x, shape, eps=eps)
-    return F.layer_norm(x.float(), shape, weight, bias, eps).to(x.dtype)
+    return F.layer_norm(x.to(norm_compute_dtype(x.dtype)), shape, weight, bias, eps).to(x.dtype)
 
 
 def rope_frequencies(
@@ -155,7 +174,7 @@ def rope_phases(
 
 
 def apply_rope(x: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent channel pairs ``(2i, 2i + 1)`` of each head by ``phases[..., i]``, in fp32.
+    """Rotate adjacent channel pairs ``(2i, 2i + 1)`` of each head by ``phases[..., i]``, in (at least) fp32.
 
     Args:
         x: ``[B, L, H, D]``.
@@ -164,6 +183,6 @@ def apply_rope(x: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[B, L, H, D]`` in x's dtype.
     """
-    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # [B, L, H, D/2]
+    xc = torch.view_as_complex(x.to(norm_compute_dtype(x.dtype)).reshape(*x.shape[:-1], -1, 2))  # [B,L,H,D/2]
     rotated = xc * phases[:, :, None, :]
     return torch.view_as_real(rotated).flatten(-2).to(x.dtype)

@@ -12,14 +12,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dit_layers import norm_compute_dtype
 from .flow_trunk import parse_dtype
 
 
 class ChannelLayerNorm3d(nn.LayerNorm):
-    """LayerNorm over the channel vector of each voxel of ``[B, C, X, Y, Z]``, in fp32 (eps 1e-5)."""
+    """LayerNorm over the channel vector of each voxel of ``[B, C, X, Y, Z]``, in fp32 (eps 1e-5).
+
+    fp64 inputs stay fp64 (gradient references).
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.permute(0, 2, 3, 4, 1).float()  # [B, X, Y, Z, C]
+        h = x.permute(0, 2, 3, 4, 1).to(norm_compute_dtype(x.dtype))  # [B, X, Y, Z, C]
         h = F.layer_norm(h, self.normalized_shape, self.weight, self.bias, self.eps)
         return h.permute(0, 4, 1, 2, 3).to(x.dtype)
 

@@ -66,22 +66,36 @@ class SparseConv3d(nn.Module):
         backend = self.backend or ConvBackend.default_for(x.feats.device)
         feats = x.feats.to(self.weight.dtype)
         if backend is ConvBackend.TRITON:
-            from kernels.sparse_conv.ops import subm_conv3d  # Triton is only needed here
-
-            out = subm_conv3d(feats, nbr, self.weight, self.bias)
+            out = self._triton(feats, nbr)
         else:
             out = subm_conv3d_reference(feats, nbr, self.weight, self.bias,
                                         compute_dtype=_torch_compute_dtype(feats))
         return x.replace(out)
+
+    def _triton(self, feats: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
+        # Triton is only needed here; the kernel is not an autocast op, so under autocast
+        # the inputs are cast to the autocast dtype by hand (as autocast does for a GEMM).
+        from kernels.sparse_conv.autograd import subm_conv3d_differentiable
+        from kernels.sparse_conv.ops import subm_conv3d
+
+        weight, bias = self.weight, self.bias
+        device_type = feats.device.type
+        if torch.is_autocast_enabled(device_type):
+            low = torch.get_autocast_dtype(device_type)
+            feats, weight = feats.to(low), weight.to(low)
+        if torch.is_grad_enabled() and (feats.requires_grad or weight.requires_grad or bias.requires_grad):
+            return subm_conv3d_differentiable(feats, nbr, weight, bias)
+        return subm_conv3d(feats, nbr, weight, bias)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, kernel_size=3, backend={self.backend}"
 
 
 def _torch_compute_dtype(feats: torch.Tensor) -> torch.dtype | None:
-    # Half GEMMs are slow or missing on CPU: accumulate in fp32 there; keep the input
-    # precision on GPUs (cuBLAS accumulates half products in fp32 already).
-    return torch.float32 if feats.device.type == "cpu" else None
+    # Half GEMMs are slow or missing on CPU: accumulate in fp32 there (fp64 stays fp64, for
+    # gradient references); keep the input precision on GPUs (cuBLAS accumulates half
+    # products in fp32 already).
+    return torch.promote_types(feats.dtype, torch.float32) if feats.device.type == "cpu" else None
 
 
 def set_conv_backend(module: nn.Module, backend: ConvBackend | str | None) -> None:

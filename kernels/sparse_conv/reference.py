@@ -53,7 +53,7 @@ def subm_conv3d_reference(
         if rows.numel() == 0:
             continue
         contrib = x.index_select(0, col.index_select(0, rows)) @ w[:, v].t()  # [M, Co]
-        out.index_add_(0, rows, contrib)
+        out.index_add_(0, rows, contrib.to(cdt))  # autocast may have run the GEMM in lower precision
     if bias is not None:
         out += bias.to(cdt)
     return out.to(feats.dtype if out_dtype is None else out_dtype)

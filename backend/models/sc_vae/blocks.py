@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from backend.models.dit_layers import norm_compute_dtype
 from backend.sparse.conv import SparseConv3d
 from backend.sparse.spatial import S2CMap, channel_to_spatial, s2c_map, spatial_to_channel
 from backend.sparse.tensor import SparseTensor
@@ -27,12 +28,13 @@ def _check_kwargs(kwargs: dict) -> None:
 
 
 class LayerNorm32(nn.LayerNorm):
-    """LayerNorm computed in fp32 (params fp32) and returned in the input dtype."""
+    """LayerNorm computed in fp32 (params fp32) and returned in the input dtype (fp64 stays fp64)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = None if self.weight is None else self.weight.float()
-        b = None if self.bias is None else self.bias.float()
-        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
+        cdt = norm_compute_dtype(x.dtype)
+        w = None if self.weight is None else self.weight.to(cdt)
+        b = None if self.bias is None else self.bias.to(cdt)
+        return F.layer_norm(x.to(cdt), self.normalized_shape, w, b, self.eps).to(x.dtype)
 
 
 class SparseConvNeXtBlock3d(nn.Module):

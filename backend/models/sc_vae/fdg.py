@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from backend.models.dit_layers import norm_compute_dtype
 from backend.sparse.spatial import S2CMap
 from backend.sparse.tensor import SparseTensor
 
@@ -73,7 +74,8 @@ class FlexiDualGridVaeEncoder(SparseUnetVaeEncoder):
     def forward(self, vertices: SparseTensor, intersected: SparseTensor, return_maps: bool = False):
         """``vertices.feats [N, 3]`` in [0, 1] and ``intersected.feats [N, 3]`` (bool / 0-1) on the
         same coords -> latent (and the S2C maps, see :meth:`SparseUnetVaeEncoder.forward`)."""
-        feats = torch.cat([vertices.feats.float() - 0.5, intersected.feats.float() - 0.5], dim=1)  # [N, 6]
+        dtype = self.input_layer.weight.dtype
+        feats = torch.cat([vertices.feats.to(dtype) - 0.5, intersected.feats.to(dtype) - 0.5], dim=1)  # [N,6]
         return super().forward(vertices.replace(feats), return_maps=return_maps)
 
 
@@ -117,7 +119,7 @@ class FlexiDualGridVaeDecoder(SparseUnetVaeDecoder):
 
     def postprocess(self, h: SparseTensor) -> FlexiDualGridOutput:
         """Raw ``[K, 7]`` decoder output -> offsets, intersection flags, split weights."""
-        raw = h.feats.float()  # [K, 7]
+        raw = h.feats.to(norm_compute_dtype(h.feats.dtype))  # [K, 7]
         m = self.voxel_margin
         return FlexiDualGridOutput(
             coords=h.coords,

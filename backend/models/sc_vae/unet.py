@@ -103,7 +103,7 @@ class SparseUnetVaeEncoder(_ConvBackendMixin, nn.Module):
             maps **in decoding order** (``maps[0]`` undoes the last downsampling), to give a
             decoder as ``s2c_maps`` so it lands exactly on ``x``'s voxels in ``x``'s order.
         """
-        h = x.replace(self.input_layer(x.feats.float()).to(self.dtype))  # [N, C0]
+        h = x.replace(self.input_layer(x.feats.to(self.input_layer.weight.dtype)).to(self.dtype))  # [N, C0]
         maps: list[S2CMap] = []
         for stage in self.blocks:
             for block in stage:
@@ -113,7 +113,7 @@ class SparseUnetVaeEncoder(_ConvBackendMixin, nn.Module):
                     h = block(h, mapping)
                 else:
                     h = block(h)
-        feats = F.layer_norm(h.feats.float(), h.feats.shape[-1:])  # eps 1e-5, no affine
+        feats = F.layer_norm(h.feats.to(self.to_latent.weight.dtype), h.feats.shape[-1:])  # eps 1e-5
         mean = self.to_latent(feats)[:, : self.latent_channels]  # [M, latent]
         latent = SparseTensor(h.coords, mean, h.batch_size)
         return (latent, maps[::-1]) if return_maps else latent
@@ -163,7 +163,7 @@ class SparseUnetVaeDecoder(_ConvBackendMixin, nn.Module):
 
     def _trunk(self, x: SparseTensor, guide_subs, s2c_maps, stop_at: int | None = None):
         """Run ``from_latent`` and the stages (all, or the first ``stop_at``); collect subs."""
-        h = x.replace(self.from_latent(x.feats.float()).to(self.dtype))  # [M, C0]
+        h = x.replace(self.from_latent(x.feats.to(self.from_latent.weight.dtype)).to(self.dtype))  # [M, C0]
         subs: list[SparseTensor] = []
         level = 0
         for i, stage in enumerate(self.blocks):
@@ -207,7 +207,7 @@ class SparseUnetVaeDecoder(_ConvBackendMixin, nn.Module):
         if return_subs and not self.pred_subdiv:
             raise ValueError("return_subs needs a decoder with pred_subdiv=True")
         h, subs = self._trunk(x, guide_subs, s2c_maps)
-        feats = F.layer_norm(h.feats.float(), h.feats.shape[-1:])  # eps 1e-5, no affine
+        feats = F.layer_norm(h.feats.to(self.output_layer.weight.dtype), h.feats.shape[-1:])  # eps 1e-5
         out = h.replace(self.output_layer(feats))  # [K, out_channels]
         return (out, subs) if return_subs else out
 
