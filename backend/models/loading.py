@@ -261,8 +261,17 @@ def build_model(config: ModelConfig, dtype: torch.dtype | None = None, source: s
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{source}: bad arguments for {config.name}: {exc}") from exc
     if dtype is not None:
-        model.to(dtype)
+        cast_floating(model, dtype)
     return model
+
+
+def cast_floating(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Cast every real floating parameter and buffer to ``dtype``; others keep their dtype.
+
+    ``Module.to(dtype)`` also casts complex tensors, which turns a complex64 buffer such as
+    the RoPE phases into its real part.
+    """
+    return model._apply(lambda t: t.to(dtype) if t.is_floating_point() else t)
 
 
 def _mismatch_report(

@@ -130,3 +130,25 @@ def test_missing_checkpoint_and_offline_hub(tmp_path):
         load_model(tmp_path, "ckpts/nothing")
     with pytest.raises(CheckpointError, match="offline"):
         load_model("someone/some-repo/ckpts/nothing", offline=True, cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("dtype", [None, torch.float32])
+def test_stored_complex_rope_phases_stay_complex_when_loading_with_a_dtype(ckpt_copy, dtype):
+    """A checkpoint that stores ``rope_phases`` (complex64) keeps it complex64 whatever ``dtype`` is.
+
+    Casting it to a real dtype would keep only the cosine of each phase (RoPE would become a
+    scaling), so the loaded buffer must equal the file's exactly, imaginary part included.
+    """
+    probe = load_model(ckpt_copy, SS)
+    phases = probe.compute_rope_phases("cpu")
+    assert phases.dtype == torch.complex64 and phases.imag.abs().max() > 0.5
+
+    def edit(sd):
+        sd["rope_phases"] = phases
+
+    _rewrite(ckpt_copy, edit)
+    model = load_model(ckpt_copy, SS, dtype=dtype)
+    assert model.rope_phases.dtype == torch.complex64
+    assert torch.equal(model.rope_phases, phases)
+    if dtype is not None:
+        assert model.out_layer.weight.dtype == dtype
