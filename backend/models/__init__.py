@@ -3,7 +3,8 @@
 Public API (the SC-VAE classes live in :mod:`backend.models.sc_vae` and are imported lazily by
 the registry so that the DiTs do not pull in the sparse-convolution stack):
 
-* :class:`SparseStructureFlowModel`, :class:`SLatFlowModel`, :class:`SparseStructureDecoder`;
+* :class:`SparseStructureFlowModel`, :class:`SLatFlowModel`, :class:`SparseStructureDecoder`,
+  :class:`SparseStructureEncoder` (training-data preparation);
 * :class:`AttentionBackend` -- pick a kernel with ``model.set_attention_backend(...)``;
 * :func:`load_model`, :class:`CheckpointError` -- strict safetensors loading;
 * :func:`read_pipeline_config` -- typed ``pipeline.json`` / ``texturing_pipeline.json``.
@@ -16,6 +17,7 @@ from .registry import model_class
 from .slat_flow import SLatFlowModel
 from .sparse_structure_flow import SparseStructureFlowModel
 from .ss_decoder import SparseStructureDecoder
+from .ss_encoder import SparseStructureEncoder
 
 __all__ = [
     "AttentionBackend",
@@ -24,6 +26,7 @@ __all__ = [
     "PipelineConfigError",
     "SLatFlowModel",
     "SparseStructureDecoder",
+    "SparseStructureEncoder",
     "SparseStructureFlowModel",
     "attention",
     "flash_attn_available",

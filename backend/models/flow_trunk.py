@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .attention import AttentionBackend
 from .dit_blocks import AttentionContext, ModulatedCrossBlock
@@ -54,7 +55,9 @@ class FlowTrunk(nn.Module):
         share_mod: only True (the released models) is implemented.
         qk_rms_norm: QK-RMSNorm in self-attention.
         qk_rms_norm_cross: QK-RMSNorm in cross-attention.
-        use_checkpoint, initialization: training-only, accepted and ignored.
+        use_checkpoint: gradient checkpointing of every block (training mode with grad only);
+            see :meth:`set_gradient_checkpointing`.
+        initialization: training-only (the trainer initialises), accepted and ignored.
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class FlowTrunk(nn.Module):
         self.head_dim = head_dim
         self.rope_freq = (float(rope_freq[0]), float(rope_freq[1]))
         self.attention_backend = AttentionBackend.SDPA
+        self.checkpointed_blocks = num_blocks if use_checkpoint else 0
 
         self.t_embedder = TimestepEmbedder(model_channels)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(model_channels, 6 * model_channels))
@@ -113,6 +117,19 @@ class FlowTrunk(nn.Module):
     def dtype(self) -> torch.dtype:
         """The dtype the blocks compute in (that of their linear weights)."""
         return self.blocks[0].mlp.mlp[0].weight.dtype
+
+    def set_gradient_checkpointing(self, enabled: bool = True, num_blocks: int | None = None) -> None:
+        """Recompute blocks in backward instead of storing their activations.
+
+        Takes effect only in training mode with grad enabled.
+
+        Args:
+            enabled: on or off.
+            num_blocks: checkpoint only the first ``num_blocks`` blocks (the rest keep their
+                activations, trading memory for speed); None means all.
+        """
+        n = len(self.blocks) if num_blocks is None else max(0, min(int(num_blocks), len(self.blocks)))
+        self.checkpointed_blocks = n if enabled else 0
 
     def set_attention_backend(self, backend: AttentionBackend | str) -> None:
         """Choose the attention kernel for all later forwards of this model instance."""
@@ -143,8 +160,12 @@ class FlowTrunk(nn.Module):
         mod = self.adaLN_modulation(self.t_embedder(t)).to(dtype)  # [B, 6C]
         mod = mod[:, None] if sample_index is None else mod[sample_index][None]  # [B, 1, 6C] | [1, T, 6C]
         cond = cond.to(dtype)
-        for block in self.blocks:
-            h = block(h, mod, cond, ctx)
+        recompute = self.training and torch.is_grad_enabled()
+        for i, block in enumerate(self.blocks):
+            if recompute and i < self.checkpointed_blocks:
+                h = checkpoint(block, h, mod, cond, ctx, use_reentrant=False)
+            else:
+                h = block(h, mod, cond, ctx)
         h = h.to(self.out_layer.weight.dtype)
         h = F.layer_norm(h, h.shape[-1:], eps=FINAL_NORM_EPS)
         return self.out_layer(h)

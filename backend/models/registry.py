@@ -17,6 +17,8 @@ _CLASSES: dict[str, tuple[str, str]] = {
     # Training configs name the elastic-memory variant; weights and forward are identical.
     "ElasticSLatFlowModel": ("backend.models.slat_flow", "SLatFlowModel"),
     "SparseStructureDecoder": ("backend.models.ss_decoder", "SparseStructureDecoder"),
+    # TRELLIS v1's sparse-structure encoder: makes the stage-1 training latents.
+    "SparseStructureEncoder": ("backend.models.ss_encoder", "SparseStructureEncoder"),
     "SparseUnetVaeEncoder": ("backend.models.sc_vae", "SparseUnetVaeEncoder"),
     "SparseUnetVaeDecoder": ("backend.models.sc_vae", "SparseUnetVaeDecoder"),
     "FlexiDualGridVaeEncoder": ("backend.models.sc_vae", "FlexiDualGridVaeEncoder"),

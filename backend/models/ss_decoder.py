@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .dit_layers import norm_compute_dtype
 from .flow_trunk import parse_dtype
@@ -44,6 +45,13 @@ class ResBlock3d(nn.Module):
         return h + x
 
 
+def run_block(block: nn.Module, h: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
+    """``block(h)``, recomputed in backward when ``use_checkpoint`` (training mode with grad only)."""
+    if use_checkpoint and block.training and torch.is_grad_enabled():
+        return checkpoint(block, h, use_reentrant=False)
+    return block(h)
+
+
 def pixel_shuffle_3d(x: torch.Tensor, scale: int = 2) -> torch.Tensor:
     """``[B, C s^3, X, Y, Z]`` -> ``[B, C, sX, sY, sZ]``; channel ``c s^3 + sx s^2 + sy s + sz`` (x = MSB)."""
     B, C, X, Y, Z = x.shape
@@ -75,6 +83,7 @@ class SparseStructureDecoder(nn.Module):
         num_res_blocks_middle: ResBlocks of the middle block.
         norm_type: only ``"layer"`` is implemented.
         use_fp16: float16 convolutions in the blocks (as stored).
+        use_checkpoint: gradient checkpointing of each block (see ``set_gradient_checkpointing``).
         dtype: overrides the block dtype when given (e.g. ``"float32"`` on CPU).
     """
 
@@ -94,6 +103,7 @@ class SparseStructureDecoder(nn.Module):
         if norm_type != "layer":
             raise ValueError(f"norm_type {norm_type!r} is not implemented (the release uses 'layer')")
         block_dtype = parse_dtype(dtype) if dtype is not None else parse_dtype("float32", use_fp16)
+        self.use_checkpoint = use_checkpoint
         self.input_layer = nn.Conv3d(latent_channels, channels[0], 3, padding=1)
         self.middle_block = nn.Sequential(*[ResBlock3d(channels[0], block_dtype)
                                             for _ in range(num_res_blocks_middle)])
@@ -113,10 +123,13 @@ class SparseStructureDecoder(nn.Module):
         first = self.middle_block[0].conv1 if len(self.middle_block) else self.blocks[0].conv
         return first.weight.dtype
 
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each res/upsample block in backward (training mode with grad only)."""
+        self.use_checkpoint = bool(enabled)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, latent, R, R, R]`` -> fp32 logits ``[B, out, R * 2^(levels-1), ...]``."""
         h = self.input_layer(x.to(self.input_layer.weight.dtype)).to(self.dtype)
-        h = self.middle_block(h)
-        for block in self.blocks:
-            h = block(h)
+        for block in [*self.middle_block, *self.blocks]:
+            h = run_block(block, h, self.use_checkpoint)
         return self.out_layer(h.to(self.out_layer[2].weight.dtype))

@@ -46,6 +46,16 @@ class S2CMap:
     def __len__(self) -> int:
         return int(self.fine_coords.shape[0])
 
+    def child_mask(self) -> torch.Tensor:
+        """``[M, 8]`` bool: which children of each parent exist (row-aligned to ``parent_coords``).
+
+        For an encoder's map this is the ground-truth subdivision target of the decoder level
+        whose input voxels are ``parent_coords``.
+        """
+        mask = torch.zeros(self.parent_coords.shape[0], 8, dtype=torch.bool, device=self.parent_coords.device)
+        mask[self.parent_index, self.child_index] = True
+        return mask
+
 
 def child_index(coords: torch.Tensor) -> torch.Tensor:
     """``[N, 4]`` (b, x, y, z) -> ``[N]`` int64 ``x%2 + 2 (y%2) + 4 (z%2)``."""

@@ -11,9 +11,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from backend.models.dit_layers import norm_compute_dtype
 from backend.sparse.conv import SparseConv3d
+from backend.sparse.neighbors import neighbor_map
 from backend.sparse.spatial import S2CMap, channel_to_spatial, s2c_map, spatial_to_channel
 from backend.sparse.tensor import SparseTensor
 
@@ -21,7 +23,7 @@ _TRAINING_ONLY_ARGS = ("use_checkpoint",)
 
 
 def _check_kwargs(kwargs: dict) -> None:
-    """Accept (and ignore) training-only block args such as ``use_checkpoint``."""
+    """Accept the config's block args (``use_checkpoint`` is used by the ConvNeXt block only)."""
     unknown = sorted(k for k in kwargs if k not in _TRAINING_ONLY_ARGS)
     if unknown:
         raise TypeError(f"unexpected block arguments: {unknown}")
@@ -38,11 +40,18 @@ class LayerNorm32(nn.LayerNorm):
 
 
 class SparseConvNeXtBlock3d(nn.Module):
-    """``x + MLP(LN(conv(x)))`` with a 3x3x3 submanifold conv; channels C -> C."""
+    """``x + MLP(LN(conv(x)))`` with a 3x3x3 submanifold conv; channels C -> C.
 
-    def __init__(self, channels: int, mlp_ratio: float = 4.0, **kwargs) -> None:
+    Args:
+        channels: C.
+        mlp_ratio: MLP hidden = ``int(C * mlp_ratio)``.
+        use_checkpoint: recompute the block in backward (training mode with grad only).
+    """
+
+    def __init__(self, channels: int, mlp_ratio: float = 4.0, use_checkpoint: bool = False, **kwargs) -> None:
         super().__init__()
         _check_kwargs(kwargs)
+        self.use_checkpoint = use_checkpoint
         hidden = int(channels * mlp_ratio)
         self.conv = SparseConv3d(channels, channels)
         self.norm = LayerNorm32(channels, elementwise_affine=True, eps=1e-6)
@@ -50,9 +59,15 @@ class SparseConvNeXtBlock3d(nn.Module):
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         """``[N, C]`` -> ``[N, C]`` on the same coords."""
+        if self.use_checkpoint and self.training and torch.is_grad_enabled():
+            neighbor_map(x)  # build the cached map outside the recomputed region
+            return x.replace(checkpoint(self._residual, x, use_reentrant=False))
+        return x.replace(self._residual(x))
+
+    def _residual(self, x: SparseTensor) -> torch.Tensor:
         h = self.conv(x).feats  # [N, C]
         h = self.mlp(self.norm(h))  # [N, C]
-        return x.replace(x.feats + h)
+        return x.feats + h
 
 
 class SparseResBlockS2C3d(nn.Module):

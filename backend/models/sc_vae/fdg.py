@@ -33,6 +33,9 @@ class FlexiDualGridOutput:
         split_weight: ``[K, 1]`` fp32 (> 0) quad split weight.
         resolution: grid size for mesh extraction (the mesh lives in ``[-0.5, 0.5]^3``).
         batch_size: number of samples.
+        intersection_logits: ``[K, 3]`` fp32 logits behind ``intersected`` (``> 0`` = crosses),
+            differentiable, for the training loss; ``offsets`` and ``split_weight`` are
+            differentiable too.
     """
 
     coords: torch.Tensor
@@ -41,6 +44,7 @@ class FlexiDualGridOutput:
     split_weight: torch.Tensor
     resolution: int
     batch_size: int
+    intersection_logits: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.coords.shape[0])
@@ -50,8 +54,9 @@ class FlexiDualGridOutput:
         rows = self.coords[:, 0] == i
         coords = self.coords[rows].clone()
         coords[:, 0] = 0
+        logits = None if self.intersection_logits is None else self.intersection_logits[rows]
         return FlexiDualGridOutput(coords, self.offsets[rows], self.intersected[rows],
-                                   self.split_weight[rows], self.resolution, 1)
+                                   self.split_weight[rows], self.resolution, 1, logits)
 
 
 class FlexiDualGridVaeEncoder(SparseUnetVaeEncoder):
@@ -71,12 +76,22 @@ class FlexiDualGridVaeEncoder(SparseUnetVaeEncoder):
         super().__init__(6, model_channels, latent_channels, num_blocks, block_type, down_block_type,
                          block_args, use_fp16, **ignored)
 
+    def _input(self, vertices: SparseTensor, intersected: SparseTensor) -> SparseTensor:
+        dtype = self.input_layer.weight.dtype
+        feats = torch.cat([vertices.feats.to(dtype) - 0.5, intersected.feats.to(dtype) - 0.5], dim=1)  # [N,6]
+        return vertices.replace(feats)
+
     def forward(self, vertices: SparseTensor, intersected: SparseTensor, return_maps: bool = False):
         """``vertices.feats [N, 3]`` in [0, 1] and ``intersected.feats [N, 3]`` (bool / 0-1) on the
         same coords -> latent (and the S2C maps, see :meth:`SparseUnetVaeEncoder.forward`)."""
-        dtype = self.input_layer.weight.dtype
-        feats = torch.cat([vertices.feats.to(dtype) - 0.5, intersected.feats.to(dtype) - 0.5], dim=1)  # [N,6]
-        return super().forward(vertices.replace(feats), return_maps=return_maps)
+        return super().forward(self._input(vertices, intersected), return_maps=return_maps)
+
+    def encode_posterior(
+        self, vertices: SparseTensor, intersected: SparseTensor
+    ) -> tuple[SparseTensor, SparseTensor, list[S2CMap]]:
+        """``(mean, logvar, maps)`` for the inputs of :meth:`forward`; see
+        :meth:`SparseUnetVaeEncoder.encode_posterior`."""
+        return super().encode_posterior(self._input(vertices, intersected))
 
 
 class FlexiDualGridVaeDecoder(SparseUnetVaeDecoder):
@@ -112,7 +127,13 @@ class FlexiDualGridVaeDecoder(SparseUnetVaeDecoder):
         *,
         s2c_maps: Sequence[S2CMap] | None = None,
     ):
-        """Decode to a :class:`FlexiDualGridOutput` (and the subdivision logits if asked)."""
+        """Decode to a :class:`FlexiDualGridOutput` (and the subdivision logits if asked).
+
+        For training, pass the encoder's maps as ``s2c_maps`` (teacher forcing): the output then
+        lies on the encoded voxels in their order, and with ``return_subs`` the 4 ``to_subdiv``
+        logits (coarse to fine, row-aligned to ``s2c_maps[l].parent_coords``) are still returned
+        for the subdivision loss against ``s2c_maps[l].child_mask()``.
+        """
         h, subs = super().forward(x, guide_subs, return_subs=True, s2c_maps=s2c_maps)
         out = self.postprocess(h)
         return (out, subs) if return_subs else out
@@ -128,4 +149,5 @@ class FlexiDualGridVaeDecoder(SparseUnetVaeDecoder):
             split_weight=F.softplus(raw[:, 6:7]),
             resolution=-1 if self.resolution is None else int(self.resolution),
             batch_size=h.batch_size,
+            intersection_logits=raw[:, 3:6],
         )

@@ -1,9 +1,10 @@
 """``SparseUnetVaeEncoder`` / ``SparseUnetVaeDecoder``: the SC-VAE trunks (spec 5.4-5.6).
 
-Constructor arguments are the checkpoint JSON ``args``; training-only ones
-(``initialization``, ``dtype``, ``use_checkpoint`` in ``block_args``) are accepted and
-ignored. Storage is mixed precision like the official files: with ``use_fp16`` every conv
-and linear inside ``blocks`` is fp16, LayerNorms and the entry/exit linears stay fp32.
+Constructor arguments are the checkpoint JSON ``args``; ``initialization`` and ``dtype``
+are accepted and ignored, ``use_checkpoint`` in ``block_args`` turns on gradient
+checkpointing of the ConvNeXt blocks (also settable later: ``set_gradient_checkpointing``).
+Storage is mixed precision like the official files: with ``use_fp16`` every conv and linear
+inside ``blocks`` is fp16, LayerNorms and the entry/exit linears stay fp32.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from backend.sparse.conv import ConvBackend, SparseConv3d, set_conv_backend
 from backend.sparse.spatial import S2CMap, s2c_map
 from backend.sparse.tensor import SparseTensor
 
-from .blocks import SparseResBlockC2S3d, SparseResBlockS2C3d, block_class
+from .blocks import SparseConvNeXtBlock3d, SparseResBlockC2S3d, SparseResBlockS2C3d, block_class
 
 NUM_LEVELS_TRAINING_ONLY = ("initialization", "dtype")
 
@@ -44,6 +45,16 @@ def _check_ignored(kwargs: dict, allowed: Sequence[str]) -> None:
 
 
 class _ConvBackendMixin:
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each ConvNeXt block in backward instead of storing its activations.
+
+        Active only in training mode with grad enabled; the same switch as the
+        ``use_checkpoint`` block argument of the configs.
+        """
+        for m in self.modules():
+            if isinstance(m, SparseConvNeXtBlock3d):
+                m.use_checkpoint = bool(enabled)
+
     def set_conv_backend(self, backend: ConvBackend | str | None) -> None:
         """Choose the sparse conv backend of every conv (None: per device at call time)."""
         set_conv_backend(self, backend)
@@ -94,15 +105,8 @@ class SparseUnetVaeEncoder(_ConvBackendMixin, nn.Module):
         if use_fp16:
             _convert_blocks_to_fp16(self.blocks)
 
-    def forward(self, x: SparseTensor, return_maps: bool = False):
-        """Encode ``x.feats [N, in_channels]``.
-
-        Returns:
-            The mean latent (``SparseTensor``, feats ``[M, latent_channels]`` fp32, coords on the
-            /16 grid, lexicographically sorted); with ``return_maps`` also the list of the S2C
-            maps **in decoding order** (``maps[0]`` undoes the last downsampling), to give a
-            decoder as ``s2c_maps`` so it lands exactly on ``x``'s voxels in ``x``'s order.
-        """
+    def _encode(self, x: SparseTensor) -> tuple[SparseTensor, list[S2CMap]]:
+        """``to_latent`` output (feats ``[M, 2 latent]``: mean, then logvar) and the maps, decoding order."""
         h = x.replace(self.input_layer(x.feats.to(self.input_layer.weight.dtype)).to(self.dtype))  # [N, C0]
         maps: list[S2CMap] = []
         for stage in self.blocks:
@@ -114,9 +118,36 @@ class SparseUnetVaeEncoder(_ConvBackendMixin, nn.Module):
                 else:
                     h = block(h)
         feats = F.layer_norm(h.feats.to(self.to_latent.weight.dtype), h.feats.shape[-1:])  # eps 1e-5
-        mean = self.to_latent(feats)[:, : self.latent_channels]  # [M, latent]
-        latent = SparseTensor(h.coords, mean, h.batch_size)
-        return (latent, maps[::-1]) if return_maps else latent
+        raw = self.to_latent(feats)  # [M, 2 latent]
+        return SparseTensor(h.coords, raw, h.batch_size), maps[::-1]
+
+    def forward(self, x: SparseTensor, return_maps: bool = False):
+        """Encode ``x.feats [N, in_channels]``.
+
+        Returns:
+            The mean latent (``SparseTensor``, feats ``[M, latent_channels]`` fp32, coords on the
+            /16 grid, lexicographically sorted); with ``return_maps`` also the list of the S2C
+            maps **in decoding order** (``maps[0]`` undoes the last downsampling), to give a
+            decoder as ``s2c_maps`` so it lands exactly on ``x``'s voxels in ``x``'s order.
+        """
+        raw, maps = self._encode(x)
+        latent = raw.replace(raw.feats[:, : self.latent_channels])  # [M, latent]
+        return (latent, maps) if return_maps else latent
+
+    def encode_posterior(self, x: SparseTensor) -> tuple[SparseTensor, SparseTensor, list[S2CMap]]:
+        """Training view of the encoder: the Gaussian posterior and the S2C maps.
+
+        Returns:
+            ``(mean, logvar, maps)``: two ``SparseTensor`` on the latent coords with feats
+            ``[M, latent_channels]`` each (``to_latent``'s first and second half), and the S2C
+            maps in decoding order (as ``forward(..., return_maps=True)``), which teacher-force
+            a decoder (``s2c_maps=maps``) onto ``x``'s voxels in ``x``'s order;
+            ``maps[l].child_mask()`` is the ground-truth subdivision of decoder level ``l``.
+        """
+        raw, maps = self._encode(x)
+        mean = raw.replace(raw.feats[:, : self.latent_channels])
+        logvar = raw.replace(raw.feats[:, self.latent_channels:])
+        return mean, logvar, maps
 
 
 class SparseUnetVaeDecoder(_ConvBackendMixin, nn.Module):
