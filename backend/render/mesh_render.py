@@ -24,7 +24,7 @@ import torch
 from backend.geometry import TriangleMesh
 
 from .cameras import Camera
-from .raster import Rasterization, interpolate, project, rasterize
+from .raster import Rasterization, project, rasterize
 
 DEFAULT_BASE_COLOR = (0.8, 0.8, 0.8)
 DEFAULT_METALLIC = 0.0
@@ -112,9 +112,15 @@ def _texture_tensor(tex: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(tex)).to(device=device, dtype=torch.float32) / 255.0
 
 
-def _surface_properties(mesh: TriangleMesh, rast: Rasterization, faces: torch.Tensor, device: torch.device):
+def _interpolate_at(attributes: torch.Tensor, faces: torch.Tensor, pix_face: torch.Tensor,
+                    pix_bary: torch.Tensor) -> torch.Tensor:
+    """Per-vertex ``attributes [V, C]`` at M covered pixels (their faces [M], barycentrics [M, 3])."""
+    return (attributes[faces[pix_face]] * pix_bary[..., None].to(attributes.dtype)).sum(1)
+
+
+def _surface_properties(mesh: TriangleMesh, faces: torch.Tensor, pix_face: torch.Tensor,
+                        pix_bary: torch.Tensor, device: torch.device):
     """Per covered pixel: linear base colour [M, 3], alpha [M], metallic [M], roughness [M]."""
-    pix_face = rast.face_id[rast.mask]  # [M]
     m = len(pix_face)
     base = torch.tensor(DEFAULT_BASE_COLOR, device=device).expand(m, 3).clone()
     alpha = torch.ones(m, device=device)
@@ -123,7 +129,7 @@ def _surface_properties(mesh: TriangleMesh, rast: Rasterization, faces: torch.Te
     uv = None
     if mesh.uvs is not None:
         uvs = torch.as_tensor(np.asarray(mesh.uvs), dtype=torch.float32, device=device)
-        uv = interpolate(uvs, faces, rast)[rast.mask]  # [M, 2]
+        uv = _interpolate_at(uvs, faces, pix_face, pix_bary)  # [M, 2]
     face_material = torch.as_tensor(mesh.material_of_faces(), device=device)[pix_face]
     for index, mat in enumerate(mesh.materials):
         sel = face_material == index
@@ -150,7 +156,7 @@ def _surface_properties(mesh: TriangleMesh, rast: Rasterization, faces: torch.Te
         base[sel], alpha[sel], metallic[sel], roughness[sel] = color[:, :3], a, met, rough
     if mesh.vertex_colors is not None:
         vc = torch.as_tensor(np.asarray(mesh.vertex_colors), dtype=torch.float32, device=device)
-        vc_pix = interpolate(vc, faces, rast)[rast.mask]
+        vc_pix = _interpolate_at(vc, faces, pix_face, pix_bary)
         base = base * vc_pix[:, :3]
         alpha = alpha * vc_pix[:, 3]
     return base.clamp(0, 1), alpha.clamp(0, 1), metallic.clamp(0, 1), roughness.clamp(0.02, 1)
@@ -208,29 +214,32 @@ def render_mesh(mesh: TriangleMesh, camera: Camera, size: int | tuple[int, int],
     world_to_clip = torch.as_tensor(camera.full_projection(), dtype=verts.dtype, device=device)
     rast = rasterize(project(verts, world_to_clip), faces, height, width)
     mask = rast.mask
+    # Shading works on the covered pixels only (a list of M), then scatters into the images.
+    pix = torch.nonzero(rast.face_id.reshape(-1) >= 0).squeeze(1)
+    pix_face = rast.face_id.reshape(-1)[pix]
+    pix_bary = rast.bary.reshape(-1, 3)[pix]
 
     eye = torch.as_tensor(camera.position, dtype=verts.dtype, device=device)
-    position = interpolate(verts, faces, rast)  # [H, W, 3]
+    position = _interpolate_at(verts, faces, pix_face, pix_bary)  # [M, 3]
     if mesh.normals is not None and vertices is None:
         vn = torch.as_tensor(np.asarray(mesh.normals), dtype=verts.dtype, device=device)
-        normal = interpolate(vn, faces, rast)
+        normal = _interpolate_at(vn, faces, pix_face, pix_bary)
     else:  # flat normals from the (possibly differentiable) positions
         tri = verts[faces]
-        face_n = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=1)
-        normal = face_n[rast.face_id.clamp_min(0)]
+        normal = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=1)[pix_face]
     normal = normal / normal.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     view_dir = eye - position
     view_dir = view_dir / view_dir.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    facing = torch.where((normal * view_dir).sum(-1, keepdim=True) < 0, -1.0, 1.0)
-    normal = torch.where(mask[..., None], normal * facing, torch.zeros_like(normal))
+    normal = torch.where((normal * view_dir).sum(-1, keepdim=True) < 0, -normal, normal)
+    normal_img = normal.new_zeros(height * width, 3).index_put((pix,), normal).view(height, width, 3)
 
-    rgba = torch.zeros(height, width, 4, device=device)
-    if bool(mask.any()):
-        base, alpha, metallic, roughness = _surface_properties(mesh, rast, faces, device)
-        lin = _shade(base, metallic, roughness, normal[mask].detach().float(),
-                     position[mask].detach().float(), view_dir[mask].detach().float(), lighting)
-        rgba[mask] = torch.cat([linear_to_srgb(lin), alpha[:, None]], -1)
-    return RenderResult(rgba, mask, rast.depth, normal, rast)
+    rgba = torch.zeros(height * width, 4, device=device)
+    if len(pix):
+        base, alpha, metallic, roughness = _surface_properties(mesh, faces, pix_face, pix_bary, device)
+        lin = _shade(base, metallic, roughness, normal.detach().float(), position.detach().float(),
+                     view_dir.detach().float(), lighting)
+        rgba[pix] = torch.cat([linear_to_srgb(lin), alpha[:, None]], -1)
+    return RenderResult(rgba.view(height, width, 4), mask, rast.depth, normal_img, rast)
 
 
 def random_condition_lighting(rng: np.random.Generator) -> Lighting:
