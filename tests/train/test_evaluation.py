@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from backend.geometry import PbrMaterial, TriangleMesh
+from backend.pipeline.api import ExportOptions
 from backend.train import evaluation as ev
+from tests.fixtures import tiny_checkpoint as tiny_checkpoint_fixtures
+
+tiny_release = tiny_checkpoint_fixtures.tiny_checkpoint  # the session's tiny random-weight release folder
 
 
 def _cube(center=(0.0, 0.0, 0.0), side=1.0) -> TriangleMesh:
@@ -157,3 +165,119 @@ def test_colour_error_uses_the_nearest_predicted_sample():
     m = ev.compare_meshes(_quad(black), _quad(red), num_points=1000, seed=0)
     assert m.chamfer == 0.0 and m.color_error == pytest.approx(1 / 3)
     assert torch.get_default_dtype() == torch.float32  # nothing here changed global torch state
+
+
+# ------------------------------------------------------------------------------- the driver
+
+
+def _fake_data(root: Path) -> tuple[Path, Path]:
+    """A data folder with 2 held-out and 2 training objects (plus a failed record), and their GLBs.
+
+    Held-out "a" has a rendered condition picture; held-out "b" has a fully transparent one (the
+    pipeline refuses it: an empty foreground), so every method must record a failure for it.
+    """
+    from backend.meshio import write_glb, z_up_to_y_up
+    from backend.render import orbit_camera, render_mesh
+
+    data, meshes = root / "data", root / "meshes"
+    meshes.mkdir(parents=True)
+    records = []
+    shapes = {"a": (0.8, 0.6, 0.4), "b": (0.5, 0.5, 0.9), "t1": (0.9, 0.3, 0.3), "t2": (0.6, 0.7, 0.5)}
+    split = {"a": "test", "b": "test", "t1": "train", "t2": "train"}
+    camera = orbit_camera(0.6, 0.4, 2.5, 0.7)
+    for i, (object_id, size) in enumerate(shapes.items()):
+        texture = np.zeros((8, 8, 3), np.uint8)
+        texture[:, :4], texture[:, 4:] = (220, 40, 40 + 50 * i), (30, 60 + 40 * i, 200)
+        cube = _cube()
+        box = TriangleMesh(cube.vertices * np.array(size), cube.faces, uvs=cube.vertices[:, :2] + 0.5,
+                           materials=[PbrMaterial(base_color_texture=texture)])
+        write_glb(meshes / f"{object_id}.glb", z_up_to_y_up(box))
+        pictures = data / "renders_cond" / object_id
+        pictures.mkdir(parents=True)
+        rgba = render_mesh(box, camera, 96).rgba_uint8()
+        if object_id == "b":
+            rgba[..., 3] = 0
+        for view in range(2):
+            Image.fromarray(rgba, "RGBA").save(pictures / f"{view:03d}.png")
+        records.append({"id": object_id, "split": split[object_id], "status": "ok",
+                        "normalization": {"center": [0, 0, 0], "scale": 1.0}})
+    records.append({"id": "broken", "split": "test", "status": "failed"})
+    (data / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    return data, meshes
+
+
+@pytest.mark.slow
+def test_evaluate_release_end_to_end_on_the_tiny_checkpoint(tmp_path, tiny_release):
+    data, meshes = _fake_data(tmp_path)
+    out = tmp_path / "eval"
+    report = ev.evaluate_release(tiny_release, data, meshes, out, device="cpu", view=0, seed=0, steps=2,
+                                 num_points=2000, grid_cell=48,
+                                 export=ExportOptions(texture_size=64, faces=2000, write_direct=False))
+    assert report.table == out / "table.md" and report.grid == out / "grid.png"
+    rows = [json.loads(line) for line in report.results.read_text().splitlines()]
+    methods = ("ours", "random", "retrieval")
+    assert sorted((r["object_id"], r["method"]) for r in rows) == [(o, m) for o in "ab" for m in methods]
+    by = {(r["object_id"], r["method"]): r for r in rows}
+    for method in ("ours", "random", "retrieval"):
+        failed = by["b", method]
+        assert failed["status"] == "failed" and failed["chamfer"] is None and failed["f_score_5pct"] == 0.0
+        assert "foreground is empty" in failed["error"]
+    # Retrieval on "a" finds a training object and scores its mesh; a box vs a box is not far off.
+    hit = by["a", "retrieval"]
+    assert hit["status"] == "ok" and hit["extra"]["retrieved"] in ("t1", "t2") and 0 <= hit["chamfer"] < 0.5
+    # The random-weight networks may or may not find a surface; either way the outcome is recorded.
+    for method in ("ours", "random"):
+        assert by["a", method]["status"] in ("ok", "failed")
+        if by["a", method]["status"] == "ok":
+            assert Path(by["a", method]["prediction"]).is_file() and by["a", method]["chamfer"] >= 0
+    summary = json.loads(report.summary.read_text())
+    assert list(summary["methods"]) == ["ours", "random", "retrieval"]
+    assert summary["held_out_objects"] == 2
+    for method, s in summary["methods"].items():
+        assert s["objects"] == 2 and s["failed"] == sum(by[o, method]["status"] == "failed" for o in "ab")
+    assert summary["methods"]["retrieval"]["f_score_5pct_mean"] == pytest.approx(hit["f_score_5pct"] / 2)
+    table = report.table.read_text().splitlines()
+    assert table[0].startswith("| method | objects | failed | Chamfer median")
+    assert [line.split("|")[1].strip() for line in table[2:5]] == ["ours", "random", "retrieval"]
+    grid = Image.open(report.grid)
+    assert grid.size == (4 * 48, 16 + 2 * 48)  # columns input / ours / retrieval / GT; one row per object
+    pixels = np.asarray(grid.convert("RGB"))
+    gt_cell = pixels[16:16 + 48, 3 * 48:4 * 48]
+    assert (gt_cell != 255).any()  # the ground truth of "a" is drawn
+    assert (out / "random_release" / "pipeline.json").is_file()
+
+
+def test_random_release_has_the_same_configs_and_new_weights(tmp_path, tiny_release):
+    from safetensors.torch import load_file
+
+    copy = ev.write_random_release(tiny_release, tmp_path / "random", seed=3)
+    for config in sorted((tiny_release / "ckpts").glob("*.json")):
+        assert json.loads((copy / "ckpts" / config.name).read_text()) == json.loads(config.read_text())
+    stem = "slat_flow_img2shape_dit_1_3B_512_bf16"
+    old = load_file(str(tiny_release / "ckpts" / f"{stem}.safetensors"))
+    new = load_file(str(copy / "ckpts" / f"{stem}.safetensors"))
+    assert old.keys() == new.keys()
+    assert any(not torch.equal(old[k], new[k]) for k in old if old[k].is_floating_point())
+    assert (copy / "dinov3_tiny" / "config.json").is_file()
+    encoder = json.loads((copy / "pipeline.json").read_text())["args"]["image_cond_model"]["args"]
+    assert Path(encoder["model_name"]) == copy / "dinov3_tiny"  # redirected to the copy's own encoder folder
+
+
+def test_no_held_out_objects_is_an_error(tmp_path):
+    (tmp_path / "metadata.jsonl").write_text(json.dumps({"id": "x", "split": "train", "status": "ok"}) + "\n")
+    with pytest.raises(ev.EvaluationError):
+        ev.evaluate_release(tmp_path, tmp_path, tmp_path, tmp_path / "out", device="cpu")
+    with pytest.raises(ValueError, match="unknown baseline"):
+        ev.evaluate_release(tmp_path, tmp_path, tmp_path, tmp_path / "out", device="cpu", baselines=("dino",))
+
+
+def test_cli_reports_a_missing_data_folder(tmp_path, capsys):
+    import importlib.util
+
+    path = Path(__file__).parents[2] / "scripts" / "eval_mini.py"
+    spec = importlib.util.spec_from_file_location("eval_mini", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    code = script.main(["--release", str(tmp_path), "--data", str(tmp_path / "none"),
+                        "--meshes", str(tmp_path), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert code == 1 and "metadata.jsonl" in capsys.readouterr().err
