@@ -28,20 +28,21 @@ def _randomise(model: torch.nn.Module, seed: int = 0) -> None:
 
 
 def _ref_forward(sd, tokens, t, cond, coords, heads):
-    """tokens [L, Cin], t scalar, cond [M, Cc], coords [L, 3] -> [L, Cout] (one sample, fp32)."""
+    """tokens [L, Cin], t scalar, cond [M, Cc], coords [L, 3] -> [L, Cout] (one sample, tokens' dtype)."""
+    dtype = tokens.dtype
     C = sd["input_layer.weight"].shape[0]
     D = C // heads
     lin = lambda x, name: x @ sd[name + ".weight"].T + sd[name + ".bias"]  # noqa: E731
     half = 128
-    freqs = torch.tensor([math.exp(-math.log(10000) * k / half) for k in range(half)])
+    freqs = torch.tensor([math.exp(-math.log(10000) * k / half) for k in range(half)], dtype=dtype)
     temb = torch.cat([torch.cos(t * freqs), torch.sin(t * freqs)])
     temb = lin(F.silu(lin(temb, "t_embedder.mlp.0")), "t_embedder.mlp.2")
     mod = lin(F.silu(temb), "adaLN_modulation.1")
     fd = D // 2 // 3
-    rf = torch.tensor([1.0 / 10000 ** (j / fd) for j in range(fd)])
-    angles = torch.zeros(len(tokens), D // 2)
+    rf = torch.tensor([1.0 / 10000 ** (j / fd) for j in range(fd)], dtype=dtype)
+    angles = torch.zeros(len(tokens), D // 2, dtype=dtype)
     for axis in range(3):
-        angles[:, axis * fd:(axis + 1) * fd] = coords[:, axis:axis + 1].float() * rf
+        angles[:, axis * fd:(axis + 1) * fd] = coords[:, axis:axis + 1].to(dtype) * rf
 
     def rope(x):  # x [L, H, D]
         a, b = x[..., 0::2], x[..., 1::2]
