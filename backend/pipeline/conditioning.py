@@ -81,9 +81,14 @@ class DinoV3Conditioner:
     @torch.inference_mode()
     def features(self, images: Sequence[Image.Image], resolution: int) -> torch.Tensor:
         """``[B, T, D]`` float32 tokens for ``images`` seen at ``resolution`` px (512 or 1024)."""
+        return self.features_from_pixels(to_pixels(images, resolution))
+
+    @torch.inference_mode()
+    def features_from_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``[B, T, D]`` float32 tokens for normalised ``pixels [B, 3, S, S]`` (see :func:`to_pixels`)."""
         m = self.model
         weight = m.embeddings.patch_embeddings.weight
-        pixels = to_pixels(images, resolution).to(device=weight.device, dtype=weight.dtype)
+        pixels = pixels.to(device=weight.device, dtype=weight.dtype)
         h = m.embeddings(pixels)  # [B, 1 + R + P, D]
         rope = m.rope_embeddings(pixels)  # (cos, sin), each [P, head_dim]
         for layer in m.model.layer:

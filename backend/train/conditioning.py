@@ -1,0 +1,143 @@
+"""Image conditions for flow training: the training crop, a frozen image encoder, a feature cache.
+
+Training crops condition renders as the reference trainer does (which differs from inference on
+purpose): the box of pixels with alpha > 0, a square of side max(w, h) about its centre, the RGBA
+crop resized with LANCZOS, then RGB premultiplied by alpha (black background). The image encoder
+is frozen, so every (asset, view) maps to one fixed token tensor: :class:`ConditionCache` computes
+them once per run and serves batches by index, instead of re-running the encoder every step.
+
+:func:`write_image_encoder` makes the small DINOv3-architecture encoder the mini release ships: a
+``transformers`` ``DINOv3ViTModel`` (patch 16, 4 registers) initialised from a fixed seed and kept
+frozen at that initialisation (random features are still a fixed, information-preserving function
+of the picture; the flows learn to read them).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from backend.pipeline.conditioning import DinoV3Conditioner, to_pixels
+
+log = logging.getLogger(__name__)
+
+
+def training_crop(image: Image.Image, size: int) -> Image.Image:
+    """Crop an RGBA render to its alpha > 0 box (square), resize to ``size``, premultiply -> RGB."""
+    rgba = np.asarray(image.convert("RGBA"))
+    ys, xs = np.nonzero(rgba[:, :, 3] > 0)
+    if len(xs):
+        x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        half = max(x1 - x0, y1 - y0) / 2
+        box = (int(cx - half), int(cy - half), int(cx + half), int(cy + half))
+        image = image.convert("RGBA").crop(box)
+    resized = (
+        np.asarray(image.convert("RGBA").resize((size, size), Image.Resampling.LANCZOS), np.float32) / 255
+    )
+    rgb = resized[:, :, :3] * resized[:, :, 3:4]
+    return Image.fromarray((rgb * 255).astype(np.uint8))
+
+
+def condition_image_path(data_dir: Path, item_id: str, view: int) -> Path:
+    return data_dir / "renders_cond" / item_id / f"{view:03d}.png"
+
+
+class ConditionCache:
+    """Encoder tokens for every (item, view), computed once, held on ``device`` in bf16.
+
+    Args:
+        encoder: the frozen image encoder.
+        data_dir: the data folder (condition renders under ``renders_cond``).
+        item_ids: dataset items in dataset order.
+        views: views per item (``[num_items]``); missing views repeat view 0.
+        image_size: the encoder's input side.
+        device: where the cache lives.
+        batch: images per encoder call.
+    """
+
+    def __init__(
+        self,
+        encoder: DinoV3Conditioner,
+        data_dir: Path,
+        item_ids: Sequence[str],
+        views: Sequence[int],
+        image_size: int,
+        device: torch.device,
+        batch: int = 64,
+    ) -> None:
+        self.max_views = max(1, max(views))
+        pairs = [(i, v) for i in range(len(item_ids)) for v in range(self.max_views)]
+        tokens = None
+        for start in range(0, len(pairs), batch):
+            chunk = pairs[start : start + batch]
+            images = []
+            for i, v in chunk:
+                path = condition_image_path(data_dir, item_ids[i], min(v, views[i] - 1))
+                with Image.open(path) as img:
+                    images.append(training_crop(img, image_size))
+            feats = encoder.features_from_pixels(to_pixels(images, image_size)).to(torch.bfloat16)
+            if tokens is None:
+                tokens = torch.empty(len(pairs), *feats.shape[1:], dtype=torch.bfloat16, device=device)
+            tokens[start : start + len(chunk)] = feats.to(device)
+        self.tokens = tokens.view(len(item_ids), self.max_views, *tokens.shape[1:])  # [I, V, T, C]
+        log.info(
+            "condition cache: %d items x %d views, tokens %s (%.2f GiB)",
+            len(item_ids),
+            self.max_views,
+            tuple(self.tokens.shape[2:]),
+            self.tokens.numel() * 2 / 2**30,
+        )
+
+    def lookup(self, item: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        """``[B, T, C]`` float32 tokens of the given (item, view) pairs."""
+        dev = self.tokens.device
+        return self.tokens[item.to(dev), view.to(dev).clamp_max(self.max_views - 1)].float()
+
+
+def load_image_encoder(name_or_path: str | Path, device: torch.device) -> DinoV3Conditioner:
+    """The frozen DINOv3 encoder (local folder or repo id), on ``device``, without gradients."""
+    conditioner = DinoV3Conditioner.from_pretrained(name_or_path)
+    conditioner.model.to(device).requires_grad_(False)
+    return conditioner
+
+
+def write_image_encoder(
+    out: str | Path,
+    *,
+    hidden_size: int = 128,
+    layers: int = 4,
+    heads: int = 2,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float16,
+) -> Path:
+    """Write a small ``DINOv3ViTModel`` (patch 16, 4 registers) initialised from ``seed`` to ``out``."""
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    out = Path(out)
+    config = DINOv3ViTConfig(
+        hidden_size=hidden_size,
+        intermediate_size=4 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        patch_size=16,
+        num_register_tokens=4,
+        image_size=512,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = DINOv3ViTModel(config).eval()
+    model.to(dtype).save_pretrained(out)
+    log.info(
+        "wrote a %d-layer, %d-wide DINOv3-architecture encoder (seed %d) to %s",
+        layers,
+        hidden_size,
+        seed,
+        out,
+    )
+    return out

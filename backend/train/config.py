@@ -1,0 +1,253 @@
+"""Training configs: the reference's JSON schema (``models`` / ``dataset`` / ``trainer``), read strictly.
+
+A config file is::
+
+    {
+      "models":  {"denoiser": {"name": "SLatFlowModel", "args": {...}}},      # or encoder/decoder
+      "dataset": {"name": "ImageConditionedSLatShape", "args": {...}},
+      "trainer": {"name": "ImageConditionedSparseFlowMatchingCFGTrainer", "args": {...}}
+    }
+
+Every unknown key, every missing key and every value of the wrong type is an error that names
+the file and the key (``ConfigError``): a silently ignored field is how a run drifts from what
+its author meant. Model names are the official class names of ``backend.models.registry``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backend.models.registry import known_model_names
+
+
+class ConfigError(ValueError):
+    """A training config (or a value given on the command line) is invalid; says which and why."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One trainable network: official class name and constructor args."""
+
+    name: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """The dataset or trainer section: a registered name and its (still untyped) args."""
+
+    name: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A parsed config file. ``path`` is where it was read from (for messages)."""
+
+    models: dict[str, ModelSpec]
+    dataset: ComponentSpec
+    trainer: ComponentSpec
+    path: str = "<config>"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "models": {k: {"name": m.name, "args": m.args} for k, m in self.models.items()},
+            "dataset": {"name": self.dataset.name, "args": self.dataset.args},
+            "trainer": {"name": self.trainer.name, "args": self.trainer.args},
+        }
+
+
+def _object(value: Any, where: str, required: set[str], optional: set[str] = frozenset()) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected an object, got {type(value).__name__}")
+    missing = sorted(required - set(value))
+    unknown = sorted(set(value) - required - set(optional))
+    if missing:
+        raise ConfigError(f"{where}: missing key {missing[0]!r}")
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}")
+    return value
+
+
+def parse_config(data: Any, where: str = "<config>") -> TrainConfig:
+    """Validate the three sections of an already-parsed config (see the module docstring)."""
+    top = _object(data, where, {"models", "dataset", "trainer"})
+    models_raw = top["models"]
+    if not isinstance(models_raw, dict) or not models_raw:
+        raise ConfigError(f"{where}: 'models' must be a non-empty object")
+    models = {}
+    known = set(known_model_names())
+    for key, spec in models_raw.items():
+        spec = _object(spec, f"{where}: models.{key}", {"name", "args"})
+        if spec["name"] not in known:
+            raise ConfigError(
+                f"{where}: models.{key}.name: unknown model {spec['name']!r}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        if not isinstance(spec["args"], dict):
+            raise ConfigError(f"{where}: models.{key}.args: expected an object")
+        models[key] = ModelSpec(spec["name"], dict(spec["args"]))
+    sections = {}
+    for section in ("dataset", "trainer"):
+        spec = _object(top[section], f"{where}: {section}", {"name", "args"})
+        if not isinstance(spec["name"], str) or not isinstance(spec["args"], dict):
+            raise ConfigError(f"{where}: {section}: 'name' must be a string and 'args' an object")
+        sections[section] = ComponentSpec(spec["name"], dict(spec["args"]))
+    return TrainConfig(models, sections["dataset"], sections["trainer"], where)
+
+
+def read_config(path: str | Path) -> TrainConfig:
+    """Read and validate a config file; errors name the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+    return parse_config(data, str(path))
+
+
+# ---------------------------------------------------------------------------- typed args
+def _check_type(value: Any, annotation: Any, where: str) -> Any:
+    """Check ``value`` against a (simple) type annotation; returns it, converting ints to floats."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(annotation):
+            try:
+                return _check_type(value, option, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if annotation is type(None):
+        if value is not None:
+            raise ConfigError(f"{where}: expected null, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(annotation)[:1] or (Any,)
+        return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or annotation is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected an object, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(annotation):
+        return typed_args(annotation, value, where)
+    raise TypeError(f"unsupported annotation {annotation!r} at {where}")
+
+
+def typed_args(cls: type, raw: Any, where: str):
+    """Build dataclass ``cls`` from a JSON object; unknown keys and wrong types are ``ConfigError``.
+
+    Fields without a default are required. Nested dataclass fields take nested objects.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected an object, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; known: {', '.join(sorted(fields))}")
+    values = {}
+    for name, f in fields.items():
+        if name in raw:
+            values[name] = _check_type(raw[name], hints[name], f"{where}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{where}: missing key {name!r}")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class OptimizerArgs:
+    """AdamW settings (the reference's flows: betas (0.9, 0.95), weight decay 0.01; VAEs: defaults, 0)."""
+
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+
+
+@dataclass(frozen=True)
+class GradClipArgs:
+    """Adaptive clipping: ``max_norm`` until ``warmup`` norms are known, then their percentile."""
+
+    max_norm: float = 1.0
+    clip_percentile: float = 95.0
+    buffer_size: int = 1000
+
+
+@dataclass(frozen=True)
+class LoopArgs:
+    """Settings every trainer shares (the ``trainer.args`` keys not specific to an objective)."""
+
+    max_steps: int
+    batch_size_per_gpu: int
+    batch_split: int = 1
+    optimizer: OptimizerArgs = OptimizerArgs()
+    ema_rate: float = 0.9999
+    grad_clip: GradClipArgs = GradClipArgs()
+    mix_precision: str = "bf16"  # "bf16": fp32 master weights, bf16 autocast; "fp32": no autocast
+    gradient_checkpointing: bool = False
+    i_log: int = 10
+    i_save: int = 1000
+    keep_checkpoints: int = 2
+    seed: int = 0
+    num_workers: int = 0
+    release_names: dict = field(default_factory=dict)  # model key -> released checkpoint name
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1 or self.batch_size_per_gpu < 1 or self.batch_split < 1:
+            raise ValueError("max_steps, batch_size_per_gpu and batch_split must be >= 1")
+        if self.batch_split > self.batch_size_per_gpu:
+            raise ValueError(
+                f"batch_split {self.batch_split} exceeds batch_size_per_gpu {self.batch_size_per_gpu}"
+            )
+        if self.mix_precision not in ("bf16", "fp32"):
+            raise ValueError(f"mix_precision must be 'bf16' or 'fp32', got {self.mix_precision!r}")
+        if not 0.0 <= self.ema_rate < 1.0:
+            raise ValueError(f"ema_rate must lie in [0, 1), got {self.ema_rate}")
+        if self.i_log < 1 or self.i_save < 1 or self.keep_checkpoints < 1:
+            raise ValueError("i_log, i_save and keep_checkpoints must be >= 1")
+
+
+def split_args(raw: dict, objective_cls: type, where: str) -> tuple[LoopArgs, Any]:
+    """Split ``trainer.args`` into the shared :class:`LoopArgs` and the objective's own dataclass."""
+    loop_keys = {f.name for f in dataclasses.fields(LoopArgs)}
+    loop = typed_args(LoopArgs, {k: v for k, v in raw.items() if k in loop_keys}, where)
+    own = typed_args(objective_cls, {k: v for k, v in raw.items() if k not in loop_keys}, where)
+    return loop, own

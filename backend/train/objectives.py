@@ -1,0 +1,279 @@
+"""What each trainer optimises: flow matching with CFG dropout, and the three VAE reconstructions.
+
+An objective is an ``nn.Module`` that owns the trainable networks (``self.nets``, keyed like the
+config's ``models`` section) and whose ``forward(batch)`` returns ``(loss, logs)`` for one
+micro-batch. The training loop wraps the whole objective in DDP, so every network's gradients
+are synchronised without the loop knowing which networks an objective calls or how.
+
+Random numbers (noise, timesteps, condition dropout, posterior samples) come from the global
+torch generator of the process, which the loop seeds per rank and checkpoints: a resumed run
+draws exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from backend.sparse import SparseTensor
+
+from .config import ConfigError
+
+DINOV3_REPO = "facebook/dinov3-vitl16-pretrain-lvd1689m"
+
+
+# --------------------------------------------------------------------------- flow matching
+@dataclass(frozen=True)
+class FlowArgs:
+    """Flow-matching settings (the reference: p_uncond 0.1, sigma_min 1e-5)."""
+
+    p_uncond: float = 0.1
+    sigma_min: float = 1e-5
+    t_schedule: dict = field(
+        default_factory=lambda: {"name": "logitNormal", "args": {"mean": 0.0, "std": 1.0}}
+    )
+    image_cond_model: str = DINOV3_REPO
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.p_uncond <= 1.0:
+            raise ValueError(f"p_uncond must lie in [0, 1], got {self.p_uncond}")
+        name = self.t_schedule.get("name")
+        if name not in ("uniform", "logitNormal"):
+            raise ValueError(f"t_schedule.name must be 'uniform' or 'logitNormal', got {name!r}")
+        unknown = set(self.t_schedule.get("args", {})) - ({"mean", "std"} if name == "logitNormal" else set())
+        if unknown or set(self.t_schedule) - {"name", "args"}:
+            raise ValueError(f"t_schedule has unknown keys: {sorted(unknown or set(self.t_schedule))}")
+
+
+def sample_timesteps(schedule: dict, n: int, device: torch.device) -> torch.Tensor:
+    """``[n]`` times in (0, 1): uniform, or ``sigmoid(mean + std * N(0, 1))`` (logit-normal)."""
+    if schedule["name"] == "uniform":
+        return torch.rand(n).to(device)
+    args = schedule.get("args", {})
+    return torch.sigmoid(args.get("mean", 0.0) + args.get("std", 1.0) * torch.randn(n)).to(device)
+
+
+def noised(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, sigma_min: float):
+    """``x_t = (1 - t) x0 + (s + (1 - s) t) eps`` and the target ``v = (1 - s) eps - x0`` (t broadcast)."""
+    return (1 - t) * x0 + (sigma_min + (1 - sigma_min) * t) * eps, (1 - sigma_min) * eps - x0
+
+
+class FlowMatchingObjective(nn.Module):
+    """Rectified-flow (v-prediction) loss with classifier-free condition dropout.
+
+    Batches carry ``x0`` (dense ``[B, C, R, R, R]``, or sparse feats ``[N, C]`` with ``coords``),
+    ``cond [B, T, Cc]`` (filled in by the loop from the condition cache) and, for the texture
+    flow, ``concat`` (normalised shape latent on the same voxels, never dropped). The loss is the
+    mean over every token and channel of the micro-batch.
+    """
+
+    def __init__(self, nets: dict[str, nn.Module], args: FlowArgs) -> None:
+        super().__init__()
+        if set(nets) != {"denoiser"}:
+            raise ConfigError(f"flow trainers train one model named 'denoiser', got {sorted(nets)}")
+        self.nets = nn.ModuleDict(nets)
+        self.args = args
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        denoiser = self.nets["denoiser"]
+        x0 = batch["x0"]
+        cond = batch["cond"]
+        B = cond.shape[0]
+        device = x0.device
+        t = sample_timesteps(self.args.t_schedule, B, device)  # [B]
+        drop = torch.rand(B) < self.args.p_uncond
+        cond = torch.where(drop.to(device)[:, None, None], torch.zeros_like(cond), cond)
+        eps = torch.randn(x0.shape).to(device)
+        if "coords" in batch:  # sparse: one t per sample, broadcast over its tokens
+            coords = batch["coords"]
+            t_tok = t[coords[:, 0].long()][:, None]
+            x_t, target = noised(x0, eps, t_tok, self.args.sigma_min)
+            kwargs = {}
+            if "concat" in batch:
+                kwargs["concat_cond"] = SparseTensor(coords, batch["concat"], B)
+            pred = denoiser(SparseTensor(coords, x_t, B), t * 1000, cond, **kwargs).feats
+        else:
+            x_t, target = noised(x0, eps, t.view(B, *[1] * (x0.ndim - 1)), self.args.sigma_min)
+            pred = denoiser(x_t, t * 1000, cond)
+        loss = F.mse_loss(pred.float(), target)
+        return loss, {"loss": loss.item(), "mse": loss.item()}
+
+
+# --------------------------------------------------------------------------- VAEs
+def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """``0.5 * mean(mu^2 + sigma^2 - log sigma^2 - 1)`` over all elements."""
+    return 0.5 * torch.mean(mean.pow(2) + logvar.exp() - logvar - 1)
+
+
+def reparameterize(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    return mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape).to(mean.device)
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    p = torch.sigmoid(logits)
+    return 1 - (2 * (p * target).sum() + eps) / (p.sum() + target.sum() + eps)
+
+
+@dataclass(frozen=True)
+class SparseStructureVaeArgs:
+    """SS VAE: occupancy BCE (+ dice, which keeps a ~2% occupied grid from collapsing to empty) and KL."""
+
+    lambda_kl: float = 1e-6
+    lambda_dice: float = 1.0
+
+
+class SparseStructureVaeObjective(nn.Module):
+    """Dense occupancy autoencoder: ``64^3`` occupancy -> ``8 x 16^3`` latent -> occupancy logits."""
+
+    def __init__(self, nets: dict[str, nn.Module], args: SparseStructureVaeArgs) -> None:
+        super().__init__()
+        if set(nets) != {"encoder", "decoder"}:
+            raise ConfigError(f"VAE trainers train 'encoder' and 'decoder', got {sorted(nets)}")
+        self.nets = nn.ModuleDict(nets)
+        self.args = args
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        occ = batch["occupancy"]
+        _, mean, logvar = self.nets["encoder"](occ, sample_posterior=False, return_raw=True)
+        z = reparameterize(mean.float(), logvar.float())
+        logits = self.nets["decoder"](z).float()
+        bce = F.binary_cross_entropy_with_logits(logits, occ)
+        dice = dice_loss(logits, occ)
+        kl = kl_divergence(mean.float(), logvar.float())
+        loss = bce + self.args.lambda_dice * dice + self.args.lambda_kl * kl
+        with torch.no_grad():
+            pred = logits > 0
+            iou = (pred & (occ > 0.5)).sum() / ((pred | (occ > 0.5)).sum()).clamp_min(1)
+        return loss, {
+            "loss": loss.item(),
+            "bce": bce.item(),
+            "dice": dice.item(),
+            "kl": kl.item(),
+            "iou": iou.item(),
+        }
+
+
+@dataclass(frozen=True)
+class ShapeVaeArgs:
+    """Shape SC-VAE loss weights (the reference: 0.1 BCE flags, 0.01 vertex MSE, 0.1 subdivision, 1e-6 KL).
+
+    Rendered mask/depth/normal losses are not part of this objective (``lambda_render`` must be 0):
+    without them the vertex term is the only geometric signal, so small configs raise
+    ``lambda_vertex``.
+    """
+
+    lambda_intersected: float = 0.1
+    lambda_vertex: float = 0.01
+    lambda_subdiv: float = 0.1
+    lambda_kl: float = 1e-6
+    lambda_render: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.lambda_render != 0.0:
+            raise ValueError("rendered losses are not implemented for the shape VAE; set lambda_render to 0")
+
+
+class ShapeVaeObjective(nn.Module):
+    """Flexible-dual-grid autoencoder with teacher forcing: the decoder follows the encoder's maps."""
+
+    def __init__(self, nets: dict[str, nn.Module], args: ShapeVaeArgs) -> None:
+        super().__init__()
+        if set(nets) != {"encoder", "decoder"}:
+            raise ConfigError(f"VAE trainers train 'encoder' and 'decoder', got {sorted(nets)}")
+        self.nets = nn.ModuleDict(nets)
+        self.args = args
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        coords, B = batch["coords"], batch["batch_size"]
+        vertices = SparseTensor(coords, batch["vertices"], B)
+        flags = SparseTensor(coords, batch["intersected"], B)
+        mean, logvar, maps = self.nets["encoder"].encode_posterior(vertices, flags)
+        z = mean.replace(reparameterize(mean.feats.float(), logvar.feats.float()))
+        out, subs = self.nets["decoder"](z, s2c_maps=maps, return_subs=True)
+        masks = [m.child_mask().float() for m in maps]
+        subdiv = sum(F.binary_cross_entropy_with_logits(s.feats.float(), m) for s, m in zip(subs, masks))
+        inter = F.binary_cross_entropy_with_logits(out.intersection_logits.float(), batch["intersected"])
+        vertex = F.mse_loss(out.offsets.float(), batch["vertices"])
+        kl = kl_divergence(mean.feats.float(), logvar.feats.float())
+        a = self.args
+        loss = (
+            a.lambda_intersected * inter
+            + a.lambda_vertex * vertex
+            + a.lambda_subdiv * subdiv
+            + a.lambda_kl * kl
+        )
+        with torch.no_grad():
+            acc = ((out.intersection_logits > 0).float() == batch["intersected"]).float().mean()
+            sub_acc = sum(((s.feats > 0).float() == m).float().mean() for s, m in zip(subs, masks)) / max(
+                1, len(subs)
+            )
+        return loss, {
+            "loss": loss.item(),
+            "intersected_bce": inter.item(),
+            "vertex_mse": vertex.item(),
+            "subdiv_bce": subdiv.item() if torch.is_tensor(subdiv) else float(subdiv),
+            "kl": kl.item(),
+            "flag_acc": acc.item(),
+            "subdiv_acc": float(sub_acc),
+        }
+
+
+@dataclass(frozen=True)
+class PbrVaeArgs:
+    """Texture SC-VAE: L1 on ``attr * 2 - 1`` plus KL (rendered losses: not part of this objective)."""
+
+    lambda_kl: float = 1e-6
+    lambda_render: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.lambda_render != 0.0:
+            raise ValueError(
+                "rendered losses are not implemented for the texture VAE; set lambda_render to 0"
+            )
+
+
+class PbrVaeObjective(nn.Module):
+    """PBR attribute autoencoder on the O-Voxel's voxels, teacher-forced like the shape VAE."""
+
+    def __init__(self, nets: dict[str, nn.Module], args: PbrVaeArgs) -> None:
+        super().__init__()
+        if set(nets) != {"encoder", "decoder"}:
+            raise ConfigError(f"VAE trainers train 'encoder' and 'decoder', got {sorted(nets)}")
+        self.nets = nn.ModuleDict(nets)
+        self.args = args
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        x = batch["attributes"] * 2 - 1
+        inp = SparseTensor(batch["coords"], x, batch["batch_size"])
+        mean, logvar, maps = self.nets["encoder"].encode_posterior(inp)
+        z = mean.replace(reparameterize(mean.feats.float(), logvar.feats.float()))
+        recon = self.nets["decoder"](z, s2c_maps=maps).feats.float()
+        l1 = (recon - x).abs().mean()
+        kl = kl_divergence(mean.feats.float(), logvar.feats.float())
+        loss = l1 + self.args.lambda_kl * kl
+        with torch.no_grad():
+            psnr = -10 * math.log10(max(F.mse_loss(recon * 0.5, x * 0.5).item(), 1e-12))
+        return loss, {"loss": loss.item(), "l1": l1.item(), "kl": kl.item(), "psnr": psnr}
+
+
+# name -> (objective, its args dataclass, what the data loader must add)
+TRAINERS: dict[str, tuple[type[nn.Module], type]] = {
+    "ImageConditionedFlowMatchingCFGTrainer": (FlowMatchingObjective, FlowArgs),
+    "ImageConditionedSparseFlowMatchingCFGTrainer": (FlowMatchingObjective, FlowArgs),
+    "SparseStructureVaeTrainer": (SparseStructureVaeObjective, SparseStructureVaeArgs),
+    "ShapeVaeTrainer": (ShapeVaeObjective, ShapeVaeArgs),
+    "PbrVaeTrainer": (PbrVaeObjective, PbrVaeArgs),
+}
+
+
+def trainer_entry(name: str, where: str) -> tuple[type[nn.Module], type]:
+    if name not in TRAINERS:
+        raise ConfigError(
+            f"{where}: trainer.name: unknown trainer {name!r}; known: {', '.join(sorted(TRAINERS))}"
+        )
+    return TRAINERS[name]

@@ -1,0 +1,201 @@
+"""Trained weights -> a release folder in the official TRELLIS.2 layout.
+
+:func:`export_checkpoint` writes one network as ``NAME.json`` (``{"name", "args"}``) plus
+``NAME.safetensors`` in the dtypes the release stores (bf16 DiT block linears, fp16 VAE blocks, fp32
+elsewhere), exactly what ``backend.models.loading.load_model`` reads. :func:`assemble_release`
+puts the exported networks of the six training runs, the image encoder and the latent statistics
+together into ``pipeline.json`` + ``texturing_pipeline.json`` + ``ckpts/``.
+
+Command line::
+
+    python -m backend.train.release --output RELEASE --data DATA_DIR --image-encoder DIR \\
+        --runs RUN_DIR [RUN_DIR ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from backend.fileio import write_atomic
+from backend.models.registry import model_class
+
+log = logging.getLogger(__name__)
+
+# Buffers the official files do not carry (the loader computes them from the config).
+NOT_STORED = {"rope_phases"}
+
+# pipeline.json model key -> (model class, its role in a training run)
+_ROLE_OF_CLASS = {
+    "SparseStructureFlowModel": "sparse_structure_flow_model",
+    "SparseStructureDecoder": "sparse_structure_decoder",
+    "FlexiDualGridVaeDecoder": "shape_slat_decoder",
+    "FlexiDualGridVaeEncoder": "shape_slat_encoder",
+    "SparseUnetVaeDecoder": "tex_slat_decoder",
+}
+
+
+class ReleaseError(ValueError):
+    """The runs given cannot make a complete release; says what is missing."""
+
+
+def export_checkpoint(spec: Any, state: dict[str, torch.Tensor], out_dir: Path, name: str) -> Path:
+    """Write ``out_dir/name.{json,safetensors}`` from fp32 ``state`` for ``spec`` (class, release args)."""
+    with torch.device("meta"):
+        model = model_class(spec.name)(**spec.args)
+    expected = model.state_dict()
+    tensors = {
+        k: v.detach().to(device="cpu", dtype=expected[k].dtype).contiguous()
+        for k, v in state.items()
+        if k not in NOT_STORED
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / f"{name}.safetensors"
+    tmp = weights.with_name(f".{weights.name}.tmp")
+    save_file(tensors, str(tmp))
+    tmp.replace(weights)
+    write_atomic(
+        out_dir / f"{name}.json", json.dumps({"name": spec.name, "args": spec.args}, indent=2).encode()
+    )
+    return weights
+
+
+def _sampler(strength: float, rescale: float, interval: list[float], rescale_t: float, steps: int) -> dict:
+    return {
+        "name": "FlowEulerGuidanceIntervalSampler",
+        "args": {"sigma_min": 1e-5},
+        "params": {
+            "steps": steps,
+            "guidance_strength": strength,
+            "guidance_rescale": rescale,
+            "guidance_interval": interval,
+            "rescale_t": rescale_t,
+        },
+    }
+
+
+def _exports(run: Path) -> list[tuple[str, str, str]]:
+    """``(class name, export name, trainer name)`` of every network a run exported."""
+    config = json.loads((run / "config.json").read_text())
+    out = []
+    for path in sorted((run / "export").glob("*.json")):
+        cls = json.loads(path.read_text())["name"]
+        out.append((cls, path.stem, config["trainer"]["name"]))
+    if not out:
+        raise ReleaseError(f"{run}: the run exported no network (no export/*.json; has it finished?)")
+    return out
+
+
+def assemble_release(
+    output: Path, runs: list[Path], data_dir: Path, image_encoder: Path, *, steps: int = 12
+) -> Path:
+    """Build the release folder (see the module docstring); returns ``output``."""
+    output = Path(output)
+    ckpts = output / "ckpts"
+    ckpts.mkdir(parents=True, exist_ok=True)
+    roles: dict[str, str] = {}
+    for run in runs:
+        for cls, name, _trainer in _exports(Path(run)):
+            role = _ROLE_OF_CLASS.get(cls)
+            if cls == "SLatFlowModel":
+                config = json.loads((Path(run) / "export" / f"{name}.json").read_text())
+                role = (
+                    "tex_slat_flow_model" if config["args"]["in_channels"] == 64 else "shape_slat_flow_model"
+                )
+            if role is None:
+                continue  # e.g. the sparse-structure encoder: only data preparation needs it
+            for ext in (".json", ".safetensors"):
+                shutil.copy2(Path(run) / "export" / f"{name}{ext}", ckpts / f"{name}{ext}")
+            roles[role] = f"ckpts/{name}"
+    needed = {
+        "sparse_structure_flow_model",
+        "sparse_structure_decoder",
+        "shape_slat_flow_model",
+        "shape_slat_decoder",
+        "tex_slat_flow_model",
+        "tex_slat_decoder",
+        "shape_slat_encoder",
+    }
+    missing = sorted(needed - set(roles))
+    if missing:
+        raise ReleaseError(f"the runs given export no network for {', '.join(missing)}")
+    stats = json.loads((Path(data_dir) / "latent_stats.json").read_text())
+    encoder_dir = output / "image_encoder"
+    if encoder_dir.exists():
+        shutil.rmtree(encoder_dir)
+    shutil.copytree(image_encoder, encoder_dir)
+    models = {
+        "sparse_structure_flow_model": roles["sparse_structure_flow_model"],
+        "sparse_structure_decoder": roles["sparse_structure_decoder"],
+        # The mini release has one resolution: the 1024 entries name the 512 networks.
+        "shape_slat_flow_model_512": roles["shape_slat_flow_model"],
+        "shape_slat_flow_model_1024": roles["shape_slat_flow_model"],
+        "shape_slat_decoder": roles["shape_slat_decoder"],
+        "tex_slat_flow_model_512": roles["tex_slat_flow_model"],
+        "tex_slat_flow_model_1024": roles["tex_slat_flow_model"],
+        "tex_slat_decoder": roles["tex_slat_decoder"],
+    }
+    common = {
+        "tex_slat_sampler": _sampler(1.0, 0.0, [0.6, 0.9], 3.0, steps),
+        "shape_slat_normalization": {"mean": stats["shape"]["mean"], "std": stats["shape"]["std"]},
+        "tex_slat_normalization": {"mean": stats["pbr"]["mean"], "std": stats["pbr"]["std"]},
+        "image_cond_model": {"name": "DinoV3FeatureExtractor", "args": {"model_name": "image_encoder"}},
+        "rembg_model": {"name": "BiRefNet", "args": {"model_name": "briaai/RMBG-2.0"}},
+    }
+    pipeline = {
+        "name": "Trellis2ImageTo3DPipeline",
+        "args": {
+            "models": models,
+            "sparse_structure_sampler": _sampler(7.5, 0.7, [0.6, 1.0], 5.0, steps),
+            "shape_slat_sampler": _sampler(7.5, 0.5, [0.6, 1.0], 3.0, steps),
+            **common,
+            "default_pipeline_type": "512",
+        },
+    }
+    texturing = {
+        "name": "Trellis2TexturingPipeline",
+        "args": {
+            "models": {
+                "shape_slat_encoder": roles["shape_slat_encoder"],
+                "tex_slat_decoder": roles["tex_slat_decoder"],
+                "tex_slat_flow_model_512": roles["tex_slat_flow_model"],
+                "tex_slat_flow_model_1024": roles["tex_slat_flow_model"],
+            },
+            **common,
+        },
+    }
+    write_atomic(output / "pipeline.json", json.dumps(pipeline, indent=2).encode())
+    write_atomic(output / "texturing_pipeline.json", json.dumps(texturing, indent=2).encode())
+    log.info("release written to %s", output)
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m backend.train.release", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--output", type=Path, required=True, help="release folder to write")
+    parser.add_argument("--data", type=Path, required=True, help="data folder (for latent_stats.json)")
+    parser.add_argument("--image-encoder", type=Path, required=True, help="the image encoder folder to ship")
+    parser.add_argument("--runs", type=Path, nargs="+", required=True, help="finished training run folders")
+    parser.add_argument("--steps", type=int, default=12, help="sampler steps per stage in pipeline.json")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        assemble_release(args.output, args.runs, args.data, args.image_encoder, steps=args.steps)
+    except (ReleaseError, OSError, KeyError, ValueError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

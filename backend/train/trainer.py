@@ -1,0 +1,421 @@
+"""The training loop every trainer shares: DDP, AdamW, EMA, adaptive clipping, bf16, checkpoints, logs.
+
+One step: for each of ``batch_split`` micro-batches, forward the objective and backward
+``loss / batch_split`` (DDP synchronises only on the last); then the global gradient norm is
+clipped (:class:`AdaptiveGradClipper`), a step with a non-finite norm is skipped, AdamW updates
+the fp32 master weights and the EMA copy follows. Activations run in bf16 autocast.
+
+Checkpoints (``OUTPUT/ckpts/step_{step:07d}.pt``, rank 0, written to a temporary file and renamed)
+hold the raw and EMA weights, the optimizer, the clipper's norm buffer and every RNG state of
+every rank. Which data a step uses depends only on the step number (``datasets.StepPlan``), so
+``resume`` continues exactly where the checkpoint was taken: the next step's weights are
+bit-identical to an uninterrupted run's on the same machine.
+
+Outputs: ``config.json``, ``log.jsonl`` (one JSON line per logged step), ``loss.png`` (curves),
+``ckpts/``, and ``export/NAME.{json,safetensors}`` (the EMA weights in the official checkpoint
+layout and stored dtypes, loadable by the inference pipeline unchanged).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from backend.fileio import write_atomic
+from backend.models.registry import model_class
+
+from .conditioning import ConditionCache, load_image_encoder
+from .config import ConfigError, TrainConfig, split_args
+from .datasets import StepBatches, StepPlan, build_dataset
+from .init import initialize
+from .objectives import trainer_entry
+from .plots import plot_losses
+from .release import export_checkpoint
+
+log = logging.getLogger(__name__)
+
+CKPT_PREFIX = "step_"
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job (torchrun's RANK / WORLD_SIZE / LOCAL_RANK)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+class AdaptiveGradClipper:
+    """Clip the global gradient norm to ``min(max_norm, percentile of the last buffer_size norms)``.
+
+    Until ``buffer_size`` finite norms have been seen, the threshold is ``max_norm``.
+    """
+
+    def __init__(self, max_norm: float, percentile: float, buffer_size: int) -> None:
+        self.max_norm, self.percentile, self.buffer_size = max_norm, percentile, buffer_size
+        self.norms: collections.deque[float] = collections.deque(maxlen=buffer_size)
+
+    @property
+    def threshold(self) -> float:
+        if len(self.norms) < self.buffer_size:
+            return self.max_norm
+        return min(self.max_norm, float(np.percentile(np.asarray(self.norms), self.percentile)))
+
+    def __call__(self, params: list[nn.Parameter]) -> tuple[float, float]:
+        """Clip in place; returns (pre-clip norm, threshold used)."""
+        tau = self.threshold
+        norm = float(torch.nn.utils.clip_grad_norm_(params, tau))
+        if math.isfinite(norm):
+            self.norms.append(norm)
+        return norm, tau
+
+    def state_dict(self) -> dict:
+        return {"norms": list(self.norms)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.norms = collections.deque(state["norms"], maxlen=self.buffer_size)
+
+
+def training_args(spec_args: dict) -> dict:
+    """Constructor args for training: fp32 parameters everywhere (bf16 comes from autocast)."""
+    args = dict(spec_args)
+    if "use_fp16" in args:
+        args["use_fp16"] = False
+    if "dtype" in args:
+        args["dtype"] = "float32"
+    return args
+
+
+def build_networks(config: TrainConfig) -> dict[str, nn.Module]:
+    """Instantiate every ``models`` entry with training args; bad args are ``ConfigError``."""
+    nets = {}
+    for key, spec in config.models.items():
+        try:
+            nets[key] = model_class(spec.name)(**training_args(spec.args))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{config.path}: models.{key}.args: {exc}") from exc
+    return nets
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    found = sorted(ckpt_dir.glob(f"{CKPT_PREFIX}*.pt"))
+    return found[-1] if found else None
+
+
+class Trainer:
+    """Runs one config to ``max_steps`` (see the module docstring).
+
+    Args:
+        config: the parsed config.
+        output: the run folder (created).
+        data_dir: the data-toolkit folder.
+        device: compute device for this rank.
+        dist_info: rank / world size (1 process: the default).
+        image_encoder: overrides ``trainer.args.image_cond_model`` (flows only).
+        resume: continue from the newest checkpoint in ``output/ckpts`` (error if there is none).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        output: str | Path,
+        data_dir: str | Path,
+        *,
+        device: torch.device | str = "cpu",
+        dist_info: DistInfo = DistInfo(),  # noqa: B008
+        image_encoder: str | None = None,
+        resume: bool = False,
+    ) -> None:
+        self.config = config
+        self.output = Path(output)
+        self.device = torch.device(device)
+        self.dist = dist_info
+        objective_cls, args_cls = trainer_entry(config.trainer.name, config.path)
+        self.loop, self.objective_args = split_args(
+            config.trainer.args, args_cls, f"{config.path}: trainer.args"
+        )
+        if image_encoder is not None:
+            if not hasattr(self.objective_args, "image_cond_model"):
+                raise ConfigError(f"--image-encoder: trainer {config.trainer.name} takes no image condition")
+            self.objective_args = type(self.objective_args)(
+                **{**self.objective_args.__dict__, "image_cond_model": image_encoder}
+            )
+        unknown = set(self.loop.release_names) - set(config.models)
+        if unknown:
+            raise ConfigError(
+                f"{config.path}: trainer.args.release_names names no model {sorted(unknown)[0]!r}"
+            )
+
+        torch.manual_seed(self.loop.seed + self.dist.rank)
+        np.random.seed(self.loop.seed + self.dist.rank)
+        random.seed(self.loop.seed + self.dist.rank)
+
+        self.dataset = build_dataset(
+            config.dataset.name, config.dataset.args, data_dir, config.path, context={"seed": self.loop.seed}
+        )
+        self.nets = build_networks(config)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.loop.seed)  # identical initial weights on every rank
+            for net in self.nets.values():
+                initialize(net)
+        for net in self.nets.values():
+            if self.loop.gradient_checkpointing and hasattr(net, "set_gradient_checkpointing"):
+                net.set_gradient_checkpointing(True)
+        self.objective = objective_cls(self.nets, self.objective_args).to(self.device)
+        self.params = [p for p in self.objective.parameters() if p.requires_grad]
+        self.ema = {
+            k: {n: t.detach().clone() for n, t in net.state_dict().items()} for k, net in self.nets.items()
+        }
+        opt = self.loop.optimizer
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay
+        )
+        clip = self.loop.grad_clip
+        self.clipper = AdaptiveGradClipper(clip.max_norm, clip.clip_percentile, clip.buffer_size)
+        self.step = 0
+        self.model = self.objective
+        if self.dist.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(
+                self.objective, device_ids=ids, bucket_cap_mb=128
+            )
+        self.condition = None
+        if self.dataset.needs_condition:
+            encoder = load_image_encoder(self.objective_args.image_cond_model, self.device)
+            self.condition = ConditionCache(
+                encoder,
+                self.dataset.data_dir,
+                [r["id"] for r in self.dataset.records],
+                [int(r.get("views", 1)) for r in self.dataset.records],
+                self.dataset.args.image_size,
+                self.device,
+            )
+            del encoder
+        self.ckpt_dir = self.output / "ckpts"
+        if resume:
+            self._resume()
+        elif latest_checkpoint(self.ckpt_dir) is not None:
+            raise ConfigError(
+                f"{self.ckpt_dir} already holds checkpoints: pass --resume to continue that run, "
+                "or choose a new --output"
+            )
+
+    # ------------------------------------------------------------------ checkpoints
+    def _resume(self) -> None:
+        path = latest_checkpoint(self.ckpt_dir)
+        if path is None:
+            raise ConfigError(f"--resume: no checkpoint in {self.ckpt_dir}")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        for key, net in self.nets.items():
+            try:
+                net.load_state_dict(state["nets"][key])
+            except (KeyError, RuntimeError) as exc:
+                raise ConfigError(f"{path}: model {key!r} does not match the config: {exc}") from exc
+            self.ema[key] = {n: t.to(self.device) for n, t in state["ema"][key].items()}
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.clipper.load_state_dict(state["clipper"])
+        rng = state["rng"][self.dist.rank] if self.dist.rank < len(state["rng"]) else state["rng"][0]
+        _set_rng_state(rng)
+        self.step = int(state["step"])
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def save_checkpoint(self) -> Path | None:
+        """Write ``ckpts/step_N.pt`` on rank 0 (every rank contributes its RNG state)."""
+        rng = [_rng_state()]
+        if self.dist.world_size > 1:
+            gathered: list[Any] = [None] * self.dist.world_size
+            dist.all_gather_object(gathered, rng[0])
+            rng = gathered
+        if not self.dist.is_main:
+            return None
+        state = {
+            "step": self.step,
+            "nets": {k: net.state_dict() for k, net in self.nets.items()},
+            "ema": self.ema,
+            "optimizer": self.optimizer.state_dict(),
+            "clipper": self.clipper.state_dict(),
+            "rng": rng,
+            "config": self.config.to_json(),
+        }
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        path = self.ckpt_dir / f"{CKPT_PREFIX}{self.step:07d}.pt"
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        for old in sorted(self.ckpt_dir.glob(f"{CKPT_PREFIX}*.pt"))[: -self.loop.keep_checkpoints]:
+            old.unlink()
+        self.export()
+        return path
+
+    def export(self) -> None:
+        """EMA weights of every network with a release name, in the official layout, into ``export/``."""
+        for key, name in self.loop.release_names.items():
+            export_checkpoint(self.config.models[key], self.ema[key], self.output / "export", name)
+
+    # ------------------------------------------------------------------ the loop
+    def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        if self.condition is not None:
+            out["cond"] = self.condition.lookup(out.pop("item"), out.pop("view"))
+        return out
+
+    def _autocast(self):
+        enabled = self.loop.mix_precision == "bf16"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        rate = self.loop.ema_rate
+        for key, net in self.nets.items():
+            ema = self.ema[key]
+            for name, value in net.state_dict().items():
+                if value.dtype.is_floating_point:
+                    ema[name].mul_(rate).add_(value, alpha=1 - rate)
+                else:
+                    ema[name].copy_(value)
+
+    def train_step(self, micro_batches: list[dict[str, Any]]) -> dict[str, float]:
+        """One optimisation step over this rank's micro-batches; returns averaged logs."""
+        self.objective.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        logs: dict[str, float] = collections.defaultdict(float)
+        n = len(micro_batches)
+        for i, mb in enumerate(micro_batches):
+            mb = self._to_device(mb)
+            sync = self.dist.world_size == 1 or i == n - 1
+            ctx = contextlib.nullcontext() if sync else self.model.no_sync()
+            with ctx:
+                with self._autocast():
+                    loss, parts = self.model(mb)
+                (loss / n).backward()
+            for k, v in parts.items():
+                logs[k] += v / n
+        norm, tau = self.clipper(self.params)
+        if math.isfinite(norm):
+            self.optimizer.step()
+        else:
+            logs["skipped"] = 1.0
+            self.optimizer.zero_grad(set_to_none=True)
+        self._update_ema()
+        self.step += 1
+        logs.update(grad_norm=norm, clip=tau)
+        return dict(logs)
+
+    def _loader(self) -> torch.utils.data.DataLoader:
+        plan = StepPlan(
+            len(self.dataset),
+            self.loop.batch_size_per_gpu,
+            self.dist.world_size,
+            self.dist.rank,
+            self.loop.seed,
+        )
+        steps = StepBatches(self.dataset, plan, self.loop.batch_split, self.step, self.loop.max_steps)
+        workers = self.loop.num_workers
+        # A private generator: the loader must not draw from the global RNG the objectives use.
+        return torch.utils.data.DataLoader(
+            steps,
+            batch_size=None,
+            shuffle=False,
+            num_workers=workers,
+            persistent_workers=False,
+            prefetch_factor=4 if workers else None,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(0),
+        )
+
+    def _out_of_time(self, t0: float, max_minutes: float) -> bool:
+        flag = torch.tensor([float(time.perf_counter() - t0 > 60 * max_minutes)], device=self.device)
+        if self.dist.world_size > 1:
+            dist.broadcast(flag, 0)
+        return bool(flag.item())
+
+    def run(self, max_steps: int | None = None, max_minutes: float | None = None) -> None:
+        """Train until ``max_steps`` (default: the config's) or, when given, ``max_minutes`` of wall time.
+
+        Checkpoints every ``i_save`` steps and at the end. With several ranks, rank 0's clock decides
+        (broadcast), so every rank stops at the same step.
+        """
+        stop = self.loop.max_steps if max_steps is None else min(max_steps, self.loop.max_steps)
+        if self.dist.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+            (self.output / "config.json").write_text(json.dumps(self.config.to_json(), indent=2))
+        log_path = self.output / "log.jsonl"
+        window: list[dict[str, float]] = []
+        t0 = time.perf_counter()
+        samples = 0
+        for micro_batches in self._loader():
+            if self.step >= stop:
+                break
+            logs = self.train_step(micro_batches)
+            samples += (
+                sum(
+                    int(mb.get("batch_size", len(mb.get("x0", mb.get("occupancy", [])))))
+                    for mb in micro_batches
+                )
+                * self.dist.world_size
+            )
+            window.append(logs)
+            if self.step % self.loop.i_log == 0 or self.step == stop:
+                elapsed = time.perf_counter() - t0
+                record = {
+                    "step": self.step,
+                    **{k: float(np.mean([w.get(k, 0.0) for w in window])) for k in window[-1]},
+                    "samples_per_s": samples / max(elapsed, 1e-9),
+                    "elapsed_s": elapsed,
+                }
+                if self.device.type == "cuda":
+                    record["peak_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+                window.clear()
+                if self.dist.is_main:
+                    with log_path.open("a") as fh:
+                        fh.write(json.dumps(record) + "\n")
+                    log.info(
+                        "step %d: %s",
+                        self.step,
+                        ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step"),
+                    )
+            if max_minutes is not None and self._out_of_time(t0, max_minutes):
+                log.info("time limit of %.1f min reached at step %d", max_minutes, self.step)
+                break
+            if self.step % self.loop.i_save == 0 and self.step != stop:
+                self.save_checkpoint()
+        self.save_checkpoint()
+        if self.dist.is_main:
+            if log_path.exists():
+                plot_losses(log_path, self.output / "loss.png", title=self.config.trainer.name)
+            # A finished run (max_steps or the time limit); wrappers use it to skip the stage.
+            write_atomic(self.output / "done.json", json.dumps({"step": self.step}).encode())

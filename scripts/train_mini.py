@@ -1,0 +1,272 @@
+"""Train a small TRELLIS.2 from nothing: procedural meshes -> data -> six networks -> release -> evaluation.
+
+Every stage is one of the project's own commands, run as a child process; a stage whose output
+already exists is skipped (trainings resume from their last checkpoint), so the script can be
+interrupted and re-run at any point. The three VAEs train concurrently, then the three flows
+(they share one GPU well at this size).
+
+    python scripts/train_mini.py --work DIR [--family mini|tiny] [--count 960] [--test-count 48]
+        [--resolution 512] [--views 8] [--vae-minutes 5] [--flow-minutes 8] [--device cuda]
+
+Outputs: ``DIR/meshes`` (GLBs + split.json), ``DIR/data`` (training set), ``DIR/runs/<network>``
+(checkpoints, logs, loss.png, exported weights), ``DIR/release`` (the official layout) and
+``DIR/eval`` (held-out table and picture grid).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "backend" / "train" / "configs"
+VAES = ("ss_vae", "shape_vae", "tex_vae")
+FLOWS = ("ss_flow", "shape_flow", "tex_flow")
+# image encoder size per config family (its width is the flows' cond_channels)
+ENCODERS = {
+    "mini": {"hidden_size": 128, "layers": 4, "heads": 2},
+    "tiny": {"hidden_size": 32, "layers": 2, "heads": 2},
+}
+
+
+def _log(msg: str) -> None:
+    sys.stderr.write(f"[train_mini {time.strftime('%H:%M:%S')}] {msg}\n")
+    sys.stderr.flush()
+
+
+def _run(cmd: list[str], log_file: Path | None = None) -> None:
+    _log(" ".join(str(c) for c in cmd))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = open(log_file, "a") if log_file else None  # noqa: SIM115 - closed below
+    try:
+        subprocess.run([str(c) for c in cmd], check=True, cwd=ROOT, env=env, stdout=out, stderr=out)
+    finally:
+        if out:
+            out.close()
+
+
+def _parallel(cmds: dict[str, list[str]], logs: Path) -> None:
+    """Run commands concurrently; fail (after all end) if any failed, naming it and its log."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = {}
+    for name, cmd in cmds.items():
+        _log(f"{name}: {' '.join(str(c) for c in cmd)}")
+        fh = open(logs / f"{name}.log", "a")  # noqa: SIM115 - handed to the child
+        procs[name] = (subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=env, stdout=fh, stderr=fh), fh)
+    failed = []
+    for name, (proc, fh) in procs.items():
+        if proc.wait() != 0:
+            failed.append(name)
+        fh.close()
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)} (see {logs}/<name>.log)")
+
+
+def _done(run: Path) -> bool:
+    return (
+        (run / "export").is_dir()
+        and any((run / "export").glob("*.safetensors"))
+        and (run / "done.json").exists()
+    )
+
+
+def _train_cmds(names, args, work: Path, minutes: float, py: str) -> dict[str, list[str]]:
+    cmds = {}
+    for name in names:
+        run = work / "runs" / name
+        if _done(run):
+            _log(f"{name}: finished earlier, skipped")
+            continue
+        cmd = [
+            py,
+            "-m",
+            "backend.train",
+            "--config",
+            CONFIGS / args.family / f"{name}.json",
+            "--output",
+            run,
+            "--data",
+            work / "data",
+            "--device",
+            args.device,
+            "--image-encoder",
+            work / "image_encoder",
+            "--max-minutes",
+            str(minutes),
+        ]
+        if (run / "ckpts").is_dir() and any((run / "ckpts").glob("*.pt")):
+            cmd.append("--resume")
+        if name.endswith("_vae"):
+            cmd = [c for c in cmd if c not in ("--image-encoder", work / "image_encoder")]
+        cmds[name] = cmd
+    return cmds
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--family", default="mini", choices=sorted(ENCODERS))
+    p.add_argument("--count", type=int, default=960, help="procedural objects (train + test)")
+    p.add_argument("--test-count", type=int, default=48)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resolution", type=int, default=512)
+    p.add_argument("--views", type=int, default=8)
+    p.add_argument("--render-size", type=int, default=512)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--vae-minutes", type=float, default=5.0)
+    p.add_argument("--flow-minutes", type=float, default=8.0)
+    p.add_argument("--eval-limit", type=int, default=0, help="held-out objects to evaluate (0: all)")
+    p.add_argument("--skip-eval", action="store_true")
+    args = p.parse_args(argv)
+    py = sys.executable
+    work = args.work.resolve()
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    def stage(name: str, fn) -> None:
+        t0 = time.perf_counter()
+        fn()
+        timings[name] = round(time.perf_counter() - t0, 1)
+        _log(f"{name}: {timings[name]} s")
+
+    stage(
+        "meshes",
+        lambda: _run(
+            [
+                py,
+                "-m",
+                "backend.train.procedural",
+                "--output",
+                work / "meshes",
+                "--count",
+                args.count,
+                "--seed",
+                args.seed,
+                "--test-count",
+                args.test_count,
+                "--workers",
+                args.workers,
+            ],
+            logs / "meshes.log",
+        ),
+    )
+
+    def image_encoder() -> None:
+        if (work / "image_encoder" / "config.json").exists():
+            return
+        sys.path.insert(0, str(ROOT))
+        from backend.train.conditioning import write_image_encoder
+
+        write_image_encoder(work / "image_encoder", seed=args.seed, **ENCODERS[args.family])
+
+    stage("image_encoder", image_encoder)
+    stage(
+        "prepare",
+        lambda: _run(
+            [
+                py,
+                "-m",
+                "backend.train.data",
+                "prepare",
+                "--input",
+                work / "meshes",
+                "--output",
+                work / "data",
+                "--resolution",
+                args.resolution,
+                "--views",
+                args.views,
+                "--render-size",
+                args.render_size,
+                "--workers",
+                args.workers,
+                "--device",
+                args.device,
+                "--seed",
+                args.seed,
+            ],
+            logs / "prepare.log",
+        ),
+    )
+    stage("vaes", lambda: _parallel(_train_cmds(VAES, args, work, args.vae_minutes, py), logs))
+
+    def names(run: str) -> dict[str, str]:
+        return json.loads((work / "runs" / run / "config.json").read_text())["trainer"]["args"][
+            "release_names"
+        ]
+
+    def encode() -> None:
+        ss, shape, tex = names("ss_vae"), names("shape_vae"), names("tex_vae")
+        _run(
+            [
+                py,
+                "-m",
+                "backend.train.data",
+                "encode",
+                "--data",
+                work / "data",
+                "--shape-encoder",
+                work / "runs/shape_vae/export" / shape["encoder"],
+                "--pbr-encoder",
+                work / "runs/tex_vae/export" / tex["encoder"],
+                "--ss-encoder",
+                work / "runs/ss_vae/export" / ss["encoder"],
+                "--device",
+                args.device,
+            ],
+            logs / "encode.log",
+        )
+
+    stage("encode", encode)
+    stage("flows", lambda: _parallel(_train_cmds(FLOWS, args, work, args.flow_minutes, py), logs))
+    stage(
+        "release",
+        lambda: _run(
+            [
+                py,
+                "-m",
+                "backend.train.release",
+                "--output",
+                work / "release",
+                "--data",
+                work / "data",
+                "--image-encoder",
+                work / "image_encoder",
+                "--runs",
+                *[work / "runs" / n for n in (*VAES, *FLOWS)],
+            ],
+            logs / "release.log",
+        ),
+    )
+    if not args.skip_eval:
+        cmd = [
+            py,
+            ROOT / "scripts" / "eval_mini.py",
+            "--release",
+            work / "release",
+            "--data",
+            work / "data",
+            "--meshes",
+            work / "meshes",
+            "--out",
+            work / "eval",
+            "--device",
+            args.device,
+        ]
+        if args.eval_limit:
+            cmd += ["--limit", args.eval_limit]
+        stage("eval", lambda: _run(cmd, logs / "eval.log"))
+    (work / "timings.json").write_text(json.dumps(timings, indent=2))
+    _log(f"done: {json.dumps(timings)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
