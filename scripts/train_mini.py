@@ -34,6 +34,12 @@ ENCODERS = {
 }
 
 
+def _child_env() -> dict[str, str]:
+    """This environment with the repository first on PYTHONPATH (keeping what was there)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path}
+
+
 def _log(msg: str) -> None:
     sys.stderr.write(f"[train_mini {time.strftime('%H:%M:%S')}] {msg}\n")
     sys.stderr.flush()
@@ -41,7 +47,7 @@ def _log(msg: str) -> None:
 
 def _run(cmd: list[str], log_file: Path | None = None) -> None:
     _log(" ".join(str(c) for c in cmd))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = _child_env()
     out = open(log_file, "a") if log_file else None  # noqa: SIM115 - closed below
     try:
         subprocess.run([str(c) for c in cmd], check=True, cwd=ROOT, env=env, stdout=out, stderr=out)
@@ -52,7 +58,7 @@ def _run(cmd: list[str], log_file: Path | None = None) -> None:
 
 def _parallel(cmds: dict[str, list[str]], logs: Path) -> None:
     """Run commands concurrently; fail (after all end) if any failed, naming it and its log."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = _child_env()
     procs = {}
     for name, cmd in cmds.items():
         _log(f"{name}: {' '.join(str(c) for c in cmd)}")
