@@ -99,7 +99,8 @@ def voxel_attributes(mesh: TriangleMesh, gv: np.ndarray, coords: np.ndarray, pai
     if mesh.uvs is not None:
         tuv = mesh.uvs[faces]  # [P, 3, 2]
         uv = np.einsum("pk,pkc->pc", bary, tuv)
-        uv_area2 = np.abs(np.cross(tuv[:, 1] - tuv[:, 0], tuv[:, 2] - tuv[:, 0]))
+        e1, e2 = tuv[:, 1] - tuv[:, 0], tuv[:, 2] - tuv[:, 0]
+        uv_area2 = np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])  # np.cross refuses 2-D in numpy 2.5
         # log2 of UV units per voxel edge (isotropic estimate from the area ratio); each texture
         # adds log2(its size), giving log2(texels per voxel) = the mip level.
         with np.errstate(divide="ignore", invalid="ignore"):
