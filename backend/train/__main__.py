@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(args.device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", info.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
