@@ -34,6 +34,9 @@ MAX_LINE_BYTES = 1 << 20  # one message, newline included
 MAX_ID_CHARS = 128
 MAX_STRING_CHARS = 8192
 MAX_LIST_ITEMS = 64
+# ``Load.source`` naming the small model that ships with the backend (``backend/mini_release``,
+# trained on procedural objects) instead of a repo id or folder.
+BUNDLED_MINI_MODEL = "mini"
 
 DONE_STATUSES = ("ok", "error", "cancelled")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -114,7 +117,11 @@ class Hello(Message):
 class Load(Message):
     """Load (and if needed download) the models; they stay loaded until the next ``load``.
 
-    ``source`` is a Hugging Face repo id (``owner/name``) or a local folder. ``image_encoder``
+    ``source`` is a Hugging Face repo id (``owner/name``), a local folder, or
+    :data:`BUNDLED_MINI_MODEL` for the bundled mini model. When ``source`` is the official
+    ``microsoft/TRELLIS.2-4B`` and its weights can be neither found locally nor downloaded, the
+    server loads the bundled mini model instead (when the installation has it) and says so in a
+    ``log`` event of level ``warning``. ``image_encoder``
     and ``background_remover`` override the gated dependencies the same way. ``token`` is a
     Hugging Face token, passed explicitly; ``offline`` forbids any network access.
 

@@ -101,7 +101,7 @@ class ExportOptions:
 class GenerateRequest:
     images: tuple[Path, ...]
     output_dir: Path
-    pipeline_type: PipelineType = "1024_cascade"
+    pipeline_type: PipelineType | None = "1024_cascade"  # None: the release's default_pipeline_type
     seed: int = 42
     num_samples: int = 1
     sparse_structure: SamplerOverrides = SamplerOverrides()

@@ -5,16 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from .api import ExportOptions, JobResult, Progress, SamplerOverrides
 from .errors import PipelineError
+from .model_source import BUNDLED_MINI, BUNDLED_MINI_DESCRIPTION, BUNDLED_MINI_MODEL, BUNDLED_MINI_RELEASE
 from .runtime import DEFAULT_MODEL, Runtime
 
 
 def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("runtime")
     g.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"local TRELLIS.2 folder or Hugging Face repo id (default {DEFAULT_MODEL})")
+                   help=f"local TRELLIS.2 folder, Hugging Face repo id, or '{BUNDLED_MINI_MODEL}' for the "
+                        f"bundled mini model (small, {BUNDLED_MINI_DESCRIPTION}; for trying things out). "
+                        f"Default {DEFAULT_MODEL}; when its weights are neither local nor downloadable "
+                        "(offline, not cached, hub unreachable or access refused) the bundled mini model "
+                        "is used instead, with a warning, if this installation has it")
     g.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     g.add_argument("--low-vram", action="store_true", help="move each network to the GPU only for its stage")
     g.add_argument("--offline", action="store_true", help="never download; the model must be local/cached")
@@ -65,12 +71,13 @@ def export_options(args: argparse.Namespace) -> ExportOptions:
                          rasterizer=args.rasterizer, unwrap=args.unwrap)
 
 
-def runtime(args: argparse.Namespace) -> Runtime:
+def runtime(args: argparse.Namespace, bundled_release: Path | None = BUNDLED_MINI_RELEASE) -> Runtime:
+    """The runtime the options ask for; ``bundled_release`` is the bundled mini release folder."""
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     return Runtime(model=args.model, device=device, low_vram=args.low_vram, offline=args.offline,
-                   attention_backend=args.attention)
+                   attention_backend=args.attention, bundled_release=bundled_release)
 
 
 def remover(args: argparse.Namespace, device: str):
@@ -116,17 +123,25 @@ def summary(result: JobResult) -> str:
         lines.append(f"  {a.name}: {a.faces} faces, {a.vertices} vertices, {a.texture_size} px textures, "
                      f"alpha {a.alpha_mode} -> {files}")
     lines.append(f"  peak memory: {result.peak_memory_bytes / 2**30:.2f} GiB")
+    model = next((a.extra["model"] for a in result.assets if "model" in a.extra), None)
+    if model is not None:
+        note = f" - {BUNDLED_MINI_DESCRIPTION}" if model.get("source") == BUNDLED_MINI else ""
+        lines.append(f"  model: {model.get('source')} ({model.get('path')}){note}")
     return "\n".join(lines) + "\n"
 
 
-def run_generator(args: argparse.Namespace, make_request, method: str) -> int:
+def run_generator(args: argparse.Namespace, make_request, method: str,
+                  bundled_release: Path | None = BUNDLED_MINI_RELEASE) -> int:
     """Build the request and a generator from ``args`` and run ``Trellis2Generator.<method>``
-    (``"generate"`` or ``"retexture"``) with a progress bar; returns the exit status."""
+    (``"generate"`` or ``"retexture"``) with a progress bar; returns the exit status.
+
+    ``bundled_release`` is the bundled mini release folder (``--model mini``, and the fallback
+    for unavailable official weights); None disables both."""
     from .generator import Trellis2Generator
 
     def job(bar):
         request = make_request(args)
-        rt = runtime(args)
+        rt = runtime(args, bundled_release)
         gen = Trellis2Generator(rt, remover=remover(args, rt.device))
         args.output.mkdir(parents=True, exist_ok=True)
         return getattr(gen, method)(request, on_progress=bar)

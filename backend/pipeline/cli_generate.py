@@ -7,12 +7,15 @@ from pathlib import Path
 
 from . import cli_common as C
 from .api import PIPELINE_TYPES, GenerateRequest
+from .model_source import BUNDLED_MINI_RELEASE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", type=Path, help="input images (PNG/JPEG/WebP/TIFF; alpha preferred)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    p.add_argument("--pipeline", choices=PIPELINE_TYPES, default="1024_cascade")
+    p.add_argument("--pipeline", choices=PIPELINE_TYPES, default=None,
+                   help="resolution mode (default: the model's default_pipeline_type: 1024_cascade for "
+                        "TRELLIS.2-4B, 512 for the bundled mini model)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--samples", type=int, default=1, help="assets per image (different noise)")
     p.add_argument("--steps", type=int, default=None, help="sampler steps for every stage")
@@ -33,5 +36,6 @@ def request_from_args(args: argparse.Namespace) -> GenerateRequest:
         max_num_tokens=args.max_tokens, export=C.export_options(args), name=args.name)
 
 
-def run(args: argparse.Namespace) -> int:
-    return C.run_generator(args, request_from_args, "generate")
+def run(args: argparse.Namespace, bundled_release: Path | None = BUNDLED_MINI_RELEASE) -> int:
+    """Run the command; ``bundled_release`` is the bundled mini release folder (see ``--model``)."""
+    return C.run_generator(args, request_from_args, "generate", bundled_release)

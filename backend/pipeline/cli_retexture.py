@@ -7,6 +7,7 @@ from pathlib import Path
 
 from . import cli_common as C
 from .api import RetextureRequest
+from .model_source import BUNDLED_MINI_RELEASE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,5 +30,6 @@ def request_from_args(args: argparse.Namespace) -> RetextureRequest:
                             export=C.export_options(args), name=args.name, up_axis=args.up_axis)
 
 
-def run(args: argparse.Namespace) -> int:
-    return C.run_generator(args, request_from_args, "retexture")
+def run(args: argparse.Namespace, bundled_release: Path | None = BUNDLED_MINI_RELEASE) -> int:
+    """Run the command; ``bundled_release`` is the bundled mini release folder (see ``--model``)."""
+    return C.run_generator(args, request_from_args, "retexture", bundled_release)

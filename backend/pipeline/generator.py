@@ -9,6 +9,7 @@ and what to change.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import resource
 import sys
@@ -21,12 +22,15 @@ from .errors import InputError, OutOfMemoryError
 from .export import export_generated, export_retextured
 from .image import BackgroundRemover, load_and_preprocess
 from .image_to_3d import CoordsOverride, image_to_assets
+from .model_source import ModelProvenance
 from .progress import Tracker
 from .retexture import Y_UP_TO_Z_UP, retexture_voxels, work_frame
 from .runtime import ModelStore, Runtime
 from .sampler import make_generator
 
 log = logging.getLogger(__name__)
+
+DEFAULT_PIPELINE_TYPE = "1024_cascade"  # when neither the request nor pipeline.json names one
 
 
 class Trellis2Generator:
@@ -35,7 +39,8 @@ class Trellis2Generator:
     Args:
         runtime: a :class:`Runtime`, or (the server's form) the local release folder, completed
             by ``device`` ("auto" = CUDA when available), ``low_vram`` and ``dependencies``
-            (repo id -> local folder); that form never downloads.
+            (repo id -> local folder) and ``provenance`` (what results record as their ``"model"``;
+            default: the folder as a local source); that form never downloads.
         remover: background remover for inputs without alpha (None: such inputs are refused).
         coords_override: replaces stage-1 occupancy (benchmarks with random weights, tests).
     """
@@ -43,13 +48,15 @@ class Trellis2Generator:
     def __init__(self, runtime: Runtime | str | Path = Runtime(), *,  # noqa: B008
                  device: str | None = None, low_vram: bool | None = None,
                  dependencies: dict[str, Path] | None = None, remover: BackgroundRemover | None = None,
-                 coords_override: CoordsOverride | None = None) -> None:
+                 coords_override: CoordsOverride | None = None,
+                 provenance: ModelProvenance | None = None) -> None:
         if not isinstance(runtime, Runtime):
             dev = device or "auto"
             if dev == "auto":
                 dev = "cuda" if torch.cuda.is_available() else "cpu"
             runtime = Runtime(model=str(runtime), device=dev, low_vram=bool(low_vram), offline=True,
-                              dependencies={k: str(v) for k, v in (dependencies or {}).items()})
+                              dependencies={k: str(v) for k, v in (dependencies or {}).items()},
+                              provenance=provenance)
         self.runtime = runtime
         self.remover = remover
         self.coords_override = coords_override
@@ -72,6 +79,9 @@ class Trellis2Generator:
         if not request.images:
             raise InputError("no input image given")
         store = self.store  # resolves the release first: a missing model stops the job at once
+        if request.pipeline_type is None:
+            request = dataclasses.replace(
+                request, pipeline_type=store.config.default_pipeline_type or DEFAULT_PIPELINE_TYPE)
         tracker = Tracker(on_progress, cancel, assets=len(request.images))
         assets: list[AssetResult] = []
         with self._job(tracker):
@@ -91,9 +101,11 @@ class Trellis2Generator:
                         raise InputError(f"{Path(path).name}: the decoded shape has no surface",
                                          "try another --seed")
                     result = export_generated(asset.vertices, asset.faces, asset.attribute_fn(),
-                                              request.output_dir, name, request.export, self.runtime.device)
+                                              request.output_dir, name, request.export, self.runtime.device,
+                                              result_fields=self._result_fields(store))
                     result.extra.update(seed=request.seed, pipeline_type=request.pipeline_type,
-                                        resolution=asset.resolution, source=str(path))
+                                        resolution=asset.resolution, source=str(path),
+                                        **self._result_fields(store))
                     assets.append(result)
                 tracker.end()
         return JobResult(assets, dict(tracker.seconds), self._peak_memory())
@@ -120,12 +132,18 @@ class Trellis2Generator:
             to_blender = Y_UP_TO_Z_UP if request.up_axis == "y" else torch.eye(3).numpy()
             result = export_retextured(mesh, frame.apply, voxels.attribute_fn(), request.output_dir,
                                        request.name or Path(request.mesh).stem, request.export, to_blender,
-                                       self.runtime.device)
-            result.extra.update(seed=request.seed, resolution=request.resolution, source=str(request.mesh))
+                                       self.runtime.device, result_fields=self._result_fields(store))
+            result.extra.update(seed=request.seed, resolution=request.resolution, source=str(request.mesh),
+                                **self._result_fields(store))
             tracker.end()
         return JobResult([result], dict(tracker.seconds), self._peak_memory())
 
     # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _result_fields(store: ModelStore) -> dict[str, object]:
+        """Fields every result records: ``"model"``, which weights made it (when known)."""
+        return {"model": store.provenance.as_json()} if store.provenance is not None else {}
+
     def _job(self, tracker: Tracker):
         generator = self
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,8 +84,9 @@ def _unwrap(vertices: np.ndarray, faces: np.ndarray, options: ExportOptions) -> 
 
 def _write(mesh: TriangleMesh, tex: TextureSet, blender_positions: np.ndarray | None,
            blender_normals: np.ndarray | None, out_dir: Path, name: str, options: ExportOptions,
-           double_sided: bool) -> AssetResult:
-    """GLB of ``mesh`` (already in the GLB frame, material attached) and the direct result folder."""
+           double_sided: bool, result_fields: Mapping[str, object] | None = None) -> AssetResult:
+    """GLB of ``mesh`` (already in the GLB frame, material attached) and the direct result folder
+    (``result_fields`` are added to its ``result.json``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     wanted = ((options.texture_format, options.write_glb), ("png", options.write_direct))
     formats = {fmt for fmt, on in wanted if on}
@@ -99,7 +100,8 @@ def _write(mesh: TriangleMesh, tex: TextureSet, blender_positions: np.ndarray | 
         write_glb(result.glb, mesh, texture_format=options.texture_format, encode=encode)
     if options.write_direct:
         result.direct = write_direct(out_dir / name, name, blender_positions, mesh.faces, mesh.uvs,
-                                     blender_normals, tex, double_sided, encode=encode)
+                                     blender_normals, tex, double_sided, encode=encode,
+                                     fields=result_fields)
     return result
 
 
@@ -124,13 +126,15 @@ def _encode_once(tex: TextureSet, formats: set[str]) -> Callable[[np.ndarray, st
 
 def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: AttributeFn, out_dir: Path,
                      name: str, options: ExportOptions, device: str = "cpu",
-                     on_step: Callable[[str], None] | None = None) -> AssetResult:
+                     on_step: Callable[[str], None] | None = None,
+                     result_fields: Mapping[str, object] | None = None) -> AssetResult:
     """Export a generated mesh given in the working frame (Z-up, unit cube).
 
     Args:
         vertices, faces: the full-resolution extracted mesh (``[V, 3]``, ``[F, 3]``).
         attributes: working-frame points ``[N, 3]`` -> ``[N, 6]`` PBR attributes in [0, 1].
         on_step: called with the name of each sub-step as it starts (for progress).
+        result_fields: extra top-level fields of the direct result's ``result.json`` (``"model"``).
     """
     step = on_step or (lambda _s: None)
     timings = ExportTimings()
@@ -158,7 +162,8 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
     glb_mesh = TriangleMesh(v_uv @ Z_UP_TO_Y_UP.T, uw.faces, uvs=uw.uvs,
                             normals=(normals.astype(np.float64) @ Z_UP_TO_Y_UP.T).astype(np.float32),
                             materials=[material(tex, options.double_sided)])
-    result = _write(glb_mesh, tex, v_uv, normals, out_dir, name, options, options.double_sided)
+    result = _write(glb_mesh, tex, v_uv, normals, out_dir, name, options, options.double_sided,
+                    result_fields)
     timings.mark("write", t)
     result.extra["export_seconds"] = timings.seconds
     result.extra["coverage"] = float(mask.mean())
@@ -169,13 +174,15 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
 
 def export_retextured(mesh: TriangleMesh, to_work: Callable[[np.ndarray], np.ndarray],
                       attributes: AttributeFn, out_dir: Path, name: str, options: ExportOptions,
-                      to_blender: np.ndarray, device: str = "cpu") -> AssetResult:
+                      to_blender: np.ndarray, device: str = "cpu",
+                      result_fields: Mapping[str, object] | None = None) -> AssetResult:
     """Bake new PBR textures onto ``mesh`` (its own frame), keeping topology, UVs and placement.
 
     Args:
         mesh: the input mesh as read from its file.
         to_work: file-frame points -> working-frame points (where ``attributes`` is defined).
         to_blender: 3x3 rotation from the file frame to Blender's Z-up frame (direct result).
+        result_fields: extra top-level fields of the direct result's ``result.json`` (``"model"``).
     """
     verts = np.asarray(mesh.vertices, np.float64)
     faces = np.asarray(mesh.faces, np.int64)
@@ -197,7 +204,8 @@ def export_retextured(mesh: TriangleMesh, to_work: Callable[[np.ndarray], np.nda
     out = TriangleMesh(out_v, out_f, uvs=uvs, normals=np.asarray(normals, np.float32),
                        materials=[material(tex, double_sided=True)])
     blender_normals = (np.asarray(normals, np.float64) @ to_blender.T).astype(np.float32)
-    result = _write(out, tex, out_v @ to_blender.T, blender_normals, out_dir, name, options, True)
+    result = _write(out, tex, out_v @ to_blender.T, blender_normals, out_dir, name, options, True,
+                    result_fields)
     result.extra["coverage"] = float(mask.mean())
     result.extra["kept_uvs"] = mesh.uvs is not None
     return result

@@ -10,14 +10,16 @@ Layout (read by ``trellis2_blender/results.py``)::
     <folder>/<name>_metallic_roughness.png     glTF packing: G roughness, B metallic
 
 ``result.json``: ``{"name", "mesh", "textures": {"base_color", "metallic_roughness"},
-"alpha_mode", "double_sided", "stats": {"vertices", "faces", "texture_size"}}``.
+"alpha_mode", "double_sided", "stats": {"vertices", "faces", "texture_size"}}`` plus the
+caller's fields, e.g. ``"model": {"source": "official" | "local" | "bundled-mini", "path"}`` (which
+weights made the asset, see ``backend/pipeline/model_source.py``).
 Textures are always PNG here (lossless; Blender reads them natively).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +32,12 @@ from .material import TextureSet
 
 def write_direct(folder: Path, name: str, positions: np.ndarray | None, faces: np.ndarray,
                  uvs_gltf: np.ndarray | None, normals: np.ndarray | None, tex: TextureSet,
-                 double_sided: bool, encode: Callable[[np.ndarray, str], bytes] = encode_image) -> Path:
+                 double_sided: bool, encode: Callable[[np.ndarray, str], bytes] = encode_image,
+                 fields: Mapping[str, object] | None = None) -> Path:
     """Write the folder; ``positions`` None leaves the mesh out (textures only). Returns result.json.
 
-    ``encode`` turns a texture into PNG bytes (the GLB writer's encoder can be shared).
+    ``encode`` turns a texture into PNG bytes (the GLB writer's encoder can be shared); ``fields``
+    are added to result.json as they are (JSON values).
     """
     folder.mkdir(parents=True, exist_ok=True)
     doc: dict = {"name": name, "alpha_mode": tex.alpha_mode, "double_sided": bool(double_sided)}
@@ -53,6 +57,7 @@ def write_direct(folder: Path, name: str, positions: np.ndarray | None, faces: n
     write_atomic(folder / files["base_color"], encode(tex.base_color, "png"))
     write_atomic(folder / files["metallic_roughness"], encode(tex.metallic_roughness, "png"))
     doc["textures"] = files
+    doc.update(fields or {})
     path = folder / "result.json"
     write_atomic(path, json.dumps(doc, indent=2).encode())
     return path

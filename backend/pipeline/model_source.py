@@ -1,0 +1,84 @@
+"""Which TRELLIS.2 weights a job runs on, and how that is recorded with its results.
+
+Three sources:
+
+* ``official``: the released ``microsoft/TRELLIS.2-4B`` from Hugging Face (cached or downloaded);
+* ``local``: a release folder the user named (``--model DIR``, the add-on's "Local folder");
+* ``bundled-mini``: the small model trained on procedural objects that ships with the backend in
+  ``backend/mini_release`` (:data:`BUNDLED_MINI_RELEASE`). It is chosen by name
+  (:data:`BUNDLED_MINI_MODEL`, ``--model mini``) or used as the fallback when the official
+  weights are neither local nor downloadable; the fallback is announced in one log line
+  (:func:`fallback_notice`).
+
+Every result says which source made it: ``result.json`` carries
+``"model": {"source": ..., "path": ...}`` (:meth:`ModelProvenance.as_json`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from backend.protocol import BUNDLED_MINI_MODEL
+
+from .errors import ModelUnavailableError
+
+__all__ = ["BUNDLED_MINI_MODEL", "BUNDLED_MINI_RELEASE", "OFFICIAL", "LOCAL", "BUNDLED_MINI",
+           "ModelProvenance", "bundled_release", "require_bundled_release", "fallback_notice"]
+
+# The bundled mini release folder (official layout), relative to the backend package.
+BUNDLED_MINI_RELEASE: Path = Path(__file__).resolve().parents[1] / "mini_release"
+
+OFFICIAL, LOCAL, BUNDLED_MINI = "official", "local", "bundled-mini"
+BUNDLED_MINI_DESCRIPTION = "trained on procedural objects, not the official weights"
+
+
+@dataclass(frozen=True)
+class ModelProvenance:
+    """Which weights made a result.
+
+    Args:
+        source: :data:`OFFICIAL` (a Hugging Face repo), :data:`LOCAL` (a folder the user named)
+            or :data:`BUNDLED_MINI` (the mini release shipped with the backend).
+        path: the repo id (official) or the release folder.
+    """
+
+    source: str
+    path: str
+
+    def as_json(self) -> dict[str, str]:
+        """The ``"model"`` entry of ``result.json``."""
+        return {"source": self.source, "path": self.path}
+
+    def describe(self) -> str:
+        """One phrase for the console, e.g. ``bundled-mini model (/x/mini_release; trained on ...)``."""
+        note = f"; {BUNDLED_MINI_DESCRIPTION}" if self.source == BUNDLED_MINI else ""
+        return f"{self.source} model ({self.path}{note})"
+
+
+def bundled_release(folder: Path | None) -> Path | None:
+    """``folder`` when it holds a release (a ``pipeline.json``), else None (also for None)."""
+    if folder is None or not (Path(folder) / "pipeline.json").is_file():
+        return None
+    return Path(folder).resolve()
+
+
+def require_bundled_release(folder: Path | None) -> Path:
+    """The bundled mini release folder for an explicit ``--model mini``.
+
+    Raises:
+        ModelUnavailableError: this installation has no bundled mini release.
+    """
+    found = bundled_release(folder)
+    if found is None:
+        where = f"no {Path(folder) / 'pipeline.json'}" if folder is not None else "none configured"
+        raise ModelUnavailableError(
+            f"the bundled mini model is not part of this installation ({where})",
+            "pass --model with the official repo id or a local TRELLIS.2 release folder")
+    return found
+
+
+def fallback_notice(reason: str) -> str:
+    """The one line announcing that the bundled mini model stands in for the official weights."""
+    return (f"official TRELLIS.2 weights unavailable ({reason}); generating with the bundled mini model "
+            f"({BUNDLED_MINI_DESCRIPTION})")
