@@ -63,8 +63,11 @@ def bundled_release(folder: Path | None) -> Path | None:
     return Path(folder).resolve()
 
 
-def require_bundled_release(folder: Path | None) -> Path:
-    """The bundled mini release folder for an explicit ``--model mini``.
+def require_bundled_release(folder: Path | None,
+                            hint: str = "pass --model with the official repo id or a local TRELLIS.2 release "
+                                        "folder") -> Path:
+    """The bundled mini release folder for an explicit ``--model mini``; ``hint`` says how to choose
+    another model where the choice was made (command line or add-on setting).
 
     Raises:
         ModelUnavailableError: this installation has no bundled mini release.
@@ -73,8 +76,7 @@ def require_bundled_release(folder: Path | None) -> Path:
     if found is None:
         where = f"no {Path(folder) / 'pipeline.json'}" if folder is not None else "none configured"
         raise ModelUnavailableError(
-            f"the bundled mini model is not part of this installation ({where})",
-            "pass --model with the official repo id or a local TRELLIS.2 release folder")
+            f"the bundled mini model is not part of this installation ({where})", hint)
     return found
 
 

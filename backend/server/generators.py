@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from backend.pipeline.api import Generator
+from backend.pipeline.model_source import ModelProvenance
 from backend.server.weights import RMBG_REPO, ModelPaths
 
 DEFAULT_GENERATOR = "backend.server.generators:trellis2"
@@ -24,13 +25,15 @@ class PipelineUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class LoadSpec:
-    """Everything a factory needs: local model folders, the device, the memory policy and how
-    pictures without transparency are handled (``protocol.Load.background_removal``)."""
+    """Everything a factory needs: local model folders, the device, the memory policy, how
+    pictures without transparency are handled (``protocol.Load.background_removal``) and which
+    weights these are (``provenance``, recorded with every result; None: unknown)."""
 
     paths: ModelPaths
     device: str = "auto"
     low_vram: bool = False
     background_removal: str = "none"
+    provenance: ModelProvenance | None = None
 
 
 GeneratorFactory = Callable[[LoadSpec], Generator]
@@ -51,7 +54,7 @@ def trellis2(spec: LoadSpec) -> Generator:
     except (ImportError, AttributeError) as exc:
         raise PipelineUnavailable(f"pipeline not available ({PIPELINE_GENERATOR}): {exc}") from None
     generator = cls(spec.paths.model_dir, device=spec.device, low_vram=spec.low_vram,  # type: ignore[operator]
-                    dependencies=spec.paths.dependencies)
+                    dependencies=spec.paths.dependencies, provenance=spec.provenance)
     generator.remover = background_remover(spec, generator.runtime.device)
     return generator
 

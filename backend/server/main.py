@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from backend.pipeline.model_source import BUNDLED_MINI_MODEL, BUNDLED_MINI_RELEASE
 from backend.server import channel
 from backend.server.generators import DEFAULT_GENERATOR, import_by_name
 from backend.server.service import ServerConfig, Service
@@ -27,12 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="Hugging Face cache folder for model downloads (default: the hub's own)")
     parser.add_argument("--offline", action="store_true", help="never use the network; only local models")
+    parser.add_argument("--bundled-release", type=Path, default=BUNDLED_MINI_RELEASE, metavar="DIR",
+                        help="the bundled mini release folder, loaded for the model source "
+                             f"'{BUNDLED_MINI_MODEL}' and in place of unavailable official weights "
+                             "(default: backend/mini_release)")
 
 
 def run(args: argparse.Namespace) -> int:
     protocol_stream = channel.claim_stdout()
     config = ServerConfig(generator=args.generator, device=args.device, cache_dir=args.cache_dir,
-                          offline=args.offline)
+                          offline=args.offline, bundled_release=args.bundled_release)
     try:
         factory = import_by_name(config.generator)
     except (ImportError, AttributeError, ValueError) as exc:

@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 from backend import protocol
 from backend.pipeline import api
+from backend.pipeline import model_source as models
 from backend.server import channel, device, jobs, weights
 from backend.server.generators import GeneratorFactory, LoadSpec
 
@@ -34,13 +35,18 @@ BACKGROUND_REMOVAL = ("none", "solid", "rmbg")  # protocol.Load.background_remov
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """The service's settings, from the command line."""
+    """The service's settings, from the command line.
+
+    ``bundled_release`` is the bundled mini release folder: loaded for ``source`` =
+    ``protocol.BUNDLED_MINI_MODEL`` and in place of unavailable official weights (None: neither).
+    """
 
     generator: str = "backend.server.generators:trellis2"
     device: str = "auto"
     cache_dir: Path | None = None
     offline: bool = False
     stop_timeout_s: float = 30.0
+    bundled_release: Path | None = models.BUNDLED_MINI_RELEASE
 
 
 @dataclass
@@ -312,8 +318,34 @@ class Service:
         def on_download(repo: str, file: str, done: int, total: int) -> None:
             self._send(protocol.Download(job=job.id, repo=repo, file=file, bytes=done, total=total))
 
-        paths = weights.resolve(message.source, wconfig, revision=message.revision, overrides=overrides,
-                                on_download=on_download, cancel=job.token)
+        def resolve(source: str) -> weights.ModelPaths:
+            return weights.resolve(source, wconfig, revision=message.revision, overrides=overrides,
+                                   on_download=on_download, cancel=job.token)
+
+        loaded = message.source
+        if message.source == protocol.BUNDLED_MINI_MODEL:
+            bundled = models.require_bundled_release(
+                self.config.bundled_release,
+                "choose the official model or a local folder as the model source in the add-on preferences")
+            paths = resolve(str(bundled))
+            provenance = models.ModelProvenance(models.BUNDLED_MINI, str(bundled))
+        else:
+            try:
+                paths = resolve(message.source)
+                provenance = (models.ModelProvenance(models.OFFICIAL, message.source)
+                              if weights.is_repo_id(message.source) and not Path(message.source).is_dir()
+                              else models.ModelProvenance(models.LOCAL, str(paths.model_dir)))
+            except weights.WeightsError as exc:
+                fallback = (models.bundled_release(self.config.bundled_release)
+                            if message.source == weights.TRELLIS2_REPO else None)
+                if fallback is None:
+                    raise
+                notice = models.fallback_notice(str(exc))
+                log.warning("%s", notice)
+                self._send(protocol.Log(job=job.id, level="warning", message=notice))
+                paths = resolve(str(fallback))
+                provenance = models.ModelProvenance(models.BUNDLED_MINI, str(fallback))
+                loaded = protocol.BUNDLED_MINI_MODEL
         job.token.check()
         self._generator = None
         self._loaded = None
@@ -321,8 +353,10 @@ class Service:
         started = time.monotonic()
         self._generator = self._factory(LoadSpec(paths=paths, device=self.config.device,
                                                  low_vram=message.low_vram,
-                                                 background_removal=message.background_removal))
-        self._loaded = message.source
+                                                 background_removal=message.background_removal,
+                                                 provenance=provenance))
+        self._loaded = loaded
         seconds = time.monotonic() - started
         self._send(protocol.Log(job=job.id, level="info",
-                                message=f"models loaded from {paths.model_dir} in {seconds:.1f} s"))
+                                message=f"models loaded from {paths.model_dir} ({provenance.source}) "
+                                        f"in {seconds:.1f} s"))
