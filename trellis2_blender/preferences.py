@@ -8,9 +8,20 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
 from . import paths
+from .protocol import BUNDLED_MINI_MODEL
 from .session import BackendSettings
 
 DEFAULT_MODEL = "microsoft/TRELLIS.2-4B"
+MODEL_KIND_ITEMS = (
+    ("OFFICIAL", "TRELLIS.2-4B (official)",
+     f"Microsoft's released weights ({DEFAULT_MODEL}), downloaded from Hugging Face on first use. Without "
+     "them (offline, or no access yet) the backend uses the bundled mini model and says so"),
+    ("LOCAL", "Local folder",
+     "A local folder holding TRELLIS.2 weights (or another Hugging Face repository id), set below"),
+    ("BUNDLED_MINI", "Bundled mini model (small, trained on procedural objects; for trying things out)",
+     "A small model that ships with the backend, trained on procedural objects, not the official weights; "
+     "nothing is downloaded"),
+)
 DEVICE_ITEMS = (
     ("auto", "Automatic", "The first CUDA GPU, else the CPU"),
     ("cuda", "CUDA", "An NVIDIA GPU"),
@@ -32,9 +43,13 @@ class TRELLIS2_AP_preferences(bpy.types.AddonPreferences):
     backend_python: StringProperty(
         name="Backend Python", subtype="FILE_PATH",
         description="Python of the backend environment; empty finds the one set up by this add-on")
+    model_kind: EnumProperty(
+        name="Model Source", items=MODEL_KIND_ITEMS, default="OFFICIAL",
+        description="Which weights the backend loads")
     model_source: StringProperty(
         name="Model", default=DEFAULT_MODEL,
-        description="Hugging Face repository id, or a local folder holding the weights")
+        description="For the Local Folder source: a local folder holding the weights, or a Hugging Face "
+                    "repository id")
     device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto")
     low_vram: BoolProperty(
         name="Low VRAM", description="Keep only the running stage on the GPU and use fewer tokens (slower)")
@@ -88,8 +103,9 @@ def backend_settings(context=None, *, offline: bool | None = None) -> BackendSet
     root = paths.backend_root()
     if offline is None:
         offline = not bpy.app.online_access
-    source = prefs.model_source if prefs is not None else DEFAULT_MODEL
-    local = Path(bpy.path.abspath(source)) if source and not paths.looks_like_repo_id(source) else None
+    source = chosen_model(prefs)
+    local = (Path(bpy.path.abspath(source))
+             if source and source != BUNDLED_MINI_MODEL and not paths.looks_like_repo_id(source) else None)
     return BackendSettings(
         python=str(python) if python else "",
         backend_root=str(root) if root else "",
@@ -106,10 +122,20 @@ def backend_settings(context=None, *, offline: bool | None = None) -> BackendSet
     )
 
 
+def chosen_model(prefs) -> str:
+    """The ``load`` source the preferences ask for: the official repo id, the Local Folder setting,
+    or ``protocol.BUNDLED_MINI_MODEL`` (defaults when the add-on has no preferences)."""
+    if prefs is None or prefs.model_kind == "OFFICIAL":
+        return DEFAULT_MODEL
+    if prefs.model_kind == "BUNDLED_MINI":
+        return BUNDLED_MINI_MODEL
+    return prefs.model_source
+
+
 def download_notice(context=None) -> str:
     """What the user agrees to before a download: the model, its size and any gated parts."""
     prefs = get(context)
-    source = prefs.model_source if prefs is not None else DEFAULT_MODEL
+    source = chosen_model(prefs)
     return (f"Model: {source}. The weights of the 4-billion-parameter model take several gigabytes; "
             "the image encoder (DINOv3) is a gated model: accept its license on Hugging Face "
             "with the account whose token the backend uses. "

@@ -34,7 +34,7 @@ class BackendSettings:
     python: str
     backend_root: str
     log_path: str
-    model_source: str
+    model_source: str  # protocol.Load.source: a repo id, a folder or protocol.BUNDLED_MINI_MODEL
     device: str = "auto"
     low_vram: bool = False
     offline: bool = False
@@ -68,6 +68,13 @@ class BackendSession:
         self._jobs: dict[str, Job] = {}
         self._waiting: list[Job] = []
         self._downloads: dict[str, tuple[int, int]] = {}
+        self._load_warning = ""
+
+    @property
+    def model_label(self) -> str:
+        """The model source as the user chose it, in words."""
+        source = self.settings.model_source
+        return "bundled mini model" if source == protocol.BUNDLED_MINI_MODEL else source
 
     # --- lifetime ------------------------------------------------------------------------
 
@@ -182,7 +189,8 @@ class BackendSession:
                 self._set(ERROR, self._start_error or "The backend failed to start")
                 self._send_waiting()
                 return []
-            self._set(LOADING, f"Loading {self.settings.model_source}")
+            self._set(LOADING, f"Loading {self.model_label}")
+            self._load_warning = ""
             try:
                 self._load_id = self.client.load(self.settings.model_source, low_vram=self.settings.low_vram,
                                                  offline=self.settings.offline,
@@ -224,13 +232,16 @@ class BackendSession:
             total = sum(t for _, t in self._downloads.values())
             self.percent = 100.0 * done / total if total else 0.0
             self.message = f"Downloading {event.repo}: {event.file}"
+        elif isinstance(event, protocol.Log) and event.level == "warning":
+            self._load_warning = event.message  # e.g. the bundled mini model standing in for the official
         elif isinstance(event, protocol.Error):
             hint = f" ({event.hint})" if event.hint else ""
             self._set(ERROR, f"{event.message}{hint}")
         elif isinstance(event, protocol.Done):
             self._load_id = None
             if event.status == "ok":
-                self._set(READY, f"Ready ({self.settings.model_source})")
+                note = f": {self._load_warning}" if self._load_warning else ""
+                self._set(READY, f"Ready ({self.model_label}){note}")
                 self.percent = 100.0
             elif self.state != ERROR:
                 self._set(ERROR, f"Loading the models ended: {event.status}")

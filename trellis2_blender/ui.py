@@ -67,7 +67,9 @@ def draw_preferences(prefs, context, layout) -> None:
     python = preferences.resolved_python(prefs)
     col.label(text=f"Using: {python}" if python else "No backend Python found yet",
               icon="CHECKMARK" if python else "INFO")
-    col.prop(prefs, "model_source")
+    col.prop(prefs, "model_kind")
+    if prefs.model_kind == "LOCAL":
+        col.prop(prefs, "model_source")
     col.prop(prefs, "use_own_cache")
     col.prop(prefs, "device")
     col.prop(prefs, "low_vram")

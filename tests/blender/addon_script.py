@@ -19,6 +19,7 @@ assert ret == {"FINISHED"}, ret
 PKG = "bl_ext.user_default.trellis2_blender"
 prefs = bpy.context.preferences.addons[PKG].preferences
 prefs.backend_python = ARGS["python"]
+prefs.model_kind = "LOCAL"
 prefs.model_source = ARGS["model"]
 prefs.output_dir = ARGS["jobs"]
 prefs.device = "cpu"

@@ -101,7 +101,7 @@ def test_panel_and_preferences_draw(tmp_path, inputs, bpy_python, extension_zip,
     assert {"trellis2.generate", "trellis2.retexture", "trellis2.cancel", "trellis2.backend_start",
             "trellis2.setup_backend", "trellis2.download_weights"} <= set(seen["operators"])
     assert {"image_path", "image", "pipeline_type", "seed", "face_target", "texture_size", "steps",
-            "guidance", "backend_python", "model_source", "device", "low_vram",
+            "guidance", "backend_python", "model_kind", "model_source", "device", "low_vram",
             "output_dir"} <= set(seen["props"])
     assert "shape 3/12" in seen["progress"]
     assert any("out of memory" in line for line in seen["labels"])
