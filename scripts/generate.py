@@ -5,8 +5,11 @@ interpreter, then imports each result into Blender (the ``bpy`` module) with
 the add-on's own importer, saves a ``.blend`` and renders a preview picture.
 Torch and Blender never share a process.
 
-Usage: ``bash scripts/generate.sh IMAGE... -o OUT/ [--model PATH|REPO] [backend options]``;
-options other than ``-o`` go to ``python -m backend generate`` unchanged.
+Usage: ``bash scripts/generate.sh IMAGE... -o OUT/ [--model PATH|REPO|mini] [backend options]``;
+options other than ``-o`` go to ``python -m backend generate`` unchanged. ``--model mini`` uses the
+small bundled model (trained on procedural objects); without ``--model``, the official weights are
+used, or the bundled model with a warning when they are neither local nor downloadable. Each
+asset's ``result.json`` records which (``"model": {"source", "path"}``).
 """
 
 from __future__ import annotations
