@@ -111,7 +111,7 @@ def build_networks(config: TrainConfig) -> dict[str, nn.Module]:
     for key, spec in config.models.items():
         try:
             nets[key] = model_class(spec.name)(**training_args(spec.args))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, IndexError, KeyError) as exc:  # e.g. per-level lists too short
             raise ConfigError(f"{config.path}: models.{key}.args: {exc}") from exc
     return nets
 
