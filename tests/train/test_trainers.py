@@ -1,0 +1,447 @@
+"""The six trainers on CPU with the tiny configs: learning, exact resume, crash recovery, errors,
+export, release assembly (and generation from it), logs and loss plots.
+
+Data: three thin textured boxes (2-4k voxels at resolution 64, 2 views of 64 px), prepared once
+per module (:mod:`tests.train.training_data`), with latents from two-step tiny VAEs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from backend.train.config import ConfigError, parse_config
+from backend.train.datasets import DataError, StepPlan
+from tests.train.training_data import (
+    FLOWS,
+    OBJECTS,
+    VAES,
+    TrainingData,
+    build_training_data,
+    make_trainer,
+    tiny_config,
+    tiny_config_dict,
+)
+
+pytestmark = pytest.mark.slow
+ALL = VAES + FLOWS
+
+
+@pytest.fixture(scope="module")
+def tdata(tmp_path_factory) -> TrainingData:
+    return build_training_data(tmp_path_factory.mktemp("training"))
+
+
+@pytest.fixture(scope="module")
+def flow_runs(tdata, tmp_path_factory) -> Path:
+    """runs/<flow> of two-step tiny flow trainings (the VAE runs are ``tdata.runs``)."""
+    runs = tmp_path_factory.mktemp("flow_runs")
+    for name in FLOWS:
+        make_trainer(name, runs / name, tdata).run(max_steps=2)
+    return runs
+
+
+def _run_dir(name: str, tdata: TrainingData, flow_runs: Path) -> Path:
+    return (tdata.runs if name in VAES else flow_runs) / name
+
+
+def _fixed_batch(trainer) -> dict:
+    """Every training item in one micro-batch (step 0's condition views), on the trainer's device."""
+    return trainer._to_device(trainer.dataset.collate(list(range(len(trainer.dataset))), 0))
+
+
+def _fixed_loss(trainer, batch, seeds=(101, 102, 103, 104)) -> float:
+    """The objective on ``batch`` averaged over fixed noise draws; leaves the global RNG untouched."""
+    losses = []
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        for seed in seeds:
+            torch.manual_seed(seed)
+            loss, _ = trainer.objective(batch)
+            losses.append(float(loss))
+    return float(np.mean(losses))
+
+
+# ----------------------------------------------------------------------------------- 1. learning
+@pytest.mark.parametrize("name", ALL)
+def test_training_lowers_the_loss_on_a_fixed_batch(name, tdata, tmp_path):
+    # The flows start from a zero output layer; a higher lr shows their learning within 8 steps.
+    lr = 3e-3 if name in FLOWS else 1e-3
+    trainer = make_trainer(name, tmp_path / name, tdata, max_steps=8, i_save=1000, optimizer={"lr": lr})
+    batch = _fixed_batch(trainer)
+    before = _fixed_loss(trainer, batch)
+    assert _fixed_loss(trainer, batch) == before  # the measurement itself is deterministic
+    trainer.run()
+    assert trainer.step == 8
+    after = _fixed_loss(trainer, batch)
+    assert np.isfinite(before) and after < 0.95 * before, (name, before, after)
+
+
+# ----------------------------------------------------------------------------------- 2. exact resume
+def _state(trainer) -> dict:
+    return {
+        "nets": {k: net.state_dict() for k, net in trainer.nets.items()},
+        "ema": trainer.ema,
+        "optimizer": trainer.optimizer.state_dict(),
+        "clipper": trainer.clipper.state_dict(),
+        "step": trainer.step,
+    }
+
+
+def _assert_identical(a, b, where="state") -> None:
+    if torch.is_tensor(a):
+        assert torch.is_tensor(b) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert set(a) == set(b), where
+        for k in a:
+            _assert_identical(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_identical(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def _log_rows(run: Path) -> list[dict]:
+    timing = {"samples_per_s", "elapsed_s"}
+    return [{k: v for k, v in json.loads(line).items() if k not in timing}
+            for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("name", ["shape_vae", "tex_flow"])
+def test_resume_is_bit_identical_and_exports_load(name, tdata, tmp_path):
+    from backend.models.loading import load_model
+
+    a = make_trainer(name, tmp_path / "a", tdata)
+    a.run(max_steps=3)
+    b = make_trainer(name, tmp_path / "b", tdata)
+    b.run(max_steps=2)
+    assert [p.name for p in sorted((tmp_path / "b" / "ckpts").glob("*.pt"))] == ["step_0000002.pt"]
+    resumed = make_trainer(name, tmp_path / "b", tdata, resume=True)
+    assert resumed.step == 2
+    resumed.run(max_steps=3)
+    assert resumed.step == a.step == 3
+    _assert_identical(_state(a), _state(resumed))
+    assert _log_rows(tmp_path / "a") == _log_rows(tmp_path / "b")  # same losses and norms at every step
+    # An untrained trainer (same seed) differs: the comparison above is not vacuous.
+    fresh = make_trainer(name, tmp_path / "c", tdata)
+    assert any(not torch.equal(t, a.nets[k].state_dict()[n])
+               for k, net in fresh.nets.items() for n, t in net.state_dict().items())
+
+    out = tmp_path / "a"
+    ckpts = sorted(p.name for p in (out / "ckpts").glob("*"))
+    assert ckpts == ["step_0000002.pt", "step_0000003.pt"]  # i_save 2, keep 2, plus the final one
+    assert json.loads((out / "done.json").read_text()) == {"step": 3}
+    assert json.loads((out / "config.json").read_text()) == tiny_config(name).to_json()
+    for key, stem in a.loop.release_names.items():
+        assert (out / "export" / f"{stem}.json").is_file()
+        doc = json.loads((out / "export" / f"{stem}.json").read_text())
+        assert doc == {"name": a.config.models[key].name, "args": a.config.models[key].args}
+        stored = load_file(str(out / "export" / f"{stem}.safetensors"))
+        # A flat export folder: load by stem (strict: every key present, every shape right).
+        model = load_model(out / "export" / stem)
+        loaded = model.state_dict()
+        low = torch.bfloat16 if name.endswith("_flow") else torch.float16
+        dtypes = {str(t.dtype) for k, t in stored.items() if k.startswith("blocks.")}
+        assert str(low) in dtypes
+        for k, t in stored.items():
+            ema = a.ema[key][k]
+            assert torch.equal(t, ema.to(t.dtype)), k  # the EMA weights, in the stored dtype
+            assert loaded[k].dtype == t.dtype and torch.equal(loaded[k], t), k
+            if t.dtype == low:
+                assert k.startswith(("blocks.", "middle_block.")), k
+            elif not k.startswith("blocks."):
+                assert t.dtype == torch.float32, k
+
+
+# ----------------------------------------------------------------------------------- 4. crash recovery
+def test_crash_loses_only_the_steps_since_the_last_checkpoint(tdata, tmp_path):
+    name = "ss_flow"
+    reference = make_trainer(name, tmp_path / "ref", tdata)
+    seen_ref = _record_batches(reference)
+    reference.run()  # the config's 4 steps; checkpoint at 2
+    assert reference.step == 4
+
+    crashing = make_trainer(name, tmp_path / "run", tdata)
+    seen = _record_batches(crashing, fail_at=3)
+    with pytest.raises(RuntimeError, match="power cut"):
+        crashing.run()
+    assert crashing.step == 3  # steps 0..2 ran; step 3's data was never delivered
+    assert [p.name for p in (tmp_path / "run" / "ckpts").glob("*.pt")] == ["step_0000002.pt"]
+
+    resumed = make_trainer(name, tmp_path / "run", tdata, resume=True)
+    assert resumed.step == 2  # the third step (index 2) is lost and redone
+    seen_resumed = _record_batches(resumed)
+    resumed.run()
+    assert resumed.step == 4
+    assert seen == seen_ref[:3]  # the same data before the crash ...
+    assert seen_resumed == seen_ref[2:]  # ... and after it, from the checkpoint's step on
+    _assert_identical(_state(reference), _state(resumed))
+
+
+def _record_batches(trainer, fail_at: int | None = None) -> list:
+    """Wrap the dataset's collate: record ``(step, items, views)``; raise when ``fail_at`` is reached."""
+    seen = []
+    collate = trainer.dataset.collate
+
+    def wrapped(items, step):
+        if step == fail_at:
+            raise RuntimeError(f"power cut at step {step}")
+        batch = collate(items, step)
+        seen.append((step, list(items), batch["view"].tolist()))
+        return batch
+
+    trainer.dataset.collate = wrapped
+    return seen
+
+
+def test_step_plan_is_a_pure_function_of_the_step():
+    plan = StepPlan(num_items=7, batch_size=2, world_size=3, rank=1, seed=5)
+    forward = [plan.items(s) for s in range(12)]
+    backward = [StepPlan(7, 2, 3, 1, 5).items(s) for s in reversed(range(12))][::-1]
+    assert forward == backward  # no state: order of calls and fresh instances do not matter
+    other_seed = StepPlan(7, 2, 3, 1, 6)
+    assert [other_seed.items(s) for s in range(12)] != forward
+    for num_items, batch, world in [(12, 2, 3), (7, 2, 3), (5, 1, 2), (3, 2, 1)]:
+        window = batch * world
+        steps = num_items * window  # a whole number of epochs and of windows
+        per_rank = [[StepPlan(num_items, batch, world, r, 0).items(s) for s in range(steps)]
+                    for r in range(world)]
+        stream = []  # the global order: rank r took positions start + r, start + r + world, ...
+        for s in range(steps):
+            slots = [None] * window
+            for r in range(world):
+                assert len(per_rank[r][s]) == batch
+                slots[r::world] = per_rank[r][s]
+            stream += slots
+        epochs = [stream[e * num_items:(e + 1) * num_items] for e in range(len(stream) // num_items)]
+        for epoch in epochs:
+            assert sorted(epoch) == list(range(num_items))  # every item exactly once per epoch
+        if num_items > 2:
+            assert len({tuple(e) for e in epochs}) > 1  # reshuffled between epochs
+        for s in range(num_items // window):  # inside one epoch, ranks never share an item
+            flat = [i for r in range(world) for i in per_rank[r][s]]
+            assert len(set(flat)) == len(flat)
+
+
+# ----------------------------------------------------------------------------------- 3. errors
+def _config_with(name: str, edit) -> dict:
+    raw = json.loads(json.dumps(tiny_config_dict(name)))
+    edit(raw)
+    return raw
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda c: c.update(trainerz={}), r"x\.json: unknown key 'trainerz'"),
+    (lambda c: c["models"]["denoiser"].update(name="SLatFlowModelz"),
+     r"x\.json: models\.denoiser\.name: unknown model 'SLatFlowModelz'"),
+    (lambda c: c["models"]["denoiser"].pop("args"), r"x\.json: models\.denoiser: missing key 'args'"),
+    (lambda c: c["dataset"].update(argz={}), r"x\.json: dataset: unknown key 'argz'"),
+])
+def test_config_structure_errors_name_the_file_and_key(edit, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_config(_config_with("shape_flow", edit), "x.json")
+
+
+@pytest.mark.parametrize("name, edit, match", [
+    ("shape_flow", lambda c: c["trainer"]["args"].update(max_stepz=3),
+     r"x\.json: trainer\.args: unknown key 'max_stepz'"),
+    ("ss_vae", lambda c: c["trainer"]["args"]["optimizer"].update(lr="fast"),
+     r"x\.json: trainer\.args\.optimizer\.lr: expected a number"),
+    ("tex_vae", lambda c: c["trainer"]["args"].update(batch_size_per_gpu=0), r"x\.json: trainer\.args: "),
+    ("shape_flow", lambda c: c["trainer"].update(name="FlowTrainerz"),
+     r"x\.json: trainer\.name: unknown trainer 'FlowTrainerz'"),
+    ("shape_flow", lambda c: c["dataset"].update(name="Latentz"), r"x\.json: dataset\.name: unknown dataset"),
+    ("shape_flow", lambda c: c["dataset"]["args"].update(max_tokenz=1),
+     r"x\.json: dataset\.args: unknown key 'max_tokenz'"),
+    ("shape_flow", lambda c: c["models"]["denoiser"]["args"].update(num_blockz=2),
+     r"x\.json: models\.denoiser\.args: .*num_blockz"),
+    ("shape_flow", lambda c: c["models"]["denoiser"]["args"].update(num_heads=3),
+     r"x\.json: models\.denoiser\.args: .*divisible"),
+    ("tex_vae", lambda c: c["models"]["decoder"]["args"].update(model_channels=[32, 16]),
+     r"x\.json: models\.decoder\.args: "),
+    ("ss_vae", lambda c: c["trainer"]["args"]["release_names"].update(denoiser="x"),
+     r"release_names names no model 'denoiser'"),
+])
+def test_trainer_config_errors_name_the_file_and_key(name, edit, match, tdata, tmp_path):
+    config = parse_config(_config_with(name, edit), "x.json")
+    with pytest.raises(ConfigError, match=match):
+        make_trainer(name, tmp_path / "run", tdata, config=config)
+    assert not (tmp_path / "run").exists()  # nothing written for a run that cannot start
+
+
+def test_data_folder_errors_name_the_path(tdata, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = TrainingData(empty, tdata.image_encoder, tdata.runs)
+    with pytest.raises(DataError, match=rf"{empty}/metadata\.jsonl: no metadata\.jsonl"):
+        make_trainer("ss_vae", tmp_path / "run", bad)
+    failed = {"id": "a", "status": "failed", "split": "train"}
+    (empty / "metadata.jsonl").write_text(json.dumps(failed) + "\n")
+    with pytest.raises(DataError, match=rf"{empty}: no usable training items"):
+        make_trainer("shape_vae", tmp_path / "run", bad)
+    # Latents named by the config that were never encoded:
+    config = _config_with("shape_flow",
+                          lambda c: c["dataset"]["args"].update(shape_latent="shape_latents/nope"))
+    with pytest.raises(DataError,
+                       match=r"shape_latents/nope: no such latent folder \(dataset\.args\.shape_latent\)"):
+        make_trainer("shape_flow", tmp_path / "run", tdata, config=parse_config(config, "x.json"))
+
+
+def test_resume_errors(tdata, tmp_path):
+    with pytest.raises(ConfigError, match=rf"--resume: no checkpoint in {tmp_path}/run/ckpts"):
+        make_trainer("tex_vae", tmp_path / "run", tdata, resume=True)
+    make_trainer("tex_vae", tmp_path / "run", tdata).run(max_steps=1)
+    with pytest.raises(ConfigError, match=r"already holds checkpoints: pass --resume"):
+        make_trainer("tex_vae", tmp_path / "run", tdata)
+    wider = _config_with("tex_vae", lambda c: c["models"]["decoder"]["args"].update(
+        model_channels=[32, 16, 16, 8, 16]))
+    with pytest.raises(ConfigError, match=rf"{tmp_path}/run/ckpts/step_0000001\.pt: model 'decoder' does not "
+                                          "match the config"):
+        make_trainer("tex_vae", tmp_path / "run", tdata, resume=True, config=parse_config(wider, "x.json"))
+
+
+def test_cli_reports_bad_input_with_exit_code_2(tdata, tmp_path, capsys):
+    from backend.train.__main__ import main
+
+    config = tmp_path / "bad.json"
+    config.write_text(json.dumps(_config_with("ss_vae", lambda c: c["trainer"]["args"].update(max_stepz=3))))
+    common = ["--output", str(tmp_path / "out"), "--device", "cpu"]
+    assert main(["--config", str(config), "--data", str(tdata.data), *common]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and f"{config}: trainer.args: unknown key 'max_stepz'" in err
+    assert err.count("\n") == 1  # one line, no traceback
+
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(tiny_config_dict("ss_vae")))
+    assert main(["--config", str(good), "--data", str(tmp_path / "nowhere"), *common]) == 2
+    assert f"error: {tmp_path}/nowhere/metadata.jsonl: no metadata.jsonl" in capsys.readouterr().err
+
+    assert main(["--config", str(tmp_path / "missing.json"), "--data", str(tdata.data), *common]) == 2
+    assert f"error: {tmp_path}/missing.json: no such config file" in capsys.readouterr().err
+
+    assert main(["--config", str(good), "--data", str(tdata.data), "--resume", *common]) == 2
+    assert "--resume: no checkpoint in" in capsys.readouterr().err
+
+    # A real run through the CLI, then the same command again without --resume.
+    assert main(["--config", str(good), "--data", str(tdata.data), "--max-steps", "1", *common]) == 0
+    assert (tmp_path / "out" / "ckpts" / "step_0000001.pt").is_file()
+    assert main(["--config", str(good), "--data", str(tdata.data), *common]) == 2
+    assert "already holds checkpoints: pass --resume" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------- 6. logs and plots
+@pytest.mark.parametrize("name", ALL)
+def test_log_and_loss_plot(name, tdata, flow_runs):
+    run = _run_dir(name, tdata, flow_runs)
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]  # i_log 1
+    own = {
+        "ss_vae": {"bce", "dice", "kl", "iou"},
+        "shape_vae": {"intersected_bce", "vertex_mse", "subdiv_bce", "kl", "flag_acc", "subdiv_acc"},
+        "tex_vae": {"l1", "kl", "psnr"},
+    }.get(name, {"mse"})
+    for row in rows:
+        assert set(row) == {"step", "loss", "grad_norm", "clip", "samples_per_s", "elapsed_s"} | own
+        assert all(np.isfinite(v) for v in row.values())
+        assert row["loss"] > 0 and row["grad_norm"] > 0 and row["samples_per_s"] > 0
+        assert row["clip"] == 1.0  # max_norm until the clipper's buffer is full
+    with Image.open(run / "loss.png") as img:
+        img.verify()
+    with Image.open(run / "loss.png") as img:
+        assert img.format == "PNG"
+        pixels = np.asarray(img.convert("RGB"))
+    panels = len(own) + 2  # every logged quantity but step/timing/clip has a panel
+    assert pixels.shape == (panels * 300 + 24, 900, 3)
+    ink = (pixels < 250).any(-1)
+    assert ink.mean() > 0.005  # axes, labels and curves, not a blank page
+    colours = {tuple(c) for c in pixels[ink][::7]}
+    assert len(colours) > 5  # several curve colours plus black text and grey frames
+    assert json.loads((run / "done.json").read_text()) == {"step": 2}
+
+
+# ----------------------------------------------------------------------------------- 5. release
+def _assemble(tdata, flow_runs, out: Path) -> Path:
+    from backend.train.release import assemble_release
+
+    runs = [_run_dir(n, tdata, flow_runs) for n in ALL]
+    return assemble_release(out, runs, tdata.data, tdata.image_encoder, steps=2)
+
+
+def test_release_assembles_and_generates_a_glb(tdata, flow_runs, tmp_path, monkeypatch):
+    from backend.meshio import read_gltf
+    from backend.models.pipeline_config import read_pipeline_config
+    from backend.pipeline.api import ExportOptions, GenerateRequest, SamplerOverrides
+    from backend.pipeline.generator import Trellis2Generator
+    from backend.pipeline.runtime import Runtime
+    from backend.train.release import ReleaseError
+    from tests.fixtures import images
+    from tests.pipeline.conftest import small_shell
+
+    release = _assemble(tdata, flow_runs, tmp_path / "release")
+    monkeypatch.chdir(tmp_path)  # anywhere but the release folder
+    config = read_pipeline_config(release / "pipeline.json")
+    tex = read_pipeline_config(release / "texturing_pipeline.json")
+    stats = json.loads((tdata.data / "latent_stats.json").read_text())
+    doc = json.loads((release / "pipeline.json").read_text())
+    for kind, key in (("shape", "shape_slat_normalization"), ("pbr", "tex_slat_normalization")):
+        assert doc["args"][key] == {"mean": stats[kind]["mean"], "std": stats[kind]["std"]}
+    assert doc["args"]["image_cond_model"]["args"]["model_name"] == "image_encoder"
+    assert (release / "image_encoder" / "config.json").is_file()
+    names = {**config.models, **tex.models}
+    assert set(names) >= {"sparse_structure_flow_model", "sparse_structure_decoder",
+                          "shape_slat_flow_model_512", "shape_slat_decoder", "tex_slat_flow_model_512",
+                          "tex_slat_decoder", "shape_slat_encoder"}
+    for ref in names.values():
+        assert ref.startswith("ckpts/")
+        assert (release / f"{ref}.json").is_file() and (release / f"{ref}.safetensors").is_file()
+    assert names["shape_slat_flow_model_512"].endswith("img2shape_dit_tiny_512_bf16")
+    assert names["tex_slat_flow_model_512"].endswith("imgshape2tex_dit_tiny_512_bf16")
+
+    # As `python -m backend generate --model RELEASE --offline` runs it: no dependencies mapping, so the
+    # relative "image_encoder" must resolve against the release folder (not the working directory).
+    runtime = Runtime(model=str(release), device="cpu", offline=True)
+    # Two-step networks find a near-random sparse structure; a small shell keeps the decode cheap.
+    generator = Trellis2Generator(runtime, coords_override=lambda grid: small_shell(grid, 0.08))
+    fast = SamplerOverrides(steps=2)
+    request = GenerateRequest(images=(images.rgba_transparent(tmp_path / "obj.png"),),
+                              output_dir=tmp_path / "out", pipeline_type="512", seed=3, sparse_structure=fast,
+                              shape=fast, texture=fast, export=ExportOptions(texture_size=64, faces=800))
+    (asset,) = generator.generate(request).assets
+    glb = read_gltf(asset.glb)
+    assert glb.num_faces > 0 and glb.materials[0].base_color_texture is not None
+    assert set(generator.store.loaded()) >= {"sparse_structure_flow_model", "sparse_structure_decoder",
+                                             "shape_slat_flow_model_512", "shape_slat_decoder",
+                                             "tex_slat_flow_model_512", "tex_slat_decoder"}
+
+    # A release needs all six runs: leaving out the texture VAE is one clear error.
+    partial = [_run_dir(n, tdata, flow_runs) for n in ALL if n != "tex_vae"]
+    from backend.train.release import assemble_release
+
+    with pytest.raises(ReleaseError, match="tex_slat_decoder"):
+        assemble_release(tmp_path / "partial", partial, tdata.data, tdata.image_encoder)
+
+
+def test_release_image_encoder_resolves_against_the_release_folder(tdata, flow_runs, tmp_path, monkeypatch):
+    """pipeline.json names the shipped encoder ``image_encoder``, relative to the release folder, as
+    ``python -m backend generate --model RELEASE`` needs it (no ``dependencies`` mapping)."""
+    from backend.pipeline.runtime import ModelStore, Runtime
+
+    release = _assemble(tdata, flow_runs, tmp_path / "release")
+    monkeypatch.chdir(tmp_path)  # anywhere but the release folder
+    store = ModelStore(Runtime(model=str(release), device="cpu", offline=True))
+    conditioner = store.conditioner()
+    assert conditioner.model.config.hidden_size == 32
+
+
+def test_objects_are_small(tdata):
+    """The fixture's premise: a few thousand voxels per object keeps every test here fast."""
+    records = [json.loads(line) for line in (tdata.data / "metadata.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == sorted(OBJECTS)
+    assert all(r["status"] == "ok" and 500 < r["num_voxels"] < 5000 for r in records)
