@@ -29,10 +29,10 @@ import torch
 from backend.ovoxel.io import load_ovoxel
 
 from .config import ConfigError
+from .data.layout import SS_GRID
 
 log = logging.getLogger(__name__)
 
-SS_GRID = 64  # sparse-structure occupancy grid (the SS VAE's input / decoder's output)
 
 
 class DataError(ValueError):
@@ -179,8 +179,15 @@ class SparseStructureDataset(TrainingDataset):
         factor = self.args.resolution // SS_GRID
         occ = torch.zeros(len(items), 1, SS_GRID, SS_GRID, SS_GRID)
         for b, i in enumerate(items):
-            ov = load_ovoxel(_ovoxel_path(self.data_dir, self.args.resolution, self.records[i]["id"]))
-            cells = torch.from_numpy(np.unique(ov.coords // factor, axis=0).astype(np.int64))
+            item_id = self.records[i]["id"]
+            path = self.data_dir / "ss_occupancy" / f"{item_id}.npz"
+            if path.is_file():  # written by prepare: a few KB instead of the whole O-Voxel
+                with np.load(path) as f:
+                    cells = f["cells"].astype(np.int64)
+            else:
+                ov = load_ovoxel(_ovoxel_path(self.data_dir, self.args.resolution, item_id))
+                cells = np.unique(ov.coords // factor, axis=0).astype(np.int64)
+            cells = torch.from_numpy(cells)
             occ[b, 0, cells[:, 0], cells[:, 1], cells[:, 2]] = 1.0
         return {"occupancy": occ}
 
@@ -313,7 +320,8 @@ class ImageConditionedSLatShape(_ConditionedDataset):
         self._tokens = {}
         kept = []
         for r in records:
-            n = int(r.get("latent_tokens", {}).get(self.args.shape_latent, 0)) or self._count(r["id"])
+            encoder_name = Path(self.args.shape_latent).name
+            n = int(r.get("shape_latent_tokens", {}).get(encoder_name, 0)) or self._count(r["id"])
             if self.args.max_tokens and n > self.args.max_tokens:
                 continue
             self._tokens[r["id"]] = n

@@ -195,6 +195,8 @@ class Trainer:
         for net in self.nets.values():
             if self.loop.gradient_checkpointing and hasattr(net, "set_gradient_checkpointing"):
                 net.set_gradient_checkpointing(True)
+            if self.loop.conv_backend != "auto" and hasattr(net, "set_conv_backend"):
+                net.set_conv_backend(self.loop.conv_backend)
         self.objective = objective_cls(self.nets, self.objective_args).to(self.device)
         self.params = [p for p in self.objective.parameters() if p.requires_grad]
         self.ema = {

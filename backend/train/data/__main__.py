@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--ss-encoder", help="checkpoint stem of the sparse-structure encoder")
     enc.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     enc.add_argument("--batch", type=int, default=4, help="assets per forward pass (default 4)")
+    enc.add_argument("--conv-backend", choices=("torch", "triton", "auto"), default="torch",
+                     help="sparse convolution path of the encoders (torch: no per-size kernel tuning)")
     _add_sharding(enc)
 
     merge = sub.add_parser("merge", help="rebuild metadata.jsonl, statistics.json and latent_stats.json")
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "encode":
             device = _resolve_device(args.device)
             stems = {"shape": args.shape_encoder, "pbr": args.pbr_encoder, "ss": args.ss_encoder}
-            loaded = {k: load_encoder(s, device) if s else None for k, s in stems.items()}
+            loaded = {k: load_encoder(s, device, args.conv_backend) if s else None for k, s in stems.items()}
             encode_dataset(args.data, loaded["shape"], loaded["pbr"], loaded["ss"], device=device,
                            rank=args.rank, world_size=args.world_size, batch=args.batch)
             return 0

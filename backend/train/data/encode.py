@@ -21,12 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .layout import DataLayout, DataToolkitError, write_json, write_npz
+from .layout import SS_GRID, DataLayout, DataToolkitError, write_json, write_npz
 from .prepare import shard
 
 log = logging.getLogger(__name__)
 
-SS_GRID = 64  # the sparse-structure occupancy grid
 LATENT_DOWNSAMPLE = 16  # the SC-VAE encoders' total downsampling
 
 
@@ -46,7 +45,7 @@ class EncodeSummary:
     seconds: float = 0.0
 
 
-def load_encoder(stem: str | Path, device: str | torch.device) -> Encoder:
+def load_encoder(stem: str | Path, device: str | torch.device, conv_backend: str = "torch") -> Encoder:
     """Load ``STEM.json`` + ``STEM.safetensors`` in float32 on ``device``; the name is the stem's name."""
     from backend.models.loading import load_model
 
@@ -55,7 +54,12 @@ def load_encoder(stem: str | Path, device: str | torch.device) -> Encoder:
     for suffix in (".json", ".safetensors"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
-    return Encoder(name, load_model(str(stem), device=device, dtype=torch.float32))
+    model = load_model(str(stem), device=device, dtype=torch.float32)
+    if hasattr(model, "set_conv_backend"):
+        # Data sets hold assets of every size: the Triton kernel would re-tune for each new size bucket,
+        # while the gather-GEMM path needs no tuning and is as fast at these small widths.
+        model.set_conv_backend(conv_backend)
+    return Encoder(name, model)
 
 
 def _load_ovoxel(layout: DataLayout, record: dict[str, Any]):

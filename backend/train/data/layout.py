@@ -5,7 +5,8 @@ Layout of ``DATA_DIR``::
     records/{id}.json                 per-asset record (see ``new_record``)
     metadata.jsonl                    every record, one per line, sorted by id (``merge``)
     statistics.json                   counts, voxel sizes, per-step timing (``merge``)
-    ovoxel_{R}/{id}.npz               O-Voxel with PBR attributes (``backend.ovoxel.io``)
+    ovoxel_{R}/{id}.npz               O-Voxel with PBR attributes (``backend.ovoxel.io``, uncompressed)
+    ss_occupancy/{id}.npz             {"cells": uint8 [K, 3]} occupied cells of the 64^3 sparse-structure grid
     renders_cond/{id}/{k:03d}.png     RGBA condition renders, transparent background
     renders_cond/{id}/transforms.json {"views": [{"file", "fov", "camera_to_world", "radius", ...}]}
     ss_latents/{ENC}/{id}.npz         {"z": float32 [8, 16, 16, 16]}
@@ -29,6 +30,9 @@ from backend.fileio import write_atomic
 MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply")
 SPLITS = ("train", "test")
 
+
+
+SS_GRID = 64  # the sparse-structure occupancy grid (SS VAE input, SS decoder output)
 
 class DataToolkitError(RuntimeError):
     """A data folder or mesh folder that cannot be processed; the message names it."""
@@ -61,6 +65,9 @@ class DataLayout:
 
     def ovoxel(self, resolution: int, asset_id: str) -> Path:
         return self.root / f"ovoxel_{resolution}" / f"{asset_id}.npz"
+
+    def ss_occupancy(self, asset_id: str) -> Path:
+        return self.root / "ss_occupancy" / f"{asset_id}.npz"
 
     def renders(self, asset_id: str) -> Path:
         return self.root / "renders_cond" / asset_id

@@ -22,7 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from .layout import DataLayout, DataToolkitError, list_meshes, read_split, write_json, write_png
+from .layout import (
+    SS_GRID,
+    DataLayout,
+    DataToolkitError,
+    list_meshes,
+    read_split,
+    write_json,
+    write_npz,
+    write_png,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +98,10 @@ def source_up_axis(path: Path, up_axis: str) -> str:
     return "y" if path.suffix.lower() in Y_UP_SUFFIXES else "z"
 
 
-def convert_asset(source: str, ovoxel_path: str, resolution: int, up_axis: str) -> ConvertedAsset:
-    """Read, orient, normalise and voxelise one mesh; save its O-Voxel. Runs in a pool worker."""
+def convert_asset(source: str, ovoxel_path: str, resolution: int, up_axis: str,
+                  occupancy_path: str) -> ConvertedAsset:
+    """Read, orient, normalise and voxelise one mesh; save its O-Voxel and its 64^3 sparse-structure
+    occupancy (the occupied cells ``unique(coords // (resolution / 64))``). Runs in a pool worker."""
     from backend.meshio import read_mesh, y_up_to_z_up
     from backend.ovoxel.encode import mesh_to_ovoxel
     from backend.ovoxel.io import save_ovoxel
@@ -106,7 +117,10 @@ def convert_asset(source: str, ovoxel_path: str, resolution: int, up_axis: str) 
     ov = mesh_to_ovoxel(mesh, resolution, attributes=True)
     t2 = time.perf_counter()
     Path(ovoxel_path).parent.mkdir(parents=True, exist_ok=True)
-    save_ovoxel(ovoxel_path, ov)
+    save_ovoxel(ovoxel_path, ov, compress=False)  # read every training step: speed over size
+    cells = np.unique(ov.coords // (resolution // SS_GRID), axis=0).astype(np.uint8)
+    Path(occupancy_path).parent.mkdir(parents=True, exist_ok=True)
+    write_npz(Path(occupancy_path), cells=cells)
     t3 = time.perf_counter()
     timing = {"read": t1 - t0, "ovoxel": t2 - t1, "save_ovoxel": t3 - t2}
     return ConvertedAsset(mesh, mesh.num_faces, ov.num_voxels, [float(c) for c in norm.center],
@@ -161,7 +175,8 @@ def is_complete(layout: DataLayout, asset_id: str, opts: PrepareOptions) -> bool
     if (rec.get("resolution"), rec.get("views"), rec.get("render_size")) != (
             opts.resolution, opts.views, opts.render_size):
         return False
-    files = [layout.ovoxel(opts.resolution, asset_id), layout.transforms(asset_id)]
+    files = [layout.ovoxel(opts.resolution, asset_id), layout.ss_occupancy(asset_id),
+             layout.transforms(asset_id)]
     files += [layout.render_view(asset_id, k) for k in range(opts.views)]
     return all(p.is_file() for p in files)
 
@@ -195,7 +210,7 @@ def _run_conversions(jobs: list[tuple[str, Path]], layout: DataLayout, opts: Pre
                      ) -> Iterator[tuple[str, Path, ConvertedAsset | None, str | None]]:
     """Yield ``(id, source, converted or None, error or None)`` as conversions finish."""
     args = lambda asset_id, src: (str(src), str(layout.ovoxel(opts.resolution, asset_id)),  # noqa: E731
-                                  opts.resolution, opts.up_axis)
+                                  opts.resolution, opts.up_axis, str(layout.ss_occupancy(asset_id)))
     workers = opts.workers if opts.workers is not None else (os.cpu_count() or 1)
     if workers <= 1 or len(jobs) <= 1:
         for asset_id, src in jobs:
