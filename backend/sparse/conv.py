@@ -8,10 +8,12 @@ import math
 import torch
 from torch import nn
 
-from kernels.sparse_conv.reference import subm_conv3d_reference
+from kernels.sparse_conv.reference import gather_plan, subm_conv3d_reference
 
 from .neighbors import KERNEL_VOLUME, neighbor_map
 from .tensor import SparseTensor
+
+GATHER_PLAN_CACHE_KEY = "subm_conv3d_gather_plan"
 
 
 class ConvBackend(enum.StrEnum):
@@ -68,8 +70,9 @@ class SparseConv3d(nn.Module):
         if backend is ConvBackend.TRITON:
             out = self._triton(feats, nbr)
         else:
+            plan = x.cached(GATHER_PLAN_CACHE_KEY, lambda: gather_plan(nbr))  # shared by every conv here
             out = subm_conv3d_reference(feats, nbr, self.weight, self.bias,
-                                        compute_dtype=_torch_compute_dtype(feats))
+                                        compute_dtype=_torch_compute_dtype(feats), plan=plan)
         return x.replace(out)
 
     def _triton(self, feats: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,25 @@ import torch
 
 KERNEL_VOLUME = 27
 
+# (offset v, output rows that have that neighbour, the neighbour's row) for every offset in use
+GatherPlan = list[tuple[int, torch.Tensor, torch.Tensor]]
+
+
+def gather_plan(neighbors: torch.Tensor) -> GatherPlan:
+    """Which rows each of the 27 offsets touches, from an ``[N, 27]`` neighbour map.
+
+    Depends only on the coordinates, so it can be built once per voxel set and reused by every
+    convolution on it (finding the rows costs a host synchronisation per offset on a GPU).
+    """
+    nbr = neighbors.long()
+    plan = []
+    for v in range(KERNEL_VOLUME):
+        col = nbr[:, v]  # [N]
+        rows = torch.nonzero(col >= 0).squeeze(1)  # [M]
+        if rows.numel():
+            plan.append((v, rows, col.index_select(0, rows)))
+    return plan
+
 
 def subm_conv3d_reference(
     feats: torch.Tensor,
@@ -20,6 +39,7 @@ def subm_conv3d_reference(
     *,
     compute_dtype: torch.dtype | None = torch.float32,
     out_dtype: torch.dtype | None = None,
+    plan: GatherPlan | None = None,
 ) -> torch.Tensor:
     """Submanifold conv ``out[n] = bias + sum_v W[:, v] @ feats[neighbors[n, v]]``.
 
@@ -31,6 +51,7 @@ def subm_conv3d_reference(
         compute_dtype: dtype of the GEMMs and the accumulator (fp32 by default);
             ``None`` computes in ``feats.dtype`` (the "same precision" reference).
         out_dtype: result dtype, default ``feats.dtype``.
+        plan: :func:`gather_plan` of ``neighbors`` when the caller keeps one; built here otherwise.
 
     Returns:
         ``[N, Co]`` output features.
@@ -46,13 +67,8 @@ def subm_conv3d_reference(
     x = feats.to(cdt)
     w = w.to(cdt)
     out = torch.zeros(n, co, dtype=cdt, device=feats.device)  # [N, Co]
-    nbr = neighbors.long()
-    for v in range(KERNEL_VOLUME):
-        col = nbr[:, v]  # [N]
-        rows = torch.nonzero(col >= 0).squeeze(1)  # [M]
-        if rows.numel() == 0:
-            continue
-        contrib = x.index_select(0, col.index_select(0, rows)) @ w[:, v].t()  # [M, Co]
+    for v, rows, cols in gather_plan(neighbors) if plan is None else plan:
+        contrib = x.index_select(0, cols) @ w[:, v].t()  # [M, Co]
         out.index_add_(0, rows, contrib.to(cdt))  # autocast may have run the GEMM in lower precision
     if bias is not None:
         out += bias.to(cdt)
