@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="also stop (checkpoint and export) at the first step after this much training time",
     )
+    p.add_argument(
+        "--profile-steps",
+        type=int,
+        default=0,
+        help="record this many steps (after 3 warm-up steps) with torch.profiler into OUTPUT/profile.txt",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -88,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             image_encoder=args.image_encoder,
             resume=args.resume,
         )
-        trainer.run(args.max_steps, max_minutes=args.max_minutes)
+        trainer.run(args.max_steps, max_minutes=args.max_minutes, profile_steps=args.profile_steps)
     except (ConfigError, DataError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2

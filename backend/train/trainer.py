@@ -49,6 +49,7 @@ from .release import export_checkpoint
 log = logging.getLogger(__name__)
 
 CKPT_PREFIX = "step_"
+PROFILE_WARMUP_STEPS = 3
 
 
 @dataclass(frozen=True)
@@ -359,17 +360,38 @@ class Trainer:
             generator=torch.Generator().manual_seed(0),
         )
 
+    def _start_profiler(self):
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if self.device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        profiler = torch.profiler.profile(activities=activities)
+        profiler.__enter__()
+        return profiler
+
+    def _write_profile(self, profiler) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        profiler.__exit__(None, None, None)
+        key = "self_cuda_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
+        table = profiler.key_averages().table(sort_by=key, row_limit=40)
+        if self.dist.is_main:
+            write_atomic(self.output / "profile.txt", table.encode())
+            log.info("wrote %s", self.output / "profile.txt")
+
     def _out_of_time(self, t0: float, max_minutes: float) -> bool:
         flag = torch.tensor([float(time.perf_counter() - t0 > 60 * max_minutes)], device=self.device)
         if self.dist.world_size > 1:
             dist.broadcast(flag, 0)
         return bool(flag.item())
 
-    def run(self, max_steps: int | None = None, max_minutes: float | None = None) -> None:
+    def run(
+        self, max_steps: int | None = None, max_minutes: float | None = None, profile_steps: int = 0
+    ) -> None:
         """Train until ``max_steps`` (default: the config's) or, when given, ``max_minutes`` of wall time.
 
         Checkpoints every ``i_save`` steps and at the end. With several ranks, rank 0's clock decides
-        (broadcast), so every rank stops at the same step.
+        (broadcast), so every rank stops at the same step. ``profile_steps > 0`` records that many steps,
+        after three warm-up steps, with ``torch.profiler`` and writes the op table to ``profile.txt``.
         """
         stop = self.loop.max_steps if max_steps is None else min(max_steps, self.loop.max_steps)
         if self.dist.is_main:
@@ -379,10 +401,18 @@ class Trainer:
         window: list[dict[str, float]] = []
         t0 = time.perf_counter()
         samples = 0
+        start = self.step
+        profiler = None
         for micro_batches in self._loader():
             if self.step >= stop:
                 break
+            profiling = profile_steps > 0 and self.step == start + PROFILE_WARMUP_STEPS
+            if profiling:
+                profiler = self._start_profiler()
             logs = self.train_step(micro_batches)
+            if profiler is not None and self.step == start + PROFILE_WARMUP_STEPS + profile_steps:
+                self._write_profile(profiler)
+                profiler = None
             samples += (
                 sum(
                     int(mb.get("batch_size", len(mb.get("x0", mb.get("occupancy", [])))))
@@ -415,6 +445,8 @@ class Trainer:
                 break
             if self.step % self.loop.i_save == 0 and self.step != stop:
                 self.save_checkpoint()
+        if profiler is not None:  # the run ended inside the profiled window
+            self._write_profile(profiler)
         self.save_checkpoint()
         if self.dist.is_main:
             if log_path.exists():
