@@ -17,6 +17,13 @@ from .dit_layers import norm_compute_dtype
 from .flow_trunk import parse_dtype
 
 
+def conv_block_dtype(norm_type: str, use_fp16: bool, dtype: str | None) -> torch.dtype:
+    """Dense SS VAE block dtype (``dtype`` wins over ``use_fp16``); checks ``norm_type``."""
+    if norm_type != "layer":
+        raise ValueError(f"norm_type {norm_type!r} is not implemented (the release uses 'layer')")
+    return parse_dtype(dtype) if dtype is not None else parse_dtype("float32", use_fp16)
+
+
 class ChannelLayerNorm3d(nn.LayerNorm):
     """LayerNorm over the channel vector of each voxel of ``[B, C, X, Y, Z]``, in fp32 (eps 1e-5).
 
@@ -100,9 +107,7 @@ class SparseStructureDecoder(nn.Module):
         dtype: str | None = None,
     ) -> None:
         super().__init__()
-        if norm_type != "layer":
-            raise ValueError(f"norm_type {norm_type!r} is not implemented (the release uses 'layer')")
-        block_dtype = parse_dtype(dtype) if dtype is not None else parse_dtype("float32", use_fp16)
+        block_dtype = conv_block_dtype(norm_type, use_fp16, dtype)
         self.use_checkpoint = use_checkpoint
         self.input_layer = nn.Conv3d(latent_channels, channels[0], 3, padding=1)
         self.middle_block = nn.Sequential(*[ResBlock3d(channels[0], block_dtype)

@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .flow_trunk import parse_dtype
-from .ss_decoder import ChannelLayerNorm3d, ResBlock3d, run_block
+from .ss_decoder import ChannelLayerNorm3d, ResBlock3d, conv_block_dtype, run_block
 
 
 class DownsampleBlock3d(nn.Module):
@@ -54,9 +53,7 @@ class SparseStructureEncoder(nn.Module):
         dtype: str | None = None,
     ) -> None:
         super().__init__()
-        if norm_type != "layer":
-            raise ValueError(f"norm_type {norm_type!r} is not implemented (the release uses 'layer')")
-        block_dtype = parse_dtype(dtype) if dtype is not None else parse_dtype("float32", use_fp16)
+        block_dtype = conv_block_dtype(norm_type, use_fp16, dtype)
         self.latent_channels = latent_channels
         self.use_checkpoint = use_checkpoint
         self.input_layer = nn.Conv3d(in_channels, channels[0], 3, padding=1)

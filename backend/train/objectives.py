@@ -119,6 +119,17 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> t
     return 1 - (2 * (p * target).sum() + eps) / (p.sum() + target.sum() + eps)
 
 
+class _AutoencoderObjective(nn.Module):
+    """The three VAE objectives: an ``encoder`` and a ``decoder`` trained together."""
+
+    def __init__(self, nets: dict[str, nn.Module], args: Any) -> None:
+        super().__init__()
+        if set(nets) != {"encoder", "decoder"}:
+            raise ConfigError(f"VAE trainers train 'encoder' and 'decoder', got {sorted(nets)}")
+        self.nets = nn.ModuleDict(nets)
+        self.args = args
+
+
 @dataclass(frozen=True)
 class SparseStructureVaeArgs:
     """SS VAE: occupancy BCE (+ dice, which keeps a ~2% occupied grid from collapsing to empty) and KL."""
@@ -127,15 +138,8 @@ class SparseStructureVaeArgs:
     lambda_dice: float = 1.0
 
 
-class SparseStructureVaeObjective(nn.Module):
+class SparseStructureVaeObjective(_AutoencoderObjective):
     """Dense occupancy autoencoder: ``64^3`` occupancy -> ``8 x 16^3`` latent -> occupancy logits."""
-
-    def __init__(self, nets: dict[str, nn.Module], args: SparseStructureVaeArgs) -> None:
-        super().__init__()
-        if set(nets) != {"encoder", "decoder"}:
-            raise ConfigError(f"VAE trainers train 'encoder' and 'decoder', got {sorted(nets)}")
-        self.nets = nn.ModuleDict(nets)
-        self.args = args
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         occ = batch["occupancy"]
@@ -178,15 +182,8 @@ class ShapeVaeArgs:
             raise ValueError("rendered losses are not implemented for the shape VAE; set lambda_render to 0")
 
 
-class ShapeVaeObjective(nn.Module):
+class ShapeVaeObjective(_AutoencoderObjective):
     """Flexible-dual-grid autoencoder with teacher forcing: the decoder follows the encoder's maps."""
-
-    def __init__(self, nets: dict[str, nn.Module], args: ShapeVaeArgs) -> None:
-        super().__init__()
-        if set(nets) != {"encoder", "decoder"}:
-            raise ConfigError(f"VAE trainers train 'encoder' and 'decoder', got {sorted(nets)}")
-        self.nets = nn.ModuleDict(nets)
-        self.args = args
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         coords, B = batch["coords"], batch["batch_size"]
@@ -237,15 +234,8 @@ class PbrVaeArgs:
             )
 
 
-class PbrVaeObjective(nn.Module):
+class PbrVaeObjective(_AutoencoderObjective):
     """PBR attribute autoencoder on the O-Voxel's voxels, teacher-forced like the shape VAE."""
-
-    def __init__(self, nets: dict[str, nn.Module], args: PbrVaeArgs) -> None:
-        super().__init__()
-        if set(nets) != {"encoder", "decoder"}:
-            raise ConfigError(f"VAE trainers train 'encoder' and 'decoder', got {sorted(nets)}")
-        self.nets = nn.ModuleDict(nets)
-        self.args = args
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         x = batch["attributes"] * 2 - 1
