@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--views", type=int, default=8)
     p.add_argument("--render-size", type=int, default=512)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--prepare-shards", type=int, default=2, help="concurrent prepare processes")
     p.add_argument("--device", default="cuda")
     p.add_argument("--vae-minutes", type=float, default=5.0)
     p.add_argument("--flow-minutes", type=float, default=8.0)
@@ -173,34 +174,22 @@ def main(argv: list[str] | None = None) -> int:
         write_image_encoder(work / "image_encoder", seed=args.seed, **ENCODERS[args.family])
 
     stage("image_encoder", image_encoder)
-    stage(
-        "prepare",
-        lambda: _run(
-            [
-                py,
-                "-m",
-                "backend.train.data",
-                "prepare",
-                "--input",
-                work / "meshes",
-                "--output",
-                work / "data",
-                "--resolution",
-                args.resolution,
-                "--views",
-                args.views,
-                "--render-size",
-                args.render_size,
-                "--workers",
-                args.workers,
-                "--device",
-                args.device,
-                "--seed",
-                args.seed,
-            ],
-            logs / "prepare.log",
-        ),
-    )
+    def prepare() -> None:
+        # Renders run in each shard's main process: several shards keep the GPU and the cores busy.
+        shards = max(1, args.prepare_shards)
+        cmds = {}
+        for rank in range(shards):
+            cmds[f"prepare_{rank}"] = [
+                py, "-m", "backend.train.data", "prepare",
+                "--input", work / "meshes", "--output", work / "data",
+                "--resolution", args.resolution, "--views", args.views, "--render-size", args.render_size,
+                "--workers", max(1, args.workers // shards), "--device", args.device, "--seed", args.seed,
+                "--rank", rank, "--world-size", shards,
+            ]
+        _parallel(cmds, logs)
+        _run([py, "-m", "backend.train.data", "merge", "--data", work / "data"], logs / "merge.log")
+
+    stage("prepare", prepare)
     stage("vaes", lambda: _parallel(_train_cmds(VAES, args, work, args.vae_minutes, py), logs))
 
     def names(run: str) -> dict[str, str]:
