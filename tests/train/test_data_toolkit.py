@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,14 @@ def test_prepare_writes_records_ovoxels_and_renders(prepared, mesh_dir):
         assert len(rec["normalization"]["center"]) == 3 and rec["normalization"]["scale"] > 0
         ov = load_ovoxel(layout.ovoxel(RES, asset_id))
         assert ov.num_voxels == rec["num_voxels"] > 0 and ov.attributes is not None
+        # Training sets are read every step: stored, not deflated.
+        with zipfile.ZipFile(layout.ovoxel(RES, asset_id)) as zf:
+            assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_STORED}
+        # The sparse-structure occupancy the SS VAE reads: the 64^3 cells holding any voxel.
+        with np.load(layout.ss_occupancy(asset_id)) as f:
+            cells = f["cells"]
+        expected = np.unique(ov.coords // (RES // 64), axis=0)
+        assert cells.dtype == np.uint8 and np.array_equal(cells, expected)
         transforms = json.loads(layout.transforms(asset_id).read_text())
         assert [v["file"] for v in transforms["views"]] == ["000.png", "001.png"]
         for view in transforms["views"]:

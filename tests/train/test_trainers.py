@@ -445,3 +445,23 @@ def test_objects_are_small(tdata):
     records = [json.loads(line) for line in (tdata.data / "metadata.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in records) == sorted(OBJECTS)
     assert all(r["status"] == "ok" and 500 < r["num_voxels"] < 5000 for r in records)
+
+
+# ----------------------------------------------------------------------------------- 7. knobs
+def test_conv_backend_reaches_every_sparse_convolution(tdata, tmp_path):
+    from backend.sparse.conv import ConvBackend, SparseConv3d
+
+    trainer = make_trainer("shape_vae", tmp_path / "run", tdata, conv_backend="torch")
+    convs = [m for net in trainer.nets.values() for m in net.modules() if isinstance(m, SparseConv3d)]
+    assert convs and all(m.backend is ConvBackend.TORCH for m in convs)
+    default = make_trainer("shape_vae", tmp_path / "run2", tdata)
+    assert all(m.backend is None for net in default.nets.values() for m in net.modules()
+               if isinstance(m, SparseConv3d))
+
+
+def test_profile_steps_write_an_op_table(tdata, tmp_path):
+    trainer = make_trainer("ss_vae", tmp_path / "run", tdata, max_steps=4)
+    trainer.run(profile_steps=1)
+    table = (tmp_path / "run" / "profile.txt").read_text()
+    assert "Self CPU" in table and "aten::" in table
+    assert trainer.step == 4
