@@ -8,6 +8,7 @@ per module (:mod:`tests.train.training_data`), with latents from two-step tiny V
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,8 @@ from backend.train.datasets import DataError, StepPlan
 from tests.train.training_data import (
     FLOWS,
     OBJECTS,
+    ROOT,
+    TINY,
     VAES,
     TrainingData,
     build_training_data,
@@ -465,3 +468,23 @@ def test_profile_steps_write_an_op_table(tdata, tmp_path):
     table = (tmp_path / "run" / "profile.txt").read_text()
     assert "Self CPU" in table and "aten::" in table
     assert trainer.step == 4
+
+
+def test_the_same_command_trains_with_ddp_on_two_processes(tdata, tmp_path):
+    """``torchrun --nproc_per_node 2`` (gloo on the CPU): both ranks train, checkpoint, and resume."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    base = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+            "-m", "backend.train", "--config", str(TINY / "ss_flow.json"), "--output", str(out),
+            "--data", str(tdata.data), "--image-encoder", str(tdata.image_encoder), "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    for extra in (["--max-steps", "2"], ["--resume", "--max-steps", "3"]):
+        proc = subprocess.run(base + extra, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    state = torch.load(out / "ckpts" / "step_0000003.pt", weights_only=False)
+    assert state["step"] == 3 and len(state["rng"]) == 2  # every rank's RNG is saved
+    assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])  # ranks draw different noise
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
