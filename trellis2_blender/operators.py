@@ -201,6 +201,22 @@ class _JobOperator:
         return {"FINISHED"}
 
 
+OUTPUT_NAME_CHARS = 100  # the backend allows 200 UTF-8 bytes; 100 characters of any script fit
+
+
+def output_name(name: str, fallback: str = "object") -> str:
+    """A Blender name made into one safe file-name component for the request's ``name``.
+
+    The backend writes ``<output_dir>/<name>.glb`` and ``<output_dir>/<name>/``, and refuses
+    names that could leave that folder; Blender names may hold any character. Path separators
+    (``/``, ``\\``), ``:`` and control characters become ``_``, the result is cut to
+    :data:`OUTPUT_NAME_CHARS` characters, and an empty, ``.`` or ``..`` result becomes ``fallback``.
+    """
+    safe = "".join("_" if c in "/\\:" or ord(c) < 32 or ord(c) == 127 else c for c in name)
+    safe = safe[:OUTPUT_NAME_CHARS]
+    return fallback if safe.strip(". ") == "" else safe
+
+
 def _job_dir(context, name: str) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:60] or "job"
@@ -244,7 +260,8 @@ class TRELLIS2_OT_generate(_JobOperator, bpy.types.Operator):
         probe_dir = _job_dir(context, "generate")
         image, name = scene_io.snapshot_image(settings, probe_dir)
         spec = jobs.GenerateSpec(
-            image=str(image), name=name, output_dir=str(probe_dir), pipeline_type=settings.pipeline_type,
+            image=str(image), name=output_name(name, "generated"), output_dir=str(probe_dir),
+            pipeline_type=settings.pipeline_type,
             seed=settings.seed, sparse_structure=_sampler(settings.sparse_structure),
             shape=_sampler(settings.shape), texture=_sampler(settings.texture),
             face_target=settings.face_target, texture_size=int(settings.texture_size))
@@ -305,7 +322,8 @@ class TRELLIS2_OT_retexture(_JobOperator, bpy.types.Operator):
         mesh_path = job_dir / "input_mesh.ply"
         scene_io.export_mesh(obj, mesh_path)
         spec = jobs.RetextureSpec(
-            mesh=str(mesh_path), image=str(image), name=obj.name, output_dir=str(job_dir), seed=settings.seed,
+            mesh=str(mesh_path), image=str(image), name=output_name(obj.name), output_dir=str(job_dir),
+            seed=settings.seed,
             resolution=int(settings.retexture_resolution), texture=_sampler(settings.texture),
             texture_size=int(settings.texture_size))
         return jobs.Job(spec)

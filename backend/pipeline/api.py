@@ -22,9 +22,42 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from .errors import PipelineError
+
 PipelineType = Literal["512", "1024", "1024_cascade", "1536_cascade"]
 PIPELINE_TYPES: tuple[str, ...] = ("512", "1024", "1024_cascade", "1536_cascade")
 STAGES: tuple[str, ...] = ("preprocess", "sparse_structure", "shape", "texture", "decode", "export")
+
+
+MAX_NAME_BYTES = 200  # leaves room for suffixes such as "_metallic_roughness.png" within 255 bytes
+_NAME_FORBIDDEN = frozenset("/\\:")  # path separators (POSIX, Windows) and Windows drive letters
+
+
+def check_output_name(name: str, field: str = "name") -> str:
+    """``name`` if it is one safe file-name component, else :class:`PipelineError` naming ``field``.
+
+    Output files are ``<output_dir>/<name>.glb`` and ``<output_dir>/<name>/...``, so a name
+    with a path separator, ``..``, a drive or an absolute path would write outside the
+    output folder. Refused: empty names, ``.`` and ``..``, ``/``, ``\\`` and ``:``, control
+    characters (NUL included), unpaired surrogates, and names over :data:`MAX_NAME_BYTES`
+    UTF-8 bytes.
+    """
+    hint = "use a plain file name such as 'chair' (letters, digits, spaces, '.', '-' and '_')"
+    if not isinstance(name, str) or not name:
+        raise PipelineError(f"{field} must be a non-empty file name, got {name!r}", hint)
+    if name in (".", ".."):
+        raise PipelineError(f"{field} must not be {name!r}", hint)
+    bad = sorted({c for c in name if c in _NAME_FORBIDDEN or ord(c) < 32 or ord(c) == 127})
+    if bad:
+        raise PipelineError(f"{field} {name!r} contains {', '.join(repr(c) for c in bad)}: it must be a "
+                            "single file name, not a path", hint)
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise PipelineError(f"{field} {name!r} is not valid Unicode (unpaired surrogate)", hint) from None
+    if size > MAX_NAME_BYTES:
+        raise PipelineError(f"{field} is {size} bytes long; at most {MAX_NAME_BYTES} are allowed", hint)
+    return name
 
 
 class Cancelled(Exception):
@@ -111,6 +144,10 @@ class GenerateRequest:
     export: ExportOptions = ExportOptions()
     name: str | None = None  # output base name; default: the image's stem
 
+    def __post_init__(self) -> None:
+        if self.name is not None:
+            check_output_name(self.name)
+
 
 @dataclass(frozen=True)
 class RetextureRequest:
@@ -123,6 +160,10 @@ class RetextureRequest:
     export: ExportOptions = ExportOptions()
     name: str | None = None
     up_axis: Literal["y", "z"] = "y"  # the mesh file's up axis (glTF/OBJ: y); output keeps the file frame
+
+    def __post_init__(self) -> None:
+        if self.name is not None:
+            check_output_name(self.name)
 
 
 @dataclass

@@ -52,11 +52,18 @@ def _export(e: protocol.Export) -> api.ExportOptions:
 
 
 def _output_dir(path: str) -> Path:
+    """The checked ``output_dir``; it is created only once the whole request is valid."""
     out = Path(path)
     if not out.is_absolute():
         raise InvalidRequest(f"output_dir must be an absolute path, got {path!r}")
-    out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _create_output_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidRequest(f"output_dir {str(out)!r} cannot be created: {exc.strerror or exc}") from None
 
 
 def _existing_file(path: str, what: str) -> Path:
@@ -73,21 +80,25 @@ def to_generate(msg: protocol.Generate) -> api.GenerateRequest:
         raise InvalidRequest(f"pipeline_type must be one of {', '.join(api.PIPELINE_TYPES)}")
     if not 1 <= msg.num_samples <= 16:
         raise InvalidRequest("num_samples must be in 1..16")
-    return api.GenerateRequest(
+    request = api.GenerateRequest(
         images=tuple(_existing_file(p, "image") for p in msg.images), output_dir=_output_dir(msg.output_dir),
         pipeline_type=msg.pipeline_type, seed=msg.seed, num_samples=msg.num_samples,  # type: ignore[arg-type]
         sparse_structure=_sampler(msg.sparse_structure), shape=_sampler(msg.shape),
         texture=_sampler(msg.texture), max_num_tokens=msg.max_num_tokens, export=_export(msg.export),
         name=msg.name)
+    _create_output_dir(request.output_dir)
+    return request
 
 
 def to_retexture(msg: protocol.Retexture) -> api.RetextureRequest:
     if msg.resolution not in (512, 1024, 1536):
         raise InvalidRequest(f"resolution must be 512, 1024 or 1536, got {msg.resolution}")
-    return api.RetextureRequest(
+    request = api.RetextureRequest(
         mesh=_existing_file(msg.mesh, "mesh"), image=_existing_file(msg.image, "image"),
         output_dir=_output_dir(msg.output_dir), seed=msg.seed, resolution=msg.resolution,
         texture=_sampler(msg.texture), export=_export(msg.export), name=msg.name)
+    _create_output_dir(request.output_dir)
+    return request
 
 
 def to_result(job: str, output_dir: str, result: api.JobResult) -> protocol.Result:

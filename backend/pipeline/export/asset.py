@@ -27,7 +27,7 @@ import torch
 from backend.geometry import TriangleMesh
 from backend.meshio.images import encode_image
 
-from ..api import AssetResult, ExportOptions
+from ..api import AssetResult, ExportOptions, check_output_name
 from . import mesh_ops
 from .bake import AttributeFn, SurfaceProjector, bake
 from .direct import write_direct
@@ -86,7 +86,9 @@ def _write(mesh: TriangleMesh, tex: TextureSet, blender_positions: np.ndarray | 
            blender_normals: np.ndarray | None, out_dir: Path, name: str, options: ExportOptions,
            double_sided: bool, result_fields: Mapping[str, object] | None = None) -> AssetResult:
     """GLB of ``mesh`` (already in the GLB frame, material attached) and the direct result folder
-    (``result_fields`` are added to its ``result.json``)."""
+    (``result_fields`` are added to its ``result.json``). ``name`` must be one safe file-name
+    component (see :func:`check_output_name`): every file lands inside ``out_dir``."""
+    check_output_name(name)
     out_dir.mkdir(parents=True, exist_ok=True)
     wanted = ((options.texture_format, options.write_glb), ("png", options.write_direct))
     formats = {fmt for fmt, on in wanted if on}
