@@ -29,11 +29,37 @@ _COMPONENT = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16,
 _WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MAT3": 9, "MAT4": 16}
 
 
-class _Gltf:
-    """The parsed JSON plus resolved buffers; reads accessors and images."""
+def referenced_file(folder: Path, reference: str, source: Path, what: str, shown: str | None = None) -> Path:
+    """The file ``reference`` (relative to ``folder``, or absolute) names, which must lie inside ``folder``.
 
-    def __init__(self, doc: dict, bin_chunk: bytes | None, base: Path) -> None:
+    ``source`` is the mesh file that holds the reference and ``what`` says what it is (e.g.
+    "glTF buffer URI"); both, with ``shown`` (the reference as written, default ``reference``),
+    go into the :class:`MeshError` raised for a reference that leaves ``folder`` (``..``, an
+    absolute path, a symbolic link pointing elsewhere) or is not a usable path. Keeps a mesh
+    from pulling arbitrary files of the machine (``/etc/passwd``) into its geometry or textures.
+    """
+    shown = reference if shown is None else shown
+    try:
+        root = folder.resolve()
+        target = (folder / reference).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise MeshError(f"{source}: {what} {shown!r} is not a usable path ({exc})") from None
+    if not target.is_relative_to(root):
+        raise MeshError(f"{source}: {what} {shown!r} points outside the mesh's folder {root}; "
+                        "files a mesh refers to must lie in its folder or below it")
+    return target
+
+
+class _Gltf:
+    """The parsed JSON plus resolved buffers; reads accessors and images.
+
+    ``base`` is the folder external URIs are relative to (and must stay inside); ``source``
+    the file being read, named in errors.
+    """
+
+    def __init__(self, doc: dict, bin_chunk: bytes | None, base: Path, source: Path | None = None) -> None:
         self.doc, self.base = doc, base
+        self.source = source if source is not None else base
         self.buffers = [self._buffer(b, bin_chunk) for b in doc.get("buffers", [])]
         self._images: dict[int, np.ndarray] = {}
 
@@ -41,7 +67,7 @@ class _Gltf:
         if uri.startswith("data:"):
             head, _, payload = uri.partition(",")
             return base64.b64decode(payload) if head.endswith(";base64") else unquote(payload).encode()
-        path = self.base / unquote(uri)
+        path = referenced_file(self.base, unquote(uri), self.source, "glTF URI", shown=uri)
         try:
             return path.read_bytes()
         except OSError as exc:
@@ -206,7 +232,7 @@ def read_gltf(path: str | Path) -> TriangleMesh:
     required = set(doc.get("extensionsRequired", [])) - {"EXT_texture_webp"}
     if required:
         raise MeshError(f"{path}: required glTF extensions not supported: {sorted(required)}")
-    g = _Gltf(doc, bin_chunk, path.parent)
+    g = _Gltf(doc, bin_chunk, path.parent, path)
     parts: list[dict] = []
     mat_map: dict[int | None, int] = {}
     materials: list[PbrMaterial] = []

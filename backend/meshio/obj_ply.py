@@ -10,12 +10,14 @@ import numpy as np
 
 from backend.geometry import MeshError, PbrMaterial, TriangleMesh
 
+from .gltf_read import referenced_file
 from .images import decode_image
 
 log = logging.getLogger(__name__)
 
 
-def _read_mtl(path: Path) -> dict[str, PbrMaterial]:
+def _read_mtl(path: Path, folder: Path) -> dict[str, PbrMaterial]:
+    """The materials of the MTL file ``path``; its textures must lie inside ``folder`` (the OBJ's)."""
     mats: dict[str, dict] = {}
     cur = None
     try:
@@ -37,7 +39,8 @@ def _read_mtl(path: Path) -> dict[str, PbrMaterial]:
         alpha = float(m.get("d", (1,))[0])
         tex = None
         if "map_Kd" in m:
-            tex_path = path.parent / m["map_Kd"][-1]
+            tex_path = referenced_file(folder, str(path.parent / m["map_Kd"][-1]), path,
+                                       "map_Kd texture", shown=m["map_Kd"][-1])
             try:
                 tex = decode_image(tex_path.read_bytes(), str(tex_path))
             except OSError:
@@ -78,12 +81,15 @@ def read_obj(path: str | Path) -> TriangleMesh:
                     corners += [idx[0], idx[k], idx[k + 1]]
                     face_mat.append(cur)
             elif tag == "mtllib":
-                mtl.update(_read_mtl(path.parent / " ".join(parts[1:])))
+                mtllib = " ".join(parts[1:])
+                mtl.update(_read_mtl(referenced_file(path.parent, mtllib, path, "mtllib"), path.parent))
             elif tag == "usemtl":
                 name = " ".join(parts[1:])
                 if name not in names:
                     names.append(name)
                 cur = names.index(name)
+        except MeshError:
+            raise
         except ValueError as exc:
             raise MeshError(f"{path}:{lineno}: cannot parse {line.strip()!r}") from exc
     if not corners:
