@@ -1,12 +1,24 @@
-"""Explicit axis conversions between the pipeline's Z-up frame and glTF's Y-up frame."""
+"""Explicit axis conversions between the pipeline's Z-up frame and glTF's Y-up frame.
+
+Mesh readers keep a file's own axes; :func:`file_up_axis` says which axis is up in a file
+of a given format, so a caller can bring it into the Z-up pipeline frame with
+:func:`y_up_to_z_up` and back with :func:`z_up_to_y_up`.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
 from backend.geometry import TriangleMesh
+
+UP_AXES = ("y", "z")
+# glTF is Y-up by specification; OBJ is Y-up by common convention (Blender, Maya, most exporters).
+# Other formats (PLY) are taken as Z-up, the pipeline's own frame.
+Y_UP_SUFFIXES = (".glb", ".gltf", ".obj")
 
 # (x, y, z) Z-up -> (x, z, -y) Y-up, a proper rotation (keeps winding).
 Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
@@ -25,3 +37,8 @@ def z_up_to_y_up(mesh: TriangleMesh) -> TriangleMesh:
 def y_up_to_z_up(mesh: TriangleMesh) -> TriangleMesh:
     """Inverse of :func:`z_up_to_y_up`: (x, y, z) -> (x, -z, y)."""
     return _rotate(mesh, Z_UP_TO_Y_UP.T)
+
+
+def file_up_axis(path: str | os.PathLike) -> str:
+    """``"y"`` for formats whose positions are Y-up (glTF, GLB, OBJ), else ``"z"`` (PLY)."""
+    return "y" if Path(path).suffix.lower() in Y_UP_SUFFIXES else "z"

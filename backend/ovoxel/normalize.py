@@ -1,4 +1,9 @@
-"""Placing an arbitrary mesh in the O-Voxel unit cube (spec §9.2, last paragraph)."""
+"""Placing an arbitrary mesh in the O-Voxel unit cube (spec §9.2, last paragraph), and taking it back.
+
+:class:`SourceFrame` records what was done to a source mesh on the way in (its file's up
+axis and the :class:`Normalization`), so that a decoded mesh can be returned to the
+source's own position and size.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +29,28 @@ class Normalization:
 
     def invert(self, points: np.ndarray) -> np.ndarray:
         return np.asarray(points, dtype=np.float64) / self.scale + self.center
+
+
+@dataclass(frozen=True)
+class SourceFrame:
+    """How a source mesh was brought into the Z-up unit cube.
+
+    The source's positions (in its file's axes) were rotated to Z-up if ``up_axis`` is
+    ``"y"`` (:func:`backend.meshio.axes.y_up_to_z_up`), then mapped by ``normalization``.
+    :meth:`restore` undoes the normalization, giving Z-up positions in the source's units.
+    """
+
+    normalization: Normalization
+    up_axis: str  # "y" or "z": the up axis of the source file's positions
+
+    def __post_init__(self) -> None:
+        if self.up_axis not in ("y", "z"):
+            raise ValueError(f"up_axis must be 'y' or 'z', got {self.up_axis!r}")
+
+    def restore(self, mesh: TriangleMesh) -> TriangleMesh:
+        """``mesh`` (Z-up, unit-cube units) moved back to the source's position and size, still Z-up."""
+        # A shift and a uniform positive scale leave normals and winding unchanged.
+        return replace(mesh, vertices=self.normalization.invert(mesh.vertices))
 
 
 def normalize_to_unit_cube(
