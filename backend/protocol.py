@@ -319,7 +319,9 @@ EVENTS: dict[str, type[Message]] = {
 def encode(message: Message) -> bytes:
     """One message -> one line of UTF-8 JSON (with the trailing newline)."""
     body = {"type": message.TYPE, **dataclasses.asdict(message)}
-    line = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    # Unpaired surrogates (e.g. from an undecodable file name) become "?": the line stays UTF-8.
+    line = text.encode("utf-8", "replace") + b"\n"
     if len(line) > MAX_LINE_BYTES:
         raise ProtocolError(f"message too large ({len(line)} bytes > {MAX_LINE_BYTES})")
     return line
@@ -347,7 +349,7 @@ def _decode(line: bytes | str, table: dict[str, type[Message]], id_key: str) -> 
     if not isinstance(obj, dict):
         raise ProtocolError("a message must be a JSON object")
     job = obj.get(id_key)
-    job = job if isinstance(job, str) and 0 < len(job) <= MAX_ID_CHARS else None
+    job = job if isinstance(job, str) and 0 < len(job) <= MAX_ID_CHARS and _is_unicode(job) else None
     kind = obj.pop("type", None)
     if not isinstance(kind, str) or kind not in table:
         raise ProtocolError(f"unknown message type {kind!r}", job)
@@ -358,6 +360,15 @@ def _decode(line: bytes | str, table: dict[str, type[Message]], id_key: str) -> 
     if id_key == "id" and job is None:
         raise ProtocolError(f"{kind}: 'id' must be a non-empty string of at most {MAX_ID_CHARS} chars")
     return message
+
+
+def _is_unicode(text: str) -> bool:
+    """False for a string with an unpaired surrogate (JSON ``"\\ud800"``), which UTF-8 cannot hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _reject_constant(name: str) -> Any:
@@ -419,6 +430,8 @@ def _check(value: Any, hint: Any, where: str) -> Any:
         _, item = typing.get_args(hint)
         if not isinstance(value, dict):
             raise ProtocolError(f"{where}: expected an object")
+        if not all(_is_unicode(k) for k in value):
+            raise ProtocolError(f"{where}: a key holds an unpaired surrogate (not valid Unicode)")
         return {k: _check(v, item, f"{where}.{k}") for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
@@ -435,5 +448,7 @@ def _check(value: Any, hint: Any, where: str) -> Any:
     if hint is str:
         if not isinstance(value, str) or len(value) > MAX_STRING_CHARS:
             raise ProtocolError(f"{where}: expected a string of at most {MAX_STRING_CHARS} chars")
+        if not _is_unicode(value):
+            raise ProtocolError(f"{where}: the string holds an unpaired surrogate (not valid Unicode)")
         return value
     raise ProtocolError(f"{where}: unsupported type {hint!r}")  # a bug in this module

@@ -38,10 +38,11 @@ class Writer:
         """Send one message; False (and ``broken``) once the client has gone away."""
         try:
             line = protocol.encode(message)
-        except protocol.ProtocolError:
+        except (ValueError, TypeError):  # ProtocolError (too large) included; a bug must not kill a thread
             log.exception("could not encode %s", message.TYPE)
+            job = getattr(message, "job", None)
             line = protocol.encode(protocol.Error(
-                job=getattr(message, "job", None), code="internal",
+                job=job if isinstance(job, str) else None, code="internal",
                 message=f"the server could not encode a {message.TYPE} message", hint="see the backend log"))
         with self._lock:
             if self.broken:
