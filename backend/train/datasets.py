@@ -192,11 +192,24 @@ class SparseStructureDataset(TrainingDataset):
         return {"occupancy": occ}
 
 
+def voxels_at(record: dict, resolution: int) -> int:
+    """An asset's voxel count at ``resolution``: its main grid or one of ``prepare``'s extra grids."""
+    if int(record.get("resolution", resolution)) == resolution:
+        return int(record.get("num_voxels") or 1)
+    extra = record.get("extra_voxels") or {}
+    if str(resolution) not in extra:
+        raise DataError(f"asset {record['id']} has no O-Voxel at resolution {resolution} "
+                        f"(prepare with --resolution {resolution} or --extra-resolutions {resolution})")
+    return int(extra[str(resolution)])
+
+
 class _OVoxelDataset(TrainingDataset):
     def _filter(self, records: list[dict]) -> list[dict]:
+        for r in records:
+            voxels_at(r, self.args.resolution)  # every item has this grid (else a clear error)
         if not self.args.max_tokens:
             return records
-        kept = [r for r in records if int(r.get("num_voxels", 0)) <= self.args.max_tokens]
+        kept = [r for r in records if voxels_at(r, self.args.resolution) <= self.args.max_tokens]
         if len(kept) < len(records):
             log.info(
                 "dropped %d items over max_tokens=%d voxels", len(records) - len(kept), self.args.max_tokens
@@ -204,7 +217,7 @@ class _OVoxelDataset(TrainingDataset):
         return kept
 
     def tokens(self, index: int) -> int:
-        return int(self.records[index].get("num_voxels", 1))
+        return voxels_at(self.records[index], self.args.resolution)
 
     def _load(self, items: list[int]):
         return [

@@ -210,3 +210,29 @@ def test_encode_writes_latents_with_matching_coords_and_stats(prepared, tmp_path
                      "--shape-encoder", str(ckpts / "shape_enc_next_dc_f16c32_fp16"),
                      "--pbr-encoder", str(ckpts / "tex_enc_next_dc_f16c32_fp16")]) == 0
     assert merge_records(prepared)["counts"]["ok"] == 2
+
+
+def test_extra_resolutions_write_more_grids_the_vae_datasets_can_read(mesh_dir, tmp_path):
+    from backend.ovoxel.io import load_ovoxel
+    from backend.train.datasets import DataError, DatasetArgs, FlexiDualGridDataset
+
+    out = tmp_path / "data"
+    summary = prepare_dataset(_options(mesh_dir, out, resolution=128, extra_resolutions=(64,), views=1))
+    assert summary.done == 2
+    layout = DataLayout(out)
+    rec = layout.read_record("box")
+    assert rec["resolution"] == 128
+    assert rec["extra_voxels"]["64"] == load_ovoxel(layout.ovoxel(64, "box")).num_voxels
+    assert rec["extra_voxels"]["64"] < rec["num_voxels"]
+    # The 64^3 occupancy comes from the main grid.
+    main = load_ovoxel(layout.ovoxel(128, "box"))
+    with np.load(layout.ss_occupancy("box")) as f:
+        assert np.array_equal(f["cells"], np.unique(main.coords // 2, axis=0))
+    coarse = FlexiDualGridDataset(out, DatasetArgs(resolution=64))
+    assert coarse.tokens(0) == rec["extra_voxels"]["64"]
+    assert len(coarse.collate([0], 0)["vertices"]) == rec["extra_voxels"]["64"]
+    with pytest.raises(DataError, match="--extra-resolutions 256"):
+        FlexiDualGridDataset(out, DatasetArgs(resolution=256))
+    # A re-run asking for a grid the records lack redoes those assets.
+    again = prepare_dataset(_options(mesh_dir, out, resolution=128, extra_resolutions=(64, 256), views=1))
+    assert again.done == 2 and layout.ovoxel(256, "box").is_file()

@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="folder of .glb/.gltf/.obj/.ply files (+ optional split.json)")
     prep.add_argument("--output", required=True, type=Path, help="data folder to write")
     prep.add_argument("--resolution", type=int, default=512, help="O-Voxel grid size (default 512)")
+    prep.add_argument("--extra-resolutions", default="",
+                      help="more O-Voxel grids, comma-separated (e.g. 256: VAEs can train there first)")
     prep.add_argument("--views", type=int, default=8, help="condition renders per asset (default 8)")
     prep.add_argument("--render-size", type=int, default=512, help="square render size (default 512)")
     prep.add_argument("--supersample", type=int, default=2,
@@ -64,6 +66,15 @@ def _add_sharding(parser: argparse.ArgumentParser) -> None:
                         help="number of shards; run merge after all ranks finish when > 1 (default 1)")
 
 
+def _resolutions(text: str) -> tuple[int, ...]:
+    from .layout import DataToolkitError
+
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise DataToolkitError(f"--extra-resolutions: expected integers like 256,512, got {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
@@ -83,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                 input_dir=args.input, output_dir=args.output, resolution=args.resolution, views=args.views,
                 render_size=args.render_size, supersample=args.supersample, seed=args.seed, rank=args.rank,
                 world_size=args.world_size, workers=args.workers, device=_resolve_device(args.device),
-                limit=args.limit, up_axis=args.up_axis))
+                limit=args.limit, up_axis=args.up_axis,
+                extra_resolutions=_resolutions(args.extra_resolutions)))
             return 1 if summary.failed else 0
         if args.command == "encode":
             device = _resolve_device(args.device)

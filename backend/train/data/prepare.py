@@ -58,6 +58,9 @@ class PrepareOptions:
     device: str = "cpu"
     limit: int | None = None
     up_axis: str = "auto"
+    # More O-Voxel grids of the same assets, e.g. (256,) for training the VAEs at a coarser grid
+    # first, as the reference recipe does; latents and the SS occupancy come from ``resolution``.
+    extra_resolutions: tuple[int, ...] = ()
 
 
 @dataclass
@@ -76,6 +79,7 @@ class ConvertedAsset:
     mesh: Any  # TriangleMesh
     num_faces: int
     num_voxels: int
+    extra_voxels: dict[str, int]  # voxel count per extra resolution ("256": n)
     center: list[float]
     scale: float
     up_axis: str
@@ -99,9 +103,10 @@ def source_up_axis(path: Path, up_axis: str) -> str:
 
 
 def convert_asset(source: str, ovoxel_path: str, resolution: int, up_axis: str,
-                  occupancy_path: str) -> ConvertedAsset:
-    """Read, orient, normalise and voxelise one mesh; save its O-Voxel and its 64^3 sparse-structure
-    occupancy (the occupied cells ``unique(coords // (resolution / 64))``). Runs in a pool worker."""
+                  occupancy_path: str, extra: tuple[tuple[int, str], ...] = ()) -> ConvertedAsset:
+    """Read, orient, normalise and voxelise one mesh; save its O-Voxel, its 64^3 sparse-structure
+    occupancy (the occupied cells ``unique(coords // (resolution / 64))``) and the O-Voxels of the
+    ``extra`` ``(resolution, path)`` grids. Runs in a pool worker."""
     from backend.meshio import read_mesh, y_up_to_z_up
     from backend.ovoxel.encode import mesh_to_ovoxel
     from backend.ovoxel.io import save_ovoxel
@@ -122,8 +127,15 @@ def convert_asset(source: str, ovoxel_path: str, resolution: int, up_axis: str,
     Path(occupancy_path).parent.mkdir(parents=True, exist_ok=True)
     write_npz(Path(occupancy_path), cells=cells)
     t3 = time.perf_counter()
-    timing = {"read": t1 - t0, "ovoxel": t2 - t1, "save_ovoxel": t3 - t2}
-    return ConvertedAsset(mesh, mesh.num_faces, ov.num_voxels, [float(c) for c in norm.center],
+    extra_voxels = {}
+    for res, path in extra:
+        extra_ov = mesh_to_ovoxel(mesh, res, attributes=True)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        save_ovoxel(path, extra_ov, compress=False)
+        extra_voxels[str(res)] = extra_ov.num_voxels
+    timing = {"read": t1 - t0, "ovoxel": t2 - t1, "save_ovoxel": t3 - t2,
+              "extra_resolutions": time.perf_counter() - t3}
+    return ConvertedAsset(mesh, mesh.num_faces, ov.num_voxels, extra_voxels, [float(c) for c in norm.center],
                           float(norm.scale), axis, timing)
 
 
@@ -175,9 +187,12 @@ def is_complete(layout: DataLayout, asset_id: str, opts: PrepareOptions) -> bool
     if (rec.get("resolution"), rec.get("views"), rec.get("render_size")) != (
             opts.resolution, opts.views, opts.render_size):
         return False
+    if any(str(r) not in (rec.get("extra_voxels") or {}) for r in opts.extra_resolutions):
+        return False
     files = [layout.ovoxel(opts.resolution, asset_id), layout.ss_occupancy(asset_id),
              layout.transforms(asset_id)]
     files += [layout.render_view(asset_id, k) for k in range(opts.views)]
+    files += [layout.ovoxel(r, asset_id) for r in opts.extra_resolutions]
     return all(p.is_file() for p in files)
 
 
@@ -210,7 +225,8 @@ def _run_conversions(jobs: list[tuple[str, Path]], layout: DataLayout, opts: Pre
                      ) -> Iterator[tuple[str, Path, ConvertedAsset | None, str | None]]:
     """Yield ``(id, source, converted or None, error or None)`` as conversions finish."""
     args = lambda asset_id, src: (str(src), str(layout.ovoxel(opts.resolution, asset_id)),  # noqa: E731
-                                  opts.resolution, opts.up_axis, str(layout.ss_occupancy(asset_id)))
+                                  opts.resolution, opts.up_axis, str(layout.ss_occupancy(asset_id)),
+                                  tuple((r, str(layout.ovoxel(r, asset_id))) for r in opts.extra_resolutions))
     workers = opts.workers if opts.workers is not None else (os.cpu_count() or 1)
     if workers <= 1 or len(jobs) <= 1:
         for asset_id, src in jobs:
@@ -250,6 +266,8 @@ def prepare_dataset(opts: PrepareOptions) -> PrepareSummary:
 
     t_start = time.perf_counter()
     check_resolution(opts.resolution)
+    for res in opts.extra_resolutions:
+        check_resolution(res)
     if opts.views < 1 or opts.render_size < 8 or opts.supersample < 1:
         raise DataToolkitError("views must be >= 1, render size >= 8 and supersample >= 1")
     paths = list_meshes(Path(opts.input_dir))
@@ -282,6 +300,7 @@ def prepare_dataset(opts: PrepareOptions) -> PrepareSummary:
                     "convention": "world Z-up, mesh normalised into [-0.5, 0.5]^3; camera looks along -Z "
                                   "with +Y up (OpenGL/Blender); fov is vertical = horizontal (square)"})
                 rec.update(status="ok", num_faces=converted.num_faces, num_voxels=converted.num_voxels,
+                           extra_voxels=converted.extra_voxels,
                            normalization={"center": converted.center, "scale": converted.scale},
                            up_axis=converted.up_axis,
                            timing={**converted.timing, "render": time.perf_counter() - t0})
