@@ -177,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     def prepare() -> None:
         # Renders run in each shard's main process: several shards keep the GPU and the cores busy.
         shards = max(1, args.prepare_shards)
+        # The grids the VAE configs train on, besides the main one (e.g. 256 for the mini VAEs).
+        paths = [CONFIGS / args.family / f"{n}.json" for n in ("shape_vae", "tex_vae")]
+        configs = [json.loads(p.read_text()) for p in paths]
+        grids = {c["dataset"]["args"]["resolution"] for c in configs}
+        extra = sorted(grids - {args.resolution})
         cmds = {}
         for rank in range(shards):
             cmds[f"prepare_{rank}"] = [
@@ -186,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                 "--workers", max(1, args.workers // shards), "--device", args.device, "--seed", args.seed,
                 "--rank", rank, "--world-size", shards,
             ]
+            if extra:
+                cmds[f"prepare_{rank}"] += ["--extra-resolutions", ",".join(map(str, extra))]
         _parallel(cmds, logs)
         _run([py, "-m", "backend.train.data", "merge", "--data", work / "data"], logs / "merge.log")
 
