@@ -222,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
                 work / "runs/ss_vae/export" / ss["encoder"],
                 "--device",
                 args.device,
+                "--conv-backend",
+                json.loads((work / "runs/shape_vae/config.json").read_text())["trainer"]["args"].get(
+                    "conv_backend", "torch"),
             ],
             logs / "encode.log",
         )

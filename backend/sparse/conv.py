@@ -8,6 +8,7 @@ import math
 import torch
 from torch import nn
 
+from kernels.sparse_conv.im2col import subm_conv3d_im2col
 from kernels.sparse_conv.reference import gather_plan, subm_conv3d_reference
 
 from .neighbors import KERNEL_VOLUME, neighbor_map
@@ -21,6 +22,7 @@ class ConvBackend(enum.StrEnum):
 
     TRITON = "triton"
     TORCH = "torch"
+    IM2COL = "im2col"  # one gather + one GEMM per conv: fewest kernels, [N, 27 Ci] temporary
 
     @classmethod
     def default_for(cls, device: torch.device) -> ConvBackend:
@@ -69,6 +71,8 @@ class SparseConv3d(nn.Module):
         feats = x.feats.to(self.weight.dtype)
         if backend is ConvBackend.TRITON:
             out = self._triton(feats, nbr)
+        elif backend is ConvBackend.IM2COL:
+            out = subm_conv3d_im2col(feats, nbr, self.weight, self.bias)
         else:
             plan = x.cached(GATHER_PLAN_CACHE_KEY, lambda: gather_plan(nbr))  # shared by every conv here
             out = subm_conv3d_reference(feats, nbr, self.weight, self.bias,

@@ -223,7 +223,7 @@ class LoopArgs:
     grad_clip: GradClipArgs = GradClipArgs()
     mix_precision: str = "bf16"  # "bf16": fp32 master weights, bf16 autocast; "fp32": no autocast
     gradient_checkpointing: bool = False
-    conv_backend: str = "auto"  # sparse convs: "auto" (Triton on CUDA), "torch" (gather-GEMM) or "triton"
+    conv_backend: str = "auto"  # sparse convs: "auto" (Triton on CUDA), "torch", "im2col" or "triton"
     i_log: int = 10
     i_save: int = 1000
     keep_checkpoints: int = 2
@@ -242,8 +242,8 @@ class LoopArgs:
             raise ValueError(f"mix_precision must be 'bf16' or 'fp32', got {self.mix_precision!r}")
         if not 0.0 <= self.ema_rate < 1.0:
             raise ValueError(f"ema_rate must lie in [0, 1), got {self.ema_rate}")
-        if self.conv_backend not in ("auto", "torch", "triton"):
-            raise ValueError(f"conv_backend must be 'auto', 'torch' or 'triton', got {self.conv_backend!r}")
+        if self.conv_backend not in ("auto", "torch", "im2col", "triton"):
+            raise ValueError(f"conv_backend must be auto, torch, im2col or triton, got {self.conv_backend!r}")
         if self.i_log < 1 or self.i_save < 1 or self.keep_checkpoints < 1:
             raise ValueError("i_log, i_save and keep_checkpoints must be >= 1")
 

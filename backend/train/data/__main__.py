@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--ss-encoder", help="checkpoint stem of the sparse-structure encoder")
     enc.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     enc.add_argument("--batch", type=int, default=4, help="assets per forward pass (default 4)")
-    enc.add_argument("--conv-backend", choices=("torch", "triton", "auto"), default="torch",
+    enc.add_argument("--conv-backend", choices=("torch", "im2col", "triton", "auto"), default="torch",
                      help="sparse convolution path of the encoders (torch: no per-size kernel tuning)")
     _add_sharding(enc)
 
