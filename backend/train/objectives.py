@@ -45,9 +45,11 @@ class FlowArgs:
         name = self.t_schedule.get("name")
         if name not in ("uniform", "logitNormal"):
             raise ValueError(f"t_schedule.name must be 'uniform' or 'logitNormal', got {name!r}")
-        unknown = set(self.t_schedule.get("args", {})) - ({"mean", "std"} if name == "logitNormal" else set())
-        if unknown or set(self.t_schedule) - {"name", "args"}:
-            raise ValueError(f"t_schedule has unknown keys: {sorted(unknown or set(self.t_schedule))}")
+        allowed_args = {"mean", "std"} if name == "logitNormal" else set()
+        unknown = set(self.t_schedule) - {"name", "args"}
+        unknown |= {f"args.{k}" for k in set(self.t_schedule.get("args", {})) - allowed_args}
+        if unknown:
+            raise ValueError(f"t_schedule has unknown keys: {sorted(unknown)}")
 
 
 def sample_timesteps(schedule: dict, n: int, device: torch.device) -> torch.Tensor:
