@@ -204,7 +204,7 @@ class OptimizerArgs:
 
 @dataclass(frozen=True)
 class GradClipArgs:
-    """Adaptive clipping: ``max_norm`` until ``warmup`` norms are known, then their percentile."""
+    """Adaptive clipping: ``max_norm`` until ``buffer_size`` norms are known, then min(it, percentile)."""
 
     max_norm: float = 1.0
     clip_percentile: float = 95.0
