@@ -35,9 +35,9 @@ def subm_conv3d_im2col(
     co = weight.shape[0]
     if neighbors.shape != (n, KERNEL_VOLUME):
         raise ValueError(f"neighbors must be [{n}, 27], got {tuple(neighbors.shape)}")
+    if weight.shape[-1] != ci or weight.numel() != co * KERNEL_VOLUME * ci:
+        raise ValueError(f"weight {tuple(weight.shape)} does not fit feats with {ci} input channels")
     w = weight.reshape(co, KERNEL_VOLUME * ci)  # [Co, 27 Ci], offset-major like the gathered columns
-    if w.shape[1] != KERNEL_VOLUME * ci:
-        raise ValueError(f"weight has {weight.shape[-1]} input channels but feats has {ci}")
     padded = torch.cat([feats, feats.new_zeros(1, ci)])  # row n = "no neighbour"
     rows = torch.where(neighbors >= 0, neighbors, n).long().reshape(-1)  # [N * 27]
     columns = padded.index_select(0, rows).reshape(n, KERNEL_VOLUME * ci)  # [N, 27 Ci]
