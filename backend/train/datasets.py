@@ -34,7 +34,6 @@ from .data.layout import SS_GRID
 log = logging.getLogger(__name__)
 
 
-
 class DataError(ValueError):
     """The data folder is missing something a dataset needs; the message names the path."""
 
@@ -241,9 +240,6 @@ class FlexiDualGridDataset(_OVoxelDataset):
 
 class SparseVoxelPbrDataset(_OVoxelDataset):
     """PBR attributes per voxel (base colour 3, metallic, roughness, alpha in [0, 1]), for the texture VAE."""
-
-    def _filter(self, records: list[dict]) -> list[dict]:
-        return super()._filter(records)
 
     def collate(self, items: list[int], step: int) -> dict[str, Any]:
         ovs = self._load(items)
