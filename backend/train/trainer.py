@@ -425,7 +425,9 @@ class Trainer:
                 elapsed = time.perf_counter() - t0
                 record = {
                     "step": self.step,
-                    **{k: float(np.mean([w.get(k, 0.0) for w in window])) for k in window[-1]},
+                    # every key of the window: "skipped" appears only on the steps it happened
+                    **{k: float(np.mean([w.get(k, 0.0) for w in window])) for k in dict.fromkeys(
+                        k for w in window for k in w)},
                     "samples_per_s": samples / max(elapsed, 1e-9),
                     "elapsed_s": elapsed,
                 }
