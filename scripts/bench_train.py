@@ -5,9 +5,10 @@ coordinates on a 64^3 grid, 1,029 condition tokens of width 1,024), forward + ba
 flow-matching loss in bf16 autocast over fp32 master weights, adaptive clipping and an AdamW update
 -- the training loop's own ``Trainer.train_step`` path minus data loading.
 
-Model FLOPs per sample count the matmuls only: ``6 * tokens * P_linear`` for the block linears
-(forward + backward) plus attention ``3 * 4 * L * C * (L + M)`` per block (QK^T and PV, forward
-and twice for backward). MFU is given against the H200's dense bf16 peak (989 TFLOP/s) and
+Model FLOPs per sample count the matmuls only, forward plus backward (x3): ``2 * L * P`` for the
+block linears applied to the L tokens, ``2 * M * P_kv`` for the cross-attention K/V projection of the
+M condition tokens, and attention ``4 * L * C * (L + M)`` per block (QK^T and PV). MFU is given
+against the H200's dense bf16 peak (989 TFLOP/s) and
 against the measured matmul ceiling of ``scripts/bench_models.py`` (~784 TFLOP/s here).
 
 Under ``torchrun --nproc_per_node N`` every rank runs the same step under DDP and the reported
@@ -53,10 +54,17 @@ RELEASE_ARGS = {
 
 
 def model_flops_per_sample(model: SLatFlowModel, tokens: int, cond_tokens: int) -> float:
-    linears = [m for b in model.blocks for m in b.modules() if isinstance(m, torch.nn.Linear)]
-    linear = sum(m.weight.numel() for m in linears)
+    """Matmul FLOPs of forward + backward (x3) for one sample; cross-attention K/V see the condition only."""
+    on_tokens = on_cond = 0
+    for block in model.blocks:
+        for name, m in block.named_modules():
+            if isinstance(m, torch.nn.Linear):
+                if name == "cross_attn.to_kv":
+                    on_cond += m.weight.numel()
+                else:
+                    on_tokens += m.weight.numel()
     attn = 4 * tokens * model.model_channels * (tokens + cond_tokens) * len(model.blocks)
-    return 6 * tokens * linear + 3 * attn
+    return 3 * (2 * tokens * on_tokens + 2 * cond_tokens * on_cond + attn)
 
 
 def main() -> int:

@@ -1,9 +1,9 @@
 """Train a small TRELLIS.2 from nothing: procedural meshes -> data -> six networks -> release -> evaluation.
 
-Every stage is one of the project's own commands, run as a child process; a stage whose output
-already exists is skipped (trainings resume from their last checkpoint), so the script can be
-interrupted and re-run at any point. The three VAEs train concurrently, then the three flows
-(they share one GPU well at this size).
+Every stage is one of the project's own commands, run as a child process, and every stage resumes:
+the toolkit skips finished assets, a finished training is skipped and an unfinished one resumes from
+its last checkpoint, so the script can be interrupted and re-run at any point. The three VAEs train
+concurrently, then the three flows (they share one GPU well at this size).
 
     python scripts/train_mini.py --work DIR [--family mini|tiny] [--count 960] [--test-count 48]
         [--resolution 512] [--views 8] [--vae-minutes 5] [--flow-minutes 8] [--device cuda]

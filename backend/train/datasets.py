@@ -16,6 +16,7 @@ condition view) are hashed from ``(seed, step, item)``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import zlib
@@ -63,6 +64,11 @@ def stable_hash(*parts: int) -> int:
     return zlib.crc32(np.asarray(parts, dtype=np.int64).tobytes())
 
 
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(seed: int, epoch: int, num_items: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(num_items)
+
+
 @dataclass(frozen=True)
 class StepPlan:
     """Which dataset items rank ``rank`` uses at each step (see the module docstring)."""
@@ -74,7 +80,7 @@ class StepPlan:
     seed: int = 0
 
     def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.num_items)
+        return _epoch_permutation(self.seed, epoch, self.num_items)
 
     def items(self, step: int) -> list[int]:
         """Dataset indices of this rank's batch at ``step`` (0-based)."""
@@ -149,12 +155,16 @@ class TrainingDataset:
     def collate(self, items: list[int], step: int) -> dict[str, Any]:
         raise NotImplementedError
 
-    def view_of(self, index: int, step: int, seed: int) -> int:
-        """Which condition view item ``index`` shows at ``step`` (hashed, no RNG state)."""
+    def views_of(self, index: int) -> int:
+        """How many condition views of item ``index`` training uses (``dataset.args.views`` caps them)."""
         views = int(self.records[index].get("views", 1))
         if self.args.views:
             views = min(views, self.args.views)
-        return stable_hash(seed, step, index) % max(1, views)
+        return max(1, views)
+
+    def view_of(self, index: int, step: int, seed: int) -> int:
+        """Which condition view item ``index`` shows at ``step`` (hashed, no RNG state)."""
+        return stable_hash(seed, step, index) % self.views_of(index)
 
 
 def _ovoxel_path(data_dir: Path, resolution: int, item_id: str) -> Path:

@@ -103,7 +103,7 @@ class FlowMatchingObjective(nn.Module):
             x_t, target = noised(x0, eps, t.view(B, *[1] * (x0.ndim - 1)), self.args.sigma_min)
             pred = denoiser(x_t, t * 1000, cond)
         loss = F.mse_loss(pred.float(), target)
-        return loss, {"loss": loss.item(), "mse": loss.item()}
+        return loss, {"loss": loss.item()}
 
 
 # --------------------------------------------------------------------------- VAEs

@@ -223,7 +223,7 @@ class Trainer:
                 encoder,
                 self.dataset.data_dir,
                 [r["id"] for r in self.dataset.records],
-                [int(r.get("views", 1)) for r in self.dataset.records],
+                [self.dataset.views_of(i) for i in range(len(self.dataset))],
                 self.dataset.args.image_size,
                 self.device,
             )
@@ -251,7 +251,11 @@ class Trainer:
             self.ema[key] = {n: t.to(self.device) for n, t in state["ema"][key].items()}
         self.optimizer.load_state_dict(state["optimizer"])
         self.clipper.load_state_dict(state["clipper"])
-        rng = state["rng"][self.dist.rank] if self.dist.rank < len(state["rng"]) else state["rng"][0]
+        if len(state["rng"]) != self.dist.world_size:
+            log.warning("%s was written by %d rank(s), this run has %d: training continues, but not "
+                        "bit-identically (data order and noise depend on the world size)", path,
+                        len(state["rng"]), self.dist.world_size)
+        rng = state["rng"][self.dist.rank % len(state["rng"])]
         _set_rng_state(rng)
         self.step = int(state["step"])
         log.info("resumed from %s at step %d", path, self.step)
