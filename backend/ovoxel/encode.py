@@ -111,10 +111,13 @@ def mesh_to_ovoxel(
 
 
 def sort_voxels(ov: OVoxel) -> OVoxel:
-    """The same O-Voxel with voxels in lexicographic (x, y, z) order."""
+    """The same O-Voxel with voxels in lexicographic (x, y, z) order (``ov`` itself if already so)."""
     r = np.int64(ov.resolution)
     c = ov.coords.astype(np.int64)
-    order = np.argsort((c[:, 0] * r + c[:, 1]) * r + c[:, 2], kind="stable")
+    keys = (c[:, 0] * r + c[:, 1]) * r + c[:, 2]
+    if np.all(keys[1:] >= keys[:-1]):  # already in order (every saved O-Voxel is): skip the O(N log N) sort
+        return ov
+    order = np.argsort(keys, kind="stable")
     take = lambda a: None if a is None else a[order]  # noqa: E731
     return OVoxel(ov.resolution, ov.coords[order], ov.dual_vertices[order], ov.intersected[order],
                   take(ov.split_weight), take(ov.attributes), ov.aabb)

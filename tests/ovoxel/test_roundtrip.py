@@ -91,3 +91,18 @@ def test_boundaries(name, res):
     stray = d * res > 2.0
     # open slits at grid-tangent spots (measured: 8 of 1238 points at 256, 32 of 2478 at 512)
     assert stray.mean() < 0.02, "stray boundary away from the source boundary"
+
+
+def test_sort_voxels_orders_shuffled_voxels_and_keeps_sorted_ones():
+    from backend.ovoxel.encode import sort_voxels
+
+    ov = mesh_to_ovoxel(ALL_SHAPES["sharp_edged"](), 64)
+    keys = lambda o: (o.coords[:, 0].astype(np.int64) * 64 + o.coords[:, 1]) * 64 + o.coords[:, 2]  # noqa: E731
+    assert np.all(np.diff(keys(ov)) > 0)
+    assert sort_voxels(ov) is ov  # already ordered: returned as is
+    perm = np.random.default_rng(0).permutation(ov.num_voxels)
+    shuffled = type(ov)(ov.resolution, ov.coords[perm], ov.dual_vertices[perm], ov.intersected[perm],
+                        None, ov.attributes[perm], ov.aabb)
+    back = sort_voxels(shuffled)
+    assert np.array_equal(back.coords, ov.coords) and np.array_equal(back.attributes, ov.attributes)
+    assert np.array_equal(back.dual_vertices, ov.dual_vertices)

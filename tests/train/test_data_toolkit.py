@@ -236,3 +236,17 @@ def test_extra_resolutions_write_more_grids_the_vae_datasets_can_read(mesh_dir, 
     # A re-run asking for a grid the records lack redoes those assets.
     again = prepare_dataset(_options(mesh_dir, out, resolution=128, extra_resolutions=(64, 256), views=1))
     assert again.done == 2 and layout.ovoxel(256, "box").is_file()
+
+
+def test_encode_occupancy_grid_is_the_prepared_ss_occupancy(prepared):
+    from backend.train.data.encode import _load_ovoxel, occupancy_grid
+
+    layout = DataLayout(prepared)
+    records = [json.loads(layout.record(a).read_text()) for a in ("box", "cylinder")]
+    grid = occupancy_grid([_load_ovoxel(layout, r) for r in records], torch.device("cpu"))
+    for b, asset_id in enumerate(("box", "cylinder")):
+        with np.load(layout.ss_occupancy(asset_id)) as f:
+            cells = f["cells"].astype(np.int64)
+        expected = torch.zeros(64, 64, 64)
+        expected[cells[:, 0], cells[:, 1], cells[:, 2]] = 1.0
+        assert torch.equal(grid[b, 0], expected) and expected.sum() > 0
