@@ -98,6 +98,25 @@ def test_ssim_and_the_loss_tell_close_from_far_reconstructions():
     assert far_logs["render_mask"] > 5 * logs["render_mask"] and float(far) > 5 * float(loss)
 
 
+def test_rendered_losses_reach_offsets_and_split_weights_but_not_the_flags():
+    from backend.train.objectives import ShapeVaeObjective
+    from backend.train.trainer import build_networks
+
+    config = _rendered_config(lambda_intersected=0.0, lambda_vertex=0.0, lambda_subdiv=0.0, lambda_kl=0.0,
+                              render_resolution=24)
+    _, args = split_args(config.trainer.args, ShapeVaeArgs, "x")
+    torch.manual_seed(0)
+    objective = ShapeVaeObjective(build_networks(config), args)
+    loss, logs = objective(_batch())
+    loss.backward()
+    grad = objective.nets["decoder"].output_layer.weight.grad  # [7, C]: offsets 0-2, flags 3-5, split 6
+    assert grad[0:3].abs().sum() > 0 and grad[6].abs().sum() > 0
+    assert torch.all(grad[3:6] == 0)  # the intersection logits learn from their BCE only
+    assert float(loss.detach()) == pytest.approx(
+        logs["render_mask"] + 10 * logs["render_depth"] + logs["render_normal"]
+        + 0.2 * logs["render_normal_ssim"], rel=1e-5)
+
+
 # ----------------------------------------------------------------------------------- training
 def _data_folder(root: Path) -> Path:
     """A minimal data folder: metadata.jsonl plus ovoxel_64/ID.npz for each sphere."""
