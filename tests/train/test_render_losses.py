@@ -219,3 +219,76 @@ def test_shipped_configs():
             assert (parsed.lambda_mask, parsed.lambda_depth, parsed.lambda_normal, parsed.lambda_ssim) == (
                 1.0, 10.0, 1.0, 0.2)
             assert (parsed.render_views, parsed.render_resolution) == (1, 1024)
+
+
+# ----------------------------------------------------------------------------------- LPIPS wiring
+VGG16_CONVS = {0: (3, 64), 2: (64, 64), 5: (64, 128), 7: (128, 128), 10: (128, 256), 12: (256, 256),
+               14: (256, 256), 17: (256, 512), 19: (512, 512), 21: (512, 512), 24: (512, 512),
+               26: (512, 512), 28: (512, 512)}
+
+
+def _fake_lpips_module(calls: list):
+    """A stand-in for the ``lpips`` package with its VGG slice layout (tiny channel counts)."""
+    import importlib.machinery
+    import types
+
+    from torch import nn
+
+    class FakeVgg(nn.Module):
+        def __init__(self):
+            super().__init__()
+            bounds = ((1, 0, 4), (2, 4, 9), (3, 9, 16), (4, 16, 23), (5, 23, 30))
+            for index, lo, hi in bounds:
+                stage = nn.Sequential()
+                for layer in range(lo, hi):
+                    stage.add_module(str(layer), nn.Conv2d(1, 1, 1) if layer in VGG16_CONVS else nn.ReLU())
+                setattr(self, f"slice{index}", stage)
+
+    class LPIPS(nn.Module):
+        def __init__(self, net, pretrained, pnet_rand, verbose):
+            super().__init__()
+            assert (net, pretrained, pnet_rand) == ("vgg", True, True)  # no torchvision download
+            self.net = FakeVgg()
+            self.dropout = nn.Dropout(0.5)
+
+        def forward(self, a, b):
+            calls.append((float(a.detach().min()), float(a.detach().max()), self.training))
+            return ((a - b) ** 2).mean(dim=(1, 2, 3), keepdim=True)
+
+    module = types.ModuleType("lpips")
+    module.LPIPS = LPIPS
+    module.__spec__ = importlib.machinery.ModuleSpec("lpips", None)
+    return module
+
+
+def test_lpips_loads_the_named_vgg_weights_and_compares_in_minus_one_to_one(tmp_path, monkeypatch):
+    import sys
+
+    from backend.train.image_losses import load_lpips
+
+    calls: list = []
+    monkeypatch.setitem(sys.modules, "lpips", _fake_lpips_module(calls))
+    state = {f"features.{i}.{p}": torch.full((1, 1, 1, 1) if p == "weight" else (1,), float(i))
+             for i in VGG16_CONVS for p in ("weight", "bias")}
+    torch.save(state, tmp_path / "vgg16.pth")
+    loss = load_lpips(str(tmp_path / "vgg16.pth"))
+    assert float(getattr(loss.network.net.slice5, "28").weight) == 28.0  # features.28 -> slice5.28
+    assert not any(p.requires_grad for p in loss.network.parameters())
+    value = loss(torch.ones(2, 3, 8, 8), torch.zeros(2, 3, 8, 8))
+    assert calls == [(1.0, 1.0, False)] and float(value) == 4.0  # [0, 1] -> [-1, 1], eval mode
+    torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match=r"other\.pth: not torchvision's VGG16 weights"):
+        load_lpips(str(tmp_path / "other.pth"))
+
+    raw = tiny_config_dict("shape_vae")
+    raw["trainer"]["args"].update({**RENDERED, "render_resolution": 16, "lambda_lpips": 0.2,
+                                   "lpips_vgg_weights": str(tmp_path / "vgg16.pth")})
+    config = parse_config(raw, "x.json")
+    _, args = split_args(config.trainer.args, ShapeVaeArgs, "x")
+    from backend.train.objectives import ShapeVaeObjective
+    from backend.train.trainer import build_networks
+
+    objective = ShapeVaeObjective(build_networks(config), args).train()
+    _, logs = objective(_batch(("ball_a",)))
+    assert "render_normal_lpips" in logs and calls[-1][2] is False  # still eval inside a training objective
+    assert not any("lpips" in name or "slice" in name for name, _ in objective.named_parameters())
