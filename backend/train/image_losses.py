@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import pickle
 from pathlib import Path
 
 import torch
@@ -98,7 +99,12 @@ def load_lpips(vgg_weights: str) -> LpipsLoss:
     import lpips  # optional dependency, checked above
 
     network = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)
-    state = torch.load(vgg_weights, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(vgg_weights, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise ValueError(f"{vgg_weights}: cannot read it as a torch state dict ({exc})") from exc
+    if not isinstance(state, dict):
+        raise ValueError(f"{vgg_weights}: not a state dict")
     backbone = {}
     for index, layers in _LPIPS_VGG_SLICES:
         for layer in layers:

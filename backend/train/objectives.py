@@ -222,7 +222,12 @@ class ShapeVaeObjective(_AutoencoderObjective):
     def __init__(self, nets: dict[str, nn.Module], args: ShapeVaeArgs) -> None:
         super().__init__(nets, args)
         weights = args.render_weights()
-        lpips = load_lpips(args.lpips_vgg_weights) if weights.lpips > 0 else None
+        lpips = None
+        if weights.lpips > 0:
+            try:
+                lpips = load_lpips(args.lpips_vgg_weights)
+            except ValueError as exc:
+                raise ConfigError(f"trainer.args.lpips_vgg_weights: {exc}") from exc
         self.rendered = RenderedShapeLoss(weights, lpips) if weights.enabled else None
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:

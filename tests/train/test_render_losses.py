@@ -279,6 +279,9 @@ def test_lpips_loads_the_named_vgg_weights_and_compares_in_minus_one_to_one(tmp_
     torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match=r"other\.pth: not torchvision's VGG16 weights"):
         load_lpips(str(tmp_path / "other.pth"))
+    (tmp_path / "garbage.pth").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match=r"garbage\.pth: cannot read it as a torch state dict"):
+        load_lpips(str(tmp_path / "garbage.pth"))
 
     raw = tiny_config_dict("shape_vae")
     raw["trainer"]["args"].update({**RENDERED, "render_resolution": 16, "lambda_lpips": 0.2,
@@ -289,6 +292,10 @@ def test_lpips_loads_the_named_vgg_weights_and_compares_in_minus_one_to_one(tmp_
     from backend.train.trainer import build_networks
 
     objective = ShapeVaeObjective(build_networks(config), args).train()
+    bad_args = split_args({**config.trainer.args, "lpips_vgg_weights": str(tmp_path / "garbage.pth")},
+                          ShapeVaeArgs, "x")[1]
+    with pytest.raises(ConfigError, match=r"trainer\.args\.lpips_vgg_weights: .*garbage\.pth"):
+        ShapeVaeObjective(build_networks(config), bad_args)
     _, logs = objective(_batch(("ball_a",)))
     assert "render_normal_lpips" in logs and calls[-1][2] is False  # still eval inside a training objective
     assert not any("lpips" in name or "slice" in name for name, _ in objective.named_parameters())
