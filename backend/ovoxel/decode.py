@@ -90,6 +90,49 @@ def flexible_dual_contour(coords: torch.Tensor, dual_vertices: torch.Tensor, int
     return verts, faces
 
 
+def flexible_dual_contour_fan(coords: torch.Tensor, dual_vertices: torch.Tensor, intersected: torch.Tensor,
+                              split_weight: torch.Tensor, resolution: int, *, aabb_min=(-0.5, -0.5, -0.5),
+                              index: CoordIndex | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training variant of :func:`flexible_dual_contour` (spec §7.1 step 4): differentiable.
+
+    Instead of choosing a diagonal, every quad gets a mid-vertex, the mean of its two diagonal
+    midpoints weighted by ``w0 w2`` and ``w1 w3``, and four triangles fanned around it. The
+    topology (which quads exist) depends only on ``coords`` and ``intersected``; vertex
+    positions are differentiable in ``dual_vertices`` and, through the mid-vertices, in
+    ``split_weight``, which is how a rendered loss reaches both network outputs.
+
+    Args:
+        coords: [N, 3] int voxel coordinates.
+        dual_vertices: [N, 3] float voxel-local offsets (any range; the decoder's lie in
+            ``(-margin, 1 + margin)``).
+        intersected: [N, 3] bool edge flags.
+        split_weight: [N] or [N, 1] positive weights.
+        resolution: grid size; the voxel size is ``1 / resolution``.
+        aabb_min: grid origin.
+        index: prebuilt :class:`CoordIndex` of ``coords``.
+
+    Returns:
+        vertices [N + Q, 3] (the N dual vertices, unreferenced ones kept, then one mid-vertex
+        per quad) in ``dual_vertices``' dtype, and faces [4Q, 3] int64.
+    """
+    dev = dual_vertices.device
+    origin = torch.as_tensor(aabb_min, dtype=dual_vertices.dtype, device=dev)
+    verts = (coords.to(dual_vertices.dtype) + dual_vertices) / resolution + origin  # [N, 3]
+    index = index or CoordIndex(coords, resolution)
+    quads = _quads(coords, intersected.bool(), index)  # [Q, 4]
+    n = verts.shape[0]
+    corners = verts[quads]  # [Q, 4, 3]
+    w = split_weight.reshape(-1).to(verts.dtype)[quads]  # [Q, 4]
+    w02, w13 = (w[:, 0] * w[:, 2])[:, None], (w[:, 1] * w[:, 3])[:, None]  # [Q, 1]
+    mid02 = (corners[:, 0] + corners[:, 2]) / 2
+    mid13 = (corners[:, 1] + corners[:, 3]) / 2
+    mids = (w02 * mid02 + w13 * mid13) / (w02 + w13)  # [Q, 3]
+    centre = torch.arange(n, n + quads.shape[0], device=dev)  # [Q]
+    faces = torch.stack([torch.stack([quads[:, k], quads[:, (k + 1) % 4], centre], 1) for k in range(4)],
+                        1).reshape(-1, 3)  # [4Q, 3]
+    return torch.cat([verts, mids]), faces
+
+
 def ovoxel_to_mesh(ov: OVoxel, *, device: str | torch.device = "cpu", drop_unreferenced: bool = True,
                    orient: bool = False, fill_holes_perimeter: float | None = None) -> TriangleMesh:
     """Extract the triangle mesh of an O-Voxel.

@@ -25,6 +25,12 @@ import numpy as np
 # sphere of radius sqrt(3)/2 (the unit cube's circumsphere) exactly (70 deg ... 10 deg).
 COND_RADIUS_RANGE = (1.51, 9.94)
 UNIT_CUBE_CIRCUMRADIUS = math.sqrt(3.0) / 2.0
+# Rendered VAE losses: 1/r^2 uniform over r in this range, a FoV that frames a sphere of radius
+# 0.5 (the unit cube's inscribed sphere, so corners may leave the view), a near plane drawn in
+# [r - 1, r] (it may cut into the object) and the far plane 2 behind it.
+LOSS_VIEW_RADIUS_RANGE = (2.0, 100.0)
+LOSS_VIEW_OBJECT_RADIUS = 0.5
+LOSS_VIEW_DEPTH_SPAN = 2.0
 
 
 @dataclass(frozen=True)
@@ -181,3 +187,25 @@ def sample_sphere_views(num_views: int, rng: np.random.Generator, radius: float 
         pitch = math.asin(z)
         views.append(ViewSample(orbit_camera(yaw, pitch, radius, fov), yaw, pitch, radius))
     return views
+
+
+def loss_view_camera(direction, u_radius: float, u_near: float,
+                     radius_range: tuple[float, float] = LOSS_VIEW_RADIUS_RANGE) -> Camera:
+    """The camera of one rendered-loss view, from its random draws.
+
+    Args:
+        direction: [3] any non-zero vector; the camera sits along it, looking at the origin,
+            with +Z up (a Gaussian draw makes the direction uniform on the sphere).
+        u_radius: uniform in [0, 1); ``1/r^2`` is uniform over ``radius_range``.
+        u_near: uniform in [0, 1); near = ``r - 1 + u_near``, far = near + 2.
+        radius_range: camera distances.
+    """
+    direction = np.asarray(direction, dtype=np.float64)
+    norm = np.linalg.norm(direction)
+    if not norm > 0:
+        raise ValueError("loss_view_camera: direction must be non-zero")
+    inv_sq_lo, inv_sq_hi = 1.0 / radius_range[1] ** 2, 1.0 / radius_range[0] ** 2
+    radius = 1.0 / math.sqrt(inv_sq_lo + u_radius * (inv_sq_hi - inv_sq_lo))
+    near = radius - 1.0 + u_near
+    return Camera(look_at(direction / norm * radius), framing_fov(radius, LOSS_VIEW_OBJECT_RADIUS),
+                  near=near, far=near + LOSS_VIEW_DEPTH_SPAN)

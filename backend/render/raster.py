@@ -85,8 +85,13 @@ def _perspective(bary_screen: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tens
 
 @torch.no_grad()
 def visible_faces(verts_clip: torch.Tensor, faces: torch.Tensor, height: int, width: int,
-                  chunk_candidates: int = CHUNK_CANDIDATES) -> torch.Tensor:
-    """[H, W] int64 id of the nearest triangle covering each pixel centre (-1: none)."""
+                  chunk_candidates: int = CHUNK_CANDIDATES,
+                  depth_range: tuple[float, float] | None = None) -> torch.Tensor:
+    """[H, W] int64 id of the nearest triangle covering each pixel centre (-1: none).
+
+    With ``depth_range = (near, far)``, a triangle covers only the pixel centres where its
+    depth lies in that range: the per-pixel equivalent of clipping at the near and far planes.
+    """
     device = verts_clip.device
     faces = faces.long()
     px_v, w_v = _to_pixels(verts_clip.detach().double(), height, width)
@@ -122,9 +127,12 @@ def visible_faces(verts_clip: torch.Tensor, faces: torch.Tensor, height: int, wi
         inside = (b >= -1e-9).all(-1)
         if not bool(inside.any()):
             continue
-        f, b = f[inside], b[inside]
+        f, b, pix = f[inside], b[inside], ii[inside] * width + jj[inside]
         _, depth = _perspective(b, tri_w[f])
-        cand_pix.append(ii[inside] * width + jj[inside])
+        if depth_range is not None:
+            kept = (depth >= depth_range[0]) & (depth <= depth_range[1])
+            f, depth, pix = f[kept], depth[kept], pix[kept]
+        cand_pix.append(pix)
         cand_face.append(f)
         cand_depth.append(depth)
 
@@ -172,17 +180,19 @@ def barycentrics_at(verts_clip: torch.Tensor, faces: torch.Tensor, face_id: torc
 
 
 def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, height: int, width: int,
-              chunk_candidates: int = CHUNK_CANDIDATES) -> Rasterization:
+              chunk_candidates: int = CHUNK_CANDIDATES,
+              depth_range: tuple[float, float] | None = None) -> Rasterization:
     """Rasterize ``faces [F, 3]`` with clip-space vertices ``verts_clip [V, 4]`` into ``height x width``.
 
     Face ids are found without gradients; barycentrics and depth are then recomputed
-    differentiably (see the module docstring).
+    differentiably (see the module docstring). ``depth_range`` clips per pixel (see
+    :func:`visible_faces`).
     """
     if verts_clip.ndim != 2 or verts_clip.shape[1] != 4:
         raise ValueError(f"verts_clip must be [V, 4], got {tuple(verts_clip.shape)}")
     if faces.ndim != 2 or faces.shape[1] != 3:
         raise ValueError(f"faces must be [F, 3], got {tuple(faces.shape)}")
-    face_id = visible_faces(verts_clip, faces, height, width, chunk_candidates)
+    face_id = visible_faces(verts_clip, faces, height, width, chunk_candidates, depth_range)
     bary, depth = barycentrics_at(verts_clip, faces, face_id)
     return Rasterization(face_id, bary, depth)
 

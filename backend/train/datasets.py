@@ -245,6 +245,7 @@ class FlexiDualGridDataset(_OVoxelDataset):
             "vertices": torch.from_numpy(np.concatenate([ov.dual_vertices for ov in ovs])).float(),
             "intersected": torch.from_numpy(np.concatenate([ov.intersected for ov in ovs])).float(),
             "batch_size": len(items),
+            "resolution": self.args.resolution,  # the grid the rendered losses extract meshes on
         }
 
 

@@ -23,8 +23,12 @@ from torch import nn
 from backend.sparse import SparseTensor
 
 from .config import ConfigError
+from .image_losses import load_lpips, lpips_problem
+from .render_losses import RenderedShapeLoss, RenderLossWeights
 
 DINOV3_REPO = "facebook/dinov3-vitl16-pretrain-lvd1689m"
+MAX_RENDER_VIEWS = 64
+MIN_RENDER_RESOLUTION, MAX_RENDER_RESOLUTION = 16, 4096
 
 
 # --------------------------------------------------------------------------- flow matching
@@ -166,26 +170,65 @@ class SparseStructureVaeObjective(_AutoencoderObjective):
 
 @dataclass(frozen=True)
 class ShapeVaeArgs:
-    """Shape SC-VAE loss weights (the reference: 0.1 BCE flags, 0.01 vertex MSE, 0.1 subdivision, 1e-6 KL).
+    """Shape SC-VAE loss weights and render settings.
 
-    Rendered mask/depth/normal losses are not part of this objective (``lambda_render`` must be 0):
-    without them the vertex term is the only geometric signal, so small configs raise
-    ``lambda_vertex``.
+    The reference: 0.1 BCE flags, 0.01 vertex MSE, 0.1 subdivision, 1e-6 KL, and rendered
+    losses (:mod:`.render_losses`) with mask 1, depth 10, normal 1 (within it SSIM 0.2 and
+    LPIPS 0.2), one view per sample at 1024 px. The rendered weights default to 0 (off); LPIPS
+    also needs ``lpips_vgg_weights`` (see :mod:`.image_losses`). Without rendered losses the
+    vertex term is the only geometric signal, so small configs raise ``lambda_vertex``.
     """
 
     lambda_intersected: float = 0.1
     lambda_vertex: float = 0.01
     lambda_subdiv: float = 0.1
     lambda_kl: float = 1e-6
-    lambda_render: float = 0.0
+    lambda_mask: float = 0.0
+    lambda_depth: float = 0.0
+    lambda_normal: float = 0.0
+    lambda_ssim: float = 0.0  # scales 1 - SSIM of the normal maps inside the normal term
+    lambda_lpips: float = 0.0  # scales LPIPS of the normal maps inside the normal term
+    lpips_vgg_weights: str = ""  # torchvision VGG16 state dict, needed when lambda_lpips > 0
+    render_views: int = 1  # loss views per sample and step
+    render_resolution: int = 512  # square loss renders, pixels per side
 
     def __post_init__(self) -> None:
-        if self.lambda_render != 0.0:
-            raise ValueError("rendered losses are not implemented for the shape VAE; set lambda_render to 0")
+        for name in ("lambda_intersected", "lambda_vertex", "lambda_subdiv", "lambda_kl", "lambda_mask",
+                     "lambda_depth", "lambda_normal", "lambda_ssim", "lambda_lpips"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if not 1 <= self.render_views <= MAX_RENDER_VIEWS:
+            raise ValueError(f"render_views must lie in [1, {MAX_RENDER_VIEWS}], got {self.render_views}")
+        if not MIN_RENDER_RESOLUTION <= self.render_resolution <= MAX_RENDER_RESOLUTION:
+            raise ValueError(f"render_resolution must lie in [{MIN_RENDER_RESOLUTION}, "
+                             f"{MAX_RENDER_RESOLUTION}], got {self.render_resolution}")
+        for name in ("lambda_ssim", "lambda_lpips"):
+            if getattr(self, name) > 0 and self.lambda_normal == 0:
+                raise ValueError(f"{name} scales a part of the normal term, so it needs lambda_normal > 0")
+        if self.lambda_lpips > 0:
+            problem = lpips_problem(self.lpips_vgg_weights)
+            if problem:
+                raise ValueError(f"lambda_lpips > 0: LPIPS {problem}")
+
+    def render_weights(self) -> RenderLossWeights:
+        return RenderLossWeights(self.lambda_mask, self.lambda_depth, self.lambda_normal, self.lambda_ssim,
+                                 self.lambda_lpips, self.render_views, self.render_resolution)
 
 
 class ShapeVaeObjective(_AutoencoderObjective):
     """Flexible-dual-grid autoencoder with teacher forcing: the decoder follows the encoder's maps."""
+
+    def __init__(self, nets: dict[str, nn.Module], args: ShapeVaeArgs) -> None:
+        super().__init__(nets, args)
+        weights = args.render_weights()
+        lpips = None
+        if weights.lpips > 0:
+            try:
+                lpips = load_lpips(args.lpips_vgg_weights)
+            except ValueError as exc:
+                raise ConfigError(f"trainer.args.lpips_vgg_weights: {exc}") from exc
+        self.rendered = RenderedShapeLoss(weights, lpips) if weights.enabled else None
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         coords, B = batch["coords"], batch["batch_size"]
@@ -206,6 +249,12 @@ class ShapeVaeObjective(_AutoencoderObjective):
             + a.lambda_subdiv * subdiv
             + a.lambda_kl * kl
         )
+        rendered_logs: dict[str, float] = {}
+        if self.rendered is not None:
+            if not torch.equal(out.coords, coords):
+                raise RuntimeError("teacher-forced decoder output is not row-aligned with the input voxels")
+            rendered, rendered_logs = self.rendered(batch, out.offsets, out.split_weight)
+            loss = loss + rendered
         with torch.no_grad():
             acc = ((out.intersection_logits > 0).float() == batch["intersected"]).float().mean()
             sub_acc = sum(((s.feats > 0).float() == m).float().mean() for s, m in zip(subs, masks)) / max(
@@ -219,6 +268,7 @@ class ShapeVaeObjective(_AutoencoderObjective):
             "kl": kl.item(),
             "flag_acc": acc.item(),
             "subdiv_acc": float(sub_acc),
+            **rendered_logs,
         }
 
 
