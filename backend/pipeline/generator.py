@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import resource
-import sys
 from pathlib import Path
 
 import torch
@@ -23,6 +21,7 @@ from .export import export_generated, export_retextured
 from .image import BackgroundRemover, load_and_preprocess
 from .image_to_3d import CoordsOverride, image_to_assets
 from .model_source import ModelProvenance
+from .process_memory import peak_rss_bytes
 from .progress import Tracker
 from .retexture import Y_UP_TO_Z_UP, retexture_voxels, work_frame
 from .runtime import ModelStore, Runtime
@@ -169,5 +168,4 @@ class Trellis2Generator:
     def _peak_memory(self) -> int:
         if self.runtime.device.startswith("cuda") and torch.cuda.is_available():
             return int(torch.cuda.max_memory_allocated())
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return int(rss if sys.platform == "darwin" else rss * 1024)  # CPU: peak resident set size
+        return peak_rss_bytes()  # CPU: peak resident set size
