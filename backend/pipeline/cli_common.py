@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from .accelerator import DEVICE_CHOICES, resolve_device
 from .api import ExportOptions, JobResult, Progress, SamplerOverrides
 from .errors import PipelineError
 from .model_source import BUNDLED_MINI, BUNDLED_MINI_DESCRIPTION, BUNDLED_MINI_MODEL, BUNDLED_MINI_RELEASE
@@ -21,7 +22,9 @@ def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
                         f"Default {DEFAULT_MODEL}; when its weights are neither local nor downloadable "
                         "(offline, not cached, hub unreachable or access refused) the bundled mini model "
                         "is used instead, with a warning, if this installation has it")
-    g.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    g.add_argument("--device", default="auto",
+                   help=f"torch device: {', '.join(DEVICE_CHOICES)} "
+                        "(default auto: CUDA, else Apple MPS, else CPU)")
     g.add_argument("--low-vram", action="store_true", help="move each network to the GPU only for its stage")
     g.add_argument("--offline", action="store_true", help="never download; the model must be local/cached")
     g.add_argument("--attention", default=None, help="attention backend for the flow models (e.g. sdpa)")
@@ -73,9 +76,7 @@ def export_options(args: argparse.Namespace) -> ExportOptions:
 
 def runtime(args: argparse.Namespace, bundled_release: Path | None = BUNDLED_MINI_RELEASE) -> Runtime:
     """The runtime the options ask for; ``bundled_release`` is the bundled mini release folder."""
-    import torch
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     return Runtime(model=args.model, device=device, low_vram=args.low_vram, offline=args.offline,
                    attention_backend=args.attention, bundled_release=bundled_release)
 

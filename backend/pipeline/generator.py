@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .accelerator import resolve_device
 from .api import AssetResult, CancelToken, GenerateRequest, JobResult, ProgressCallback, RetextureRequest
 from .errors import InputError, OutOfMemoryError
 from .export import export_generated, export_retextured
@@ -37,7 +38,7 @@ class Trellis2Generator:
 
     Args:
         runtime: a :class:`Runtime`, or (the server's form) the local release folder, completed
-            by ``device`` ("auto" = CUDA when available), ``low_vram`` and ``dependencies``
+            by ``device`` ("auto" = CUDA, else Apple's MPS, else CPU), ``low_vram`` and ``dependencies``
             (repo id -> local folder) and ``provenance`` (what results record as their ``"model"``;
             default: the folder as a local source); that form never downloads.
         remover: background remover for inputs without alpha (None: such inputs are refused).
@@ -50,9 +51,7 @@ class Trellis2Generator:
                  coords_override: CoordsOverride | None = None,
                  provenance: ModelProvenance | None = None) -> None:
         if not isinstance(runtime, Runtime):
-            dev = device or "auto"
-            if dev == "auto":
-                dev = "cuda" if torch.cuda.is_available() else "cpu"
+            dev = resolve_device(device)
             runtime = Runtime(model=str(runtime), device=dev, low_vram=bool(low_vram), offline=True,
                               dependencies={k: str(v) for k, v in (dependencies or {}).items()},
                               provenance=provenance)

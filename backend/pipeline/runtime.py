@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .accelerator import conv_backend_for, triton_importable
 from .errors import ModelUnavailableError
 from .model_source import (
     BUNDLED_MINI,
@@ -45,12 +46,15 @@ class Runtime:
 
     Args:
         model: local release folder or Hugging Face repo id.
-        device: torch device string ("cuda", "cuda:1", "cpu").
+        device: torch device string ("cuda", "cuda:1", "mps", "cpu"); ``accelerator.resolve_device``
+            turns "auto" into one.
         low_vram: keep networks on the CPU and move each to the device only for its stage.
         offline: never touch the network; the release must be local or in the HF cache.
         dtype: None keeps the checkpoints' precision policy (bf16/fp16 blocks) on CUDA; on
             CPU everything runs in float32.
         attention_backend: passed to the flow models' ``set_attention_backend`` when set.
+        conv_backend: sparse-convolution path of every loaded network ("triton", "torch",
+            "im2col"); None chooses per device: Triton on CUDA when it imports, torch otherwise.
         dependencies: Hugging Face repo id -> local folder for models the release refers to
             (DINOv3, the TRELLIS v1 sparse-structure decoder repo); used instead of the hub.
             A relative image-encoder name that is a folder inside the release needs no entry.
@@ -67,6 +71,7 @@ class Runtime:
     offline: bool = False
     dtype: torch.dtype | None = None
     attention_backend: str | None = None
+    conv_backend: str | None = None
     dependencies: Mapping[str, str] = field(default_factory=dict)
     bundled_release: Path | None = None
     provenance: ModelProvenance | None = None
@@ -256,6 +261,8 @@ class ModelStore:
         self.config = read_pipeline_config(self.root / "pipeline.json")
         tex_path = self.root / "texturing_pipeline.json"
         self.tex_config = read_pipeline_config(tex_path) if tex_path.is_file() else None
+        self.conv_backend = runtime.conv_backend or conv_backend_for(runtime.device, triton_importable())
+        log.info("sparse convolution: %s path on %s", self.conv_backend, runtime.device)
 
     @classmethod
     def preloaded(cls, runtime: Runtime, config, tex_config, models: dict[str, torch.nn.Module],
@@ -271,6 +278,7 @@ class ModelStore:
         store.runtime, store.config, store.tex_config = runtime, config, tex_config
         store.root, store.source, store.provenance = None, None, runtime.provenance
         store._models, store._conditioner = dict(models), conditioner
+        store.conv_backend = runtime.conv_backend
         return store
 
     @property
@@ -284,6 +292,7 @@ class ModelStore:
         """The network named ``key`` in pipeline.json (or texturing_pipeline.json), loaded once."""
         if key not in self._models:
             from backend.models import CheckpointError, load_model
+            from backend.sparse.conv import set_conv_backend
 
             name = self.config.models.get(key)
             if name is None and self.tex_config is not None:
@@ -300,6 +309,7 @@ class ModelStore:
             except CheckpointError as e:
                 raise ModelUnavailableError(f"cannot load {key}: {e}",
                                             "check the release folder or drop --offline") from e
+            set_conv_backend(model, self.conv_backend)
             if self.runtime.attention_backend and hasattr(model, "set_attention_backend"):
                 model.set_attention_backend(self.runtime.attention_backend)
             self._models[key] = model
