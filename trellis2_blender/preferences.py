@@ -23,8 +23,9 @@ MODEL_KIND_ITEMS = (
      "nothing is downloaded"),
 )
 DEVICE_ITEMS = (
-    ("auto", "Automatic", "The first CUDA GPU, else the CPU"),
+    ("auto", "Automatic", "The first CUDA GPU, else the Apple GPU, else the CPU"),
     ("cuda", "CUDA", "An NVIDIA GPU"),
+    ("mps", "Apple GPU", "The GPU of an Apple Silicon Mac (Metal); operations it lacks run on the CPU"),
     ("cpu", "CPU", "Very slow; for testing"),
 )
 BACKGROUND_ITEMS = (
