@@ -63,6 +63,23 @@ class TRELLIS2_AP_preferences(bpy.types.AddonPreferences):
     background_model: StringProperty(
         name="RMBG Folder", subtype="DIR_PATH",
         description="A local RMBG-2.0 or BiRefNet folder; empty uses briaai/RMBG-2.0 from Hugging Face")
+    image_encoder_dir: StringProperty(
+        name="DINOv3 Folder", subtype="DIR_PATH",
+        description="A local copy of facebook/dinov3-vitl16-pretrain-lvd1689m (gated on Hugging Face); "
+                    "empty uses the Hugging Face copy")
+    ss_decoder_dir: StringProperty(
+        name="Sparse-Structure Decoder Folder", subtype="DIR_PATH",
+        description="A local copy of microsoft/TRELLIS-image-large (its ckpts/ss_dec_conv3d_16l8_fp16 "
+                    "files); empty uses the Hugging Face copy")
+    hf_token: StringProperty(
+        name="Hugging Face Token", subtype="PASSWORD",
+        description="A read token (huggingface.co/settings/tokens) of the account that accepted the gated "
+                    "licences. Shown as dots, never logged, handed to the backend through its input pipe; "
+                    "kept with Blender's preferences like every setting here")
+    commercial_safe: BoolProperty(
+        name="Commercial-Safe",
+        description="Never use the parts under non-commercial licences: nvdiffrast (textures are baked with "
+                    "the built-in rasterizer) and RMBG-2.0 / BiRefNet background removal")
     output_dir: StringProperty(
         name="Output Folder", subtype="DIR_PATH",
         description="Where job folders go; empty uses the add-on's user folder")
@@ -107,6 +124,9 @@ def backend_settings(context=None, *, offline: bool | None = None) -> BackendSet
     source = chosen_model(prefs)
     local = (Path(bpy.path.abspath(source))
              if source and source != BUNDLED_MINI_MODEL and not paths.looks_like_repo_id(source) else None)
+    def folder(value: str) -> str | None:
+        return str(Path(bpy.path.abspath(value))) if value else None
+
     return BackendSettings(
         python=str(python) if python else "",
         backend_root=str(root) if root else "",
@@ -120,6 +140,10 @@ def backend_settings(context=None, *, offline: bool | None = None) -> BackendSet
         background_remover=(str(Path(bpy.path.abspath(prefs.background_model)))
                             if prefs is not None and prefs.background_removal == "RMBG"
                             and prefs.background_model else None),
+        image_encoder=folder(prefs.image_encoder_dir) if prefs is not None else None,
+        sparse_structure_decoder=folder(prefs.ss_decoder_dir) if prefs is not None else None,
+        commercial_safe=prefs.commercial_safe if prefs is not None else False,
+        token=(prefs.hf_token.strip() or None) if prefs is not None else None,
     )
 
 

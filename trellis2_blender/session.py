@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import protocol
 from .client import BackendClient, BackendConfig, BackendError
@@ -41,6 +41,17 @@ class BackendSettings:
     cache_dir: str | None = None
     background_removal: str = "none"  # protocol.Load.background_removal: none | solid | rmbg
     background_remover: str | None = None  # a local RMBG-2.0 / BiRefNet folder (rmbg only)
+    image_encoder: str | None = None  # a local DINOv3 folder
+    sparse_structure_decoder: str | None = None  # a local microsoft/TRELLIS-image-large folder
+    commercial_safe: bool = False
+    token: str | None = field(default=None, repr=False)  # Hugging Face token: never printed or logged
+
+    def weight_fields(self) -> dict[str, object]:
+        """The weight-related fields of ``load`` and ``check_access`` (protocol field -> value)."""
+        return {"offline": self.offline, "cache_dir": self.cache_dir, "token": self.token,
+                "background_removal": self.background_removal, "background_remover": self.background_remover,
+                "image_encoder": self.image_encoder,
+                "sparse_structure_decoder": self.sparse_structure_decoder}
 
     def problem(self) -> str:
         """Why the backend cannot be started with these settings ("" when it can)."""
@@ -193,10 +204,8 @@ class BackendSession:
             self._load_warning = ""
             try:
                 self._load_id = self.client.load(self.settings.model_source, low_vram=self.settings.low_vram,
-                                                 offline=self.settings.offline,
-                                                 cache_dir=self.settings.cache_dir,
-                                                 background_removal=self.settings.background_removal,
-                                                 background_remover=self.settings.background_remover)
+                                                 commercial_safe=self.settings.commercial_safe,
+                                                 **self.settings.weight_fields())
             except BackendError as exc:
                 self._set(ERROR, str(exc))
         if self.client is None or self.state == STOPPED:

@@ -10,7 +10,15 @@ from pathlib import Path
 from .accelerator import DEVICE_CHOICES, resolve_device
 from .api import ExportOptions, JobResult, Progress, SamplerOverrides
 from .errors import PipelineError
-from .model_source import BUNDLED_MINI, BUNDLED_MINI_DESCRIPTION, BUNDLED_MINI_MODEL, BUNDLED_MINI_RELEASE
+from .licences import check_background_removal
+from .model_source import (
+    BUNDLED_MINI,
+    BUNDLED_MINI_DESCRIPTION,
+    BUNDLED_MINI_MODEL,
+    BUNDLED_MINI_RELEASE,
+    DINOV3_REPO,
+    SS_DECODER_REPO,
+)
 from .runtime import DEFAULT_MODEL, Runtime
 
 
@@ -28,12 +36,20 @@ def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--low-vram", action="store_true", help="move each network to the GPU only for its stage")
     g.add_argument("--offline", action="store_true", help="never download; the model must be local/cached")
     g.add_argument("--attention", default=None, help="attention backend for the flow models (e.g. sdpa)")
+    g.add_argument("--image-encoder", default=None, metavar="DIR",
+                   help=f"local copy of {DINOV3_REPO} (gated on Hugging Face), used instead of the hub")
+    g.add_argument("--ss-decoder", default=None, metavar="DIR",
+                   help=f"local copy of {SS_DECODER_REPO} (at least its ckpts/ss_dec_conv3d_16l8_fp16.*), "
+                        "used instead of the hub")
     g.add_argument("--rembg", choices=["none", "solid", "birefnet"], default="none",
                    help="background removal for images without alpha (default: none = require alpha)")
     g.add_argument("--rembg-model", default=None,
                    help="local BiRefNet / RMBG-2.0 folder for --rembg birefnet")
     g.add_argument("--allow-remote-code", action="store_true",
                    help="consent to run the Python code shipped in --rembg-model")
+    g.add_argument("--commercial-safe", action="store_true",
+                   help="never use the parts under non-commercial licences: nvdiffrast (the texture baker "
+                        "uses our rasterizer) and RMBG-2.0 / BiRefNet background removal (see NOTICE)")
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
@@ -78,12 +94,21 @@ def runtime(args: argparse.Namespace, bundled_release: Path | None = BUNDLED_MIN
     """The runtime the options ask for; ``bundled_release`` is the bundled mini release folder."""
     device = resolve_device(args.device)
     return Runtime(model=args.model, device=device, low_vram=args.low_vram, offline=args.offline,
-                   attention_backend=args.attention, bundled_release=bundled_release)
+                   attention_backend=args.attention, bundled_release=bundled_release,
+                   dependencies=local_copies(args), commercial_safe=args.commercial_safe)
+
+
+def local_copies(args: argparse.Namespace) -> dict[str, str]:
+    """Repo id -> local folder for the dependencies the options name (``--image-encoder``, ...)."""
+    named = {DINOV3_REPO: args.image_encoder, SS_DECODER_REPO: args.ss_decoder}
+    return {repo: str(Path(folder).expanduser()) for repo, folder in named.items() if folder}
 
 
 def remover(args: argparse.Namespace, device: str):
     from .rembg import make_remover
 
+    if args.commercial_safe:
+        check_background_removal(args.rembg)
     return make_remover(args.rembg, args.rembg_model, args.allow_remote_code, device)
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from backend import protocol
+from backend.pipeline import weights
 from backend.pipeline.model_source import BUNDLED_MINI, LOCAL
-from backend.server import channel, weights
+from backend.server import channel
 from backend.server.service import ServerConfig, Service
 
 
