@@ -39,6 +39,12 @@ MAX_LIST_ITEMS = 64
 # trained on procedural objects) instead of a repo id or folder.
 BUNDLED_MINI_MODEL = "mini"
 
+# Resolution modes of ``Generate.pipeline_type``; every front end offers exactly these.
+PIPELINE_TYPES = ("512", "1024", "1024_cascade", "1536_cascade")
+# What every front end (add-on preference, ``python -m backend generate/retexture``, the batch
+# command) does by default with pictures without transparency: the plain-background keyer.
+DEFAULT_BACKGROUND_REMOVAL = "solid"
+
 DONE_STATUSES = ("ok", "error", "cancelled")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Error codes the server sends; the client adds "backend_died" for a server that went away.

@@ -8,7 +8,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
 from . import paths
-from .protocol import BUNDLED_MINI_MODEL
+from .protocol import BUNDLED_MINI_MODEL, DEFAULT_BACKGROUND_REMOVAL
 from .session import BackendSettings
 
 DEFAULT_MODEL = "microsoft/TRELLIS.2-4B"
@@ -58,7 +58,7 @@ class TRELLIS2_AP_preferences(bpy.types.AddonPreferences):
         name="Keep Weights With the Add-on",
         description="Download into the add-on's user folder instead of the shared Hugging Face cache")
     background_removal: EnumProperty(
-        name="Background Removal", items=BACKGROUND_ITEMS, default="SOLID",
+        name="Background Removal", items=BACKGROUND_ITEMS, default=DEFAULT_BACKGROUND_REMOVAL.upper(),
         description="What happens to pictures without transparency (transparent ones are used as they are)")
     background_model: StringProperty(
         name="RMBG Folder", subtype="DIR_PATH",

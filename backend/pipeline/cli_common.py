@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from backend import protocol
+
 from .accelerator import DEVICE_CHOICES, resolve_device
 from .api import ExportOptions, JobResult, Progress, SamplerOverrides
 from .errors import PipelineError
@@ -41,8 +43,11 @@ def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ss-decoder", default=None, metavar="DIR",
                    help=f"local copy of {SS_DECODER_REPO} (at least its ckpts/ss_dec_conv3d_16l8_fp16.*), "
                         "used instead of the hub")
-    g.add_argument("--rembg", choices=["none", "solid", "birefnet"], default="none",
-                   help="background removal for images without alpha (default: none = require alpha)")
+    g.add_argument("--rembg", choices=["none", "solid", "birefnet"],
+                   default=protocol.DEFAULT_BACKGROUND_REMOVAL,
+                   help="background removal for images without alpha: none (require alpha), solid (cut out "
+                        "a plain, uniform background; busy pictures are refused) or birefnet (a local "
+                        f"BiRefNet / RMBG-2.0 folder); default {protocol.DEFAULT_BACKGROUND_REMOVAL}")
     g.add_argument("--rembg-model", default=None,
                    help="local BiRefNet / RMBG-2.0 folder for --rembg birefnet")
     g.add_argument("--allow-remote-code", action="store_true",
@@ -54,8 +59,8 @@ def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("export")
-    g.add_argument("--texture-size", type=int, default=2048)
-    g.add_argument("--faces", type=int, default=500_000, help="decimation target (faces)")
+    g.add_argument("--texture-size", type=int, default=protocol.Export.texture_size)
+    g.add_argument("--faces", type=int, default=protocol.Export.faces, help="decimation target (faces)")
     g.add_argument("--texture-format", choices=["png", "webp"], default="png")
     g.add_argument("--alpha-mode", choices=["auto", "MASK", "BLEND"], default="auto")
     g.add_argument("--double-sided", action="store_true")

@@ -103,8 +103,8 @@ def gated_notice(repos: list[str] | None = None) -> str:
     lines = [f"{repo} ({_describe(repo).purpose}): accept {_describe(repo).licence} at "
              f"{_describe(repo).licence_url}, {_describe(repo).local_copy_hint()}" for repo in repos]
     return ("Gated models: " + "; ".join(lines) + ". Approval can take days. Then create a read token at "
-            "https://huggingface.co/settings/tokens and paste it into the add-on preferences' Hugging Face "
-            "Token field (command line: log in once with `hf auth login`).")
+            "https://huggingface.co/settings/tokens and paste it into the add-on (add-on preferences: "
+            "Hugging Face Token); on the command line, log in once with `hf auth login`.")
 
 
 def is_repo_id(source: str) -> bool:
@@ -260,7 +260,7 @@ def _preflight(repos: list[str], config: WeightsConfig) -> None:
     """Fail before downloading if any repo is unreachable offline, missing or gated for this token."""
     if config.offline:
         gated = [r for r in repos if _describe(r).gated]
-        copies = "; ".join(f"{r}: {_describe(r).cli_flag} DIR (add-on: {_describe(r).setting})"
+        copies = "; ".join(f"{r}: {_describe(r).cli_flag} DIR (add-on preferences: {_describe(r).setting})"
                            for r in repos)
         raise WeightsError(
             "model_unavailable", f"offline, and not in the local Hugging Face cache: {', '.join(repos)}",

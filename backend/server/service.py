@@ -31,6 +31,7 @@ QUEUED_REQUESTS = (protocol.Load, protocol.CheckAccess, protocol.Generate, proto
 BAD_MESSAGE_HINT = f"send one JSON request per line (protocol version {protocol.PROTOCOL_VERSION})"
 PROGRESS_INTERVAL_S = 0.05  # at most ~20 progress events a second within one stage
 BACKGROUND_REMOVAL = ("none", "solid", "rmbg")  # protocol.Load.background_removal
+CHOOSE_ANOTHER_MODEL = "choose another model (add-on preferences: Model Source)"
 
 
 @dataclass(frozen=True)
@@ -328,7 +329,7 @@ class Service:
         if source == protocol.BUNDLED_MINI_MODEL:
             source = str(models.require_bundled_release(
                 self.config.bundled_release,
-                "choose the official model or a local folder as the model source in the add-on preferences"))
+                CHOOSE_ANOTHER_MODEL))
         found = weights.check_access(source, wconfig, overrides)
         self._send(protocol.AccessReport(job=job.id, repos=[
             protocol.RepoStatus(repo=r.repo, purpose=r.purpose, licence=r.licence, status=r.status,
@@ -353,7 +354,7 @@ class Service:
         if message.source == protocol.BUNDLED_MINI_MODEL:
             bundled = models.require_bundled_release(
                 self.config.bundled_release,
-                "choose the official model or a local folder as the model source in the add-on preferences")
+                CHOOSE_ANOTHER_MODEL)
             paths = resolve(str(bundled))
             provenance = models.ModelProvenance(models.BUNDLED_MINI, str(bundled))
         else:
