@@ -56,11 +56,12 @@ class BackendSettings:
     def problem(self) -> str:
         """Why the backend cannot be started with these settings ("" when it can)."""
         if not self.python:
-            return "No backend Python: set up the backend in the add-on preferences"
+            return ("No backend Python: click Set Up Backend, or name an existing one "
+                    "(add-on preferences: Backend Python)")
         if not self.backend_root:
             return "The backend sources are missing from this installation"
         if not self.model_source:
-            return "No model set in the add-on preferences"
+            return "No model set (add-on preferences: Model)"
         return ""
 
 
