@@ -166,7 +166,8 @@ def download_notice(context=None) -> str:
             "with the account whose token the backend uses. "
             + ("Background removal (RMBG-2.0) is gated and non-commercial; it is downloaded too. "
                if prefs is not None and prefs.background_removal == "RMBG" and not prefs.background_model
-               else "") + "Pictures with a transparent background need no background removal.")
+               else "") + "Pictures with a transparent background need no background removal. "
+            "Check Access shows, per model, whether your token can read it and its download size.")
 
 
 classes = (TRELLIS2_AP_preferences,)
