@@ -237,11 +237,13 @@ class BackendSession:
 
     def _route_load(self, event: protocol.Message) -> None:
         if isinstance(event, protocol.Download):
-            self._downloads[event.file] = (event.bytes, event.total)
+            # Keyed by repo and file: the backend reports a repo's running total with file "".
+            self._downloads[f"{event.repo}/{event.file}"] = (event.bytes, event.total)
             done = sum(b for b, _ in self._downloads.values())
             total = sum(t for _, t in self._downloads.values())
             self.percent = 100.0 * done / total if total else 0.0
-            self.message = f"Downloading {event.repo}: {event.file}"
+            self.message = (f"Downloading {event.repo}{': ' + event.file if event.file else ''} "
+                            f"({done / 1e9:.2f} of {total / 1e9:.2f} GB)")
         elif isinstance(event, protocol.Log) and event.level == "warning":
             self._load_warning = event.message  # e.g. the bundled mini model standing in for the official
         elif isinstance(event, protocol.Error):

@@ -106,3 +106,18 @@ def test_check_access_answers_with_one_report(tmp_path, monkeypatch):
     assert [(r.repo, r.status, r.bytes) for r in report.repos] == [
         (weights.DINOV3_REPO, "gated", 0), (weights.SS_DECODER_REPO, "ok", 1234)]
     assert [e.status for e in events if isinstance(e, protocol.Done) and e.job == "acc-1"] == ["ok"]
+
+
+def test_the_addon_sums_download_progress_over_repositories():
+    """The backend reports each repository's running total (file ""); two repos must not overwrite
+    each other in the add-on's progress."""
+    from trellis2_blender import protocol as addon_protocol  # the add-on decodes into its own copy
+    from trellis2_blender.session import BackendSession, BackendSettings
+
+    session = BackendSession(BackendSettings(python="p", backend_root="r", log_path="l", model_source="m"))
+    download = addon_protocol.Download
+    session._route_load(download(job="load-1", repo="a/b", file="", bytes=50, total=100))
+    session._route_load(download(job="load-1", repo="c/d", file="", bytes=0, total=300))
+    assert session.percent == pytest.approx(12.5)
+    session._route_load(download(job="load-1", repo="a/b", file="", bytes=100, total=100))
+    assert session.percent == pytest.approx(25.0) and session.message.startswith("Downloading a/b")
