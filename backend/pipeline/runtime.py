@@ -132,7 +132,8 @@ def resolve_model(runtime: Runtime, on_download: DownloadCallback | None = None,
         raise ModelUnavailableError(f"{root} has no pipeline.json",
                                     "point --model (add-on preferences: Model Source: Local Folder) at a "
                                     "TRELLIS.2 release folder")
-    dependencies = {repo: str(path) for repo, path in paths.dependencies.items()}
+    # Entries the release does not name as hub repos (a relative image-encoder name) stay as given.
+    dependencies = {**runtime.dependencies, **{repo: str(path) for repo, path in paths.dependencies.items()}}
     if Path(runtime.model).expanduser().is_dir():
         bundled = bundled_release(runtime.bundled_release)
         source = BUNDLED_MINI if bundled is not None and root.resolve() == bundled else LOCAL
