@@ -43,6 +43,20 @@ def describe(repo: protocol.RepoStatus) -> tuple[str, str]:
     return "WARNING", f"{repo.repo} ({repo.purpose}): {problems.get(repo.status, repo.status)}"
 
 
+def download_summary(repos: list[protocol.RepoStatus]) -> tuple[bool, str]:
+    """``(ready, text)`` for the download consent: ready when every repository is usable; the text
+    gives the total and each repository's share, or the first problem."""
+    blocked = [describe(r)[1] for r in repos if describe(r)[0] != "INFO"]
+    if blocked:
+        return False, blocked[0]
+    fetched = [r for r in repos if r.status == "ok"]
+    if not fetched:
+        return True, "Nothing to download: every model is local or already downloaded."
+    parts = ", ".join(f"{r.repo} {r.bytes / 1e9:.2f} GB" for r in fetched)
+    total = sum(r.bytes for r in fetched)
+    return True, f"To download: {total / 1e9:.2f} GB ({parts})."
+
+
 class AccessCheck:
     """One ``check_access`` round trip on a helper thread; ``state`` is running, ok or error."""
 

@@ -436,6 +436,9 @@ class TRELLIS2_OT_download_weights(bpy.types.Operator):
     bl_idname = "trellis2.download_weights"
     bl_label = "Download Weights"
 
+    sizes: StringProperty(options={"HIDDEN", "SKIP_SAVE"},
+                          description="What is to download, from a finished access check")
+
     @classmethod
     def poll(cls, context):
         if not bpy.app.online_access:
@@ -448,9 +451,12 @@ class TRELLIS2_OT_download_weights(bpy.types.Operator):
         return True
 
     def invoke(self, context, event):
+        if not self.sizes:  # ask the hub first; the check invokes this again with the sizes
+            bpy.ops.trellis2.check_access("INVOKE_DEFAULT", then_download=True)
+            return {"FINISHED"}
         return context.window_manager.invoke_confirm(
             self, event, title="Download TRELLIS.2 weights?",
-            message=preferences.download_notice(context), confirm_text="Download")
+            message=f"{self.sizes} {preferences.download_notice(context)}", confirm_text="Download")
 
     def execute(self, context):
         settings = preferences.backend_settings(context, offline=False)

@@ -158,16 +158,15 @@ def chosen_model(prefs) -> str:
 
 
 def download_notice(context=None) -> str:
-    """What the user agrees to before a download: the model, its size and any gated parts."""
+    """What the user agrees to before a download, besides the sizes the access check found: the
+    model and the licences of its gated and non-commercial parts."""
     prefs = get(context)
     source = chosen_model(prefs)
-    return (f"Model: {source}. The weights of the 4-billion-parameter model take several gigabytes; "
-            "the image encoder (DINOv3) is a gated model: accept its license on Hugging Face "
-            "with the account whose token the backend uses. "
+    return (f"Model: {source}. The image encoder (DINOv3) is gated: its licence was accepted on Hugging Face "
+            "by the account of your Hugging Face Token. "
             + ("Background removal (RMBG-2.0) is gated and non-commercial; it is downloaded too. "
                if prefs is not None and prefs.background_removal == "RMBG" and not prefs.background_model
-               else "") + "Pictures with a transparent background need no background removal. "
-            "Check Access shows, per model, whether your token can read it and its download size.")
+               else "") + "Pictures with a transparent background need no background removal.")
 
 
 classes = (TRELLIS2_AP_preferences,)

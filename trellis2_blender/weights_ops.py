@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import bpy
+from bpy.props import BoolProperty
 
 from . import access, preferences
 
@@ -15,6 +16,10 @@ class TRELLIS2_OT_check_access(bpy.types.Operator):
 
     bl_idname = "trellis2.check_access"
     bl_label = "Check Access"
+
+    then_download: BoolProperty(
+        name="Then Download", options={"HIDDEN", "SKIP_SAVE"},
+        description="When every model is usable, ask to download, showing the sizes")
 
     _timer = None
     _check: access.AccessCheck | None = None
@@ -46,6 +51,12 @@ class TRELLIS2_OT_check_access(bpy.types.Operator):
             level, line = access.describe(repo)
             self.report({level}, line)
         self.report({"INFO"}, check.message)
+        if self.then_download:
+            ready, summary = access.download_summary(check.repos)
+            if not ready:
+                self.report({"ERROR"}, f"Not downloading: {summary}")
+                return {"CANCELLED"}
+            bpy.ops.trellis2.download_weights("INVOKE_DEFAULT", sizes=summary)
         return {"FINISHED"}
 
 
