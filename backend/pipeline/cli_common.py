@@ -20,6 +20,7 @@ from .model_source import (
     BUNDLED_MINI_RELEASE,
     DINOV3_REPO,
     SS_DECODER_REPO,
+    TRELLIS2_EXTERNAL_REFERENCES,
 )
 from .runtime import DEFAULT_MODEL, Runtime
 
@@ -41,8 +42,9 @@ def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-encoder", default=None, metavar="DIR",
                    help=f"local copy of {DINOV3_REPO} (gated on Hugging Face), used instead of the hub")
     g.add_argument("--ss-decoder", default=None, metavar="DIR",
-                   help=f"local copy of {SS_DECODER_REPO} (at least its ckpts/ss_dec_conv3d_16l8_fp16.*), "
-                        "used instead of the hub")
+                   help=f"local copy of {SS_DECODER_REPO} (at least its "
+                        f"{TRELLIS2_EXTERNAL_REFERENCES[SS_DECODER_REPO][0]}.json/.safetensors), used "
+                        "instead of the hub")
     g.add_argument("--rembg", choices=["none", "solid", "birefnet"],
                    default=protocol.DEFAULT_BACKGROUND_REMOVAL,
                    help="background removal for images without alpha: none (require alpha), solid (cut out "

@@ -42,6 +42,10 @@ TRELLIS2_REPO = "microsoft/TRELLIS.2-4B"
 SS_DECODER_REPO = "microsoft/TRELLIS-image-large"
 DINOV3_REPO = "facebook/dinov3-vitl16-pretrain-lvd1689m"
 RMBG_REPO = "briaai/RMBG-2.0"
+# What the official release reads from outside itself: repo -> checkpoints named in its pipeline
+# files ("" for the whole repo). Used where the release's own pipeline.json is not at hand yet.
+TRELLIS2_EXTERNAL_REFERENCES: dict[str, list[str]] = {
+    SS_DECODER_REPO: ["ckpts/ss_dec_conv3d_16l8_fp16"], DINOV3_REPO: [""]}
 
 
 @dataclass(frozen=True)

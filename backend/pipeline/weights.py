@@ -27,7 +27,15 @@ from pathlib import Path
 
 from .api import CancelToken
 from .errors import ModelUnavailableError
-from .model_source import DINOV3_REPO, RMBG_REPO, SS_DECODER_REPO, TRELLIS2_REPO, WEIGHT_REPOS, WeightRepo
+from .model_source import (
+    DINOV3_REPO,
+    RMBG_REPO,
+    SS_DECODER_REPO,
+    TRELLIS2_EXTERNAL_REFERENCES,
+    TRELLIS2_REPO,
+    WEIGHT_REPOS,
+    WeightRepo,
+)
 
 log = logging.getLogger(__name__)
 
@@ -372,9 +380,9 @@ def check_access(source: str, config: WeightsConfig,
     """Per repository the release needs: readable with this token, where to accept its licence, and
     the download size of the files the pipeline reads. Never downloads weights.
 
-    ``source`` is a folder or a repo id; for a repo id that is not cached, the dependencies are
-    taken from its ``pipeline.json`` (a small file) when the hub serves it, else from the known
-    TRELLIS.2 dependencies.
+    ``source`` is a folder or a repo id; for a repo id the dependencies come from its cached
+    ``pipeline.json``, else, before anything was downloaded, from the known TRELLIS.2 ones
+    (:data:`.model_source.TRELLIS2_EXTERNAL_REFERENCES`; none for another repo).
     """
     overrides = overrides or {}
     reports = [_access(source, config, [])] if is_repo_id(source) else []
@@ -383,8 +391,8 @@ def check_access(source: str, config: WeightsConfig,
         refs = _references(path)
     else:
         root = cached_snapshot(source, config) if is_repo_id(source) else None
-        refs = _references(root) if root is not None else {SS_DECODER_REPO: ["ckpts/ss_dec_conv3d_16l8_fp16"],
-                                                             DINOV3_REPO: [""]}
+        known = TRELLIS2_EXTERNAL_REFERENCES if source == TRELLIS2_REPO else {}
+        refs = _references(root) if root is not None else {repo: list(subs) for repo, subs in known.items()}
     for repo, subs in refs.items():
         if repo in OPTIONAL and repo not in overrides:
             continue

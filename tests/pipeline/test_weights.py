@@ -207,3 +207,11 @@ def test_gated_notice_names_the_gated_models_and_the_ways_out() -> None:
     text = weights.gated_notice()
     assert DINOV3_REPO in text and RMBG_REPO in text
     assert "settings/tokens" in text and "--image-encoder DIR" in text and "DINOv3 Folder" in text
+
+
+def test_check_access_before_anything_is_downloaded_knows_the_official_dependencies(tmp_path, monkeypatch):
+    _gated_hub(monkeypatch, [])
+    reports = weights.check_access(TRELLIS2_REPO, WeightsConfig(cache_dir=tmp_path / "empty", token="t"))
+    assert [(r.repo, r.status) for r in reports] == [
+        (TRELLIS2_REPO, "ok"), (SS_DECODER_REPO, "ok"), (DINOV3_REPO, "gated")]
+    assert reports[0].bytes == 1015  # pipeline files and ckpts/, not the ONNX export or the README
