@@ -87,3 +87,13 @@ def test_tiny_pipeline_with_triton_unimportable(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 passed" in proc.stdout
+
+
+def test_the_server_reports_an_apple_gpu(monkeypatch):
+    from backend.server import device
+
+    _machine(monkeypatch, cuda=False, mps=True)
+    assert device.describe("auto")["device"] == device.describe("mps")["device"] == "mps"
+    assert device.describe("cpu")["device"] == "cpu"
+    _machine(monkeypatch, cuda=False, mps=False)
+    assert device.describe("auto")["device"] == "cpu"
