@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 # command -> (module providing ``add_arguments(parser)`` and ``run(args) -> int``, help)
@@ -25,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     argv = sys.argv[1:] if argv is None else argv
+    if sys.platform == "darwin":
+        # PyTorch reads this once, when it loads: operators Apple's GPU (MPS) lacks then run on
+        # the CPU instead of failing the job. Set here, before any command imports torch.
+        os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module_name, help_text) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)

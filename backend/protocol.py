@@ -8,13 +8,14 @@ Framing: one JSON object per line (UTF-8, ``\\n``-terminated), at most
 :data:`MAX_LINE_BYTES` bytes. Every object has a ``type``.
 
 Client -> server (requests), each with a client-chosen ``id``:
-``hello``, ``load``, ``generate``, ``retexture``, ``cancel``, ``status``, ``shutdown``.
+``hello``, ``load``, ``check_access``, ``generate``, ``retexture``, ``cancel``, ``status``,
+``shutdown``.
 
 Server -> client (events), each with ``job``: the ``id`` of the request it answers
 (``None`` only for an error about a line whose id could not be read):
-``hello`` and ``status`` (replies), ``log``, ``progress``, ``download``, ``result``,
-``error`` and ``done``. Every request whose id could be read gets exactly one ``done``,
-and it is always the last event for that id.
+``hello`` and ``status`` (replies), ``access`` (the answer to ``check_access``), ``log``,
+``progress``, ``download``, ``result``, ``error`` and ``done``. Every request whose id could
+be read gets exactly one ``done``, and it is always the last event for that id.
 
 Meshes, images and textures never travel through the pipe: they are files in the
 job's ``output_dir``, and ``result`` names them.
@@ -37,6 +38,12 @@ MAX_LIST_ITEMS = 64
 # ``Load.source`` naming the small model that ships with the backend (``backend/mini_release``,
 # trained on procedural objects) instead of a repo id or folder.
 BUNDLED_MINI_MODEL = "mini"
+
+# Resolution modes of ``Generate.pipeline_type``; every front end offers exactly these.
+PIPELINE_TYPES = ("512", "1024", "1024_cascade", "1536_cascade")
+# What every front end (add-on preference, ``python -m backend generate/retexture``, the batch
+# command) does by default with pictures without transparency: the plain-background keyer.
+DEFAULT_BACKGROUND_REMOVAL = "solid"
 
 DONE_STATUSES = ("ok", "error", "cancelled")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -121,9 +128,11 @@ class Load(Message):
     :data:`BUNDLED_MINI_MODEL` for the bundled mini model. When ``source`` is the official
     ``microsoft/TRELLIS.2-4B`` and its weights can be neither found locally nor downloaded, the
     server loads the bundled mini model instead (when the installation has it) and says so in a
-    ``log`` event of level ``warning``. ``image_encoder``
-    and ``background_remover`` override the gated dependencies the same way. ``token`` is a
-    Hugging Face token, passed explicitly; ``offline`` forbids any network access.
+    ``log`` event of level ``warning``. ``image_encoder`` (DINOv3), ``sparse_structure_decoder``
+    (``microsoft/TRELLIS-image-large``) and ``background_remover`` name local folders used instead
+    of the hub for those dependencies. ``token`` is a Hugging Face token, passed explicitly and
+    never logged; ``offline`` forbids any network access. ``commercial_safe`` keeps the
+    non-commercial parts out (no nvdiffrast, no RMBG-2.0 / BiRefNet background removal).
 
     ``background_removal`` is what happens to pictures without transparency: ``"none"``
     (refused with an explanation), ``"solid"`` (a keyer for objects on a plain background)
@@ -139,10 +148,30 @@ class Load(Message):
     image_encoder: str | None = None
     background_remover: str | None = None
     background_removal: str = "none"
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     offline: bool = False
     cache_dir: str | None = None
     low_vram: bool = False
+    sparse_structure_decoder: str | None = None
+    commercial_safe: bool = False
+
+
+@dataclass(frozen=True)
+class CheckAccess(Message):
+    """Which of the repositories ``source`` needs this token can read, and how big the download
+    is; nothing is downloaded. The local-folder fields and ``background_removal`` mean what they
+    mean in :class:`Load`. Answered by :class:`AccessReport`, then ``done``."""
+
+    TYPE: ClassVar[str] = "check_access"
+    id: str
+    source: str
+    image_encoder: str | None = None
+    sparse_structure_decoder: str | None = None
+    background_remover: str | None = None
+    background_removal: str = "none"
+    token: str | None = field(default=None, repr=False)
+    offline: bool = False
+    cache_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -240,6 +269,31 @@ class StatusReply(Message):
 
 
 @dataclass(frozen=True)
+class RepoStatus:
+    """One repository in an :class:`AccessReport`.
+
+    ``status``: "local" (a folder the user named), "cached", "ok" (readable, ``bytes`` to
+    download), "gated" (accept the licence at ``licence_url`` with the token's account),
+    "missing", "offline" or "unreachable".
+    """
+
+    repo: str
+    purpose: str
+    licence: str
+    status: str
+    licence_url: str
+    bytes: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class AccessReport(Message):
+    TYPE: ClassVar[str] = "access"
+    job: str
+    repos: list[RepoStatus] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Log(Message):
     TYPE: ClassVar[str] = "log"
     job: str | None
@@ -306,11 +360,11 @@ class Done(Message):
 
 
 REQUESTS: dict[str, type[Message]] = {
-    cls.TYPE: cls for cls in (Hello, Load, Generate, Retexture, Cancel, Status, Shutdown)
+    cls.TYPE: cls for cls in (Hello, Load, CheckAccess, Generate, Retexture, Cancel, Status, Shutdown)
 }
 EVENTS: dict[str, type[Message]] = {
     cls.TYPE: cls
-    for cls in (HelloReply, StatusReply, Log, ProgressEvent, Download, Result, Error, Done)
+    for cls in (HelloReply, StatusReply, AccessReport, Log, ProgressEvent, Download, Result, Error, Done)
 }
 
 

@@ -10,6 +10,7 @@ start its own backend once a backend Python environment exists::
     payload/backend/...                    (from backend/)
     payload/kernels/...                    (from kernels/)
     payload/pyproject.toml                 (the backend's dependency list)
+    LICENSE, NOTICE                        (which licence covers what; third-party licences)
 
 Usage: ``python scripts/build_extension.py [--output DIR]``; prints the zip's path.
 The zip is written to a temporary file next to the target and then renamed, so a
@@ -33,7 +34,7 @@ MANIFEST = "blender_manifest.toml"
 ADDON_DIR = "trellis2_blender"
 # (source relative to the repository root, destination inside the zip)
 PAYLOAD = (("backend", "payload/backend"), ("kernels", "payload/kernels"),
-           ("pyproject.toml", "payload/pyproject.toml"))
+           ("pyproject.toml", "payload/pyproject.toml"), ("LICENSE", "LICENSE"), ("NOTICE", "NOTICE"))
 ALWAYS_EXCLUDED = ("__pycache__/", "*.pyc", "*.pyo", ".DS_Store")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 
 # UI modules, registered in this order and unregistered in reverse.
-_MODULE_NAMES = ("preferences", "properties", "operators", "ui")
+_MODULE_NAMES = ("preferences", "properties", "operators", "weights_ops", "ui", "cli_command")
 
 
 def _modules():

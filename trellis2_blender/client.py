@@ -145,6 +145,10 @@ class BackendClient:
         """Load models from a repo id or folder (see :class:`protocol.Load`); returns the request id."""
         return self._send(protocol.Load(id=self._new_id("load"), source=source, **fields))
 
+    def check_access(self, source: str, **fields: Any) -> str:
+        """Ask which repositories ``source`` needs are readable (see :class:`protocol.CheckAccess`)."""
+        return self._send(protocol.CheckAccess(id=self._new_id("access"), source=source, **fields))
+
     def generate(self, images: list[str], output_dir: str, **fields: Any) -> str:
         """Queue a generate job (see :class:`protocol.Generate`); returns its id."""
         return self._send(protocol.Generate(id=self._new_id("gen"), images=list(images),

@@ -9,6 +9,7 @@ own reader thread and is only polled from here.
 from __future__ import annotations
 
 import logging
+import platform
 import random
 import signal
 import threading
@@ -435,6 +436,9 @@ class TRELLIS2_OT_download_weights(bpy.types.Operator):
     bl_idname = "trellis2.download_weights"
     bl_label = "Download Weights"
 
+    sizes: StringProperty(options={"HIDDEN", "SKIP_SAVE"},
+                          description="What is to download, from a finished access check")
+
     @classmethod
     def poll(cls, context):
         if not bpy.app.online_access:
@@ -447,9 +451,12 @@ class TRELLIS2_OT_download_weights(bpy.types.Operator):
         return True
 
     def invoke(self, context, event):
+        if not self.sizes:  # ask the hub first; the check invokes this again with the sizes
+            bpy.ops.trellis2.check_access("INVOKE_DEFAULT", then_download=True)
+            return {"FINISHED"}
         return context.window_manager.invoke_confirm(
             self, event, title="Download TRELLIS.2 weights?",
-            message=preferences.download_notice(context), confirm_text="Download")
+            message=f"{self.sizes} {preferences.download_notice(context)}", confirm_text="Download")
 
     def execute(self, context):
         settings = preferences.backend_settings(context, offline=False)
@@ -507,11 +514,15 @@ class TRELLIS2_OT_setup_backend(bpy.types.Operator):
         return True
 
     def invoke(self, context, event):
+        from . import setup_env
+
         env = preferences.managed_env_dir()
+        build = setup_env.choose_torch_build(platform.system(), setup_env.detect_driver_cuda())
+        source = build.index_url or "the Python Package Index"
         return context.window_manager.invoke_confirm(
             self, event, title="Set up the TRELLIS.2 backend?",
-            message=f"Creates a Python environment in {env} and downloads PyTorch and the backend's "
-                    "libraries from the Python Package Index (several gigabytes).",
+            message=f"Creates a Python environment in {env} and downloads PyTorch ({build.label}, from "
+                    f"{source}; {build.reason}) and the backend's libraries (several gigabytes).",
             confirm_text="Set Up")
 
     def execute(self, context):
@@ -522,8 +533,10 @@ class TRELLIS2_OT_setup_backend(bpy.types.Operator):
             self.report({"ERROR"}, "No Python 3.11 or newer found on this system; install one first")
             return {"CANCELLED"}
         log_path = logging_setup.log_file().with_name("setup.log")
+        build = setup_env.choose_torch_build(platform.system(), setup_env.detect_driver_cuda())
+        self.report({"INFO"}, f"PyTorch build: {build.label} ({build.reason})")
         self._task = setup_env.SetupTask(base, preferences.managed_env_dir(),
-                                         paths.backend_root() / "pyproject.toml", log_path)
+                                         paths.backend_root() / "pyproject.toml", log_path, build)
         self._task.start()
         context.window_manager.trellis2_status.task_running = self._task.message or "Setting up"
         if bpy.app.background:

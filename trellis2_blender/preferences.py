@@ -8,7 +8,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
 from . import paths
-from .protocol import BUNDLED_MINI_MODEL
+from .protocol import BUNDLED_MINI_MODEL, DEFAULT_BACKGROUND_REMOVAL
 from .session import BackendSettings
 
 DEFAULT_MODEL = "microsoft/TRELLIS.2-4B"
@@ -23,8 +23,9 @@ MODEL_KIND_ITEMS = (
      "nothing is downloaded"),
 )
 DEVICE_ITEMS = (
-    ("auto", "Automatic", "The first CUDA GPU, else the CPU"),
+    ("auto", "Automatic", "The first CUDA GPU, else the Apple GPU, else the CPU"),
     ("cuda", "CUDA", "An NVIDIA GPU"),
+    ("mps", "Apple GPU", "The GPU of an Apple Silicon Mac (Metal); operations it lacks run on the CPU"),
     ("cpu", "CPU", "Very slow; for testing"),
 )
 BACKGROUND_ITEMS = (
@@ -57,11 +58,28 @@ class TRELLIS2_AP_preferences(bpy.types.AddonPreferences):
         name="Keep Weights With the Add-on",
         description="Download into the add-on's user folder instead of the shared Hugging Face cache")
     background_removal: EnumProperty(
-        name="Background Removal", items=BACKGROUND_ITEMS, default="SOLID",
+        name="Background Removal", items=BACKGROUND_ITEMS, default=DEFAULT_BACKGROUND_REMOVAL.upper(),
         description="What happens to pictures without transparency (transparent ones are used as they are)")
     background_model: StringProperty(
         name="RMBG Folder", subtype="DIR_PATH",
         description="A local RMBG-2.0 or BiRefNet folder; empty uses briaai/RMBG-2.0 from Hugging Face")
+    image_encoder_dir: StringProperty(
+        name="DINOv3 Folder", subtype="DIR_PATH",
+        description="A local copy of facebook/dinov3-vitl16-pretrain-lvd1689m (gated on Hugging Face); "
+                    "empty uses the Hugging Face copy")
+    ss_decoder_dir: StringProperty(
+        name="Sparse-Structure Decoder Folder", subtype="DIR_PATH",
+        description="A local copy of microsoft/TRELLIS-image-large (its ckpts/ss_dec_conv3d_16l8_fp16 "
+                    "files); empty uses the Hugging Face copy")
+    hf_token: StringProperty(
+        name="Hugging Face Token", subtype="PASSWORD",
+        description="A read token (huggingface.co/settings/tokens) of the account that accepted the gated "
+                    "licences. Shown as dots, never logged, handed to the backend through its input pipe; "
+                    "kept with Blender's preferences like every setting here")
+    commercial_safe: BoolProperty(
+        name="Commercial-Safe",
+        description="Never use the parts under non-commercial licences: nvdiffrast (textures are baked with "
+                    "the built-in rasterizer) and RMBG-2.0 / BiRefNet background removal")
     output_dir: StringProperty(
         name="Output Folder", subtype="DIR_PATH",
         description="Where job folders go; empty uses the add-on's user folder")
@@ -106,6 +124,9 @@ def backend_settings(context=None, *, offline: bool | None = None) -> BackendSet
     source = chosen_model(prefs)
     local = (Path(bpy.path.abspath(source))
              if source and source != BUNDLED_MINI_MODEL and not paths.looks_like_repo_id(source) else None)
+    def folder(value: str) -> str | None:
+        return str(Path(bpy.path.abspath(value))) if value else None
+
     return BackendSettings(
         python=str(python) if python else "",
         backend_root=str(root) if root else "",
@@ -119,6 +140,10 @@ def backend_settings(context=None, *, offline: bool | None = None) -> BackendSet
         background_remover=(str(Path(bpy.path.abspath(prefs.background_model)))
                             if prefs is not None and prefs.background_removal == "RMBG"
                             and prefs.background_model else None),
+        image_encoder=folder(prefs.image_encoder_dir) if prefs is not None else None,
+        sparse_structure_decoder=folder(prefs.ss_decoder_dir) if prefs is not None else None,
+        commercial_safe=prefs.commercial_safe if prefs is not None else False,
+        token=(prefs.hf_token.strip() or None) if prefs is not None else None,
     )
 
 
@@ -133,12 +158,12 @@ def chosen_model(prefs) -> str:
 
 
 def download_notice(context=None) -> str:
-    """What the user agrees to before a download: the model, its size and any gated parts."""
+    """What the user agrees to before a download, besides the sizes the access check found: the
+    model and the licences of its gated and non-commercial parts."""
     prefs = get(context)
     source = chosen_model(prefs)
-    return (f"Model: {source}. The weights of the 4-billion-parameter model take several gigabytes; "
-            "the image encoder (DINOv3) is a gated model: accept its license on Hugging Face "
-            "with the account whose token the backend uses. "
+    return (f"Model: {source}. The image encoder (DINOv3) is gated: its licence was accepted on Hugging Face "
+            "by the account of your Hugging Face Token. "
             + ("Background removal (RMBG-2.0) is gated and non-commercial; it is downloaded too. "
                if prefs is not None and prefs.background_removal == "RMBG" and not prefs.background_model
                else "") + "Pictures with a transparent background need no background removal.")

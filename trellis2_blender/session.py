@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import protocol
 from .client import BackendClient, BackendConfig, BackendError
@@ -41,15 +41,27 @@ class BackendSettings:
     cache_dir: str | None = None
     background_removal: str = "none"  # protocol.Load.background_removal: none | solid | rmbg
     background_remover: str | None = None  # a local RMBG-2.0 / BiRefNet folder (rmbg only)
+    image_encoder: str | None = None  # a local DINOv3 folder
+    sparse_structure_decoder: str | None = None  # a local microsoft/TRELLIS-image-large folder
+    commercial_safe: bool = False
+    token: str | None = field(default=None, repr=False)  # Hugging Face token: never printed or logged
+
+    def weight_fields(self) -> dict[str, object]:
+        """The weight-related fields of ``load`` and ``check_access`` (protocol field -> value)."""
+        return {"offline": self.offline, "cache_dir": self.cache_dir, "token": self.token,
+                "background_removal": self.background_removal, "background_remover": self.background_remover,
+                "image_encoder": self.image_encoder,
+                "sparse_structure_decoder": self.sparse_structure_decoder}
 
     def problem(self) -> str:
         """Why the backend cannot be started with these settings ("" when it can)."""
         if not self.python:
-            return "No backend Python: set up the backend in the add-on preferences"
+            return ("No backend Python: click Set Up Backend, or name an existing one "
+                    "(add-on preferences: Backend Python)")
         if not self.backend_root:
             return "The backend sources are missing from this installation"
         if not self.model_source:
-            return "No model set in the add-on preferences"
+            return "No model set (add-on preferences: Model)"
         return ""
 
 
@@ -193,10 +205,8 @@ class BackendSession:
             self._load_warning = ""
             try:
                 self._load_id = self.client.load(self.settings.model_source, low_vram=self.settings.low_vram,
-                                                 offline=self.settings.offline,
-                                                 cache_dir=self.settings.cache_dir,
-                                                 background_removal=self.settings.background_removal,
-                                                 background_remover=self.settings.background_remover)
+                                                 commercial_safe=self.settings.commercial_safe,
+                                                 **self.settings.weight_fields())
             except BackendError as exc:
                 self._set(ERROR, str(exc))
         if self.client is None or self.state == STOPPED:
@@ -227,11 +237,13 @@ class BackendSession:
 
     def _route_load(self, event: protocol.Message) -> None:
         if isinstance(event, protocol.Download):
-            self._downloads[event.file] = (event.bytes, event.total)
+            # Keyed by repo and file: the backend reports a repo's running total with file "".
+            self._downloads[f"{event.repo}/{event.file}"] = (event.bytes, event.total)
             done = sum(b for b, _ in self._downloads.values())
             total = sum(t for _, t in self._downloads.values())
             self.percent = 100.0 * done / total if total else 0.0
-            self.message = f"Downloading {event.repo}: {event.file}"
+            self.message = (f"Downloading {event.repo}{': ' + event.file if event.file else ''} "
+                            f"({done / 1e9:.2f} of {total / 1e9:.2f} GB)")
         elif isinstance(event, protocol.Log) and event.level == "warning":
             self._load_warning = event.message  # e.g. the bundled mini model standing in for the official
         elif isinstance(event, protocol.Error):

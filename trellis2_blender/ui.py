@@ -76,9 +76,16 @@ def draw_preferences(prefs, context, layout) -> None:
     col.prop(prefs, "background_removal")
     if prefs.background_removal == "RMBG":
         col.prop(prefs, "background_model")
+    col.prop(prefs, "commercial_safe")
     col.prop(prefs, "output_dir")
+    models = layout.column(heading="Gated Models and Local Copies")
+    models.use_property_split = True
+    models.prop(prefs, "hf_token")
+    models.prop(prefs, "image_encoder_dir")
+    models.prop(prefs, "ss_decoder_dir")
     row = layout.row()
     row.operator("trellis2.setup_backend", icon="CONSOLE")
+    row.operator("trellis2.check_access", icon="LOCKED")
     row.operator("trellis2.download_weights", icon="IMPORT")
     row.operator("trellis2.open_log", icon="TEXT")
     status = context.window_manager.trellis2_status

@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from backend import protocol
+
 from .errors import PipelineError
 
 PipelineType = Literal["512", "1024", "1024_cascade", "1536_cascade"]
-PIPELINE_TYPES: tuple[str, ...] = ("512", "1024", "1024_cascade", "1536_cascade")
+PIPELINE_TYPES: tuple[str, ...] = protocol.PIPELINE_TYPES
 STAGES: tuple[str, ...] = ("preprocess", "sparse_structure", "shape", "texture", "decode", "export")
 
 

@@ -7,9 +7,21 @@ import sys
 import time
 from pathlib import Path
 
+from backend import protocol
+
+from .accelerator import DEVICE_CHOICES, resolve_device
 from .api import ExportOptions, JobResult, Progress, SamplerOverrides
 from .errors import PipelineError
-from .model_source import BUNDLED_MINI, BUNDLED_MINI_DESCRIPTION, BUNDLED_MINI_MODEL, BUNDLED_MINI_RELEASE
+from .licences import check_background_removal
+from .model_source import (
+    BUNDLED_MINI,
+    BUNDLED_MINI_DESCRIPTION,
+    BUNDLED_MINI_MODEL,
+    BUNDLED_MINI_RELEASE,
+    DINOV3_REPO,
+    SS_DECODER_REPO,
+    TRELLIS2_EXTERNAL_REFERENCES,
+)
 from .runtime import DEFAULT_MODEL, Runtime
 
 
@@ -21,22 +33,36 @@ def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
                         f"Default {DEFAULT_MODEL}; when its weights are neither local nor downloadable "
                         "(offline, not cached, hub unreachable or access refused) the bundled mini model "
                         "is used instead, with a warning, if this installation has it")
-    g.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    g.add_argument("--device", default="auto",
+                   help=f"torch device: {', '.join(DEVICE_CHOICES)} "
+                        "(default auto: CUDA, else Apple MPS, else CPU)")
     g.add_argument("--low-vram", action="store_true", help="move each network to the GPU only for its stage")
     g.add_argument("--offline", action="store_true", help="never download; the model must be local/cached")
     g.add_argument("--attention", default=None, help="attention backend for the flow models (e.g. sdpa)")
-    g.add_argument("--rembg", choices=["none", "solid", "birefnet"], default="none",
-                   help="background removal for images without alpha (default: none = require alpha)")
+    g.add_argument("--image-encoder", default=None, metavar="DIR",
+                   help=f"local copy of {DINOV3_REPO} (gated on Hugging Face), used instead of the hub")
+    g.add_argument("--ss-decoder", default=None, metavar="DIR",
+                   help=f"local copy of {SS_DECODER_REPO} (at least its "
+                        f"{TRELLIS2_EXTERNAL_REFERENCES[SS_DECODER_REPO][0]}.json/.safetensors), used "
+                        "instead of the hub")
+    g.add_argument("--rembg", choices=["none", "solid", "birefnet"],
+                   default=protocol.DEFAULT_BACKGROUND_REMOVAL,
+                   help="background removal for images without alpha: none (require alpha), solid (cut out "
+                        "a plain, uniform background; busy pictures are refused) or birefnet (a local "
+                        f"BiRefNet / RMBG-2.0 folder); default {protocol.DEFAULT_BACKGROUND_REMOVAL}")
     g.add_argument("--rembg-model", default=None,
                    help="local BiRefNet / RMBG-2.0 folder for --rembg birefnet")
     g.add_argument("--allow-remote-code", action="store_true",
                    help="consent to run the Python code shipped in --rembg-model")
+    g.add_argument("--commercial-safe", action="store_true",
+                   help="never use the parts under non-commercial licences: nvdiffrast (the texture baker "
+                        "uses our rasterizer) and RMBG-2.0 / BiRefNet background removal (see NOTICE)")
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("export")
-    g.add_argument("--texture-size", type=int, default=2048)
-    g.add_argument("--faces", type=int, default=500_000, help="decimation target (faces)")
+    g.add_argument("--texture-size", type=int, default=protocol.Export.texture_size)
+    g.add_argument("--faces", type=int, default=protocol.Export.faces, help="decimation target (faces)")
     g.add_argument("--texture-format", choices=["png", "webp"], default="png")
     g.add_argument("--alpha-mode", choices=["auto", "MASK", "BLEND"], default="auto")
     g.add_argument("--double-sided", action="store_true")
@@ -73,16 +99,23 @@ def export_options(args: argparse.Namespace) -> ExportOptions:
 
 def runtime(args: argparse.Namespace, bundled_release: Path | None = BUNDLED_MINI_RELEASE) -> Runtime:
     """The runtime the options ask for; ``bundled_release`` is the bundled mini release folder."""
-    import torch
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     return Runtime(model=args.model, device=device, low_vram=args.low_vram, offline=args.offline,
-                   attention_backend=args.attention, bundled_release=bundled_release)
+                   attention_backend=args.attention, bundled_release=bundled_release,
+                   dependencies=local_copies(args), commercial_safe=args.commercial_safe)
+
+
+def local_copies(args: argparse.Namespace) -> dict[str, str]:
+    """Repo id -> local folder for the dependencies the options name (``--image-encoder``, ...)."""
+    named = {DINOV3_REPO: args.image_encoder, SS_DECODER_REPO: args.ss_decoder}
+    return {repo: str(Path(folder).expanduser()) for repo, folder in named.items() if folder}
 
 
 def remover(args: argparse.Namespace, device: str):
     from .rembg import make_remover
 
+    if args.commercial_safe:
+        check_background_removal(args.rembg)
     return make_remover(args.rembg, args.rembg_model, args.allow_remote_code, device)
 
 

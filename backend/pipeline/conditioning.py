@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .errors import ModelUnavailableError
+from .model_source import DINOV3_REPO, WEIGHT_REPOS
 
 log = logging.getLogger(__name__)
 
-DINOV3_REPO = "facebook/dinov3-vitl16-pretrain-lvd1689m"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -70,8 +70,8 @@ class DinoV3Conditioner:
         except OSError as e:
             raise ModelUnavailableError(
                 f"cannot load DINOv3 from {name_or_path!r} ({str(e).splitlines()[0]})",
-                f"DINOv3 is gated: accept the licence of {DINOV3_REPO} on huggingface.co and log in "
-                "(`hf auth login`), or download it once and pass its local folder") from e
+                f"DINOv3 is gated: accept the licence at {WEIGHT_REPOS[DINOV3_REPO].licence_url} and log in "
+                f"(`hf auth login`), {WEIGHT_REPOS[DINOV3_REPO].local_copy_hint()}") from e
         return cls(model)
 
     @property

@@ -11,19 +11,29 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import resource
-import sys
 from pathlib import Path
 
 import torch
 
-from .api import AssetResult, CancelToken, GenerateRequest, JobResult, ProgressCallback, RetextureRequest
+from .accelerator import resolve_device
+from .api import (
+    AssetResult,
+    CancelToken,
+    ExportOptions,
+    GenerateRequest,
+    JobResult,
+    ProgressCallback,
+    RetextureRequest,
+)
 from .errors import InputError, OutOfMemoryError
 from .export import export_generated, export_retextured
 from .image import BackgroundRemover, load_and_preprocess
 from .image_to_3d import CoordsOverride, image_to_assets
+from .licences import check_background_removal, commercial_safe_export
 from .model_source import ModelProvenance
+from .process_memory import peak_rss_bytes
 from .progress import Tracker
+from .rembg import BiRefNetRemover
 from .retexture import Y_UP_TO_Z_UP, retexture_voxels, work_frame
 from .runtime import ModelStore, Runtime
 from .sampler import make_generator
@@ -38,9 +48,9 @@ class Trellis2Generator:
 
     Args:
         runtime: a :class:`Runtime`, or (the server's form) the local release folder, completed
-            by ``device`` ("auto" = CUDA when available), ``low_vram`` and ``dependencies``
-            (repo id -> local folder) and ``provenance`` (what results record as their ``"model"``;
-            default: the folder as a local source); that form never downloads.
+            by ``device`` ("auto" = CUDA, else Apple's MPS, else CPU), ``low_vram`` and ``dependencies``
+            (repo id -> local folder), ``provenance`` (what results record as their ``"model"``;
+            default: the folder as a local source) and ``commercial_safe``; that form never downloads.
         remover: background remover for inputs without alpha (None: such inputs are refused).
         coords_override: replaces stage-1 occupancy (benchmarks with random weights, tests).
     """
@@ -49,14 +59,12 @@ class Trellis2Generator:
                  device: str | None = None, low_vram: bool | None = None,
                  dependencies: dict[str, Path] | None = None, remover: BackgroundRemover | None = None,
                  coords_override: CoordsOverride | None = None,
-                 provenance: ModelProvenance | None = None) -> None:
+                 provenance: ModelProvenance | None = None, commercial_safe: bool = False) -> None:
         if not isinstance(runtime, Runtime):
-            dev = device or "auto"
-            if dev == "auto":
-                dev = "cuda" if torch.cuda.is_available() else "cpu"
+            dev = resolve_device(device)
             runtime = Runtime(model=str(runtime), device=dev, low_vram=bool(low_vram), offline=True,
                               dependencies={k: str(v) for k, v in (dependencies or {}).items()},
-                              provenance=provenance)
+                              provenance=provenance, commercial_safe=commercial_safe)
         self.runtime = runtime
         self.remover = remover
         self.coords_override = coords_override
@@ -78,6 +86,7 @@ class Trellis2Generator:
         """
         if not request.images:
             raise InputError("no input image given")
+        request = dataclasses.replace(request, export=self._licence_checked(request.export))
         store = self.store  # resolves the release first: a missing model stops the job at once
         if request.pipeline_type is None:
             request = dataclasses.replace(
@@ -116,6 +125,7 @@ class Trellis2Generator:
         from backend.geometry import MeshError
         from backend.meshio import read_mesh
 
+        request = dataclasses.replace(request, export=self._licence_checked(request.export))
         store = self.store
         tracker = Tracker(on_progress, cancel)
         with self._job(tracker):
@@ -139,6 +149,14 @@ class Trellis2Generator:
         return JobResult([result], dict(tracker.seconds), self._peak_memory())
 
     # ------------------------------------------------------------------ helpers
+    def _licence_checked(self, export: ExportOptions) -> ExportOptions:
+        """``export`` as commercial-safe mode allows it (unchanged when the mode is off)."""
+        if not self.runtime.commercial_safe:
+            return export
+        if isinstance(self.remover, BiRefNetRemover):
+            check_background_removal("birefnet")
+        return commercial_safe_export(export)
+
     @staticmethod
     def _result_fields(store: ModelStore) -> dict[str, object]:
         """Fields every result records: ``"model"``, which weights made it (when known)."""
@@ -169,5 +187,4 @@ class Trellis2Generator:
     def _peak_memory(self) -> int:
         if self.runtime.device.startswith("cuda") and torch.cuda.is_available():
             return int(torch.cuda.max_memory_allocated())
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return int(rss if sys.platform == "darwin" else rss * 1024)  # CPU: peak resident set size
+        return peak_rss_bytes()  # CPU: peak resident set size

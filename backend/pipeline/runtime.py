@@ -20,23 +20,26 @@ from pathlib import Path
 
 import torch
 
+from . import weights
+from .accelerator import conv_backend_for, triton_importable
+from .api import CancelToken
 from .errors import ModelUnavailableError
 from .model_source import (
     BUNDLED_MINI,
     BUNDLED_MINI_MODEL,
     LOCAL,
     OFFICIAL,
+    TRELLIS2_REPO,
     ModelProvenance,
     bundled_release,
     fallback_notice,
     require_bundled_release,
 )
+from .weights import DownloadCallback, WeightsConfig, WeightsError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "microsoft/TRELLIS.2-4B"
-# Seconds to wait for Hugging Face before calling the official weights unreachable.
-HUB_PROBE_TIMEOUT_S = 5.0
+DEFAULT_MODEL = TRELLIS2_REPO
 
 
 @dataclass(frozen=True)
@@ -45,15 +48,22 @@ class Runtime:
 
     Args:
         model: local release folder or Hugging Face repo id.
-        device: torch device string ("cuda", "cuda:1", "cpu").
+        device: torch device string ("cuda", "cuda:1", "mps", "cpu"); ``accelerator.resolve_device``
+            turns "auto" into one.
         low_vram: keep networks on the CPU and move each to the device only for its stage.
         offline: never touch the network; the release must be local or in the HF cache.
         dtype: None keeps the checkpoints' precision policy (bf16/fp16 blocks) on CUDA; on
             CPU everything runs in float32.
         attention_backend: passed to the flow models' ``set_attention_backend`` when set.
+        conv_backend: sparse-convolution path of every loaded network ("triton", "torch",
+            "im2col"); None chooses per device: Triton on CUDA when it imports, torch otherwise.
         dependencies: Hugging Face repo id -> local folder for models the release refers to
             (DINOv3, the TRELLIS v1 sparse-structure decoder repo); used instead of the hub.
             A relative image-encoder name that is a folder inside the release needs no entry.
+        token: Hugging Face token for gated repositories (never printed); None uses the hub's
+            own login (``hf auth login``).
+        commercial_safe: never use the non-commercial parts (nvdiffrast, RMBG-2.0 / BiRefNet);
+            see :mod:`.licences`.
         bundled_release: the bundled mini release folder (``model_source.BUNDLED_MINI_RELEASE``
             for the CLI and the server). ``model`` = ``"mini"`` selects it, and it stands in for the
             official repo when that can be neither found locally nor downloaded. None: neither.
@@ -67,165 +77,70 @@ class Runtime:
     offline: bool = False
     dtype: torch.dtype | None = None
     attention_backend: str | None = None
+    conv_backend: str | None = None
     dependencies: Mapping[str, str] = field(default_factory=dict)
     bundled_release: Path | None = None
     provenance: ModelProvenance | None = None
+    token: str | None = field(default=None, repr=False)
+    commercial_safe: bool = False
 
     @property
     def load_dtype(self) -> torch.dtype | None:
         return torch.float32 if self.device == "cpu" and self.dtype is None else self.dtype
 
 
-def resolve_release(model: str, offline: bool) -> Path:
-    """The local release folder for ``model``, a folder or a Hugging Face repo id.
+@dataclass(frozen=True)
+class ResolvedRelease:
+    """Where a runtime's weights are: the release folder, its provenance, and a local folder for
+    each other repository its pipeline files name (repo id -> folder)."""
 
-    A repo id counts as available when the release (pipeline files, its ``ckpts/`` and the hub
-    models it names, such as DINOv3) is in the local Hugging Face cache, or, unless ``offline``,
-    when the hub answers for each missing repo within :data:`HUB_PROBE_TIMEOUT_S` and grants
-    access; then the pipeline files are downloaded. The checks come first so an unreachable hub
-    fails at once instead of after the hub client's retries.
-
-    Raises:
-        ModelUnavailableError: not a release folder, offline without a complete cached copy,
-            the hub unreachable, or access refused.
-    """
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if not (path / "pipeline.json").is_file():
-            raise ModelUnavailableError(f"{path} has no pipeline.json",
-                                        "point --model at a TRELLIS.2 release folder")
-        return path
-    if path.suffix == ".json" or model.startswith((".", "/", "~")) or model.count("/") != 1:
-        raise ModelUnavailableError(f"model folder {model} does not exist",
-                                    "pass --model PATH to a local TRELLIS.2-4B folder, a repo id, or "
-                                    f"--model {BUNDLED_MINI_MODEL} for the bundled mini model")
-    hint = f"download it once (e.g. `hf download {model} --local-dir DIR`) and pass --model DIR"
-    cached = _cached_snapshot(model)
-    if cached is not None and not _missing_from_cache(cached):
-        return cached
-    if offline:
-        what = "it is not completely in the local Hugging Face cache" if cached is not None else \
-            "it is not in the local Hugging Face cache"
-        raise ModelUnavailableError(f"cannot get {model}: {what} and --offline forbids downloading", hint)
-    _probe_hub(model, hint)
-    from huggingface_hub import snapshot_download
-
-    try:
-        root = Path(snapshot_download(model, allow_patterns=["pipeline.json", "texturing_pipeline.json"]))
-    except Exception as e:  # hub errors come in many classes; all mean "not available"
-        raise ModelUnavailableError(f"cannot get {model}: the download failed ({_first_line(e)})",
-                                    hint) from e
-    for repo in _hub_dependencies(root):
-        if _cached_snapshot(repo) is None:
-            _probe_hub(repo, "accept its licence on huggingface.co and log in (`hf auth login`), or "
-                             "download it and pass its folder")
-    return root
+    root: Path
+    provenance: ModelProvenance
+    dependencies: Mapping[str, str] = field(default_factory=dict)
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
-
-
-def _cached_snapshot(repo: str) -> Path | None:
-    """The cached snapshot folder of ``repo`` (never touches the network), or None."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo, local_files_only=True))
-    except Exception:  # noqa: BLE001 - any failure means "not cached"
-        return None
-
-
-def _probe_hub(repo: str, hint: str) -> None:
-    """Fail fast unless the hub answers for ``repo`` and this user may read it."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
-    try:
-        HfApi().model_info(repo, timeout=HUB_PROBE_TIMEOUT_S)
-        from huggingface_hub import auth_check
-
-        auth_check(repo)
-    except GatedRepoError as e:
-        raise ModelUnavailableError(f"access to the gated {repo} was refused", hint) from e
-    except RepositoryNotFoundError as e:
-        raise ModelUnavailableError(f"{repo} does not exist or access was refused", hint) from e
-    except Exception as e:  # noqa: BLE001 - network trouble of any kind
-        raise ModelUnavailableError(f"Hugging Face is unreachable for {repo} ({_first_line(e)})", hint) from e
-
-
-def _hub_dependencies(root: Path) -> list[str]:
-    """Hub repos (``owner/name``) the release's pipeline files name outside itself (DINOv3, ...)."""
-    import json
-
-    repos: list[str] = []
-    for name in ("pipeline.json", "texturing_pipeline.json"):
-        path = root / name
-        if not path.is_file():
-            continue
-        args = json.loads(path.read_text()).get("args", {})
-        refs = list(args.get("models", {}).values())
-        refs.append(args.get("image_cond_model", {}).get("args", {}).get("model_name", ""))
-        for ref in map(str, refs):
-            parts = ref.split("/")
-            if len(parts) >= 2 and parts[0] not in ("ckpts", ".", "") and not (root / ref).exists():
-                repo = "/".join(parts[:2])
-                if repo not in repos:
-                    repos.append(repo)
-    return repos
-
-
-def _missing_from_cache(root: Path) -> list[str]:
-    """What a cached release snapshot lacks: ``ckpts/`` files or hub repos it names."""
-    import json
-
-    missing = []
-    for name in ("pipeline.json", "texturing_pipeline.json"):
-        path = root / name
-        if not path.is_file():
-            if name == "pipeline.json":
-                return [name]
-            continue
-        for ref in json.loads(path.read_text()).get("args", {}).get("models", {}).values():
-            if str(ref).startswith("ckpts/"):
-                missing += [f"{ref}{ext}" for ext in (".json", ".safetensors")
-                            if not (root / f"{ref}{ext}").is_file()]
-    missing += [repo for repo in _hub_dependencies(root) if _cached_snapshot(repo) is None]
-    return missing
-
-
-def resolve_model(runtime: Runtime) -> tuple[Path, str, ModelProvenance]:
-    """The release folder, where its checkpoints load from, and the provenance of ``runtime.model``.
+def resolve_model(runtime: Runtime, on_download: DownloadCallback | None = None,
+                  cancel: CancelToken | None = None) -> ResolvedRelease:
+    """The release folder, its dependencies and the provenance of ``runtime.model``, through the one
+    resolver (:func:`.weights.resolve`: cached, downloaded unless offline, or local folders).
 
     ``"mini"`` selects ``runtime.bundled_release``. The official repo id falls back to it (one
     warning naming the reason) when the official weights are unavailable and the folder exists;
     any other source that cannot be resolved raises.
 
-    Returns:
-        ``(root, checkpoint_source, provenance)``: ``checkpoint_source`` is the folder for local
-        releases and the repo id for hub releases (checkpoints then load through the hub cache).
-
     Raises:
-        ModelUnavailableError: as :func:`resolve_release`, or ``"mini"`` without a bundled release.
+        ModelUnavailableError: as :func:`.weights.resolve`, a folder without ``pipeline.json``, or
+            ``"mini"`` without a bundled release.
     """
     if runtime.model == BUNDLED_MINI_MODEL:
         root = require_bundled_release(runtime.bundled_release)
-        return root, str(root), runtime.provenance or ModelProvenance(BUNDLED_MINI, str(root))
+        return ResolvedRelease(root, runtime.provenance or ModelProvenance(BUNDLED_MINI, str(root)),
+                               dict(runtime.dependencies))
+    config = WeightsConfig(token=runtime.token, offline=runtime.offline)
     try:
-        root = resolve_release(runtime.model, runtime.offline)
-    except ModelUnavailableError as e:
+        paths = weights.resolve(runtime.model, config, overrides=dict(runtime.dependencies),
+                                on_download=on_download, cancel=cancel)
+    except WeightsError as e:
         fallback = bundled_release(runtime.bundled_release) if runtime.model == DEFAULT_MODEL else None
         if fallback is None:
             raise
         log.warning("%s", fallback_notice(e.message))
-        return fallback, str(fallback), ModelProvenance(BUNDLED_MINI, str(fallback))
+        return ResolvedRelease(fallback, ModelProvenance(BUNDLED_MINI, str(fallback)),
+                               dict(runtime.dependencies))
+    root = paths.model_dir
+    if not (root / "pipeline.json").is_file():
+        raise ModelUnavailableError(f"{root} has no pipeline.json",
+                                    "point --model (add-on preferences: Model Source: Local Folder) at a "
+                                    "TRELLIS.2 release folder")
+    # Entries the release does not name as hub repos (a relative image-encoder name) stay as given.
+    dependencies = {**runtime.dependencies, **{repo: str(path) for repo, path in paths.dependencies.items()}}
     if Path(runtime.model).expanduser().is_dir():
         bundled = bundled_release(runtime.bundled_release)
         source = BUNDLED_MINI if bundled is not None and root.resolve() == bundled else LOCAL
         provenance = ModelProvenance(source, str(root.resolve()))
-        return root, str(root), runtime.provenance or provenance
-    return root, runtime.model, runtime.provenance or ModelProvenance(OFFICIAL, runtime.model)
+    else:
+        provenance = ModelProvenance(OFFICIAL, runtime.model)
+    return ResolvedRelease(root, runtime.provenance or provenance, dependencies)
 
 
 def image_encoder_location(name: str, release_root: Path | None, dependencies: Mapping[str, str]) -> str:
@@ -251,11 +166,14 @@ class ModelStore:
         self.runtime = runtime
         self._models: dict[str, torch.nn.Module] = {}
         self._conditioner = None
-        # Checkpoints load from the folder when it is local, else from the hub repo (cached).
-        self.root, self.source, self.provenance = resolve_model(runtime)
+        resolved = resolve_model(runtime)
+        self.root, self.provenance = resolved.root, resolved.provenance
+        self.dependencies: Mapping[str, str] = resolved.dependencies
         self.config = read_pipeline_config(self.root / "pipeline.json")
         tex_path = self.root / "texturing_pipeline.json"
         self.tex_config = read_pipeline_config(tex_path) if tex_path.is_file() else None
+        self.conv_backend = runtime.conv_backend or conv_backend_for(runtime.device, triton_importable())
+        log.info("sparse convolution: %s path on %s", self.conv_backend, runtime.device)
 
     @classmethod
     def preloaded(cls, runtime: Runtime, config, tex_config, models: dict[str, torch.nn.Module],
@@ -269,8 +187,10 @@ class ModelStore:
         """
         store = cls.__new__(cls)
         store.runtime, store.config, store.tex_config = runtime, config, tex_config
-        store.root, store.source, store.provenance = None, None, runtime.provenance
+        store.root, store.provenance = None, runtime.provenance
+        store.dependencies = dict(runtime.dependencies)
         store._models, store._conditioner = dict(models), conditioner
+        store.conv_backend = runtime.conv_backend
         return store
 
     @property
@@ -284,22 +204,24 @@ class ModelStore:
         """The network named ``key`` in pipeline.json (or texturing_pipeline.json), loaded once."""
         if key not in self._models:
             from backend.models import CheckpointError, load_model
+            from backend.sparse.conv import set_conv_backend
 
             name = self.config.models.get(key)
             if name is None and self.tex_config is not None:
                 name = self.tex_config.models.get(key)
             if name is None:
                 raise ModelUnavailableError(f"the release at {self.root} names no model {key!r}")
-            source = self.source
+            source = str(self.root)
             parts = name.split("/")
-            if len(parts) >= 3 and parts[0] != "ckpts" and "/".join(parts[:2]) in self.runtime.dependencies:
-                source, name = self.runtime.dependencies["/".join(parts[:2])], "/".join(parts[2:])
+            if len(parts) >= 3 and parts[0] != "ckpts" and "/".join(parts[:2]) in self.dependencies:
+                source, name = self.dependencies["/".join(parts[:2])], "/".join(parts[2:])
             try:
                 model = load_model(source, name, device=self._home(), dtype=self.runtime.load_dtype,
                                    offline=self.runtime.offline)
             except CheckpointError as e:
                 raise ModelUnavailableError(f"cannot load {key}: {e}",
-                                            "check the release folder or drop --offline") from e
+                                            f"check the release folder {source}, or download it again") from e
+            set_conv_backend(model, self.conv_backend)
             if self.runtime.attention_backend and hasattr(model, "set_attention_backend"):
                 model.set_attention_backend(self.runtime.attention_backend)
             self._models[key] = model
@@ -310,7 +232,7 @@ class ModelStore:
 
         if self._conditioner is None:
             name = image_encoder_location(str(self.config.image_cond_model.args.get("model_name", "")),
-                                          self.root, self.runtime.dependencies)
+                                          self.root, self.dependencies)
             self._conditioner = DinoV3Conditioner.from_pretrained(name, offline=self.runtime.offline)
             self._conditioner.model.to(self._home())
         return self._conditioner

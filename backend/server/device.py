@@ -10,7 +10,7 @@ log = logging.getLogger(__name__)
 
 
 def describe(device: str) -> dict[str, Any]:
-    """``device`` is "auto", "cpu" or "cuda[:N]"; "cpu" never imports torch.
+    """``device`` is "auto", "cpu", "mps" or "cuda[:N]"; "cpu" never imports torch.
 
     Returns ``device``, ``device_name``, ``gpu_memory_total`` and ``gpu_memory_free`` (bytes).
     """
@@ -24,6 +24,10 @@ def describe(device: str) -> dict[str, Any]:
         log.warning("torch is not installed; reporting a CPU device")
         return info
     if not torch.cuda.is_available():
+        mps = getattr(torch.backends, "mps", None)
+        if device in ("auto", "mps") and mps is not None and mps.is_available():
+            # Apple GPUs share the system memory; torch reports no total for them.
+            info.update(device="mps", device_name="Apple GPU (MPS)")
         return info
     index = int(device.split(":")[1]) if device.startswith("cuda:") else 0
     free, total = torch.cuda.mem_get_info(index)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from backend.pipeline.api import Generator
 from backend.pipeline.model_source import ModelProvenance
-from backend.server.weights import RMBG_REPO, ModelPaths
+from backend.pipeline.weights import RMBG_REPO, ModelPaths
 
 DEFAULT_GENERATOR = "backend.server.generators:trellis2"
 PIPELINE_GENERATOR = "backend.pipeline.generator:Trellis2Generator"
@@ -34,6 +34,7 @@ class LoadSpec:
     low_vram: bool = False
     background_removal: str = "none"
     provenance: ModelProvenance | None = None
+    commercial_safe: bool = False
 
 
 GeneratorFactory = Callable[[LoadSpec], Generator]
@@ -54,7 +55,8 @@ def trellis2(spec: LoadSpec) -> Generator:
     except (ImportError, AttributeError) as exc:
         raise PipelineUnavailable(f"pipeline not available ({PIPELINE_GENERATOR}): {exc}") from None
     generator = cls(spec.paths.model_dir, device=spec.device, low_vram=spec.low_vram,  # type: ignore[operator]
-                    dependencies=spec.paths.dependencies, provenance=spec.provenance)
+                    dependencies=spec.paths.dependencies, provenance=spec.provenance,
+                    commercial_safe=spec.commercial_safe)
     generator.remover = background_remover(spec, generator.runtime.device)
     return generator
 
@@ -63,14 +65,17 @@ def background_remover(spec: LoadSpec, device: str):
     """The remover ``spec.background_removal`` asks for (None for "none"), running on ``device``."""
     from backend.pipeline import rembg
     from backend.pipeline.errors import ModelUnavailableError
+    from backend.pipeline.licences import check_background_removal
 
     if spec.background_removal != "rmbg":
         return rembg.make_remover(spec.background_removal)
+    if spec.commercial_safe:
+        check_background_removal("rmbg")
     folder = spec.paths.dependencies.get(RMBG_REPO)
     if folder is None:
         raise ModelUnavailableError(
             f"background removal with RMBG-2.0 was chosen, but {spec.paths.model_dir / 'pipeline.json'} "
-            f"does not name {RMBG_REPO}", "set a local RMBG-2.0 or BiRefNet folder for it, or choose "
-            "another background removal")
+            f"does not name {RMBG_REPO}", "set the add-on's RMBG Folder preference to a local RMBG-2.0 or "
+            "BiRefNet folder, or choose another Background Removal")
     # Choosing "rmbg" is the consent to run the model folder's own code (see protocol.Load).
     return rembg.make_remover("birefnet", model_dir=folder, allow_remote_code=True, device=device)

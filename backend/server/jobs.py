@@ -7,8 +7,8 @@ from pathlib import Path
 
 from backend import protocol
 from backend.pipeline import api, errors
+from backend.pipeline.weights import WeightsError
 from backend.server.generators import PipelineUnavailable
-from backend.server.weights import WeightsError
 
 OOM_HINT = ("Lower the resolution (pipeline 512 or 1024), lower max_num_tokens or the texture size, "
             "or reload the models in low-VRAM mode.")
@@ -135,14 +135,14 @@ def classify(exc: BaseException) -> Failure:
         return Failure("out_of_memory", exc.message, f"{exc.hint}. {OOM_HINT}")
     if is_out_of_memory(exc):
         return Failure("out_of_memory", f"out of memory: {str(exc)[:500]}", OOM_HINT)
+    if isinstance(exc, WeightsError):  # before its base class: it carries its own code (gated_model)
+        return Failure(exc.code, exc.message, exc.hint)
     if isinstance(exc, errors.ModelUnavailableError):
         return Failure("model_unavailable", exc.message, exc.hint)
     if isinstance(exc, errors.PipelineError):
         return Failure("invalid_request", exc.message, exc.hint)
     if isinstance(exc, PipelineUnavailable):
         return Failure("pipeline_unavailable", str(exc), "install the backend's pipeline, see the README")
-    if isinstance(exc, WeightsError):
-        return Failure(exc.code, str(exc), exc.hint)
     if isinstance(exc, InvalidRequest):
         return Failure("invalid_request", str(exc), "check the request's values")
     if isinstance(exc, FileNotFoundError | ValueError):

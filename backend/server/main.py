@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--generator", default=DEFAULT_GENERATOR, metavar="MODULE:ATTR",
                         help="generator factory, called with a LoadSpec (default: the TRELLIS.2 pipeline)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, mps, cuda or cuda:N (default: auto)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="Hugging Face cache folder for model downloads (default: the hub's own)")
     parser.add_argument("--offline", action="store_true", help="never use the network; only local models")

@@ -20,17 +20,18 @@ from pathlib import Path
 from typing import BinaryIO
 
 from backend import protocol
-from backend.pipeline import api
+from backend.pipeline import api, weights
 from backend.pipeline import model_source as models
-from backend.server import channel, device, jobs, weights
+from backend.server import channel, device, jobs
 from backend.server.generators import GeneratorFactory, LoadSpec
 
 log = logging.getLogger(__name__)
 
-QUEUED_REQUESTS = (protocol.Load, protocol.Generate, protocol.Retexture)
+QUEUED_REQUESTS = (protocol.Load, protocol.CheckAccess, protocol.Generate, protocol.Retexture)
 BAD_MESSAGE_HINT = f"send one JSON request per line (protocol version {protocol.PROTOCOL_VERSION})"
 PROGRESS_INTERVAL_S = 0.05  # at most ~20 progress events a second within one stage
 BACKGROUND_REMOVAL = ("none", "solid", "rmbg")  # protocol.Load.background_removal
+CHOOSE_ANOTHER_MODEL = "choose another model (add-on preferences: Model Source)"
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ class Service:
         wconfig = weights.WeightsConfig(cache_dir=self.config.cache_dir, offline=True)
         caps["models"] = {repo: weights.cached_snapshot(repo, wconfig) is not None
                           for repo in (weights.TRELLIS2_REPO, weights.DINOV3_REPO, weights.RMBG_REPO)}
-        caps["gated"] = {repo: terms for repo, (_, terms) in weights.GATED.items()}
+        caps["gated"] = {w.repo: w.licence for w in weights.WEIGHT_REPOS.values() if w.gated}
         caps["gated_notice"] = weights.gated_notice()
         caps["generator"] = self.config.generator
         caps["requests"] = sorted(protocol.REQUESTS)
@@ -253,6 +254,8 @@ class Service:
             message = job.message
             if isinstance(message, protocol.Load):
                 self._load(job, message)
+            elif isinstance(message, protocol.CheckAccess):
+                self._check_access(job, message)
             else:
                 generator = self._generator
                 if generator is None:
@@ -300,10 +303,14 @@ class Service:
 
         return report
 
-    def _load(self, job: _Job, message: protocol.Load) -> None:
+    def _overrides_and_config(self, message: protocol.Load | protocol.CheckAccess,
+                              ) -> tuple[dict[str, str], weights.WeightsConfig]:
+        """The local-folder overrides (repo id -> source) and hub settings a request names."""
         overrides = {}
         if message.image_encoder:
             overrides[weights.DINOV3_REPO] = message.image_encoder
+        if message.sparse_structure_decoder:
+            overrides[weights.SS_DECODER_REPO] = message.sparse_structure_decoder
         if message.background_removal not in BACKGROUND_REMOVAL:
             raise jobs.InvalidRequest(f"background_removal must be one of {', '.join(BACKGROUND_REMOVAL)}, "
                                  f"got {message.background_removal!r}")
@@ -314,6 +321,27 @@ class Service:
         wconfig = weights.WeightsConfig(
             token=message.token, offline=message.offline or self.config.offline,
             cache_dir=Path(message.cache_dir) if message.cache_dir else self.config.cache_dir)
+        return overrides, wconfig
+
+    def _check_access(self, job: _Job, message: protocol.CheckAccess) -> None:
+        overrides, wconfig = self._overrides_and_config(message)
+        source = message.source
+        if source == protocol.BUNDLED_MINI_MODEL:
+            source = str(models.require_bundled_release(
+                self.config.bundled_release,
+                CHOOSE_ANOTHER_MODEL))
+        found = weights.check_access(source, wconfig, overrides)
+        self._send(protocol.AccessReport(job=job.id, repos=[
+            protocol.RepoStatus(repo=r.repo, purpose=r.purpose, licence=r.licence, status=r.status,
+                                licence_url=r.licence_url, bytes=r.bytes, detail=r.detail[:500])
+            for r in found[: protocol.MAX_LIST_ITEMS]]))
+
+    def _load(self, job: _Job, message: protocol.Load) -> None:
+        if message.commercial_safe and message.background_removal == "rmbg":
+            from backend.pipeline.licences import check_background_removal
+
+            check_background_removal("rmbg")
+        overrides, wconfig = self._overrides_and_config(message)
 
         def on_download(repo: str, file: str, done: int, total: int) -> None:
             self._send(protocol.Download(job=job.id, repo=repo, file=file, bytes=done, total=total))
@@ -326,7 +354,7 @@ class Service:
         if message.source == protocol.BUNDLED_MINI_MODEL:
             bundled = models.require_bundled_release(
                 self.config.bundled_release,
-                "choose the official model or a local folder as the model source in the add-on preferences")
+                CHOOSE_ANOTHER_MODEL)
             paths = resolve(str(bundled))
             provenance = models.ModelProvenance(models.BUNDLED_MINI, str(bundled))
         else:
@@ -354,7 +382,8 @@ class Service:
         self._generator = self._factory(LoadSpec(paths=paths, device=self.config.device,
                                                  low_vram=message.low_vram,
                                                  background_removal=message.background_removal,
-                                                 provenance=provenance))
+                                                 provenance=provenance,
+                                                 commercial_safe=message.commercial_safe))
         self._loaded = loaded
         seconds = time.monotonic() - started
         self._send(protocol.Log(job=job.id, level="info",

@@ -3,8 +3,8 @@
 It speaks the pipeline's Generator protocol, so the server, the client and the batch script
 run for real; only the model is replaced. The batch-script tests use it to check their
 bookkeeping (report, exit code, re-runs, per-item settings) in a second or two per item; the
-operator tests run the real generator on the tiny checkpoint instead. Generate only: the
-batch script does not retexture.
+operator tests run the real generator on the tiny checkpoint instead. A retexture writes the
+same sphere result (the batch's retexture items only need its bookkeeping).
 
 An image that PIL cannot read fails like the pipeline does (``ValueError``). An image with
 any transparent pixel produces a transparent base color (alpha mode BLEND), any other OPAQUE.
@@ -66,6 +66,18 @@ class FakeGenerator:
                                              texture_size=64,
                                              alpha_mode="BLEND" if transparent else "OPAQUE",
                                              extra={"seed": request.seed})],
+                         seconds_per_stage=seconds)
+
+
+    def retexture(self, request, on_progress, cancel) -> JobResult:
+        if not Path(request.mesh).is_file():
+            raise ValueError(f"cannot read mesh {Path(request.mesh).name}")
+        name = request.name or Path(request.mesh).stem
+        seconds = self._steps(on_progress, cancel)
+        result = write_result(Path(request.output_dir) / name, name,
+                              texture_size=min(request.export.texture_size, 64))
+        return JobResult(assets=[AssetResult(name=name, direct=result, faces=0, vertices=0, texture_size=64,
+                                             alpha_mode="OPAQUE", extra={"seed": request.seed})],
                          seconds_per_stage=seconds)
 
 

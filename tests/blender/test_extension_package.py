@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +80,37 @@ def test_install_enable_register_twice(tmp_path, bpy_python):
     assert res["cycles"] == [[True, True], [True, True]]
     assert res["disabled_clean"]
     assert not res["torch_imported"]
+
+
+BLENDER_PLATFORMS = {"windows-x64", "windows-arm64", "macos-x64", "macos-arm64", "linux-x64"}
+
+
+def _blender_ext_cli() -> Path:
+    """Blender's own extension tool (``blender --command extension``) from the bpy module."""
+    spec = importlib.util.find_spec("bpy")
+    found = sorted(Path(spec.origin).parent.glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
+    if not found:
+        pytest.skip("this bpy has no bl_pkg command-line tool")
+    return found[-1]
+
+
+def test_zip_passes_blenders_validator_and_carries_the_licences(tmp_path):
+    zip_path = build_extension.build(tmp_path)
+    run = subprocess.run([sys.executable, str(_blender_ext_cli()), "validate", str(zip_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    names = set(zipfile.ZipFile(zip_path).namelist())
+    assert {"LICENSE", "NOTICE"} <= names
+
+
+def test_manifest_is_ours_and_its_platforms_are_blenders():
+    manifest = build_extension.read_manifest()
+    assert "microsoft" not in manifest.get("website", "").lower()  # our bugs must not go upstream
+    assert "microsoft" not in manifest["maintainer"].lower()
+    assert manifest["platforms"] and set(manifest["platforms"]) <= BLENDER_PLATFORMS
+    assert manifest["license"] == ["SPDX:GPL-3.0-or-later"]
+    licence = (build_extension.ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert "GNU GENERAL PUBLIC LICENSE" in licence and "MIT License" in licence
+    notice = (build_extension.ROOT / "NOTICE").read_text(encoding="utf-8")
+    for part in ("TRELLIS.2-4B", "dinov3", "RMBG-2.0", "nvdiffrast", "NON-COMMERCIAL"):
+        assert part in notice

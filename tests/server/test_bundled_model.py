@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from backend import protocol
+from backend.pipeline import weights
 from backend.pipeline.model_source import BUNDLED_MINI, LOCAL
-from backend.server import channel, weights
+from backend.server import channel
 from backend.server.service import ServerConfig, Service
 
 
@@ -113,7 +114,7 @@ def test_without_the_bundled_release_errors_stay(tmp_path: Path) -> None:
     events, specs = _load(_config(tmp_path, missing), protocol.BUNDLED_MINI_MODEL)
     (error,) = [e for e in events if isinstance(e, protocol.Error)]
     assert error.code == "model_unavailable" and "not part of this installation" in error.message
-    assert "model source" in error.hint and not specs
+    assert "add-on preferences: Model Source" in error.hint and not specs
 
 
 def test_a_local_folder_is_recorded_as_local(tmp_path: Path, bundled: Path) -> None:

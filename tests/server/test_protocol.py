@@ -14,7 +14,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 EXAMPLES = [
     p.Hello(id="h", version=p.PROTOCOL_VERSION, client="test"),
-    p.Load(id="l", source="microsoft/TRELLIS.2-4B", token="hf_x", offline=True, low_vram=True),
+    p.Load(id="l", source="microsoft/TRELLIS.2-4B", token="hf_x", offline=True, low_vram=True,
+           image_encoder="/dino", sparse_structure_decoder="/ssdec", commercial_safe=True),
+    p.CheckAccess(id="a", source="microsoft/TRELLIS.2-4B", token="hf_x", background_removal="rmbg"),
+    p.AccessReport(job="a", repos=[p.RepoStatus(repo="a/b", purpose="p", licence="MIT", status="ok",
+                                                licence_url="https://huggingface.co/a/b", bytes=3)]),
     p.Generate(id="g", images=["/a.png", "/b.png"], output_dir="/out", seed=7,
                shape=p.Sampler(steps=12, guidance_interval=[0.1, 0.9]), export=p.Export(texture_size=1024)),
     p.Retexture(id="r", mesh="/m.glb", image="/a.png", output_dir="/out", resolution=512),
@@ -74,8 +78,10 @@ def test_size_limits() -> None:
 
 
 def test_requests_and_events_each_have_unique_types() -> None:
-    assert set(p.REQUESTS) == {"hello", "load", "generate", "retexture", "cancel", "status", "shutdown"}
-    assert set(p.EVENTS) == {"hello", "status", "log", "progress", "download", "result", "error", "done"}
+    assert set(p.REQUESTS) == {"hello", "load", "check_access", "generate", "retexture", "cancel", "status",
+                               "shutdown"}
+    assert set(p.EVENTS) == {"hello", "status", "access", "log", "progress", "download", "result", "error",
+                             "done"}
 
 
 def test_addon_copy_is_byte_identical() -> None:
