@@ -126,7 +126,12 @@ def _silhouette_crossing(px: torch.Tensor, faces: torch.Tensor, neighbours: torc
         va = tri.gather(1, edge[:, None]).squeeze(1)
         vb = tri.gather(1, ((edge + 1) % 3)[:, None]).squeeze(1)
         vc = tri.gather(1, ((edge + 2) % 3)[:, None]).squeeze(1)
-        other = faces[across.clamp_min(0)].sum(1) - va - vb  # the neighbour's opposite corner
+        # The neighbour's corner off the shared edge; on a boundary edge (no neighbour) any valid
+        # vertex does, since ``across < 0`` already makes it a silhouette.
+        neighbour = faces[across.clamp_min(0)]  # [M, 3]
+        off_edge = (neighbour != va[:, None]) & (neighbour != vb[:, None])
+        other = neighbour.gather(1, off_edge.to(torch.uint8).argmax(1, keepdim=True)).squeeze(1)
+        other = torch.where((across >= 0) & off_edge.any(1), other, vc)
         side_c = _edge(px[va], px[vb], px[vc])
         side_o = _edge(px[va], px[vb], px[other])
         silhouette = (across < 0) | (side_c * side_o > 0)

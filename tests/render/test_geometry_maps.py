@@ -149,3 +149,17 @@ def test_fan_extraction_is_the_weighted_mid_vertex_rule_and_differentiable():
     torch.testing.assert_close(verts.detach()[n:], expected)
     g_off, g_w = torch.autograd.grad(verts[n:].sum(), (offsets, weight))
     assert g_off.abs().sum() > 0 and g_w.abs().sum() > 0
+
+
+def test_boundary_edges_of_any_face_index_antialias_without_indexing_outside_the_mesh():
+    # Two separate triangles; face 0 uses the highest vertex indices, so the old "neighbour's
+    # corner = sum of face 0 minus the edge's two corners" pointed past the vertex list for
+    # face 1's boundary edges (an index error on the CPU, a device-side assert on CUDA).
+    verts = torch.tensor([[-0.3, -0.3, 0.0], [0.3, -0.3, 0.0], [0.0, 0.3, 0.0],
+                          [5.0, 5.0, 5.0], [5.1, 5.0, 5.0], [5.0, 5.1, 5.0]], dtype=torch.float64,
+                         requires_grad=True)
+    faces = torch.tensor([[3, 4, 5], [0, 1, 2]])
+    maps = render_geometry_maps(verts, faces, Camera(look_at((0.0, 0.0, 2.4)), 0.6, near=1.0, far=4.0), SIZE)
+    assert 0 < float(maps.mask.sum()) < SIZE * SIZE
+    (grad,) = torch.autograd.grad(maps.mask.sum(), verts)
+    assert grad[:3].abs().sum() > 0 and torch.all(grad[3:] == 0)
