@@ -38,6 +38,10 @@ MAX_LIST_ITEMS = 64
 # trained on procedural objects) instead of a repo id or folder.
 BUNDLED_MINI_MODEL = "mini"
 
+MAX_SAMPLES = 16  # variations per generate request
+MAX_VIEWS = 6  # pictures of one object in a multi-view request
+MULTIVIEW_MODES = ("stochastic", "multidiffusion")
+
 DONE_STATUSES = ("ok", "error", "cancelled")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Error codes the server sends; the client adds "backend_died" for a server that went away.
@@ -147,7 +151,13 @@ class Load(Message):
 
 @dataclass(frozen=True)
 class Generate(Message):
-    """Image(s) -> textured asset(s), written into ``output_dir``."""
+    """Image(s) -> textured asset(s), written into ``output_dir``.
+
+    ``num_samples`` (1..:data:`MAX_SAMPLES`) assets per object, from one seed. Without
+    ``multiview`` every image is its own object; with a mode of :data:`MULTIVIEW_MODES` the
+    images are 1..:data:`MAX_VIEWS` pictures of ONE object (front, side, back...) and every
+    stage is conditioned on all of them.
+    """
 
     TYPE: ClassVar[str] = "generate"
     id: str
@@ -162,6 +172,7 @@ class Generate(Message):
     max_num_tokens: int = 49152
     export: Export = Export()
     name: str | None = None
+    multiview: str | None = None
 
 
 @dataclass(frozen=True)

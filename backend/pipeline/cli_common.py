@@ -42,7 +42,11 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--double-sided", action="store_true")
     g.add_argument("--rasterizer", choices=["auto", "ours", "nvdiffrast"], default="auto",
                    help="'ours' avoids nvdiffrast's non-commercial licence")
-    g.add_argument("--unwrap", choices=["auto", "fast", "xatlas"], default="auto")
+    g.add_argument("--unwrap", choices=["auto", "fast", "xatlas"], default="auto",
+                   help="UV method: 'fast' axis-projection charts take seconds at any size but cut more "
+                        "seams and use the texture less well; 'xatlas' packs fewer, larger charts (sharper "
+                        "textures at the same size) but takes minutes on large meshes; 'auto' uses xatlas "
+                        "for small meshes and the fast charts for large ones")
     g.add_argument("--no-glb", action="store_true", help="only write the Blender result folder")
     g.add_argument("--no-direct", action="store_true", help="only write the GLB")
 

@@ -78,14 +78,21 @@ def to_generate(msg: protocol.Generate) -> api.GenerateRequest:
         raise InvalidRequest("generate needs at least one image")
     if msg.pipeline_type not in api.PIPELINE_TYPES:
         raise InvalidRequest(f"pipeline_type must be one of {', '.join(api.PIPELINE_TYPES)}")
-    if not 1 <= msg.num_samples <= 16:
-        raise InvalidRequest("num_samples must be in 1..16")
+    if not 1 <= msg.num_samples <= protocol.MAX_SAMPLES:
+        raise InvalidRequest(f"num_samples must be in 1..{protocol.MAX_SAMPLES}")
+    if msg.multiview is not None:
+        if msg.multiview not in protocol.MULTIVIEW_MODES:
+            raise InvalidRequest(f"multiview must be one of {', '.join(protocol.MULTIVIEW_MODES)}, "
+                                 f"got {msg.multiview!r}")
+        if len(msg.images) > protocol.MAX_VIEWS:
+            raise InvalidRequest(f"a multi-view request takes at most {protocol.MAX_VIEWS} images, "
+                                 f"got {len(msg.images)}")
     request = api.GenerateRequest(
         images=tuple(_existing_file(p, "image") for p in msg.images), output_dir=_output_dir(msg.output_dir),
         pipeline_type=msg.pipeline_type, seed=msg.seed, num_samples=msg.num_samples,  # type: ignore[arg-type]
         sparse_structure=_sampler(msg.sparse_structure), shape=_sampler(msg.shape),
         texture=_sampler(msg.texture), max_num_tokens=msg.max_num_tokens, export=_export(msg.export),
-        name=msg.name)
+        name=msg.name, multiview=msg.multiview)  # type: ignore[arg-type]
     _create_output_dir(request.output_dir)
     return request
 
