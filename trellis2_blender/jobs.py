@@ -16,7 +16,11 @@ def _sampler(value: Sampler) -> protocol.Sampler:
 
 @dataclass(frozen=True)
 class GenerateSpec:
-    """One image -> one asset; copied out of the scene before the job starts."""
+    """One object -> ``num_samples`` assets; copied out of the scene before the job starts.
+
+    ``image`` is the (first) picture; ``views`` are more pictures of the same object, combined
+    by the ``multiview`` sampling mode (see ``protocol.Generate``).
+    """
 
     image: str
     name: str
@@ -28,11 +32,19 @@ class GenerateSpec:
     texture: Sampler = (None, None)
     face_target: int = 200_000
     texture_size: int = 2048
+    num_samples: int = 1
+    views: tuple[str, ...] = ()
+    multiview: str = protocol.DEFAULT_MULTIVIEW_MODE
     kind: str = "generate"
+
+    @property
+    def images(self) -> list[str]:
+        return [self.image, *self.views]
 
     def request_fields(self) -> dict:
         return dict(
-            pipeline_type=self.pipeline_type, seed=self.seed, name=self.name,
+            pipeline_type=self.pipeline_type, seed=self.seed, name=self.name, num_samples=self.num_samples,
+            multiview=self.multiview if self.views else None,
             sparse_structure=_sampler(self.sparse_structure), shape=_sampler(self.shape),
             texture=_sampler(self.texture),
             export=protocol.Export(texture_size=self.texture_size, faces=self.face_target, write_glb=False),
@@ -69,7 +81,9 @@ class RetextureSpec:
 def _record(values: dict) -> dict:
     out = {}
     for key, value in values.items():
-        if isinstance(value, tuple):
+        if key == "views":
+            value = list(value)
+        elif isinstance(value, tuple):
             steps, guidance = value
             value = {"override": steps is not None or guidance is not None,
                      "steps": steps or 0, "guidance": guidance if guidance is not None else 0.0}
@@ -132,12 +146,14 @@ class Job:
 
     def result_file(self) -> str | None:
         """The direct result (result.json) of the first asset, if any."""
+        files = self.result_files()
+        return files[0] if files else None
+
+    def result_files(self) -> list[str]:
+        """The direct results (result.json) of every asset, in the backend's order (sample 0 first)."""
         if self.result is None:
-            return None
-        for asset in self.result.assets:
-            if asset.direct:
-                return asset.direct
-        return None
+            return []
+        return [asset.direct for asset in self.result.assets if asset.direct]
 
     def error_text(self) -> str:
         if self.error is None:

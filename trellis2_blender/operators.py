@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import bpy
-from bpy.props import StringProperty
+from bpy.props import IntProperty, StringProperty
 
-from . import jobs, preferences, runtime, scene_io
+from . import jobs, preferences, protocol, runtime, scene_io
 from .results import ResultError
 from .session import BUSY, ERROR, LOADING, READY, STARTING, STOPPED
 
@@ -259,20 +259,27 @@ class TRELLIS2_OT_generate(_JobOperator, bpy.types.Operator):
             settings.seed = random.randrange(0, 2**31 - 1)
         probe_dir = _job_dir(context, "generate")
         image, name = scene_io.snapshot_image(settings, probe_dir)
+        views = scene_io.view_paths(settings)
         spec = jobs.GenerateSpec(
             image=str(image), name=output_name(name, "generated"), output_dir=str(probe_dir),
             pipeline_type=settings.pipeline_type,
             seed=settings.seed, sparse_structure=_sampler(settings.sparse_structure),
             shape=_sampler(settings.shape), texture=_sampler(settings.texture),
-            face_target=settings.face_target, texture_size=int(settings.texture_size))
+            face_target=settings.face_target, texture_size=int(settings.texture_size),
+            num_samples=settings.num_samples, views=tuple(str(v) for v in views),
+            multiview=settings.multiview_mode)
         return jobs.Job(spec)
 
     def apply_result(self, context, job: jobs.Job) -> None:
-        result = job.result_file()
-        if result is None:
-            raise ResultError("the backend reported no Blender result")
-        obj = scene_io.import_result(context, result, name=job.spec.name, settings=job.spec.record())
-        self.report({"INFO"}, f"Added '{obj.name}'")
+        objects = scene_io.import_results(context, job.result_files(), name=job.spec.name,
+                                          settings=job.spec.record())
+        frame_selected(context)
+        if len(objects) == 1:
+            self.report({"INFO"}, f"Added '{objects[0].name}'")
+        else:
+            collection = objects[0].users_collection[0].name
+            self.report({"INFO"}, f"Added {len(objects)} variations to '{collection}': select one and "
+                                  "press Keep This One")
 
 
 class TRELLIS2_OT_retexture(_JobOperator, bpy.types.Operator):
@@ -337,6 +344,78 @@ class TRELLIS2_OT_retexture(_JobOperator, bpy.types.Operator):
             raise ResultError("the backend reported no Blender result")
         scene_io.apply_retexture(obj, result, settings=job.spec.record())
         self.report({"INFO"}, f"Retextured '{obj.name}'")
+
+
+def frame_selected(context) -> None:
+    """Frame the selection in every 3D view of the window (nothing to frame in background mode)."""
+    screen = getattr(context, "screen", None)
+    if bpy.app.background or screen is None:
+        return
+    for area in screen.areas:
+        if area.type != "VIEW_3D":
+            continue
+        region = next((r for r in area.regions if r.type == "WINDOW"), None)
+        if region is not None:
+            with context.temp_override(area=area, region=region):
+                bpy.ops.view3d.view_selected()
+
+
+class TRELLIS2_OT_keep_variation(bpy.types.Operator):
+    """Keep the active variation and delete the other versions of its set"""
+
+    bl_idname = "trellis2.keep_variation"
+    bl_label = "Keep This One"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        collection = scene_io.variation_set(obj)
+        if collection is None or len(collection.objects) < 2:
+            cls.poll_message_set("Select one of a set of generated variations")
+            return False
+        return True
+
+    def execute(self, context):
+        obj = context.active_object
+        removed = scene_io.keep_variation(obj)
+        self.report({"INFO"}, f"Kept '{obj.name}', deleted {removed} other variation(s)")
+        return {"FINISHED"}
+
+
+class TRELLIS2_OT_view_add(bpy.types.Operator):
+    """Add another picture of the same object (side, back...): every stage looks at all of them"""
+
+    bl_idname = "trellis2.view_add"
+    bl_label = "Add View"
+    bl_options = {"REGISTER", "UNDO", "INTERNAL"}
+
+    @classmethod
+    def poll(cls, context):
+        if len(context.scene.trellis2.views) + 1 >= protocol.MAX_VIEWS:
+            cls.poll_message_set(f"At most {protocol.MAX_VIEWS} pictures of one object")
+            return False
+        return True
+
+    def execute(self, context):
+        context.scene.trellis2.views.add()
+        return {"FINISHED"}
+
+
+class TRELLIS2_OT_view_remove(bpy.types.Operator):
+    """Remove this picture"""
+
+    bl_idname = "trellis2.view_remove"
+    bl_label = "Remove View"
+    bl_options = {"REGISTER", "UNDO", "INTERNAL"}
+
+    index: IntProperty(options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        views = context.scene.trellis2.views
+        if 0 <= self.index < len(views):
+            views.remove(self.index)
+        return {"FINISHED"}
 
 
 class TRELLIS2_OT_cancel(bpy.types.Operator):
@@ -562,6 +641,9 @@ classes = (
     TRELLIS2_OT_generate,
     TRELLIS2_OT_retexture,
     TRELLIS2_OT_cancel,
+    TRELLIS2_OT_keep_variation,
+    TRELLIS2_OT_view_add,
+    TRELLIS2_OT_view_remove,
     TRELLIS2_OT_randomize_seed,
     TRELLIS2_OT_backend_start,
     TRELLIS2_OT_backend_stop,

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
+
+from . import protocol
 
 PIPELINE_ITEMS = (
     ("512", "512", "Fastest, coarse: 512³ geometry"),
@@ -17,6 +27,14 @@ RETEXTURE_RESOLUTION_ITEMS = (
     ("1024", "1024", "Default"),
     ("1536", "1536", "Finest texture field"),
 )
+_MULTIVIEW_TEXT = {
+    "stochastic": ("Stochastic",
+                   "Each sampler step looks at one picture in turn: costs what one picture costs"),
+    "multidiffusion": ("Multidiffusion",
+                       "Each step averages what every picture suggests: about (views + 1) / 2 times slower"),
+}
+MULTIVIEW_ITEMS = tuple((mode, *_MULTIVIEW_TEXT[mode]) for mode in protocol.MULTIVIEW_MODES)
+MAX_VARIATIONS = 8  # the panel's limit: a row of more objects is hard to compare
 IMAGE_SOURCE_ITEMS = (
     ("FILE", "File", "An image file on disk"),
     ("BLENDER", "Blender Image", "An image already loaded in this file"),
@@ -31,11 +49,24 @@ class TRELLIS2_PG_stage(bpy.types.PropertyGroup):
     guidance: FloatProperty(name="Guidance", default=7.5, min=0.0, soft_max=15.0, precision=2)
 
 
+class TRELLIS2_PG_view(bpy.types.PropertyGroup):
+    """One more picture of the same object (side, back...)."""
+
+    path: StringProperty(name="Picture", subtype="FILE_PATH",
+                         description="Another picture of the same object, e.g. from the side or the back")
+
+
 class TRELLIS2_PG_settings(bpy.types.PropertyGroup):
     image_source: EnumProperty(name="Image Source", items=IMAGE_SOURCE_ITEMS, default="FILE")
     image_path: StringProperty(name="Image", subtype="FILE_PATH",
                                description="Picture of one object (RGBA skips background removal)")
     image: PointerProperty(name="Image", type=bpy.types.Image)
+    views: CollectionProperty(type=TRELLIS2_PG_view, name="More Views")
+    multiview_mode: EnumProperty(name="Combine Views", items=MULTIVIEW_ITEMS,
+                                 default=protocol.DEFAULT_MULTIVIEW_MODE)
+    num_samples: IntProperty(name="Variations", default=1, min=1, max=MAX_VARIATIONS,
+                             description="How many versions to make from one seed; all are added side "
+                                         "by side so you can keep the best")
     pipeline_type: EnumProperty(name="Pipeline", items=PIPELINE_ITEMS, default="1024_cascade")
     seed: IntProperty(name="Seed", default=42, min=0)
     randomize_seed: BoolProperty(name="Randomize", description="Pick a new seed for every generation")
@@ -75,7 +106,7 @@ class TRELLIS2_PG_status(bpy.types.PropertyGroup):
     task_running: StringProperty(description="Name of a running setup or download task")
 
 
-classes = (TRELLIS2_PG_stage, TRELLIS2_PG_settings, TRELLIS2_PG_status)
+classes = (TRELLIS2_PG_stage, TRELLIS2_PG_view, TRELLIS2_PG_settings, TRELLIS2_PG_status)
 
 
 def register() -> None:

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import bpy
 import numpy as np
+from mathutils import Vector
 
-from . import meshfile, results
+from . import meshfile, placement, results
 from .results import DirectResult, ResultError
 
 SETTINGS_KEY = "trellis2"  # custom property holding a job's settings on the object
+VARIATIONS_KEY = "trellis2_variations"  # custom property marking a collection of one job's samples
 
 
 class InputError(ValueError):
@@ -60,6 +62,19 @@ def snapshot_image(settings, job_dir: Path) -> tuple[Path, str]:
     if not path.is_file():
         raise InputError(f"Image file not found: {path}")
     return path, path.stem
+
+
+def view_paths(settings) -> list[Path]:
+    """The extra pictures of the object (``settings.views``), checked; empty entries are skipped."""
+    paths = []
+    for number, view in enumerate(settings.views, start=2):
+        if not view.path:
+            continue
+        path = Path(bpy.path.abspath(view.path))
+        if not path.is_file():
+            raise InputError(f"View {number}: picture not found: {path}")
+        paths.append(path)
+    return paths
 
 
 def export_mesh(obj, path: Path) -> dict:
@@ -117,11 +132,12 @@ class _Created:
 
 
 def import_result(context, result_path: Path | str, *, name: str | None = None,
-                  settings: Mapping | None = None, location=None):
-    """Create the mesh object of a direct result at ``location`` (default: the 3D cursor).
+                  settings: Mapping | None = None, location=None, collection=None, select: bool = True):
+    """Create the mesh object of a direct result at ``location`` (default: the 3D cursor) in
+    ``collection`` (default: the active one).
 
-    Returns the new, selected and active object. Raises :class:`ResultError` (and
-    leaves nothing behind) when the result cannot be imported.
+    Returns the new object (selected and active when ``select``). Raises :class:`ResultError`
+    (and leaves nothing behind) when the result cannot be imported.
     """
     result = results.read_result(result_path)
     if result.mesh is None:
@@ -137,15 +153,116 @@ def import_result(context, result_path: Path | str, *, name: str | None = None,
         obj.location = context.scene.cursor.location if location is None else location
         if settings is not None:
             obj[SETTINGS_KEY] = dict(settings)
-        context.collection.objects.link(obj)
+        (collection or context.collection).objects.link(obj)
     except Exception:
         created.remove_all()
         raise
+    if select:
+        for other in context.view_layer.objects:
+            other.select_set(False)
+        obj.select_set(True)
+        context.view_layer.objects.active = obj
+    return obj
+
+
+def import_results(context, result_paths, *, name: str, settings: Mapping | None = None) -> list:
+    """Import every asset of one job beside what is in the scene (see :mod:`.placement`).
+
+    One asset becomes one object in the active collection. Several (variations) become one
+    object each, named ``<name>_<k>``, in a new collection ``<name> variations`` (marked with
+    :data:`VARIATIONS_KEY`) laid out in a row; every object records its own seed and sample
+    index with the job's settings. All of them end up selected, the first one active. If any
+    asset fails, nothing of the job stays in the scene.
+    """
+    paths = [Path(p) for p in result_paths]
+    if not paths:
+        raise ResultError("the backend reported no Blender result")
+    collection = None
+    objects = []
+    try:
+        if len(paths) > 1:
+            collection = bpy.data.collections.new(f"{name} variations")
+            collection[VARIATIONS_KEY] = True
+            context.collection.children.link(collection)
+        for k, path in enumerate(paths):
+            record = dict(settings or {})
+            doc = results.read_result(path).extra
+            record.update({key: doc[key] for key in ("seed", "sample") if isinstance(doc.get(key), int)})
+            obj_name = name if len(paths) == 1 else f"{name}_{k}"
+            objects.append(import_result(context, path, name=obj_name, settings=record,
+                                         collection=collection, select=False))
+    except Exception:
+        for obj in objects:
+            remove_object(obj)
+        if collection is not None:
+            bpy.data.collections.remove(collection)
+        raise
+    place_beside_scene(context, objects)
     for other in context.view_layer.objects:
         other.select_set(False)
-    obj.select_set(True)
-    context.view_layer.objects.active = obj
-    return obj
+    for obj in objects:
+        obj.select_set(True)
+    context.view_layer.objects.active = objects[0]
+    return objects
+
+
+SOLID_TYPES = ("MESH", "CURVE", "SURFACE", "META", "FONT")  # objects a new one must not sit inside
+
+
+def _box(points) -> placement.Box:
+    points = [tuple(p) for p in points]
+    low = tuple(min(p[i] for p in points) for i in range(3))
+    return low, tuple(max(p[i] for p in points) for i in range(3))
+
+
+def place_beside_scene(context, objects) -> None:
+    """Put ``objects`` in a row at the 3D cursor, moved along +X clear of the scene's other objects."""
+    new = set(objects)
+    occupied = [_box(o.matrix_world @ Vector(c) for c in o.bound_box) for o in context.view_layer.objects
+                if o not in new and o.type in SOLID_TYPES and o.visible_get()]
+    sizes = [_box(o.bound_box) for o in objects]
+    cursor = tuple(context.scene.cursor.location)
+    for obj, location in zip(objects, placement.row_locations(cursor, sizes, occupied)):
+        obj.location = location
+
+
+def remove_object(obj) -> None:
+    """Delete ``obj`` and the mesh, materials and images only it used."""
+    mesh = obj.data if obj.type == "MESH" else None
+    bpy.data.objects.remove(obj)
+    if mesh is None or mesh.users:
+        return
+    materials = [m for m in mesh.materials if m is not None]
+    bpy.data.meshes.remove(mesh)
+    for material in materials:
+        if material.users:
+            continue
+        images = [n.image for n in material.node_tree.nodes if n.type == "TEX_IMAGE" and n.image] \
+            if material.node_tree else []
+        bpy.data.materials.remove(material)
+        for image in images:
+            if not image.users:
+                bpy.data.images.remove(image)
+
+
+def variation_set(obj):
+    """The collection of variations ``obj`` belongs to, or None."""
+    if obj is None:
+        return None
+    return next((c for c in obj.users_collection if c.get(VARIATIONS_KEY)), None)
+
+
+def keep_variation(obj) -> int:
+    """Keep ``obj`` and delete the other variations of its set; returns how many were deleted."""
+    collection = variation_set(obj)
+    if collection is None:
+        return 0
+    others = [o for o in collection.objects if o != obj]
+    for other in others:
+        remove_object(other)
+    if SETTINGS_KEY in obj:
+        obj[SETTINGS_KEY]["kept_of"] = len(others) + 1
+    return len(others)
 
 
 def apply_retexture(obj, result_path: Path | str, *, settings: Mapping | None = None):

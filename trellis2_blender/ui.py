@@ -10,7 +10,7 @@ from pathlib import Path
 
 import bpy
 
-from . import operators, preferences
+from . import operators, preferences, scene_io
 
 _previews: dict[str, object] = {}  # "files" -> bpy.utils.previews collection
 
@@ -58,6 +58,24 @@ def _wrap(text: str, width: int) -> list[str]:
         else:
             line = f"{line} {word}".strip()
     return [*lines, line][:6] if line or lines else []
+
+
+def draw_views(layout, settings) -> None:
+    """More pictures of the same object: a closed sub-panel with one file field per view."""
+    header, body = layout.panel("trellis2_views", default_closed=not settings.views)
+    count = 1 + sum(1 for v in settings.views if v.path)
+    header.label(text=f"More Views ({count} pictures)" if count > 1 else "More Views")
+    if body is None:
+        return
+    for index, view in enumerate(settings.views):
+        row = body.row(align=True)
+        row.prop(view, "path", text=f"View {index + 2}")
+        row.operator("trellis2.view_remove", text="", icon="X").index = index
+    body.operator("trellis2.view_add", icon="ADD")
+    if settings.views:
+        col = body.column()
+        col.use_property_split = True
+        col.prop(settings, "multiview_mode")
 
 
 def draw_preferences(prefs, context, layout) -> None:
@@ -110,6 +128,7 @@ class VIEW3D_PT_trellis2(bpy.types.Panel):
             icon = layout.icon(settings.image) if settings.image is not None else 0
         if icon:
             layout.template_icon(icon_value=icon, scale=6.0)
+        draw_views(layout, settings)
 
         col = layout.column()
         col.use_property_split = True
@@ -118,6 +137,7 @@ class VIEW3D_PT_trellis2(bpy.types.Panel):
         row.prop(settings, "seed")
         row.operator("trellis2.randomize_seed", text="", icon="FILE_REFRESH")
         col.prop(settings, "randomize_seed")
+        col.prop(settings, "num_samples")
         col.prop(settings, "face_target")
         col.prop(settings, "texture_size")
 
@@ -133,6 +153,9 @@ class VIEW3D_PT_trellis2(bpy.types.Panel):
                 sub.prop(stage, "steps")
                 sub.prop(stage, "guidance")
             body.prop(settings, "retexture_resolution", text="Retexture Resolution")
+
+        if scene_io.variation_set(context.active_object) is not None:
+            layout.operator("trellis2.keep_variation", icon="CHECKMARK")
 
         running = operators.active_job() is not None
         col = layout.column(align=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from backend.protocol import MAX_VIEWS, MULTIVIEW_MODES
+from backend.protocol import DEFAULT_MULTIVIEW_MODE, MAX_VIEWS, MULTIVIEW_MODES  # noqa: F401 - re-exported
 
 from .errors import PipelineError
 
@@ -30,14 +30,6 @@ PipelineType = Literal["512", "1024", "1024_cascade", "1536_cascade"]
 PIPELINE_TYPES: tuple[str, ...] = ("512", "1024", "1024_cascade", "1536_cascade")
 STAGES: tuple[str, ...] = ("preprocess", "sparse_structure", "shape", "texture", "decode", "export")
 
-
-# Several pictures of one object: how the sampler combines them (see backend.pipeline.sampler);
-# the modes and the view limit are the protocol's, so the add-on, CLI and server share them.
-# "stochastic" costs what one view costs per step; "multidiffusion" V + 1 passes per guided step.
-# Measured on the CPU with the tiny test checkpoint (512 pipeline, 12 steps per stage, 3 views,
-# scripts/measure_multiview.py --timing): stochastic 0.98x, multidiffusion 1.86x the single-view
-# job time. No trained model has measured a quality difference yet, so the cheaper mode is the default.
-DEFAULT_MULTIVIEW_MODE = "stochastic"
 
 MAX_NAME_BYTES = 200  # leaves room for suffixes such as "_metallic_roughness.png" within 255 bytes
 _NAME_FORBIDDEN = frozenset("/\\:")  # path separators (POSIX, Windows) and Windows drive letters

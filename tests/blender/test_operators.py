@@ -143,7 +143,10 @@ def test_generate_imports_object_with_principled_material(tmp_path, inputs, bpy_
         assert info["status"] == "FINISHED" and info["backend"] == "READY"
         _check_material(info, info["alpha_mode"])
         assert info["materials"] == 1
-        assert info["location"] == [1.0, 2.0, 3.0]
+        if name == "leaf":  # an empty scene: at the 3D cursor
+            assert info["location"] == [1.0, 2.0, 3.0]
+        else:  # beside the leaf that is already there, not inside it
+            assert info["location"][1:] == [2.0, 3.0] and info["location"][0] > 1.5
         assert (info["vertices"], info["faces"]) == (info["stats"]["vertices"], info["stats"]["faces"])
         assert 100 < info["faces"] <= 1000
         assert info["uv_layers"] == ["UVMap"]
