@@ -38,6 +38,10 @@ MAX_LIST_ITEMS = 64
 # trained on procedural objects) instead of a repo id or folder.
 BUNDLED_MINI_MODEL = "mini"
 
+# UV unwrapping: "fast" axis-projection charts (seconds at any size; more seams, less texture
+# used), "xatlas" (fewer, larger charts: sharper at the same texture size; minutes on large
+# meshes), "auto" (xatlas for small meshes, fast for large ones).
+UNWRAP_METHODS = ("auto", "fast", "xatlas")
 MAX_SAMPLES = 16  # variations per generate request
 MAX_VIEWS = 6  # pictures of one object in a multi-view request
 # How the sampler combines several pictures of one object (see backend/pipeline/sampler.py).
@@ -81,13 +85,22 @@ class Sampler:
 
 @dataclass(frozen=True)
 class Export:
-    """What to write into the job folder."""
+    """What to write into the job folder, and how to clean a generated mesh first.
+
+    ``unwrap`` is one of :data:`UNWRAP_METHODS`. ``remove_floaters`` drops small separate
+    pieces, ``remove_inner_shells`` pieces enclosed by another closed piece, ``fill_holes``
+    closes small holes. Every asset's ``result.json`` carries a ``qa`` report of the result.
+    """
 
     texture_size: int = 2048
     faces: int = 500_000
     texture_format: str = "png"
     write_glb: bool = True
     write_direct: bool = True
+    unwrap: str = "auto"
+    remove_floaters: bool = False
+    remove_inner_shells: bool = False
+    fill_holes: bool = False
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from backend.protocol import DEFAULT_MULTIVIEW_MODE, MAX_VIEWS, MULTIVIEW_MODES  # noqa: F401 - re-exported
+from backend.protocol import (  # noqa: F401 - re-exported
+    DEFAULT_MULTIVIEW_MODE,
+    MAX_VIEWS,
+    MULTIVIEW_MODES,
+    UNWRAP_METHODS,
+)
 
 from .errors import PipelineError
 
@@ -124,6 +129,10 @@ class ExportOptions:
     rasterizer: Literal["auto", "ours", "nvdiffrast"] = "auto"
     # "auto": xatlas for small meshes, fast axis-projection charts for large ones.
     unwrap: Literal["auto", "fast", "xatlas"] = "auto"
+    # Clean-ups of a generated mesh before decimation (see backend/geometry/inspect.py for the terms).
+    remove_floaters: bool = False
+    remove_inner_shells: bool = False
+    fill_holes: bool = False  # close holes smaller than export.asset.SMALL_HOLE_PERIMETER
 
     def __post_init__(self) -> None:
         if not 16 <= self.texture_size <= 8192:

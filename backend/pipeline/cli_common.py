@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from .api import ExportOptions, JobResult, Progress, SamplerOverrides
+from .api import UNWRAP_METHODS, ExportOptions, JobResult, Progress, SamplerOverrides
 from .errors import PipelineError
 from .model_source import BUNDLED_MINI, BUNDLED_MINI_DESCRIPTION, BUNDLED_MINI_MODEL, BUNDLED_MINI_RELEASE
 from .runtime import DEFAULT_MODEL, Runtime
@@ -42,11 +42,15 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--double-sided", action="store_true")
     g.add_argument("--rasterizer", choices=["auto", "ours", "nvdiffrast"], default="auto",
                    help="'ours' avoids nvdiffrast's non-commercial licence")
-    g.add_argument("--unwrap", choices=["auto", "fast", "xatlas"], default="auto",
+    g.add_argument("--unwrap", choices=UNWRAP_METHODS, default="auto",
                    help="UV method: 'fast' axis-projection charts take seconds at any size but cut more "
                         "seams and use the texture less well; 'xatlas' packs fewer, larger charts (sharper "
                         "textures at the same size) but takes minutes on large meshes; 'auto' uses xatlas "
                         "for small meshes and the fast charts for large ones")
+    g.add_argument("--remove-floaters", action="store_true", help="drop small pieces beside the object")
+    g.add_argument("--remove-inner-shells", action="store_true",
+                   help="drop pieces enclosed by another closed piece (never seen, they cost triangles)")
+    g.add_argument("--fill-holes", action="store_true", help="close small holes in the surface")
     g.add_argument("--no-glb", action="store_true", help="only write the Blender result folder")
     g.add_argument("--no-direct", action="store_true", help="only write the GLB")
 
@@ -72,7 +76,8 @@ def export_options(args: argparse.Namespace) -> ExportOptions:
     return ExportOptions(texture_size=args.texture_size, faces=args.faces, texture_format=args.texture_format,
                          write_glb=not args.no_glb, write_direct=not args.no_direct,
                          alpha_mode=args.alpha_mode, double_sided=args.double_sided,
-                         rasterizer=args.rasterizer, unwrap=args.unwrap)
+                         rasterizer=args.rasterizer, unwrap=args.unwrap, remove_floaters=args.remove_floaters,
+                         remove_inner_shells=args.remove_inner_shells, fill_holes=args.fill_holes)
 
 
 def runtime(args: argparse.Namespace, bundled_release: Path | None = BUNDLED_MINI_RELEASE) -> Runtime:

@@ -47,8 +47,12 @@ def _export(e: protocol.Export) -> api.ExportOptions:
         raise InvalidRequest(f"texture_size must be in 64..16384, got {e.texture_size}")
     if e.faces < 1:
         raise InvalidRequest("faces must be positive")
+    if e.unwrap not in protocol.UNWRAP_METHODS:
+        raise InvalidRequest(f"unwrap must be one of {', '.join(protocol.UNWRAP_METHODS)}, got {e.unwrap!r}")
     return api.ExportOptions(texture_size=e.texture_size, faces=e.faces, texture_format=e.texture_format,  # type: ignore[arg-type]
-                             write_glb=e.write_glb, write_direct=e.write_direct)
+                             write_glb=e.write_glb, write_direct=e.write_direct, unwrap=e.unwrap,  # type: ignore[arg-type]
+                             remove_floaters=e.remove_floaters, remove_inner_shells=e.remove_inner_shells,
+                             fill_holes=e.fill_holes)
 
 
 def _output_dir(path: str) -> Path:
