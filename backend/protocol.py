@@ -38,6 +38,14 @@ MAX_LIST_ITEMS = 64
 # trained on procedural objects) instead of a repo id or folder.
 BUNDLED_MINI_MODEL = "mini"
 
+# The released model's sampler per stage (TRELLIS.2-4B pipeline.json): (steps, guidance strength,
+# guidance rescale). The backend falls back to them when a release names none; the panel starts a
+# stage's override from them, so switching an override on changes nothing until a value is edited.
+STAGE_SAMPLER_DEFAULTS = {
+    "sparse_structure": (12, 7.5, 0.7),
+    "shape": (12, 7.5, 0.5),
+    "texture": (12, 1.0, 0.0),
+}
 # UV unwrapping: "fast" axis-projection charts (seconds at any size; more seams, less texture
 # used), "xatlas" (fewer, larger charts: sharper at the same texture size; minutes on large
 # meshes), "auto" (xatlas for small meshes, fast for large ones).

@@ -34,6 +34,12 @@ _MULTIVIEW_TEXT = {
                        "Each step averages what every picture suggests: about (views + 1) / 2 times slower"),
 }
 MULTIVIEW_ITEMS = tuple((mode, *_MULTIVIEW_TEXT[mode]) for mode in protocol.MULTIVIEW_MODES)
+_UNWRAP_TEXT = {
+    "auto": ("Auto", "xatlas for small meshes, fast charts for large ones"),
+    "fast": ("Fast Charts", "Seconds at any size, but more seams and less of the texture used"),
+    "xatlas": ("xatlas", "Fewer, larger charts: sharper textures at the same size; minutes on large meshes"),
+}
+UNWRAP_ITEMS = tuple((method, *_UNWRAP_TEXT[method]) for method in protocol.UNWRAP_METHODS)
 MAX_VARIATIONS = 8  # the panel's limit: a row of more objects is hard to compare
 IMAGE_SOURCE_ITEMS = (
     ("FILE", "File", "An image file on disk"),
@@ -41,12 +47,24 @@ IMAGE_SOURCE_ITEMS = (
 )
 
 
+def _start_override(stage, context) -> None:
+    """Switching an override on starts from the model's values for that stage (nothing jumps)."""
+    if stage.override:
+        key = stage.path_from_id().rsplit(".", 1)[-1]  # "trellis2.shape" -> "shape"
+        stage.steps, stage.guidance, stage.rescale = protocol.STAGE_SAMPLER_DEFAULTS[key]
+
+
 class TRELLIS2_PG_stage(bpy.types.PropertyGroup):
     """Sampler overrides for one stage (used only when ``override`` is on)."""
 
-    override: BoolProperty(name="Override", description="Use these values instead of the model's defaults")
+    override: BoolProperty(name="Override", update=_start_override,
+                           description="Use these values instead of the model's; they start at the model's")
     steps: IntProperty(name="Steps", default=12, min=1, soft_max=50)
-    guidance: FloatProperty(name="Guidance", default=7.5, min=0.0, soft_max=15.0, precision=2)
+    guidance: FloatProperty(name="Guidance", default=7.5, min=0.0, soft_max=15.0, precision=2,
+                            description="Classifier-free guidance strength (1 = none)")
+    rescale: FloatProperty(name="Guidance Rescale", default=0.0, min=0.0, max=1.0, precision=2,
+                           description="Pull the guided prediction's spread back towards the unguided one "
+                                       "(0 = off): less over-saturated results at high guidance")
 
 
 class TRELLIS2_PG_view(bpy.types.PropertyGroup):
@@ -77,6 +95,21 @@ class TRELLIS2_PG_settings(bpy.types.PropertyGroup):
     face_target: IntProperty(name="Faces", default=200_000, min=1_000, soft_max=2_000_000,
                              description="Decimate the generated mesh to about this many faces")
     texture_size: EnumProperty(name="Texture Size", items=TEXTURE_SIZE_ITEMS, default="2048")
+    unwrap: EnumProperty(name="UV Method", items=UNWRAP_ITEMS, default="auto")
+    remove_floaters: BoolProperty(name="Remove Floaters", description="Drop small pieces beside the object")
+    remove_inner_shells: BoolProperty(name="Remove Inner Shells",
+                                      description="Drop pieces enclosed by another closed piece: never seen, "
+                                                  "they cost triangles and texture space")
+    fill_holes: BoolProperty(name="Fill Small Holes", description="Close small holes in the surface")
+    import_scale: FloatProperty(name="Scale", default=1.0, min=0.001, soft_max=100.0,
+                                description="Scale of the added object (it is generated about 1 unit across)")
+    place_on_ground: BoolProperty(name="Place on Ground at the 3D Cursor", default=False,
+                                  description="Put the object's lowest point at the height of the 3D cursor")
+    replace_materials: BoolProperty(
+        name="Replace Materials", default=False,
+        description="Retexture: remove the object's material slots and keep only the new material "
+                    "(off: the slots stay and the new material is added as one more slot that every "
+                    "face uses)")
     retexture_resolution: EnumProperty(name="Resolution", items=RETEXTURE_RESOLUTION_ITEMS, default="1024")
 
 
@@ -100,6 +133,7 @@ class TRELLIS2_PG_status(bpy.types.PropertyGroup):
     total: IntProperty()
     fraction: FloatProperty(min=0.0, max=1.0)
     message: StringProperty()
+    progress_text: StringProperty()
     backend_state: EnumProperty(items=BACKEND_STATE_ITEMS, default="STOPPED")
     backend_percent: FloatProperty(min=0.0, max=100.0, subtype="PERCENTAGE")
     backend_message: StringProperty()

@@ -22,6 +22,7 @@ from . import meshfile, placement, results
 from .results import DirectResult, ResultError
 
 SETTINGS_KEY = "trellis2"  # custom property holding a job's settings on the object
+QA_KEY = "trellis2_qa"  # custom property holding the asset's QA report (result.json's "qa")
 VARIATIONS_KEY = "trellis2_variations"  # custom property marking a collection of one job's samples
 
 
@@ -153,6 +154,9 @@ def import_result(context, result_path: Path | str, *, name: str | None = None,
         obj.location = context.scene.cursor.location if location is None else location
         if settings is not None:
             obj[SETTINGS_KEY] = dict(settings)
+        qa = result.extra.get("qa")
+        if isinstance(qa, dict):
+            obj[QA_KEY] = qa_property(qa)
         (collection or context.collection).objects.link(obj)
     except Exception:
         created.remove_all()
@@ -165,13 +169,21 @@ def import_result(context, result_path: Path | str, *, name: str | None = None,
     return obj
 
 
-def import_results(context, result_paths, *, name: str, settings: Mapping | None = None) -> list:
+def qa_property(qa: Mapping) -> dict:
+    """A QA report as an ID property (lists of text, which ID properties cannot hold, are joined)."""
+    return {key: "; ".join(map(str, value)) if isinstance(value, list) else value
+            for key, value in qa.items() if isinstance(value, bool | int | float | str | list)}
+
+
+def import_results(context, result_paths, *, name: str, settings: Mapping | None = None,
+                   scale: float = 1.0, on_ground: bool = False) -> list:
     """Import every asset of one job beside what is in the scene (see :mod:`.placement`).
 
     One asset becomes one object in the active collection. Several (variations) become one
     object each, named ``<name>_<k>``, in a new collection ``<name> variations`` (marked with
     :data:`VARIATIONS_KEY`) laid out in a row; every object records its own seed and sample
-    index with the job's settings. All of them end up selected, the first one active. If any
+    index with the job's settings. Every object gets ``scale``; ``on_ground`` puts its lowest
+    point at the 3D cursor's height. All of them end up selected, the first one active. If any
     asset fails, nothing of the job stays in the scene.
     """
     paths = [Path(p) for p in result_paths]
@@ -189,15 +201,17 @@ def import_results(context, result_paths, *, name: str, settings: Mapping | None
             doc = results.read_result(path).extra
             record.update({key: doc[key] for key in ("seed", "sample") if isinstance(doc.get(key), int)})
             obj_name = name if len(paths) == 1 else f"{name}_{k}"
-            objects.append(import_result(context, path, name=obj_name, settings=record,
-                                         collection=collection, select=False))
+            obj = import_result(context, path, name=obj_name, settings=record, collection=collection,
+                                select=False)
+            obj.scale = (scale, scale, scale)
+            objects.append(obj)
     except Exception:
         for obj in objects:
             remove_object(obj)
         if collection is not None:
             bpy.data.collections.remove(collection)
         raise
-    place_beside_scene(context, objects)
+    place_beside_scene(context, objects, on_ground=on_ground)
     for other in context.view_layer.objects:
         other.select_set(False)
     for obj in objects:
@@ -215,15 +229,20 @@ def _box(points) -> placement.Box:
     return low, tuple(max(p[i] for p in points) for i in range(3))
 
 
-def place_beside_scene(context, objects) -> None:
-    """Put ``objects`` in a row at the 3D cursor, moved along +X clear of the scene's other objects."""
+def place_beside_scene(context, objects, on_ground: bool = False) -> None:
+    """Put ``objects`` in a row at the 3D cursor, moved along +X clear of the scene's other objects;
+    ``on_ground`` lifts or lowers each so its lowest point is at the cursor's height."""
     new = set(objects)
     occupied = [_box(o.matrix_world @ Vector(c) for c in o.bound_box) for o in context.view_layer.objects
                 if o not in new and o.type in SOLID_TYPES and o.visible_get()]
-    sizes = [_box(o.bound_box) for o in objects]
+    context.view_layer.update()  # matrix_world of the new objects, with their scale
+    # Sizes as placed: scaled and rotated, without the location.
+    sizes = [_box(o.matrix_world.to_3x3() @ Vector(c) for c in o.bound_box) for o in objects]
+    lift = [-lo[2] if on_ground else 0.0 for lo, _ in sizes]
+    sizes = [((lo[0], lo[1], lo[2] + dz), (hi[0], hi[1], hi[2] + dz)) for (lo, hi), dz in zip(sizes, lift)]
     cursor = tuple(context.scene.cursor.location)
-    for obj, location in zip(objects, placement.row_locations(cursor, sizes, occupied)):
-        obj.location = location
+    for obj, (x, y, z), dz in zip(objects, placement.row_locations(cursor, sizes, occupied), lift):
+        obj.location = (x, y, z + dz)
 
 
 def remove_object(obj) -> None:
@@ -265,8 +284,13 @@ def keep_variation(obj) -> int:
     return len(others)
 
 
-def apply_retexture(obj, result_path: Path | str, *, settings: Mapping | None = None):
-    """Put the material of a retexture result on ``obj`` (transform, topology and UVs untouched)."""
+def apply_retexture(obj, result_path: Path | str, *, settings: Mapping | None = None,
+                    replace_materials: bool = False):
+    """Put the material of a retexture result on ``obj`` (transform, topology and UVs untouched).
+
+    The object's material slots stay and the new material becomes one more slot that every face
+    uses (switching a face back is a slot change); ``replace_materials`` removes the old slots.
+    """
     result = results.read_result(result_path)
     if "base_color" not in result.textures:
         raise ResultError(f"{result.path}: the result has no base color texture")
@@ -277,10 +301,17 @@ def apply_retexture(obj, result_path: Path | str, *, settings: Mapping | None = 
         created.remove_all()
         raise
     mesh = obj.data
-    mesh.materials.clear()
+    if replace_materials or not obj.material_slots:
+        mesh.materials.clear()
     mesh.materials.append(material)
+    index = len(obj.material_slots) - 1
+    mesh.polygons.foreach_set("material_index", np.full(len(mesh.polygons), index, dtype=np.int32))
+    mesh.update()
     if settings is not None:
         obj[SETTINGS_KEY] = dict(settings)
+    qa = result.extra.get("qa")
+    if isinstance(qa, dict):
+        obj[QA_KEY] = qa_property(qa)
     return material
 
 

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from backend.protocol import STAGE_SAMPLER_DEFAULTS
 from backend.sparse import SparseTensor
 
 from .api import MULTIVIEW_MODES, CancelToken, SamplerOverrides
@@ -124,9 +125,9 @@ class SamplerParams:
 
 
 # Reference defaults (spec §1.2), used when pipeline.json lacks an entry and in tests.
-DEFAULT_SS = SamplerParams(12, 7.5, 0.7, (0.6, 1.0), 5.0)
-DEFAULT_SHAPE = SamplerParams(12, 7.5, 0.5, (0.6, 1.0), 3.0)
-DEFAULT_TEX = SamplerParams(12, 1.0, 0.0, (0.6, 0.9), 3.0)
+DEFAULT_SS = SamplerParams(*STAGE_SAMPLER_DEFAULTS["sparse_structure"], (0.6, 1.0), 5.0)
+DEFAULT_SHAPE = SamplerParams(*STAGE_SAMPLER_DEFAULTS["shape"], (0.6, 1.0), 3.0)
+DEFAULT_TEX = SamplerParams(*STAGE_SAMPLER_DEFAULTS["texture"], (0.6, 0.9), 3.0)
 
 
 def make_generator(seed: int) -> torch.Generator:
