@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
 import time
 from pathlib import Path
@@ -96,18 +98,47 @@ def remover(args: argparse.Namespace, device: str):
 
 
 class ProgressBar:
-    """One line per stage on stderr, redrawn in place: ``[shape LR] ######---- 7/12``."""
+    """One line per stage on stderr, redrawn in place: ``[shape LR] ######---- 7/12``.
+
+    Log records written while a bar line is open start on a line of their own (see
+    :meth:`above_logs`), instead of being glued onto the bar.
+    """
 
     def __init__(self, stream=None, width: int = 30) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.width = width
         self.stage = ""
         self.t0 = time.perf_counter()
+        self._open = False  # a bar line is on screen without its newline
+
+    def break_line(self) -> None:
+        if self._open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open = False
+
+    @contextlib.contextmanager
+    def above_logs(self, logger: logging.Logger | None = None):
+        """While active, every handler of ``logger`` (default: the root logger) ends the bar's line
+        before it writes a record."""
+        logger = logger or logging.getLogger()
+
+        def end_bar_line(_record: logging.LogRecord) -> bool:
+            self.break_line()
+            return True
+
+        handlers = list(logger.handlers)
+        for handler in handlers:
+            handler.addFilter(end_bar_line)
+        try:
+            yield self
+        finally:
+            for handler in handlers:
+                handler.removeFilter(end_bar_line)
 
     def __call__(self, p: Progress) -> None:
         if p.stage != self.stage:
-            if self.stage:
-                self.stream.write("\n")
+            self.break_line()
             self.stage = p.stage
         filled = int(self.width * p.step / max(p.total, 1))
         label = f"{p.stage}{' ' + p.message if p.message and p.message != 'done' else ''}"
@@ -115,11 +146,10 @@ class ProgressBar:
         self.stream.write(f"\r{label:<34} [{'#' * filled}{'-' * (self.width - filled)}] "
                           f"{p.step}/{p.total} {100 * p.fraction:5.1f}% {elapsed:6.1f}s")
         self.stream.flush()
+        self._open = True
 
     def close(self) -> None:
-        if self.stage:
-            self.stream.write("\n")
-            self.stream.flush()
+        self.break_line()
 
 
 def summary(result: JobResult) -> str:
@@ -155,7 +185,21 @@ def run_generator(args: argparse.Namespace, make_request, method: str,
         args.output.mkdir(parents=True, exist_ok=True)
         return getattr(gen, method)(request, on_progress=bar)
 
-    return run_job(job, ProgressBar())
+    _quiet_library_progress()
+    bar = ProgressBar()
+    with bar.above_logs():
+        return run_job(job, bar)
+
+
+def _quiet_library_progress() -> None:
+    """Our bar is the only progress display: the Hugging Face libraries' own bars are turned off."""
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+        from transformers.utils import logging as transformers_logging
+    except ImportError:
+        return
+    disable_progress_bars()
+    transformers_logging.disable_progress_bar()
 
 
 def run_job(job, bar: ProgressBar) -> int:
