@@ -131,6 +131,9 @@ class _JobOperator:
         except (scene_io.InputError, OSError) as exc:
             self.report({"ERROR"}, str(exc))
             return None
+        except ImportError as exc:  # e.g. a Blender built without numpy
+            self.report({"ERROR"}, f"This Blender lacks a Python module the add-on needs: {exc}")
+            return None
         history.write_record(Path(job.spec.output_dir), {**job.spec.record(), "state": "running"})
         session = runtime.session_for(settings)
         session.submit(job)
@@ -209,7 +212,7 @@ class _JobOperator:
             return {"CANCELLED"}
         try:
             self.apply_result(context, job)
-        except (ResultError, RuntimeError, ValueError, OSError) as exc:
+        except (ResultError, RuntimeError, ValueError, OSError, ImportError) as exc:
             job.fail("import_failed", f"Cannot import the result: {exc}")
             self.report({"ERROR"}, job.error_text())
             log.exception("importing %s", job.result_file())

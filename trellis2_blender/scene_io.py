@@ -6,7 +6,8 @@
 - :func:`apply_retexture` gives an existing object a new material from a retexture result.
 
 Everything a failed import created is removed again, so an error never leaves a
-partial object behind. Runs on Blender's main thread only.
+partial object behind. Runs on Blender's main thread only. numpy is imported where it is
+used, so the add-on registers on a Blender without it.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import bpy
-import numpy as np
 from mathutils import Vector
 
-from . import meshfile, placement, results
+from . import placement, results
 from .results import DirectResult, ResultError
 
 SETTINGS_KEY = "trellis2"  # custom property holding a job's settings on the object
@@ -83,6 +83,8 @@ def export_mesh(obj, path: Path) -> dict:
 
     Vertices are split along UV seams so each gets one UV; the object itself is not changed.
     """
+    import numpy as np
+
     mesh = obj.data
     uv_layer = next((layer for layer in mesh.uv_layers if layer.active_render), None) or mesh.uv_layers.active
     if uv_layer is None:
@@ -107,6 +109,8 @@ def export_mesh(obj, path: Path) -> dict:
 
     source, uvs, corner_to_new = results.split_corners(loop_vertex[tri_loops], loop_uv[tri_loops])
     path.parent.mkdir(parents=True, exist_ok=True)
+    from . import meshfile
+
     meshfile.write_ply(path, co[source], corner_to_new.reshape(-1, 3), uvs, vnormal[source])
     return {"uv_map": uv_layer.name, "vertices": int(len(source)), "triangles": n_tris}
 
@@ -291,6 +295,8 @@ def apply_retexture(obj, result_path: Path | str, *, settings: Mapping | None = 
     The object's material slots stay and the new material becomes one more slot that every face
     uses (switching a face back is a slot change); ``replace_materials`` removes the old slots.
     """
+    import numpy as np
+
     result = results.read_result(result_path)
     if "base_color" not in result.textures:
         raise ResultError(f"{result.path}: the result has no base color texture")
@@ -316,6 +322,8 @@ def apply_retexture(obj, result_path: Path | str, *, settings: Mapping | None = 
 
 
 def _mesh_from_arrays(name: str, arrays: results.MeshArrays):
+    import numpy as np
+
     positions, faces = arrays.positions, arrays.faces
     mesh = bpy.data.meshes.new(name)
     try:
@@ -355,6 +363,8 @@ def _load_image(path: Path, name: str, colorspace: str, created: _Created):
 
 def has_transparency(image) -> bool:
     """True when the image has an alpha channel that is not fully opaque anywhere."""
+    import numpy as np
+
     if image.channels < 4 or image.depth not in (32, 64, 128):
         return False
     pixels = np.empty(len(image.pixels), dtype=np.float32)
@@ -431,6 +441,8 @@ def build_material(name: str, result: DirectResult, created: _Created):
 
 
 def _min_value(image) -> float:
+    import numpy as np
+
     pixels = np.empty(len(image.pixels), dtype=np.float32)
     image.pixels.foreach_get(pixels)
     return float(pixels.min()) if pixels.size else 1.0
