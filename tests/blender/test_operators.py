@@ -215,7 +215,8 @@ alpha_mode = result_doc("crate")["alpha_mode"]
 settings.replace_materials = True
 replace_ret = run_op(bpy.ops.trellis2.retexture)
 emit({"kept_slots": kept_slots, "face_slots": face_slots, "replace_ret": replace_ret, "qa": qa,
-      "replaced_slots": [m.name for m in obj.data.materials],"checks": checks, "ret": ret, "changed": sorted(k for k in before if before[k] != after[k]),
+      "replaced_slots": [m.name for m in obj.data.materials],
+      "checks": checks, "ret": ret, "changed": sorted(k for k in before if before[k] != after[k]),
       "before_verts": before["verts"], "before_polys": before["polys"], "uv_names": after["uv_names"],
       "uv_render": after["uv_render"], "uv_active": after["uv_active"],
       "uvs_differ": after["uvs"][0] != after["uvs"][1], "render_uvs": after["uvs"][0],

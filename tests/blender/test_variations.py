@@ -33,6 +33,10 @@ settings.seed = 777
 settings.texture_size = "1024"
 settings.face_target = 12345
 settings.pipeline_type = "512"
+settings.remove_floaters = True
+settings.remove_inner_shells = True
+settings.fill_holes = True
+settings.unwrap = "fast"
 out = {"ret": run_op(bpy.ops.trellis2.generate)}
 job_dirs = [p for p in Path(ARGS["jobs"]).iterdir() if (p / "received_request.json").is_file()]
 out["received"] = [json.loads((p / "received_request.json").read_text()) for p in job_dirs]
@@ -47,6 +51,8 @@ cube_max_x = max(c.x for c in cube_box)
 out["clear_of_cube"] = all(min((o.matrix_world @ __import__("mathutils").Vector(c)).x for c in o.bound_box)
                            >= cube_max_x - 1e-6 for o in new)
 out["xs"] = sorted(round(o.location.x, 4) for o in new)
+out["qa"] = {o.name: o["trellis2_qa"].to_dict() if "trellis2_qa" in o else None for o in new}
+out["polygons"] = {o.name: len(o.data.polygons) for o in new}
 # Keep the middle one: the others and their meshes go; the kept one remembers the set's size.
 keep = bpy.data.objects[sorted(o.name for o in new)[1]]
 bpy.context.view_layer.objects.active = keep
@@ -56,6 +62,12 @@ out["after_keep"] = sorted(o.name for o in bpy.data.objects if o != cube)
 out["meshes_removed"] = meshes_before - len(bpy.data.meshes)
 out["kept_of"] = keep["trellis2"]["kept_of"]
 out["keep_poll_after"] = bpy.ops.trellis2.keep_variation.poll()
+# The history lists the finished job; re-importing it brings the three variations back.
+entries = operators.history_entries()
+out["history"] = [(e.name, e.state, len(e.results)) for e in entries]
+before = set(bpy.data.objects.keys())
+out["reimport_ret"] = run_op(bpy.ops.trellis2.history_import, folder=str(entries[0].folder))
+out["reimported"] = sorted(set(bpy.data.objects.keys()) - before)
 emit(out)
 """
 
@@ -83,6 +95,10 @@ def test_panel_values_reach_the_backend_and_keep_leaves_one(tmp_path, bpy_python
     assert received["pipeline_type"] == "512"
     assert received["export"]["texture_size"] == 1024
     assert received["export"]["faces"] == 12345
+    assert received["export"]["unwrap"] == "fast"
+    assert received["export"]["remove_floaters"] is True
+    assert received["export"]["remove_inner_shells"] is True
+    assert received["export"]["fill_holes"] is True
     assert res["objects"] == ["front_0", "front_1", "front_2"]
     assert res["collections"] == ["front variations"]
     assert [r["sample"] for _, r in sorted(res["records"].items())] == [0, 1, 2]
@@ -96,6 +112,9 @@ def test_panel_values_reach_the_backend_and_keep_leaves_one(tmp_path, bpy_python
     assert res["meshes_removed"] == 2
     assert res["kept_of"] == 3
     assert res["keep_poll_after"] is False  # one left: nothing more to keep from
+    assert res["history"] == [["front", "ok", 3]]
+    assert res["reimport_ret"] == ["FINISHED"]
+    assert len(res["reimported"]) == 3
 
 
 @pytest.mark.slow
@@ -115,4 +134,10 @@ def test_three_views_three_samples_on_the_tiny_model(tmp_path, bpy_python, exten
     docs = [json.loads(p.read_text()) for p in (tmp_path / "jobs").glob("*/front_*/result.json")]
     assert sorted(d["sample"] for d in docs) == [0, 1, 2]
     assert all(d["multiview"] == "stochastic" and len(d["views"]) == 3 for d in docs)
+    # Each object carries its asset's QA report; its triangle count is the object's.
+    for name, qa in res["qa"].items():
+        assert qa is not None and qa["triangles"] == res["polygons"][name]
+        assert qa["floaters"] == 0 and qa["inner_shells"] == 0  # the clean-ups were asked for
+    assert all("removed" in d["qa"]["cleanup"][0] for d in docs)
     assert res["after_keep"] == ["front_1"]
+    assert res["history"] == [["front", "ok", 3]] and len(res["reimported"]) == 3

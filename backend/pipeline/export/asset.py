@@ -180,6 +180,12 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
     hi_v, hi_f = mesh_ops.weld(np.asarray(vertices, np.float64), np.asarray(faces, np.int64))
     hi_v, hi_f, cleaned = clean_generated(hi_v, hi_f, options)
     v, f = mesh_ops.decimate(hi_v, hi_f, options.faces)
+    if (options.remove_floaters or options.remove_inner_shells) and len(f) < len(hi_f):
+        # Decimation can break thin parts into crumbs: the result must be free of what was asked.
+        kept = remove_shells(v, f, floaters=options.remove_floaters, inner=options.remove_inner_shells)
+        if len(kept) < len(f):
+            cleaned.append(f"removed {len(f) - len(kept)} faces of floaters/inner shells after decimation")
+            f = kept
     # Re-projection onto the full-resolution surface only matters when decimation moved it.
     reference = SurfaceProjector(hi_v, hi_f, device=_compute_device(device)) if len(f) < len(hi_f) else None
     v, f, _ = mesh_ops.compact(v, f)
