@@ -10,9 +10,13 @@ Run it inside Blender or with the ``bpy`` module::
 
     {"defaults": {"pipeline_type": "1024_cascade", "texture_size": 2048},
      "items": [{"image": "chair.png", "seed": 7, "name": "chair_a", "faces": 100000,
-                "steps": {"shape": 20}, "guidance": {"shape": 6.0}}, "lamp.png"]}
+                "steps": {"shape": 20}, "guidance": {"shape": 6.0}}, "lamp.png",
+               {"image": "car_front.png", "views": ["car_side.png", "car_back.png"],
+                "multiview": "stochastic"}]}
 
-Image paths in a manifest are relative to the manifest. Every item gets a fresh scene;
+Image paths in a manifest are relative to the manifest. ``views`` are more pictures of the
+item's object (up to 5 besides ``image``); ``multiview`` says how they are combined
+("stochastic", the default, or "multidiffusion"). Every item gets a fresh scene;
 a failed item is recorded and the batch goes on. ``OUT/report.json`` lists each item's
 status (ok, failed, skipped), timings, outputs and error; it is rewritten after every
 item. Items already done (ok in an earlier report, outputs present) are skipped unless
@@ -32,7 +36,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tga", ".tif", ".tiff", ".exr"}
-ITEM_KEYS = {"image", "name", "seed", "pipeline_type", "texture_size", "faces", "steps", "guidance"}
+ITEM_KEYS = {"image", "name", "seed", "pipeline_type", "texture_size", "faces", "steps", "guidance", "views",
+             "multiview"}
 STAGES = ("sparse_structure", "shape", "texture")
 
 
@@ -98,6 +103,8 @@ def collect_items(inputs: list[Path], args: argparse.Namespace) -> list[dict]:
                     raise ValueError(f"{path}: unknown item keys {sorted(unknown)}")
                 image = Path(entry["image"])
                 entry["image"] = str(image if image.is_absolute() else (path.parent / image).resolve())
+                entry["views"] = [str(v if v.is_absolute() else (path.parent / v).resolve())
+                                  for v in map(Path, entry.get("views", []))]
                 items.append({**local, **entry})
         else:
             items.append({**defaults, "image": str(path.resolve())})
@@ -134,10 +141,13 @@ def run_item(item: dict, args, session, addon, bpy) -> dict:
         image=item["image"], name=name, output_dir=str(out / ".jobs" / name),
         pipeline_type=item["pipeline_type"], seed=int(item["seed"]),
         **{stage: (item["steps"].get(stage), item["guidance"].get(stage)) for stage in STAGES},
-        face_target=int(item["faces"]), texture_size=int(item["texture_size"]))
-    if not Path(item["image"]).is_file():
-        record["error"] = {"code": "invalid_request", "message": f"image not found: {item['image']}"}
-        return record
+        face_target=int(item["faces"]), texture_size=int(item["texture_size"]),
+        views=tuple(item.get("views", ())),
+        **({"multiview": item["multiview"]} if item.get("multiview") else {}))
+    for picture in (item["image"], *item.get("views", ())):
+        if not Path(picture).is_file():
+            record["error"] = {"code": "invalid_request", "message": f"image not found: {picture}"}
+            return record
     job = session.wait(session.submit(jobs.Job(spec)), timeout=args.timeout)
     record["seconds"]["backend"] = round(time.monotonic() - t0, 3)
     if job.result is not None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,3 +86,18 @@ def test_three_views_make_one_object(tmp_path, tiny_checkpoint, mode):
     doc = json.loads(asset.direct.read_text())
     assert doc["multiview"] == mode and doc["views"] == [str(v) for v in views]
     assert doc["seed"] == 5 and doc["sample"] == 0
+
+
+@pytest.mark.slow
+def test_three_views_from_the_command_line(tmp_path, tiny_checkpoint):
+    views = [str(images.rgba_transparent(tmp_path / f"view_{i}.png")) for i in range(3)]
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "backend", "generate", *views, "--multiview", "multidiffusion",
+           "--model", str(tiny_checkpoint), "--offline", "--device", "cpu", "--pipeline", "512",
+           "--steps", "2", "--texture-size", "64", "--faces", "800", "--no-glb", "-o", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[2])
+    assert run.returncode == 0, run.stderr[-3000:]
+    (result,) = out.glob("*/result.json")  # three pictures, one object
+    doc = json.loads(result.read_text())
+    assert doc["multiview"] == "multidiffusion" and doc["views"] == views
+    assert "Loading weights" not in run.stderr  # the library's own progress bar is off
