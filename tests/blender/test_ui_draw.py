@@ -103,6 +103,9 @@ history.write_record(Path(ARGS["jobs"]) / "20260101-000000_chair_0001",
 operators.refresh_history(bpy.context)
 draw_panel()
 ui.draw_preferences(prefs, bpy.context, Layout())
+seen["online_access"] = bpy.app.online_access
+job_operators = (operators.TRELLIS2_OT_generate, operators.TRELLIS2_OT_retexture)
+seen["job_options"] = sorted(set().union(*(op.bl_options for op in job_operators)))
 emit({k: sorted(v) if isinstance(v, set) else v for k, v in seen.items()})
 """
 
@@ -122,6 +125,10 @@ def test_panel_and_preferences_draw(tmp_path, inputs, bpy_python, extension_zip,
     assert any("out of memory" in line for line in seen["labels"])
     labels = seen["labels"]
     assert "Getting Started" in labels and "1. Backend: found" in labels
+    if not seen["online_access"]:  # Blender's default: the guide offers Blender's own switch, by its name
+        assert "use_online_access" in seen["props"]
+        assert any("Allow Online Access" in line for line in labels)
+    assert seen["job_options"] == ["UNDO"]  # no REGISTER: no redo panel or Shift+R running a whole job
     assert "Holes (boundary loops): 1" in labels and "Floaters: 1" in labels and "Watertight: no" in labels
     assert any(line.startswith("chair  ") for line in labels)  # the history lists the earlier job
     assert {"trellis2.history_import", "trellis2.history_delete"} & set(seen["operators"]) == {
