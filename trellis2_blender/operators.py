@@ -446,6 +446,42 @@ class TRELLIS2_OT_keep_variation(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class TRELLIS2_OT_remesh(bpy.types.Operator):
+    """Make a remeshed, unwrapped copy of the active object (voxel remesh or QuadriFlow quads) and bake its
+base color, metallic, roughness and a normal map onto it; the original is hidden"""
+
+    bl_idname = "trellis2.remesh"
+    bl_label = "Remesh and Re-bake"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        if obj is None or obj.type != "MESH" or not obj.data.polygons:
+            cls.poll_message_set("Select a mesh object")
+            return False
+        if context.mode != "OBJECT":
+            cls.poll_message_set("Switch to Object Mode")
+            return False
+        return True
+
+    def execute(self, context):
+        from . import remesh
+
+        settings = context.scene.trellis2
+        src = context.active_object
+        try:
+            new = remesh.remesh_and_bake(context, src, mode=settings.remesh_mode,
+                                         voxel_size=settings.remesh_voxel_size,
+                                         quad_faces=settings.remesh_faces, bake_size=int(settings.bake_size))
+        except remesh.RemeshError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        faces = len(new.data.polygons)
+        self.report({"INFO"}, f"Added '{new.name}' ({faces:,} faces); '{src.name}' is hidden")
+        return {"FINISHED"}
+
+
 class TRELLIS2_OT_view_add(bpy.types.Operator):
     """Add another picture of the same object (side, back...): every stage looks at all of them"""
 
@@ -779,6 +815,7 @@ classes = (
     TRELLIS2_OT_retexture,
     TRELLIS2_OT_cancel,
     TRELLIS2_OT_keep_variation,
+    TRELLIS2_OT_remesh,
     TRELLIS2_OT_history_refresh,
     TRELLIS2_OT_history_import,
     TRELLIS2_OT_history_delete,

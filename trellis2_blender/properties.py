@@ -14,6 +14,7 @@ from bpy.props import (
 )
 
 from . import protocol
+from .remesh import REMESH_MODES
 
 PIPELINE_ITEMS = (
     ("512", "512", "Fastest, coarse: 512³ geometry"),
@@ -105,6 +106,13 @@ class TRELLIS2_PG_settings(bpy.types.PropertyGroup):
                                 description="Scale of the added object (it is generated about 1 unit across)")
     place_on_ground: BoolProperty(name="Place on Ground at the 3D Cursor", default=False,
                                   description="Put the object's lowest point at the height of the 3D cursor")
+    remesh_mode: EnumProperty(name="Remesh", items=REMESH_MODES, default="VOXEL")
+    remesh_voxel_size: FloatProperty(name="Voxel Size", default=0.02, min=0.001, soft_max=0.2, precision=3,
+                                     subtype="DISTANCE", description="Edge length of the voxel remesh")
+    remesh_faces: IntProperty(name="Faces", default=5000, min=100, soft_max=100_000,
+                              description="QuadriFlow's target number of quads")
+    bake_size: EnumProperty(name="Bake Size", items=TEXTURE_SIZE_ITEMS, default="1024",
+                            description="Size of the textures baked onto the remeshed object")
     replace_materials: BoolProperty(
         name="Replace Materials", default=False,
         description="Retexture: remove the object's material slots and keep only the new material "

@@ -166,11 +166,19 @@ def import_result(context, result_path: Path | str, *, name: str | None = None,
         created.remove_all()
         raise
     if select:
-        for other in context.view_layer.objects:
-            other.select_set(False)
-        obj.select_set(True)
-        context.view_layer.objects.active = obj
+        select_only(context, [obj])
     return obj
+
+
+def select_only(context, objects) -> None:
+    """Select ``objects`` (the first active) and nothing else."""
+    context.view_layer.update()  # the view layer may still list objects removed a moment ago
+    for other in context.view_layer.objects:
+        if other is not None:
+            other.select_set(False)
+    for obj in objects:
+        obj.select_set(True)
+    context.view_layer.objects.active = objects[0]
 
 
 def qa_property(qa: Mapping) -> dict:
@@ -216,11 +224,7 @@ def import_results(context, result_paths, *, name: str, settings: Mapping | None
             bpy.data.collections.remove(collection)
         raise
     place_beside_scene(context, objects, on_ground=on_ground)
-    for other in context.view_layer.objects:
-        other.select_set(False)
-    for obj in objects:
-        obj.select_set(True)
-    context.view_layer.objects.active = objects[0]
+    select_only(context, objects)
     return objects
 
 
@@ -238,7 +242,7 @@ def place_beside_scene(context, objects, on_ground: bool = False) -> None:
     ``on_ground`` lifts or lowers each so its lowest point is at the cursor's height."""
     new = set(objects)
     occupied = [_box(o.matrix_world @ Vector(c) for c in o.bound_box) for o in context.view_layer.objects
-                if o not in new and o.type in SOLID_TYPES and o.visible_get()]
+                if o is not None and o not in new and o.type in SOLID_TYPES and o.visible_get()]
     context.view_layer.update()  # matrix_world of the new objects, with their scale
     # Sizes as placed: scaled and rotated, without the location.
     sizes = [_box(o.matrix_world.to_3x3() @ Vector(c) for c in o.bound_box) for o in objects]

@@ -198,6 +198,11 @@ def draw_mesh_options(layout, settings) -> None:
     col.prop(settings, "unwrap")
     col.prop(settings, "import_scale")
     col.prop(settings, "place_on_ground")
+    col.separator()
+    col.prop(settings, "remesh_mode")
+    col.prop(settings, "remesh_voxel_size" if settings.remesh_mode == "VOXEL" else "remesh_faces")
+    col.prop(settings, "bake_size")
+    body.operator("trellis2.remesh", icon="MOD_REMESH")
 
 
 QA_ROWS = (  # key, label, a value that is fine
