@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module_name, help_text) in COMMANDS.items():
-        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd = sub.add_parser(name, help=help_text, description=help_text,
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         # Only the chosen command's module is imported (and only it can fail to import).
         if name == chosen:
             module = importlib.import_module(module_name)

@@ -44,6 +44,27 @@ PIPELINE_TYPES = ("512", "1024", "1024_cascade", "1536_cascade")
 # What every front end (add-on preference, ``python -m backend generate/retexture``, the batch
 # command) does by default with pictures without transparency: the plain-background keyer.
 DEFAULT_BACKGROUND_REMOVAL = "solid"
+# The released model's sampler per stage (TRELLIS.2-4B pipeline.json): (steps, guidance strength,
+# guidance rescale). The backend falls back to them when a release names none; the panel starts a
+# stage's override from them, so switching an override on changes nothing until a value is edited.
+STAGE_SAMPLER_DEFAULTS = {
+    "sparse_structure": (12, 7.5, 0.7),
+    "shape": (12, 7.5, 0.5),
+    "texture": (12, 1.0, 0.0),
+}
+# UV unwrapping: "fast" axis-projection charts (seconds at any size; more seams, less texture
+# used), "xatlas" (fewer, larger charts: sharper at the same texture size; minutes on large
+# meshes), "auto" (xatlas for small meshes, fast for large ones).
+UNWRAP_METHODS = ("auto", "fast", "xatlas")
+MAX_SAMPLES = 16  # variations per generate request
+MAX_VIEWS = 6  # pictures of one object in a multi-view request
+# How the sampler combines several pictures of one object (see backend/pipeline/sampler.py).
+MULTIVIEW_MODES = ("stochastic", "multidiffusion")
+# "stochastic" costs what one view costs per step; "multidiffusion" V + 1 passes per guided step.
+# Measured on the CPU with the tiny test checkpoint (512 pipeline, 12 steps per stage, 3 views,
+# scripts/measure_multiview.py --timing): stochastic 0.98x, multidiffusion 1.86x the single-view
+# job time. No trained model has measured a quality difference yet, so the cheaper mode is the default.
+DEFAULT_MULTIVIEW_MODE = "stochastic"
 
 DONE_STATUSES = ("ok", "error", "cancelled")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -78,13 +99,22 @@ class Sampler:
 
 @dataclass(frozen=True)
 class Export:
-    """What to write into the job folder."""
+    """What to write into the job folder, and how to clean a generated mesh first.
+
+    ``unwrap`` is one of :data:`UNWRAP_METHODS`. ``remove_floaters`` drops small separate
+    pieces, ``remove_inner_shells`` pieces enclosed by another closed piece, ``fill_holes``
+    closes small holes. Every asset's ``result.json`` carries a ``qa`` report of the result.
+    """
 
     texture_size: int = 2048
     faces: int = 500_000
     texture_format: str = "png"
     write_glb: bool = True
     write_direct: bool = True
+    unwrap: str = "auto"
+    remove_floaters: bool = False
+    remove_inner_shells: bool = False
+    fill_holes: bool = False
 
 
 @dataclass(frozen=True)
@@ -176,7 +206,13 @@ class CheckAccess(Message):
 
 @dataclass(frozen=True)
 class Generate(Message):
-    """Image(s) -> textured asset(s), written into ``output_dir``."""
+    """Image(s) -> textured asset(s), written into ``output_dir``.
+
+    ``num_samples`` (1..:data:`MAX_SAMPLES`) assets per object, from one seed. Without
+    ``multiview`` every image is its own object; with a mode of :data:`MULTIVIEW_MODES` the
+    images are 1..:data:`MAX_VIEWS` pictures of ONE object (front, side, back...) and every
+    stage is conditioned on all of them.
+    """
 
     TYPE: ClassVar[str] = "generate"
     id: str
@@ -191,6 +227,7 @@ class Generate(Message):
     max_num_tokens: int = 49152
     export: Export = Export()
     name: str | None = None
+    multiview: str | None = None
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ artist gets from the N-panel.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from pathlib import Path
 
 import bpy
@@ -33,6 +35,22 @@ def write_blend_and_preview(result_json: Path, out_dir: Path, *, preview_size: i
     os.replace(tmp_png, preview)
 
     tmp_blend = blend.with_name(f".{blend.stem}.tmp.blend")
-    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_blend), copy=True, compress=True)
+    with _quiet_stdout():  # Blender prints "Saved copy as .<name>.tmp.blend", a name the user never sees
+        bpy.ops.wm.save_as_mainfile(filepath=str(tmp_blend), copy=True, compress=True)
     os.replace(tmp_blend, blend)
     return [str(blend), str(preview)]
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Send file descriptor 1 (where Blender's C code prints) to the null device meanwhile."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)

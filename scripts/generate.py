@@ -28,12 +28,17 @@ def _run_backend(argv: list[str]) -> int:
     return subprocess.run(cmd, cwd=ROOT).returncode
 
 
-def _blend_and_preview(out_dir: Path) -> list[str]:
-    """Import every direct result under ``out_dir`` into its own .blend plus a preview PNG."""
+def _result_files(out_dir: Path) -> dict[Path, int]:
+    """Every direct result under ``out_dir`` (one folder per asset) and its modification time."""
+    return {p: p.stat().st_mtime_ns for p in sorted(out_dir.glob("*/result.json"))}
+
+
+def _blend_and_preview(results: list[Path], out_dir: Path) -> list[str]:
+    """Import each of ``results`` into its own .blend plus a preview PNG in ``out_dir``."""
     from scripts.blender_outputs import write_blend_and_preview
 
     written = []
-    for result_json in sorted(out_dir.glob("*/result.json")):  # one folder per asset
+    for result_json in results:
         written += write_blend_and_preview(result_json, out_dir)
     return written
 
@@ -51,10 +56,16 @@ def main(argv: list[str] | None = None) -> int:
         return _run_backend(["--help"])
     out_dir = known.output.resolve()
     backend_args = [str(Path(a).resolve()) if Path(a).exists() else a for a in rest]
+    before = _result_files(out_dir) if out_dir.is_dir() else {}
     rc = _run_backend([*backend_args, "-o", str(out_dir)])
     if rc != 0:
         return rc
-    written = _blend_and_preview(out_dir)
+    if "--no-direct" in rest:
+        sys.stderr.write("note: --no-direct writes only the .glb files; no .blend or preview is made "
+                         "(they are built from the direct result folder)\n")
+    # Only what this run wrote: results already in OUT from earlier runs are left as they are.
+    new = [p for p, stamp in _result_files(out_dir).items() if before.get(p) != stamp]
+    written = _blend_and_preview(new, out_dir)
     sys.stdout.write(json.dumps({"output": str(out_dir), "blender_files": written}, indent=2) + "\n")
     return 0
 

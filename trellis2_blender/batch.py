@@ -16,8 +16,12 @@ weights is allowed unless Blender's online access is off), ``--rembg`` (``solid`
     {"defaults": {"pipeline_type": "1024_cascade", "texture_size": 2048},
      "items": [{"image": "chair.png", "seed": 7, "name": "chair_a", "faces": 100000,
                 "steps": {"shape": 20}, "guidance": {"shape": 6.0}}, "lamp.png",
+               {"image": "car_front.png", "views": ["car_side.png", "car_back.png"],
+                "multiview": "stochastic"},
                {"mesh": "old_chair.glb", "image": "walnut.png", "resolution": 512}]}
 
+``views`` are more pictures of the item's object (up to 5 besides ``image``); ``multiview`` says
+how they are combined ("stochastic", the default, or "multidiffusion").
 An item with a ``mesh`` is a retexture: that mesh gets new PBR textures from ``image``. Paths in
 a manifest are relative to the manifest. Every item gets a fresh scene; a failed item is recorded
 and the batch goes on. ``OUT/report.json`` lists each item's status (ok, failed, skipped),
@@ -46,7 +50,7 @@ log = logging.getLogger(__name__)
 COMMAND = "trellis2"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tga", ".tif", ".tiff", ".exr"}
 ITEM_KEYS = {"image", "mesh", "name", "seed", "pipeline_type", "texture_size", "faces", "resolution", "steps",
-             "guidance"}
+             "guidance", "views", "multiview"}
 STAGES = ("sparse_structure", "shape", "texture")
 # --rembg spellings -> protocol.Load.background_removal ("rmbg" kept from earlier releases).
 REMBG_TO_PROTOCOL = {"none": "none", "solid": "solid", "birefnet": "rmbg", "rmbg": "rmbg"}
@@ -147,6 +151,8 @@ def _manifest_items(path: Path, defaults: dict) -> list[dict]:
             if key in entry:
                 file = Path(entry[key])
                 entry[key] = str(file if file.is_absolute() else (path.parent / file).resolve())
+        entry["views"] = [str(v if v.is_absolute() else (path.parent / v).resolve())
+                          for v in map(Path, entry.get("views", []))]
         items.append({**local, **entry})
     return items
 
@@ -174,7 +180,8 @@ def _spec(item: dict, out: Path):
         return jobs.RetextureSpec(mesh=item["mesh"], resolution=int(item["resolution"]),
                                   texture=sampler["texture"], **common)
     return jobs.GenerateSpec(pipeline_type=item["pipeline_type"], face_target=int(item["faces"]), **sampler,
-                             **common)
+                             views=tuple(item.get("views", ())),
+                             **({"multiview": item["multiview"]} if item.get("multiview") else {}), **common)
 
 
 def run_item(item: dict, args, session) -> dict:
@@ -190,7 +197,8 @@ def run_item(item: dict, args, session) -> dict:
         record["mesh"] = item["mesh"]
     t0 = time.monotonic()
     spec = _spec(item, out)
-    missing = [item[k] for k in ("image", "mesh") if k in item and not Path(item[k]).is_file()]
+    missing = [f for f in (item["image"], item.get("mesh"), *item.get("views", ()))
+               if f and not Path(f).is_file()]
     if missing:
         record["error"] = {"code": "invalid_request", "message": f"file not found: {missing[0]}"}
         return record

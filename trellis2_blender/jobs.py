@@ -6,17 +6,21 @@ from dataclasses import asdict, dataclass, field
 
 from . import protocol
 
-Sampler = tuple  # (steps or None, guidance or None)
+Sampler = tuple  # (steps or None, guidance or None[, guidance rescale or None])
 
 
 def _sampler(value: Sampler) -> protocol.Sampler:
-    steps, guidance = value
-    return protocol.Sampler(steps=steps, guidance_strength=guidance)
+    steps, guidance, rescale = (*value, None)[:3]
+    return protocol.Sampler(steps=steps, guidance_strength=guidance, guidance_rescale=rescale)
 
 
 @dataclass(frozen=True)
 class GenerateSpec:
-    """One image -> one asset; copied out of the scene before the job starts."""
+    """One object -> ``num_samples`` assets; copied out of the scene before the job starts.
+
+    ``image`` is the (first) picture; ``views`` are more pictures of the same object, combined
+    by the ``multiview`` sampling mode (see ``protocol.Generate``).
+    """
 
     image: str
     name: str
@@ -28,14 +32,28 @@ class GenerateSpec:
     texture: Sampler = (None, None)
     face_target: int = 200_000
     texture_size: int = 2048
+    num_samples: int = 1
+    views: tuple[str, ...] = ()
+    multiview: str = protocol.DEFAULT_MULTIVIEW_MODE
+    unwrap: str = "auto"
+    remove_floaters: bool = False
+    remove_inner_shells: bool = False
+    fill_holes: bool = False
     kind: str = "generate"
+
+    @property
+    def images(self) -> list[str]:
+        return [self.image, *self.views]
 
     def request_fields(self) -> dict:
         return dict(
-            pipeline_type=self.pipeline_type, seed=self.seed, name=self.name,
+            pipeline_type=self.pipeline_type, seed=self.seed, name=self.name, num_samples=self.num_samples,
+            multiview=self.multiview if self.views else None,
             sparse_structure=_sampler(self.sparse_structure), shape=_sampler(self.shape),
             texture=_sampler(self.texture),
-            export=protocol.Export(texture_size=self.texture_size, faces=self.face_target, write_glb=False),
+            export=protocol.Export(texture_size=self.texture_size, faces=self.face_target, write_glb=False,
+                                   unwrap=self.unwrap, remove_floaters=self.remove_floaters,
+                                   remove_inner_shells=self.remove_inner_shells, fill_holes=self.fill_holes),
         )
 
     def record(self) -> dict:
@@ -69,16 +87,46 @@ class RetextureSpec:
 def _record(values: dict) -> dict:
     out = {}
     for key, value in values.items():
-        if isinstance(value, tuple):
-            steps, guidance = value
-            value = {"override": steps is not None or guidance is not None,
-                     "steps": steps or 0, "guidance": guidance if guidance is not None else 0.0}
+        if key == "views":
+            value = list(value)
+        elif isinstance(value, tuple):
+            steps, guidance, rescale = (*value, None)[:3]
+            value = {"override": any(v is not None for v in value),
+                     "steps": steps or 0, "guidance": guidance if guidance is not None else 0.0,
+                     "rescale": rescale if rescale is not None else 0.0}
         if value is not None:
             out[key] = value
     return out
 
 
 RUNNING, OK, ERROR, CANCELLED = "running", "ok", "error", "cancelled"
+
+# What each backend stage does, in the words the panel and the status bar use.
+STAGE_WORDS = {
+    "preprocess": "Reading the picture",
+    "sparse_structure": "Sketching the rough shape",
+    "shape": "Shaping the surface",
+    "texture": "Painting the materials",
+    "decode": "Building the mesh",
+    "export": "Baking textures and saving",
+}
+RETEXTURE_STAGE_WORDS = {**STAGE_WORDS, "preprocess": "Reading the picture and the mesh",
+                         "shape": "Reading the mesh's shape", "export": "Baking the new textures"}
+# The sampler's sub-step labels (the backend's progress messages) that need other words.
+SUB_STEP_WORDS = {"shape LR": "coarse pass", "shape HR": "fine pass", "sparse structure": "", "shape": "",
+                  "texture": "", "done": ""}
+
+
+def progress_text(kind: str, stage: str, step: int, total: int, message: str = "") -> str:
+    """A progress event in words: "Shaping the surface (fine pass): step 3 of 12"."""
+    if not stage:
+        return "Waiting for the backend"
+    words = (RETEXTURE_STAGE_WORDS if kind == "retexture" else STAGE_WORDS).get(
+        stage, stage.replace("_", " ").capitalize())
+    detail = SUB_STEP_WORDS.get(message, message)
+    if total > 1:
+        return f"{words} ({detail}): step {step} of {total}" if detail else f"{words}: step {step} of {total}"
+    return f"{words}: {detail}" if detail else words
 
 
 @dataclass
@@ -132,12 +180,17 @@ class Job:
 
     def result_file(self) -> str | None:
         """The direct result (result.json) of the first asset, if any."""
+        files = self.result_files()
+        return files[0] if files else None
+
+    def result_files(self) -> list[str]:
+        """The direct results (result.json) of every asset, in the backend's order (sample 0 first)."""
         if self.result is None:
-            return None
-        for asset in self.result.assets:
-            if asset.direct:
-                return asset.direct
-        return None
+            return []
+        return [asset.direct for asset in self.result.assets if asset.direct]
+
+    def progress_text(self) -> str:
+        return progress_text(self.spec.kind, self.stage, self.step, self.total, self.message)
 
     def error_text(self) -> str:
         if self.error is None:

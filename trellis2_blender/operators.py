@@ -1,9 +1,11 @@
 """Thin operators over :mod:`.session` (backend), :mod:`.jobs` (specs) and :mod:`.scene_io` (bpy).
 
-Generate and Retexture run modally with a timer in the UI (ESC or the Cancel button
-cancels) and block in background mode (``bpy.app.background``), so headless runs use
-the same code. Only this main thread touches ``bpy``; the backend client runs its
-own reader thread and is only polled from here.
+Generate and Retexture run modally with a timer in the UI (the panel's Cancel button
+cancels; Esc is left to Blender, where it means "cancel what I am doing now") and block in
+background mode (``bpy.app.background``), so headless runs use the same code. They have no
+redo panel and are not repeatable with Shift+R: a redo would run a whole job blocking.
+Only this main thread touches ``bpy``; the backend client runs its own reader thread and is
+only polled from here.
 """
 
 from __future__ import annotations
@@ -17,16 +19,19 @@ import time
 from pathlib import Path
 
 import bpy
-from bpy.props import StringProperty
+from bpy.props import IntProperty, StringProperty
 
-from . import jobs, preferences, runtime, scene_io
+from . import history, jobs, preferences, protocol, runtime, scene_io
 from .results import ResultError
 from .session import BUSY, ERROR, LOADING, READY, STARTING, STOPPED
 
 log = logging.getLogger(__name__)
 
 TIMER_S = 0.1
+HISTORY_ROWS = 10  # earlier jobs the panel lists
 _active: dict[str, jobs.Job] = {}  # "job" -> the one job the UI is running
+_history: list[history.HistoryEntry] = []  # what the panel's History lists, newest first
+_history_read: list[bool] = []  # not empty once the jobs folder has been read
 
 
 def active_job() -> jobs.Job | None:
@@ -50,14 +55,24 @@ def sync_status(context, job: jobs.Job | None = None) -> None:
         status.job_kind = job.spec.kind
         status.stage, status.step, status.total = job.stage, job.step, job.total
         status.fraction = job.fraction
+        status.progress_text = job.progress_text()
         status.job_state = {"running": "RUNNING", "ok": "FINISHED", "error": "FAILED",
                             "cancelled": "CANCELLED"}[job.state]
         status.message = job.error_text()[:1000] if job.state == jobs.ERROR else job.message[:1000]
+    redraw_panels(context)
+
+
+def redraw_panels(context) -> None:
+    """Redraw our panels only: the 3D views' sidebars and the preferences, never the viewports
+    (repainting a Material Preview viewport ten times a second stalls Blender)."""
     screen = getattr(context, "screen", None)
-    if screen is not None:
-        for area in screen.areas:
-            if area.type in ("VIEW_3D", "PREFERENCES"):
-                area.tag_redraw()
+    for area in screen.areas if screen is not None else ():
+        if area.type == "PREFERENCES":
+            area.tag_redraw()
+        elif area.type == "VIEW_3D":
+            for region in area.regions:
+                if region.type == "UI":
+                    region.tag_redraw()
 
 
 def _watch_backend() -> float | None:
@@ -117,6 +132,10 @@ class _JobOperator:
         except (scene_io.InputError, OSError) as exc:
             self.report({"ERROR"}, str(exc))
             return None
+        except ImportError as exc:  # e.g. a Blender built without numpy
+            self.report({"ERROR"}, f"This Blender lacks a Python module the add-on needs: {exc}")
+            return None
+        history.write_record(Path(job.spec.output_dir), {**job.spec.record(), "state": "running"})
         session = runtime.session_for(settings)
         session.submit(job)
         _active["job"] = job
@@ -147,16 +166,17 @@ class _JobOperator:
 
     def modal(self, context, event):
         job = self._job
-        if event.type == "ESC" and event.value == "PRESS" and not job.cancel_requested:
-            runtime.current().cancel(job)
-            self.report({"INFO"}, "Cancelling…")
-        if event.type != "TIMER":
+        if event.type != "TIMER" or event.timer is not self._timer:
             return {"PASS_THROUGH"}
-        runtime.current().pump()
+        session = runtime.current()
+        if session is not None:
+            session.pump()
+        elif not job.finished:  # the backend was stopped underneath the job
+            job.state = jobs.CANCELLED
         sync_status(context, job)
-        if job.stage:
+        if context.workspace is not None:
             context.workspace.status_text_set(
-                f"TRELLIS.2: {job.stage} {job.step}/{job.total} ({job.fraction:.0%}) - Esc to cancel")
+                f"TRELLIS.2: {job.progress_text()} ({job.fraction:.0%}) - Cancel in the TRELLIS.2 panel")
         if not job.finished:
             return {"RUNNING_MODAL"}
         self._end_modal(context)
@@ -177,6 +197,7 @@ class _JobOperator:
 
     def _finish(self, context, job: jobs.Job):
         _active.pop("job", None)
+        _record_history(context, job)
         for level, message in job.logs:
             if level in ("warning", "error"):
                 self.report({"WARNING"}, message)
@@ -185,13 +206,14 @@ class _JobOperator:
             sync_status(context, job)
             return {"CANCELLED"}
         if job.state == jobs.ERROR:
+            # An ERROR report shows in the status bar (and the Info log); the panel shows it wrapped.
             self.report({"ERROR"}, f"TRELLIS.2 failed: {job.error_text()}")
             log.error("%s failed: %s", job.spec.kind, job.error)
             sync_status(context, job)
             return {"CANCELLED"}
         try:
             self.apply_result(context, job)
-        except (ResultError, RuntimeError, ValueError, OSError) as exc:
+        except (ResultError, RuntimeError, ValueError, OSError, ImportError) as exc:
             job.fail("import_failed", f"Cannot import the result: {exc}")
             self.report({"ERROR"}, job.error_text())
             log.exception("importing %s", job.result_file())
@@ -200,6 +222,42 @@ class _JobOperator:
         sync_status(context, job)
         self.report({"INFO"}, f"TRELLIS.2 {job.spec.kind} finished in {job.seconds:.1f} s")
         return {"FINISHED"}
+
+
+def _record_history(context, job: jobs.Job) -> None:
+    """Finish the job's ``job.json`` (state, result files) and keep the jobs folder under its limit."""
+    folder = Path(job.spec.output_dir)
+    results = []
+    for path in job.result_files():
+        try:
+            results.append(str(Path(path).relative_to(folder)))
+        except ValueError:
+            continue
+    try:
+        history.write_record(folder, {**job.spec.record(), "state": job.state, "results": results})
+    except OSError as exc:
+        log.warning("cannot write the job record in %s: %s", folder, exc)
+    prefs = preferences.get(context)
+    if prefs is not None and prefs.history_limit_gb > 0:
+        removed = history.prune(preferences.jobs_dir(prefs), int(prefs.history_limit_gb * 1e9),
+                                keep=frozenset({folder}))
+        if removed:
+            log.info("deleted %d old job folder(s) to stay under %.1f GB", len(removed),
+                     prefs.history_limit_gb)
+    refresh_history(context)
+
+
+def history_entries() -> list[history.HistoryEntry]:
+    """The jobs the panel lists; the jobs folder is read the first time and after every job."""
+    if not _history_read:
+        refresh_history(bpy.context)
+    return _history
+
+
+def refresh_history(context) -> None:
+    """Re-read the jobs folder into the list the panel draws (draw code never reads the disk)."""
+    _history[:] = history.list_jobs(preferences.jobs_dir(preferences.get(context)), limit=HISTORY_ROWS)
+    _history_read.append(True)
 
 
 OUTPUT_NAME_CHARS = 100  # the backend allows 200 UTF-8 bytes; 100 characters of any script fit
@@ -227,7 +285,7 @@ def _job_dir(context, name: str) -> Path:
 
 
 def _sampler(stage) -> tuple:
-    return (stage.steps, stage.guidance) if stage.override else (None, None)
+    return (stage.steps, stage.guidance, stage.rescale) if stage.override else (None, None, None)
 
 
 def _image_problem(settings) -> str:
@@ -241,7 +299,7 @@ class TRELLIS2_OT_generate(_JobOperator, bpy.types.Operator):
 
     bl_idname = "trellis2.generate"
     bl_label = "Generate"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = {"UNDO"}  # no REGISTER: no redo panel, no Shift+R (both would block for a whole job)
 
     @classmethod
     def poll(cls, context):
@@ -260,20 +318,31 @@ class TRELLIS2_OT_generate(_JobOperator, bpy.types.Operator):
             settings.seed = random.randrange(0, 2**31 - 1)
         probe_dir = _job_dir(context, "generate")
         image, name = scene_io.snapshot_image(settings, probe_dir)
+        views = scene_io.view_paths(settings)
         spec = jobs.GenerateSpec(
             image=str(image), name=output_name(name, "generated"), output_dir=str(probe_dir),
             pipeline_type=settings.pipeline_type,
             seed=settings.seed, sparse_structure=_sampler(settings.sparse_structure),
             shape=_sampler(settings.shape), texture=_sampler(settings.texture),
-            face_target=settings.face_target, texture_size=int(settings.texture_size))
+            face_target=settings.face_target, texture_size=int(settings.texture_size),
+            num_samples=settings.num_samples, views=tuple(str(v) for v in views),
+            multiview=settings.multiview_mode, unwrap=settings.unwrap,
+            remove_floaters=settings.remove_floaters, remove_inner_shells=settings.remove_inner_shells,
+            fill_holes=settings.fill_holes)
         return jobs.Job(spec)
 
     def apply_result(self, context, job: jobs.Job) -> None:
-        result = job.result_file()
-        if result is None:
-            raise ResultError("the backend reported no Blender result")
-        obj = scene_io.import_result(context, result, name=job.spec.name, settings=job.spec.record())
-        self.report({"INFO"}, f"Added '{obj.name}'")
+        settings = context.scene.trellis2
+        objects = scene_io.import_results(context, job.result_files(), name=job.spec.name,
+                                          settings=job.spec.record(), scale=settings.import_scale,
+                                          on_ground=settings.place_on_ground)
+        frame_selected(context)
+        if len(objects) == 1:
+            self.report({"INFO"}, f"Added '{objects[0].name}'")
+        else:
+            collection = objects[0].users_collection[0].name
+            self.report({"INFO"}, f"Added {len(objects)} variations to '{collection}': select one and "
+                                  "press Keep This One")
 
 
 class TRELLIS2_OT_retexture(_JobOperator, bpy.types.Operator):
@@ -281,7 +350,7 @@ class TRELLIS2_OT_retexture(_JobOperator, bpy.types.Operator):
 
     bl_idname = "trellis2.retexture"
     bl_label = "Retexture"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = {"UNDO"}  # no REGISTER: see TRELLIS2_OT_generate
 
     target: StringProperty(name="Object", description="Mesh object to retexture (default: the active one)",
                            options={"SKIP_SAVE"})
@@ -336,8 +405,183 @@ class TRELLIS2_OT_retexture(_JobOperator, bpy.types.Operator):
         result = job.result_file()
         if result is None:
             raise ResultError("the backend reported no Blender result")
-        scene_io.apply_retexture(obj, result, settings=job.spec.record())
+        scene_io.apply_retexture(obj, result, settings=job.spec.record(),
+                                 replace_materials=context.scene.trellis2.replace_materials)
         self.report({"INFO"}, f"Retextured '{obj.name}'")
+
+
+def frame_selected(context) -> None:
+    """Frame the selection in every 3D view of the window (nothing to frame in background mode)."""
+    screen = getattr(context, "screen", None)
+    if bpy.app.background or screen is None:
+        return
+    for area in screen.areas:
+        if area.type != "VIEW_3D":
+            continue
+        region = next((r for r in area.regions if r.type == "WINDOW"), None)
+        if region is not None:
+            with context.temp_override(area=area, region=region):
+                bpy.ops.view3d.view_selected()
+
+
+class TRELLIS2_OT_keep_variation(bpy.types.Operator):
+    """Keep the active variation and delete the other versions of its set"""
+
+    bl_idname = "trellis2.keep_variation"
+    bl_label = "Keep This One"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        collection = scene_io.variation_set(obj)
+        if collection is None or len(collection.objects) < 2:
+            cls.poll_message_set("Select one of a set of generated variations")
+            return False
+        return True
+
+    def execute(self, context):
+        obj = context.active_object
+        removed = scene_io.keep_variation(obj)
+        self.report({"INFO"}, f"Kept '{obj.name}', deleted {removed} other variation(s)")
+        return {"FINISHED"}
+
+
+class TRELLIS2_OT_remesh(bpy.types.Operator):
+    """Make a remeshed, unwrapped copy of the active object (voxel remesh or QuadriFlow quads) and bake its
+base color, metallic, roughness and a normal map onto it; the original is hidden"""
+
+    bl_idname = "trellis2.remesh"
+    bl_label = "Remesh and Re-bake"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        if obj is None or obj.type != "MESH" or not obj.data.polygons:
+            cls.poll_message_set("Select a mesh object")
+            return False
+        if context.mode != "OBJECT":
+            cls.poll_message_set("Switch to Object Mode")
+            return False
+        return True
+
+    def execute(self, context):
+        from . import remesh
+
+        settings = context.scene.trellis2
+        src = context.active_object
+        try:
+            new = remesh.remesh_and_bake(context, src, mode=settings.remesh_mode,
+                                         voxel_size=settings.remesh_voxel_size,
+                                         quad_faces=settings.remesh_faces, bake_size=int(settings.bake_size))
+        except remesh.RemeshError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        faces = len(new.data.polygons)
+        self.report({"INFO"}, f"Added '{new.name}' ({faces:,} faces); '{src.name}' is hidden")
+        return {"FINISHED"}
+
+
+class TRELLIS2_OT_view_add(bpy.types.Operator):
+    """Add another picture of the same object (side, back...): every stage looks at all of them"""
+
+    bl_idname = "trellis2.view_add"
+    bl_label = "Add View"
+    bl_options = {"REGISTER", "UNDO", "INTERNAL"}
+
+    @classmethod
+    def poll(cls, context):
+        if len(context.scene.trellis2.views) + 1 >= protocol.MAX_VIEWS:
+            cls.poll_message_set(f"At most {protocol.MAX_VIEWS} pictures of one object")
+            return False
+        return True
+
+    def execute(self, context):
+        context.scene.trellis2.views.add()
+        return {"FINISHED"}
+
+
+class TRELLIS2_OT_view_remove(bpy.types.Operator):
+    """Remove this picture"""
+
+    bl_idname = "trellis2.view_remove"
+    bl_label = "Remove View"
+    bl_options = {"REGISTER", "UNDO", "INTERNAL"}
+
+    index: IntProperty(options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        views = context.scene.trellis2.views
+        if 0 <= self.index < len(views):
+            views.remove(self.index)
+        return {"FINISHED"}
+
+
+def _history_entry(folder: str) -> history.HistoryEntry | None:
+    return next((e for e in _history if str(e.folder) == folder), None)
+
+
+class TRELLIS2_OT_history_refresh(bpy.types.Operator):
+    """Read the jobs folder again"""
+
+    bl_idname = "trellis2.history_refresh"
+    bl_label = "Refresh History"
+
+    def execute(self, context):
+        refresh_history(context)
+        redraw_panels(context)
+        return {"FINISHED"}
+
+
+class TRELLIS2_OT_history_import(bpy.types.Operator):
+    """Add this earlier result to the scene again"""
+
+    bl_idname = "trellis2.history_import"
+    bl_label = "Re-import"
+    bl_options = {"REGISTER", "UNDO", "INTERNAL"}
+
+    folder: StringProperty(options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        entry = _history_entry(self.folder) or history.read_entry(Path(self.folder))
+        if entry is None or not entry.results:
+            self.report({"ERROR"}, f"No result to import in {self.folder}")
+            return {"CANCELLED"}
+        settings = {k: v for k, v in entry.settings.items()
+                    if k not in ("state", "results") and v is not None}
+        try:
+            objects = scene_io.import_results(context, entry.results, name=entry.name, settings=settings)
+        except (ResultError, RuntimeError, ValueError, OSError) as exc:
+            self.report({"ERROR"}, f"Cannot import {entry.folder.name}: {exc}")
+            return {"CANCELLED"}
+        frame_selected(context)
+        self.report({"INFO"}, f"Re-imported {len(objects)} object(s) from {entry.folder.name}")
+        return {"FINISHED"}
+
+
+class TRELLIS2_OT_history_delete(bpy.types.Operator):
+    """Delete this job's folder and its files from disk (objects in the scene stay)"""
+
+    bl_idname = "trellis2.history_delete"
+    bl_label = "Delete Job"
+    bl_options = {"INTERNAL"}
+
+    folder: StringProperty(options={"SKIP_SAVE"})
+
+    def invoke(self, context, event):
+        return context.window_manager.invoke_confirm(self, event, title="Delete this job's files?",
+                                                     message=self.folder, confirm_text="Delete")
+
+    def execute(self, context):
+        try:
+            history.delete_job(preferences.jobs_dir(preferences.get(context)), Path(self.folder))
+        except (ValueError, OSError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        refresh_history(context)
+        redraw_panels(context)
+        return {"FINISHED"}
 
 
 class TRELLIS2_OT_cancel(bpy.types.Operator):
@@ -386,6 +630,11 @@ class TRELLIS2_OT_backend_start(bpy.types.Operator):
         if session is not None and session.state in (STARTING, LOADING, READY, BUSY):
             cls.poll_message_set("The backend is already running")
             return False
+        if preferences.resolved_python(preferences.get(context)) is None:
+            # Greyed out with the reason; the panel's guide shows the way out.
+            cls.poll_message_set("No backend yet: press Set Up Backend in the TRELLIS.2 panel or set "
+                                 "Backend Python in the add-on's preferences")
+            return False
         return True
 
     def execute(self, context):
@@ -425,7 +674,10 @@ class TRELLIS2_OT_backend_stop(bpy.types.Operator):
         return True
 
     def execute(self, context):
-        runtime.shutdown()
+        job = active_job()
+        if job is not None:
+            job.state = jobs.CANCELLED  # its operator ends on its next tick
+        runtime.shutdown(wait=bpy.app.background)
         sync_status(context)
         return {"FINISHED"}
 
@@ -442,7 +694,7 @@ class TRELLIS2_OT_download_weights(bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         if not bpy.app.online_access:
-            cls.poll_message_set("Online access is disabled (Preferences > System > Network)")
+            cls.poll_message_set("Blender's \"Allow Online Access\" is off (Preferences > System > Network)")
             return False
         session = runtime.current()
         if session is not None and session.state in (STARTING, LOADING):
@@ -500,7 +752,7 @@ class TRELLIS2_OT_setup_backend(bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         if not bpy.app.online_access:
-            cls.poll_message_set("Online access is disabled (Preferences > System > Network)")
+            cls.poll_message_set("Blender's \"Allow Online Access\" is off (Preferences > System > Network)")
             return False
         from . import paths
 
@@ -575,6 +827,13 @@ classes = (
     TRELLIS2_OT_generate,
     TRELLIS2_OT_retexture,
     TRELLIS2_OT_cancel,
+    TRELLIS2_OT_keep_variation,
+    TRELLIS2_OT_remesh,
+    TRELLIS2_OT_history_refresh,
+    TRELLIS2_OT_history_import,
+    TRELLIS2_OT_history_delete,
+    TRELLIS2_OT_view_add,
+    TRELLIS2_OT_view_remove,
     TRELLIS2_OT_randomize_seed,
     TRELLIS2_OT_backend_start,
     TRELLIS2_OT_backend_stop,
@@ -594,6 +853,8 @@ def unregister() -> None:
         bpy.app.timers.unregister(_watch_backend)
     runtime.shutdown()
     _active.clear()
+    _history.clear()
+    _history_read.clear()
     for cls in reversed(classes):
         bpy.utils.unregister_class(cls)
 

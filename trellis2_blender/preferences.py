@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, StringProperty
 
 from . import paths
 from .protocol import BUNDLED_MINI_MODEL, DEFAULT_BACKGROUND_REMOVAL
@@ -53,7 +53,8 @@ class TRELLIS2_AP_preferences(bpy.types.AddonPreferences):
                     "repository id")
     device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto")
     low_vram: BoolProperty(
-        name="Low VRAM", description="Keep only the running stage on the GPU and use fewer tokens (slower)")
+        name="Low VRAM",
+        description="Move each network to the GPU only while its stage runs (slower; the result is the same)")
     use_own_cache: BoolProperty(
         name="Keep Weights With the Add-on",
         description="Download into the add-on's user folder instead of the shared Hugging Face cache")
@@ -83,6 +84,13 @@ class TRELLIS2_AP_preferences(bpy.types.AddonPreferences):
     output_dir: StringProperty(
         name="Output Folder", subtype="DIR_PATH",
         description="Where job folders go; empty uses the add-on's user folder")
+    history_limit_gb: FloatProperty(
+        name="Keep Jobs Up To (GB)", default=20.0, min=0.0, soft_max=500.0, precision=1,
+        description="When the job folders take more than this, the oldest are deleted after each job "
+                    "(0 keeps everything)")
+    show_guide: BoolProperty(
+        name="Show First-Run Guide", default=True,
+        description="Show the steps to a first result at the top of the TRELLIS.2 panel")
 
     def draw(self, context):
         from . import ui

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from .session import BackendSession, BackendSettings
 
 _session: BackendSession | None = None
@@ -24,8 +26,14 @@ def session_for(settings: BackendSettings) -> BackendSession:
     return _session
 
 
-def shutdown() -> None:
+def shutdown(wait: bool = True) -> None:
+    """Stop the session. ``wait=False`` returns at once and lets a helper thread wait for the
+    backend to exit (up to the client's stop timeout), so Blender's UI never blocks on it."""
     global _session
-    if _session is not None:
-        _session.stop()
-        _session = None
+    session, _session = _session, None
+    if session is None:
+        return
+    if wait:
+        session.stop()
+    else:
+        threading.Thread(target=session.stop, name="trellis2-backend-stop", daemon=True).start()

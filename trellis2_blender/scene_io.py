@@ -6,7 +6,8 @@
 - :func:`apply_retexture` gives an existing object a new material from a retexture result.
 
 Everything a failed import created is removed again, so an error never leaves a
-partial object behind. Runs on Blender's main thread only.
+partial object behind. Runs on Blender's main thread only. numpy is imported where it is
+used, so the add-on registers on a Blender without it.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import bpy
-import numpy as np
+from mathutils import Vector
 
-from . import meshfile, results
+from . import placement, results
 from .results import DirectResult, ResultError
 
 SETTINGS_KEY = "trellis2"  # custom property holding a job's settings on the object
+QA_KEY = "trellis2_qa"  # custom property holding the asset's QA report (result.json's "qa")
+VARIATIONS_KEY = "trellis2_variations"  # custom property marking a collection of one job's samples
 
 
 class InputError(ValueError):
@@ -62,11 +65,26 @@ def snapshot_image(settings, job_dir: Path) -> tuple[Path, str]:
     return path, path.stem
 
 
+def view_paths(settings) -> list[Path]:
+    """The extra pictures of the object (``settings.views``), checked; empty entries are skipped."""
+    paths = []
+    for number, view in enumerate(settings.views, start=2):
+        if not view.path:
+            continue
+        path = Path(bpy.path.abspath(view.path))
+        if not path.is_file():
+            raise InputError(f"View {number}: picture not found: {path}")
+        paths.append(path)
+    return paths
+
+
 def export_mesh(obj, path: Path) -> dict:
     """Write ``obj``'s mesh (object space, triangulated, its render UV map) as the backend's PLY.
 
     Vertices are split along UV seams so each gets one UV; the object itself is not changed.
     """
+    import numpy as np
+
     mesh = obj.data
     uv_layer = next((layer for layer in mesh.uv_layers if layer.active_render), None) or mesh.uv_layers.active
     if uv_layer is None:
@@ -91,6 +109,8 @@ def export_mesh(obj, path: Path) -> dict:
 
     source, uvs, corner_to_new = results.split_corners(loop_vertex[tri_loops], loop_uv[tri_loops])
     path.parent.mkdir(parents=True, exist_ok=True)
+    from . import meshfile
+
     meshfile.write_ply(path, co[source], corner_to_new.reshape(-1, 3), uvs, vnormal[source])
     return {"uv_map": uv_layer.name, "vertices": int(len(source)), "triangles": n_tris}
 
@@ -117,11 +137,12 @@ class _Created:
 
 
 def import_result(context, result_path: Path | str, *, name: str | None = None,
-                  settings: Mapping | None = None, location=None):
-    """Create the mesh object of a direct result at ``location`` (default: the 3D cursor).
+                  settings: Mapping | None = None, location=None, collection=None, select: bool = True):
+    """Create the mesh object of a direct result at ``location`` (default: the 3D cursor) in
+    ``collection`` (default: the active one).
 
-    Returns the new, selected and active object. Raises :class:`ResultError` (and
-    leaves nothing behind) when the result cannot be imported.
+    Returns the new object (selected and active when ``select``). Raises :class:`ResultError`
+    (and leaves nothing behind) when the result cannot be imported.
     """
     result = results.read_result(result_path)
     if result.mesh is None:
@@ -137,19 +158,149 @@ def import_result(context, result_path: Path | str, *, name: str | None = None,
         obj.location = context.scene.cursor.location if location is None else location
         if settings is not None:
             obj[SETTINGS_KEY] = dict(settings)
-        context.collection.objects.link(obj)
+        qa = result.extra.get("qa")
+        if isinstance(qa, dict):
+            obj[QA_KEY] = qa_property(qa)
+        (collection or context.collection).objects.link(obj)
     except Exception:
         created.remove_all()
         raise
-    for other in context.view_layer.objects:
-        other.select_set(False)
-    obj.select_set(True)
-    context.view_layer.objects.active = obj
+    if select:
+        select_only(context, [obj])
     return obj
 
 
-def apply_retexture(obj, result_path: Path | str, *, settings: Mapping | None = None):
-    """Put the material of a retexture result on ``obj`` (transform, topology and UVs untouched)."""
+def select_only(context, objects) -> None:
+    """Select ``objects`` (the first active) and nothing else."""
+    context.view_layer.update()  # the view layer may still list objects removed a moment ago
+    for other in context.view_layer.objects:
+        if other is not None:
+            other.select_set(False)
+    for obj in objects:
+        obj.select_set(True)
+    context.view_layer.objects.active = objects[0]
+
+
+def qa_property(qa: Mapping) -> dict:
+    """A QA report as an ID property (lists of text, which ID properties cannot hold, are joined)."""
+    return {key: "; ".join(map(str, value)) if isinstance(value, list) else value
+            for key, value in qa.items() if isinstance(value, bool | int | float | str | list)}
+
+
+def import_results(context, result_paths, *, name: str, settings: Mapping | None = None,
+                   scale: float = 1.0, on_ground: bool = False) -> list:
+    """Import every asset of one job beside what is in the scene (see :mod:`.placement`).
+
+    One asset becomes one object in the active collection. Several (variations) become one
+    object each, named ``<name>_<k>``, in a new collection ``<name> variations`` (marked with
+    :data:`VARIATIONS_KEY`) laid out in a row; every object records its own seed and sample
+    index with the job's settings. Every object gets ``scale``; ``on_ground`` puts its lowest
+    point at the 3D cursor's height. All of them end up selected, the first one active. If any
+    asset fails, nothing of the job stays in the scene.
+    """
+    paths = [Path(p) for p in result_paths]
+    if not paths:
+        raise ResultError("the backend reported no Blender result")
+    collection = None
+    objects = []
+    try:
+        if len(paths) > 1:
+            collection = bpy.data.collections.new(f"{name} variations")
+            collection[VARIATIONS_KEY] = True
+            context.collection.children.link(collection)
+        for k, path in enumerate(paths):
+            record = dict(settings or {})
+            doc = results.read_result(path).extra
+            record.update({key: doc[key] for key in ("seed", "sample") if isinstance(doc.get(key), int)})
+            obj_name = name if len(paths) == 1 else f"{name}_{k}"
+            obj = import_result(context, path, name=obj_name, settings=record, collection=collection,
+                                select=False)
+            obj.scale = (scale, scale, scale)
+            objects.append(obj)
+    except Exception:
+        for obj in objects:
+            remove_object(obj)
+        if collection is not None:
+            bpy.data.collections.remove(collection)
+        raise
+    place_beside_scene(context, objects, on_ground=on_ground)
+    select_only(context, objects)
+    return objects
+
+
+SOLID_TYPES = ("MESH", "CURVE", "SURFACE", "META", "FONT")  # objects a new one must not sit inside
+
+
+def _box(points) -> placement.Box:
+    points = [tuple(p) for p in points]
+    low = tuple(min(p[i] for p in points) for i in range(3))
+    return low, tuple(max(p[i] for p in points) for i in range(3))
+
+
+def place_beside_scene(context, objects, on_ground: bool = False) -> None:
+    """Put ``objects`` in a row at the 3D cursor, moved along +X clear of the scene's other objects;
+    ``on_ground`` lifts or lowers each so its lowest point is at the cursor's height."""
+    new = set(objects)
+    occupied = [_box(o.matrix_world @ Vector(c) for c in o.bound_box) for o in context.view_layer.objects
+                if o is not None and o not in new and o.type in SOLID_TYPES and o.visible_get()]
+    context.view_layer.update()  # matrix_world of the new objects, with their scale
+    # Sizes as placed: scaled and rotated, without the location.
+    sizes = [_box(o.matrix_world.to_3x3() @ Vector(c) for c in o.bound_box) for o in objects]
+    lift = [-lo[2] if on_ground else 0.0 for lo, _ in sizes]
+    sizes = [((lo[0], lo[1], lo[2] + dz), (hi[0], hi[1], hi[2] + dz)) for (lo, hi), dz in zip(sizes, lift)]
+    cursor = tuple(context.scene.cursor.location)
+    for obj, (x, y, z), dz in zip(objects, placement.row_locations(cursor, sizes, occupied), lift):
+        obj.location = (x, y, z + dz)
+
+
+def remove_object(obj) -> None:
+    """Delete ``obj`` and the mesh, materials and images only it used."""
+    mesh = obj.data if obj.type == "MESH" else None
+    bpy.data.objects.remove(obj)
+    if mesh is None or mesh.users:
+        return
+    materials = [m for m in mesh.materials if m is not None]
+    bpy.data.meshes.remove(mesh)
+    for material in materials:
+        if material.users:
+            continue
+        images = [n.image for n in material.node_tree.nodes if n.type == "TEX_IMAGE" and n.image] \
+            if material.node_tree else []
+        bpy.data.materials.remove(material)
+        for image in images:
+            if not image.users:
+                bpy.data.images.remove(image)
+
+
+def variation_set(obj):
+    """The collection of variations ``obj`` belongs to, or None."""
+    if obj is None:
+        return None
+    return next((c for c in obj.users_collection if c.get(VARIATIONS_KEY)), None)
+
+
+def keep_variation(obj) -> int:
+    """Keep ``obj`` and delete the other variations of its set; returns how many were deleted."""
+    collection = variation_set(obj)
+    if collection is None:
+        return 0
+    others = [o for o in collection.objects if o != obj]
+    for other in others:
+        remove_object(other)
+    if SETTINGS_KEY in obj:
+        obj[SETTINGS_KEY]["kept_of"] = len(others) + 1
+    return len(others)
+
+
+def apply_retexture(obj, result_path: Path | str, *, settings: Mapping | None = None,
+                    replace_materials: bool = False):
+    """Put the material of a retexture result on ``obj`` (transform, topology and UVs untouched).
+
+    The object's material slots stay and the new material becomes one more slot that every face
+    uses (switching a face back is a slot change); ``replace_materials`` removes the old slots.
+    """
+    import numpy as np
+
     result = results.read_result(result_path)
     if "base_color" not in result.textures:
         raise ResultError(f"{result.path}: the result has no base color texture")
@@ -160,14 +311,23 @@ def apply_retexture(obj, result_path: Path | str, *, settings: Mapping | None = 
         created.remove_all()
         raise
     mesh = obj.data
-    mesh.materials.clear()
+    if replace_materials or not obj.material_slots:
+        mesh.materials.clear()
     mesh.materials.append(material)
+    index = len(obj.material_slots) - 1
+    mesh.polygons.foreach_set("material_index", np.full(len(mesh.polygons), index, dtype=np.int32))
+    mesh.update()
     if settings is not None:
         obj[SETTINGS_KEY] = dict(settings)
+    qa = result.extra.get("qa")
+    if isinstance(qa, dict):
+        obj[QA_KEY] = qa_property(qa)
     return material
 
 
 def _mesh_from_arrays(name: str, arrays: results.MeshArrays):
+    import numpy as np
+
     positions, faces = arrays.positions, arrays.faces
     mesh = bpy.data.meshes.new(name)
     try:
@@ -207,6 +367,8 @@ def _load_image(path: Path, name: str, colorspace: str, created: _Created):
 
 def has_transparency(image) -> bool:
     """True when the image has an alpha channel that is not fully opaque anywhere."""
+    import numpy as np
+
     if image.channels < 4 or image.depth not in (32, 64, 128):
         return False
     pixels = np.empty(len(image.pixels), dtype=np.float32)
@@ -283,6 +445,8 @@ def build_material(name: str, result: DirectResult, created: _Created):
 
 
 def _min_value(image) -> float:
+    import numpy as np
+
     pixels = np.empty(len(image.pixels), dtype=np.float32)
     image.pixels.foreach_get(pixels)
     return float(pixels.min()) if pixels.size else 1.0

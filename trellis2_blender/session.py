@@ -180,7 +180,7 @@ class BackendSession:
             spec = job.spec
             try:
                 if spec.kind == "generate":
-                    job.id = self.client.generate([spec.image], spec.output_dir, **spec.request_fields())
+                    job.id = self.client.generate(spec.images, spec.output_dir, **spec.request_fields())
                 else:
                     job.id = self.client.retexture(spec.mesh, spec.image, spec.output_dir,
                                                    **spec.request_fields())

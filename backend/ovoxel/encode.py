@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,11 @@ def _grid_vertices(mesh: TriangleMesh, resolution: int, aabb: np.ndarray) -> np.
     return np.ascontiguousarray(gv + GRID_JITTER)
 
 
+# The parts of mesh_to_ovoxel, in words (for progress reports).
+ENCODE_STEPS = ("finding where the surface crosses the voxel grid", "fitting the surface in each voxel",
+                "weighting open edges", "placing the voxel vertices")
+
+
 def mesh_to_ovoxel(
     mesh: TriangleMesh,
     resolution: int,
@@ -54,6 +60,7 @@ def mesh_to_ovoxel(
     aabb: np.ndarray = DEFAULT_AABB,
     weights: DualGridWeights = DualGridWeights(),  # noqa: B008 (frozen dataclass)
     attributes: bool = True,
+    on_step: Callable[[int, str], None] | None = None,
 ) -> OVoxel:
     """Convert a mesh (already inside ``aabb``) to an O-Voxel.
 
@@ -63,6 +70,8 @@ def mesh_to_ovoxel(
         aabb: [2, 3] grid box; the pipelines use [-0.5, 0.5]^3.
         weights: QEF term weights (face term on/off, boundary, regularisation).
         attributes: also compute the [N, 6] PBR attribute volume (same voxel set).
+        on_step: called as each of :data:`ENCODE_STEPS` starts, with its index and words (progress
+            for large meshes, where this takes minutes on a CPU).
 
     Raises:
         MeshError: the mesh is unusable (no faces, NaN/Inf coordinates, bad indices).
@@ -73,22 +82,27 @@ def mesh_to_ovoxel(
 
     resolution = check_resolution(resolution)
     mesh.validate()
+    step = on_step or (lambda _i, _words: None)
     faces = np.ascontiguousarray(mesh.faces, dtype=np.int64)
     gv = _grid_vertices(mesh, resolution, aabb)
 
     t0 = time.perf_counter()
+    step(0, ENCODE_STEPS[0])
     keys, vals, coords, flags, acc, pairs = K.scan_crossings(gv, faces, resolution, attributes)
     if coords.shape[0] == 0:
         raise MeshError("the mesh crosses no grid edge at this resolution (it is too small or flat)")
     t1 = time.perf_counter()
+    step(1, ENCODE_STEPS[1])
     if weights.face > 0:
         K.face_term(gv, faces, resolution, keys, vals, acc)
     t2 = time.perf_counter()
+    step(2, ENCODE_STEPS[2])
     if weights.boundary > 0:
         edges = boundary_edges(faces)
         if len(edges):
             K.boundary_term(gv, edges, resolution, keys, vals, acc, float(weights.boundary))
     t3 = time.perf_counter()
+    step(3, ENCODE_STEPS[3])
     offsets = solve_dual_vertices(coords, acc, float(weights.regularization))
     t4 = time.perf_counter()
     log.debug("encode %d voxels: crossings %.3fs, face %.3fs, boundary %.3fs, solve %.3fs",

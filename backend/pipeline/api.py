@@ -23,6 +23,12 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from backend import protocol
+from backend.protocol import (  # noqa: F401 - re-exported
+    DEFAULT_MULTIVIEW_MODE,
+    MAX_VIEWS,
+    MULTIVIEW_MODES,
+    UNWRAP_METHODS,
+)
 
 from .errors import PipelineError
 
@@ -124,6 +130,10 @@ class ExportOptions:
     rasterizer: Literal["auto", "ours", "nvdiffrast"] = "auto"
     # "auto": xatlas for small meshes, fast axis-projection charts for large ones.
     unwrap: Literal["auto", "fast", "xatlas"] = "auto"
+    # Clean-ups of a generated mesh before decimation (see backend/geometry/inspect.py for the terms).
+    remove_floaters: bool = False
+    remove_inner_shells: bool = False
+    fill_holes: bool = False  # close holes smaller than export.asset.SMALL_HOLE_PERIMETER
 
     def __post_init__(self) -> None:
         if not 16 <= self.texture_size <= 8192:
@@ -144,11 +154,22 @@ class GenerateRequest:
     texture: SamplerOverrides = SamplerOverrides()
     max_num_tokens: int = 49152
     export: ExportOptions = ExportOptions()
-    name: str | None = None  # output base name; default: the image's stem
+    name: str | None = None  # output base name; default: the (first) image's stem
+    # None: every image is its own object. A mode of MULTIVIEW_MODES: the images are 1..MAX_VIEWS
+    # pictures of ONE object (front, side, back...), and every stage is conditioned on all of them.
+    multiview: Literal["stochastic", "multidiffusion"] | None = None
 
     def __post_init__(self) -> None:
         if self.name is not None:
             check_output_name(self.name)
+        if self.multiview is not None:
+            if self.multiview not in MULTIVIEW_MODES:
+                raise PipelineError(f"multiview must be one of {', '.join(MULTIVIEW_MODES)}, "
+                                    f"got {self.multiview!r}")
+            if not 1 <= len(self.images) <= MAX_VIEWS:
+                raise PipelineError(
+                    f"a multi-view job takes 1 to {MAX_VIEWS} pictures, got {len(self.images)}",
+                    "leave out the least informative views")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
 import time
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 from backend import protocol
 
 from .accelerator import DEVICE_CHOICES, resolve_device
-from .api import ExportOptions, JobResult, Progress, SamplerOverrides
+from .api import UNWRAP_METHODS, ExportOptions, JobResult, Progress, SamplerOverrides
 from .errors import PipelineError
 from .licences import check_background_removal
 from .model_source import (
@@ -68,7 +70,15 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--double-sided", action="store_true")
     g.add_argument("--rasterizer", choices=["auto", "ours", "nvdiffrast"], default="auto",
                    help="'ours' avoids nvdiffrast's non-commercial licence")
-    g.add_argument("--unwrap", choices=["auto", "fast", "xatlas"], default="auto")
+    g.add_argument("--unwrap", choices=UNWRAP_METHODS, default="auto",
+                   help="UV method: 'fast' axis-projection charts take seconds at any size but cut more "
+                        "seams and use the texture less well; 'xatlas' packs fewer, larger charts (sharper "
+                        "textures at the same size) but takes minutes on large meshes; 'auto' uses xatlas "
+                        "for small meshes and the fast charts for large ones")
+    g.add_argument("--remove-floaters", action="store_true", help="drop small pieces beside the object")
+    g.add_argument("--remove-inner-shells", action="store_true",
+                   help="drop pieces enclosed by another closed piece (never seen, they cost triangles)")
+    g.add_argument("--fill-holes", action="store_true", help="close small holes in the surface")
     g.add_argument("--no-glb", action="store_true", help="only write the Blender result folder")
     g.add_argument("--no-direct", action="store_true", help="only write the GLB")
 
@@ -94,7 +104,8 @@ def export_options(args: argparse.Namespace) -> ExportOptions:
     return ExportOptions(texture_size=args.texture_size, faces=args.faces, texture_format=args.texture_format,
                          write_glb=not args.no_glb, write_direct=not args.no_direct,
                          alpha_mode=args.alpha_mode, double_sided=args.double_sided,
-                         rasterizer=args.rasterizer, unwrap=args.unwrap)
+                         rasterizer=args.rasterizer, unwrap=args.unwrap, remove_floaters=args.remove_floaters,
+                         remove_inner_shells=args.remove_inner_shells, fill_holes=args.fill_holes)
 
 
 def runtime(args: argparse.Namespace, bundled_release: Path | None = BUNDLED_MINI_RELEASE) -> Runtime:
@@ -120,18 +131,47 @@ def remover(args: argparse.Namespace, device: str):
 
 
 class ProgressBar:
-    """One line per stage on stderr, redrawn in place: ``[shape LR] ######---- 7/12``."""
+    """One line per stage on stderr, redrawn in place: ``[shape LR] ######---- 7/12``.
+
+    Log records written while a bar line is open start on a line of their own (see
+    :meth:`above_logs`), instead of being glued onto the bar.
+    """
 
     def __init__(self, stream=None, width: int = 30) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.width = width
         self.stage = ""
         self.t0 = time.perf_counter()
+        self._open = False  # a bar line is on screen without its newline
+
+    def break_line(self) -> None:
+        if self._open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open = False
+
+    @contextlib.contextmanager
+    def above_logs(self, logger: logging.Logger | None = None):
+        """While active, every handler of ``logger`` (default: the root logger) ends the bar's line
+        before it writes a record."""
+        logger = logger or logging.getLogger()
+
+        def end_bar_line(_record: logging.LogRecord) -> bool:
+            self.break_line()
+            return True
+
+        handlers = list(logger.handlers)
+        for handler in handlers:
+            handler.addFilter(end_bar_line)
+        try:
+            yield self
+        finally:
+            for handler in handlers:
+                handler.removeFilter(end_bar_line)
 
     def __call__(self, p: Progress) -> None:
         if p.stage != self.stage:
-            if self.stage:
-                self.stream.write("\n")
+            self.break_line()
             self.stage = p.stage
         filled = int(self.width * p.step / max(p.total, 1))
         label = f"{p.stage}{' ' + p.message if p.message and p.message != 'done' else ''}"
@@ -139,11 +179,10 @@ class ProgressBar:
         self.stream.write(f"\r{label:<34} [{'#' * filled}{'-' * (self.width - filled)}] "
                           f"{p.step}/{p.total} {100 * p.fraction:5.1f}% {elapsed:6.1f}s")
         self.stream.flush()
+        self._open = True
 
     def close(self) -> None:
-        if self.stage:
-            self.stream.write("\n")
-            self.stream.flush()
+        self.break_line()
 
 
 def summary(result: JobResult) -> str:
@@ -179,7 +218,21 @@ def run_generator(args: argparse.Namespace, make_request, method: str,
         args.output.mkdir(parents=True, exist_ok=True)
         return getattr(gen, method)(request, on_progress=bar)
 
-    return run_job(job, ProgressBar())
+    _quiet_library_progress()
+    bar = ProgressBar()
+    with bar.above_logs():
+        return run_job(job, bar)
+
+
+def _quiet_library_progress() -> None:
+    """Our bar is the only progress display: the Hugging Face libraries' own bars are turned off."""
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+        from transformers.utils import logging as transformers_logging
+    except ImportError:
+        return
+    disable_progress_bars()
+    transformers_logging.disable_progress_bar()
 
 
 def run_job(job, bar: ProgressBar) -> int:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from . import cli_common as C
-from .api import PIPELINE_TYPES, GenerateRequest
+from .api import DEFAULT_MULTIVIEW_MODE, MAX_VIEWS, MULTIVIEW_MODES, PIPELINE_TYPES, GenerateRequest
 from .model_source import BUNDLED_MINI_RELEASE
 
 
@@ -17,7 +17,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="resolution mode (default: the model's default_pipeline_type: 1024_cascade for "
                         "TRELLIS.2-4B, 512 for the bundled mini model)")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--samples", type=int, default=1, help="assets per image (different noise)")
+    p.add_argument("--samples", type=int, default=1,
+                   help="variations per object (different noise from the same seed)")
+    p.add_argument("--multiview", choices=MULTIVIEW_MODES, default=None,
+                   help=f"the images are 1-{MAX_VIEWS} pictures of ONE object (front, side, back...): "
+                        "'stochastic' conditions each sampler step on one view in turn (costs what one "
+                        "view costs), 'multidiffusion' averages all views' predictions every step (about "
+                        f"(views + 1) / 2 times slower; '{DEFAULT_MULTIVIEW_MODE}' is the panel's default). "
+                        "Without it every image is its own object")
     p.add_argument("--steps", type=int, default=None, help="sampler steps for every stage")
     p.add_argument("--max-tokens", type=int, default=49152, help="1536 cascade token cap")
     p.add_argument("--name", default=None, help="output base name (default: the image's stem)")
@@ -33,7 +40,8 @@ def request_from_args(args: argparse.Namespace) -> GenerateRequest:
         images=tuple(args.images), output_dir=args.output, pipeline_type=args.pipeline, seed=args.seed,
         num_samples=args.samples, sparse_structure=C.overrides(args, "ss", args.steps),
         shape=C.overrides(args, "shape", args.steps), texture=C.overrides(args, "tex", args.steps),
-        max_num_tokens=args.max_tokens, export=C.export_options(args), name=args.name)
+        max_num_tokens=args.max_tokens, export=C.export_options(args), name=args.name,
+        multiview=args.multiview)
 
 
 def run(args: argparse.Namespace, bundled_release: Path | None = BUNDLED_MINI_RELEASE) -> int:

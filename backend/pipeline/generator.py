@@ -79,10 +79,11 @@ class Trellis2Generator:
     # ------------------------------------------------------------------ jobs
     def generate(self, request: GenerateRequest, on_progress: ProgressCallback | None = None,
                  cancel: CancelToken | None = None) -> JobResult:
-        """One asset per image and sample, written under ``request.output_dir``.
+        """One asset per object and sample, written under ``request.output_dir``.
 
-        Every image starts a fresh CPU generator from ``request.seed`` (so an image's result does
-        not depend on its position in the list); samples of one image share that stream.
+        Without ``request.multiview`` every image is its own object; with it all images are views of
+        one object. Every object starts a fresh CPU generator from ``request.seed`` (so an image's
+        result does not depend on its position in the list); samples of one object share that stream.
         """
         if not request.images:
             raise InputError("no input image given")
@@ -91,30 +92,35 @@ class Trellis2Generator:
         if request.pipeline_type is None:
             request = dataclasses.replace(
                 request, pipeline_type=store.config.default_pipeline_type or DEFAULT_PIPELINE_TYPE)
-        tracker = Tracker(on_progress, cancel, assets=len(request.images))
+        objects = [request.images] if request.multiview else [(path,) for path in request.images]
+        tracker = Tracker(on_progress, cancel, assets=len(objects))
         assets: list[AssetResult] = []
         with self._job(tracker):
-            for i, path in enumerate(request.images):
+            for i, views in enumerate(objects):
                 tracker.asset = i
-                tracker.begin("preprocess", f"reading {Path(path).name}")
-                image = load_and_preprocess(path, self.remover)
+                tracker.begin("preprocess", f"reading {', '.join(Path(p).name for p in views)}")
+                pictures = [load_and_preprocess(path, self.remover) for path in views]
                 gen = make_generator(request.seed)
-                decoded = image_to_assets(store, image, request, gen, tracker, self.coords_override)
+                decoded = image_to_assets(store, pictures if request.multiview else pictures[0], request, gen,
+                                          tracker, self.coords_override)
                 tracker.begin("export")
-                base = request.name or Path(path).stem
+                base = request.name or Path(views[0]).stem
                 for k, asset in enumerate(decoded):
                     name = base if len(decoded) == 1 else f"{base}_{k}"
-                    if len(request.images) > 1 and request.name:
+                    if len(objects) > 1 and request.name:
                         name = f"{name}_{i}"
                     if asset.faces.shape[0] == 0:
-                        raise InputError(f"{Path(path).name}: the decoded shape has no surface",
+                        raise InputError(f"{Path(views[0]).name}: the decoded shape has no surface",
                                          "try another --seed")
+                    # What made this asset, recorded in result.json and in the result event.
+                    made_by = {**self._result_fields(store), "seed": request.seed, "sample": k,
+                               "samples": len(decoded), "pipeline_type": request.pipeline_type}
+                    if request.multiview:
+                        made_by.update(views=[str(p) for p in views], multiview=request.multiview)
                     result = export_generated(asset.vertices, asset.faces, asset.attribute_fn(),
                                               request.output_dir, name, request.export, self.runtime.device,
-                                              result_fields=self._result_fields(store))
-                    result.extra.update(seed=request.seed, pipeline_type=request.pipeline_type,
-                                        resolution=asset.resolution, source=str(path),
-                                        **self._result_fields(store))
+                                              result_fields=made_by)
+                    result.extra.update(resolution=asset.resolution, source=str(views[0]), **made_by)
                     assets.append(result)
                 tracker.end()
         return JobResult(assets, dict(tracker.seconds), self._peak_memory())

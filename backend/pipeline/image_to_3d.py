@@ -13,17 +13,17 @@ The sparse structure always uses the 512-px condition.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from PIL import Image
 
-from .api import GenerateRequest, SamplerOverrides
+from .api import DEFAULT_MULTIVIEW_MODE, GenerateRequest, SamplerOverrides
 from .errors import PipelineError
 from .progress import Tracker
 from .runtime import ModelStore
-from .sampler import DEFAULT_SHAPE, DEFAULT_SS, DEFAULT_TEX, SamplerParams
+from .sampler import DEFAULT_SHAPE, DEFAULT_SS, DEFAULT_TEX, Condition, MultiViewCond, SamplerParams
 from .stages import (
     DecodedAsset,
     LatentNorm,
@@ -75,9 +75,24 @@ def norms(config) -> tuple[LatentNorm, LatentNorm]:
     return LatentNorm.from_lists(s.mean, s.std), LatentNorm.from_lists(t.mean, t.std)
 
 
-def image_to_assets(store: ModelStore, image: Image.Image, request: GenerateRequest, gen: torch.Generator,
-                    tracker: Tracker, coords_override: CoordsOverride | None = None) -> list[DecodedAsset]:
-    """Run stages 1-3 and decode for one preprocessed image; ``request.num_samples`` assets."""
+def view_conditions(dino, views: Sequence[Image.Image], resolution: int, num_samples: int,
+                    mode: str) -> tuple[Condition, torch.Tensor]:
+    """``(cond, neg_cond)`` for pictures of one object: a tensor for one view, else a
+    :class:`MultiViewCond` combined by ``mode``; each view's tokens are ``[num_samples, T, D]``."""
+    cond, neg = dino.condition(list(views), resolution, num_samples)  # [V * n, T, D], view-major
+    if len(views) == 1:
+        return cond, neg
+    return MultiViewCond(tuple(cond.split(num_samples)), mode), neg[:num_samples]
+
+
+def image_to_assets(store: ModelStore, image: Image.Image | Sequence[Image.Image], request: GenerateRequest,
+                    gen: torch.Generator, tracker: Tracker,
+                    coords_override: CoordsOverride | None = None) -> list[DecodedAsset]:
+    """Run stages 1-3 and decode for one object; ``request.num_samples`` assets.
+
+    ``image`` is one preprocessed picture, or several pictures of the same object (multi-view,
+    combined as ``request.multiview`` says).
+    """
     kind = request.pipeline_type
     if kind not in ("512", "1024", "1024_cascade", "1536_cascade"):
         raise PipelineError(f"unknown pipeline type {kind!r}", "use 512, 1024, 1024_cascade or 1536_cascade")
@@ -85,12 +100,14 @@ def image_to_assets(store: ModelStore, image: Image.Image, request: GenerateRequ
     shape_norm, tex_norm = norms(store.config)
     n = request.num_samples
     hr = kind != "512"
+    views = [image] if isinstance(image, Image.Image) else list(image)
+    mode = request.multiview or DEFAULT_MULTIVIEW_MODE
 
-    tracker.begin("preprocess", "conditioning")
+    tracker.begin("preprocess", "encoding the picture" if len(views) == 1 else f"encoding {len(views)} views")
     dino = store.conditioner()
     with store.on_device(dino.model):
-        cond512, neg512 = dino.condition([image], 512, n)
-        cond1024, neg1024 = dino.condition([image], 1024, n) if hr else (None, None)
+        cond512, neg512 = view_conditions(dino, views, 512, n, mode)
+        cond1024, neg1024 = view_conditions(dino, views, 1024, n, mode) if hr else (None, None)
 
     tracker.begin("sparse_structure")
     ss_flow, ss_dec = store.get("sparse_structure_flow_model"), store.get("sparse_structure_decoder")

@@ -68,7 +68,7 @@ def check_resolution(resolution: int) -> int:
 def retexture_voxels(store: ModelStore, image: Image.Image, mesh: TriangleMesh, frame: WorkFrame,
                      request: RetextureRequest, gen: torch.Generator, tracker: Tracker) -> DecodedAsset:
     """Encode the mesh, sample a texture latent, decode PBR voxels on the mesh's own voxels."""
-    from backend.ovoxel.encode import mesh_to_ovoxel
+    from backend.ovoxel.encode import ENCODE_STEPS, mesh_to_ovoxel
 
     res = check_resolution(request.resolution)
     config = store.tex_config or store.config
@@ -83,7 +83,10 @@ def retexture_voxels(store: ModelStore, image: Image.Image, mesh: TriangleMesh, 
     tracker.begin("shape", "voxelizing and encoding the mesh")
     work = replace(mesh, vertices=frame.apply(mesh.vertices), normals=None, uvs=None, materials=[],
                    face_materials=None, vertex_colors=None)
-    ov = mesh_to_ovoxel(work, res, attributes=False)
+    steps = len(ENCODE_STEPS) + 1  # the O-Voxel encode's parts, then the shape encoder
+    ov = mesh_to_ovoxel(work, res, attributes=False,
+                        on_step=lambda i, words: tracker.step(i, steps, words))
+    tracker.step(len(ENCODE_STEPS), steps, "encoding the voxels")
     device = cond.device
     coords = torch.cat([torch.zeros(ov.num_voxels, 1, dtype=torch.int32),
                         torch.from_numpy(ov.coords).int()], 1).to(device)  # [N, 4]

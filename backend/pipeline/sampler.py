@@ -19,24 +19,70 @@ from ONE CPU ``torch.Generator`` seeded with the job's seed, drawn in the order
 sparse structure -> shape (LR, then HR for cascades) -> texture, then moved to
 the device. This reproduces the reference's ``torch.manual_seed(seed)`` +
 CPU ``torch.randn`` stream bit for bit, without touching the global generator.
+
+Several pictures of one object (:class:`MultiViewCond`): the released networks were
+trained on one picture per object, so the views are combined in the sampler, in one
+of two ways (both as in TRELLIS v1's multi-image samplers):
+
+- ``"stochastic"``: step ``i`` is conditioned on view ``i mod V`` alone; each step
+  costs what a single-view step costs.
+- ``"multidiffusion"``: every step averages the conditional velocities of all views,
+  then applies guidance against one unconditional pass (the negative condition is
+  the same for every view); a guided step costs ``V + 1`` network passes instead of 2.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 
+from backend.protocol import STAGE_SAMPLER_DEFAULTS
 from backend.sparse import SparseTensor
 
-from .api import CancelToken, SamplerOverrides
+from .api import MULTIVIEW_MODES, CancelToken, SamplerOverrides
 
 Latent = torch.Tensor | SparseTensor
 ModelFn = Callable[..., Latent]  # model(x_t, t_model [B], cond, **kwargs) -> v
 StepCallback = Callable[[int, int], None]  # (step done, total)
+
+
+
+@dataclass(frozen=True)
+class MultiViewCond:
+    """The conditions of ``V`` pictures of one object, and how the sampler combines them.
+
+    Args:
+        views: ``V`` tensors ``[B, T, D]``, one per picture (B = samples, the same for all).
+        mode: one of :data:`MULTIVIEW_MODES` (see the module docstring).
+    """
+
+    views: tuple[torch.Tensor, ...]
+    mode: str = "stochastic"
+
+    def __post_init__(self) -> None:
+        if not self.views:
+            raise ValueError("MultiViewCond needs at least one view")
+        if self.mode not in MULTIVIEW_MODES:
+            raise ValueError(f"multi-view mode must be one of {MULTIVIEW_MODES}, got {self.mode!r}")
+        shapes = {tuple(v.shape) for v in self.views}
+        if len(shapes) != 1:
+            raise ValueError(f"every view's condition must have the same shape, got {sorted(shapes)}")
+
+
+Condition = torch.Tensor | MultiViewCond
+
+
+def cond_batch(cond: Condition) -> int:
+    """Samples in a condition (its batch size)."""
+    return int((cond.views[0] if isinstance(cond, MultiViewCond) else cond).shape[0])
+
+
+def cond_device(cond: Condition) -> torch.device:
+    return (cond.views[0] if isinstance(cond, MultiViewCond) else cond).device
 
 
 @dataclass(frozen=True)
@@ -79,9 +125,9 @@ class SamplerParams:
 
 
 # Reference defaults (spec §1.2), used when pipeline.json lacks an entry and in tests.
-DEFAULT_SS = SamplerParams(12, 7.5, 0.7, (0.6, 1.0), 5.0)
-DEFAULT_SHAPE = SamplerParams(12, 7.5, 0.5, (0.6, 1.0), 3.0)
-DEFAULT_TEX = SamplerParams(12, 1.0, 0.0, (0.6, 0.9), 3.0)
+DEFAULT_SS = SamplerParams(*STAGE_SAMPLER_DEFAULTS["sparse_structure"], (0.6, 1.0), 5.0)
+DEFAULT_SHAPE = SamplerParams(*STAGE_SAMPLER_DEFAULTS["shape"], (0.6, 1.0), 3.0)
+DEFAULT_TEX = SamplerParams(*STAGE_SAMPLER_DEFAULTS["texture"], (0.6, 0.9), 3.0)
 
 
 def make_generator(seed: int) -> torch.Generator:
@@ -135,15 +181,25 @@ def sample_std(x: Latent) -> torch.Tensor:
     return std[idx][:, None].to(x.feats.dtype)  # [N, 1]
 
 
-def guided_velocity(model: ModelFn, x: Latent, t: float, cond: torch.Tensor, neg_cond: torch.Tensor,
-                    strength: float, rescale: float, sigma_min: float, **kwargs: Any) -> Latent:
-    """The network's velocity at ``(x, t)`` with CFG of ``strength`` and guidance ``rescale``."""
+def guided_velocity(model: ModelFn, x: Latent, t: float, cond: torch.Tensor | Sequence[torch.Tensor],
+                    neg_cond: torch.Tensor, strength: float, rescale: float, sigma_min: float,
+                    **kwargs: Any) -> Latent:
+    """The network's velocity at ``(x, t)`` with CFG of ``strength`` and guidance ``rescale``.
+
+    ``cond`` may be a sequence of view conditions: their conditional velocities are averaged
+    (multidiffusion) before guidance.
+    """
     t_model = torch.full((_batch_size(x),), 1000.0 * t, dtype=torch.float32, device=_feats(x).device)
-    if strength == 1.0:
-        return model(x, t_model, cond, **kwargs)
+    views = [cond] if isinstance(cond, torch.Tensor) else list(cond)
     if strength == 0.0:
         return model(x, t_model, neg_cond, **kwargs)
-    v_pos = _feats(model(x, t_model, cond, **kwargs))
+    v_pos = _feats(model(x, t_model, views[0], **kwargs))
+    for view in views[1:]:
+        v_pos = v_pos + _feats(model(x, t_model, view, **kwargs))
+    if len(views) > 1:
+        v_pos = v_pos / len(views)
+    if strength == 1.0:
+        return _wrap(x, v_pos)
     v_neg = _feats(model(x, t_model, neg_cond, **kwargs))
     v = strength * v_pos + (1 - strength) * v_neg
     if rescale > 0:
@@ -160,7 +216,16 @@ def _batch_size(x: Latent) -> int:
     return x.batch_size if isinstance(x, SparseTensor) else int(x.shape[0])
 
 
-def sample(model: ModelFn, noise: Latent, cond: torch.Tensor, neg_cond: torch.Tensor,
+def step_condition(cond: Condition, step: int) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """What step ``step`` is conditioned on: one tensor, or all views to average."""
+    if not isinstance(cond, MultiViewCond):
+        return cond
+    if cond.mode == "stochastic":
+        return cond.views[step % len(cond.views)]
+    return cond.views
+
+
+def sample(model: ModelFn, noise: Latent, cond: Condition, neg_cond: torch.Tensor,
            params: SamplerParams, *, on_step: StepCallback | None = None,
            cancel: CancelToken | None = None, **kwargs: Any) -> Latent:
     """Integrate from ``noise`` (t = 1) to t = 0 with ``params.steps`` Euler steps.
@@ -168,7 +233,8 @@ def sample(model: ModelFn, noise: Latent, cond: torch.Tensor, neg_cond: torch.Te
     Args:
         model: ``model(x_t, t_model, cond, **kwargs)`` -> velocity (same type as ``x_t``).
         noise: dense ``[B, C, ...]`` tensor or :class:`SparseTensor` with B samples.
-        cond, neg_cond: ``[B, T, D]`` conditioning tokens (batch matching ``noise``).
+        cond, neg_cond: ``[B, T, D]`` conditioning tokens (batch matching ``noise``); ``cond``
+            may be a :class:`MultiViewCond` of several pictures.
         on_step: called after every step with ``(done, total)``.
         cancel: checked before every step (raises :class:`Cancelled`).
         kwargs: passed to every model call (e.g. ``concat_cond`` for the texture model).
@@ -179,7 +245,7 @@ def sample(model: ModelFn, noise: Latent, cond: torch.Tensor, neg_cond: torch.Te
         if cancel is not None:
             cancel.check()
         t, t_next = float(ts[i]), float(ts[i + 1])
-        v = guided_velocity(model, x, t, cond, neg_cond, strength_at(t, params),
+        v = guided_velocity(model, x, t, step_condition(cond, i), neg_cond, strength_at(t, params),
                             params.guidance_rescale, params.sigma_min, **kwargs)
         x = _wrap(x, _feats(x) - (t - t_next) * _feats(v))
         if on_step is not None:

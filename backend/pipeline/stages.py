@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from backend.sparse import SparseTensor
 
 from .api import CancelToken
-from .sampler import SamplerParams, StepCallback, sample
+from .sampler import Condition, SamplerParams, StepCallback, cond_batch, cond_device, sample
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def _noise(gen: torch.Generator, shape: tuple[int, ...], device: torch.device | 
     return torch.randn(*shape, generator=gen, dtype=torch.float32).to(device)
 
 
-def sample_sparse_structure(flow: torch.nn.Module, decoder: torch.nn.Module, cond: torch.Tensor,
+def sample_sparse_structure(flow: torch.nn.Module, decoder: torch.nn.Module, cond: Condition,
                             neg_cond: torch.Tensor, params: SamplerParams, gen: torch.Generator,
                             grid: int, *, on_step: StepCallback | None = None,
                             cancel: CancelToken | None = None) -> torch.Tensor:
@@ -61,8 +61,8 @@ def sample_sparse_structure(flow: torch.nn.Module, decoder: torch.nn.Module, con
     The decoder yields 64^3 occupancy logits; a coarser ``grid`` max-pools them (a cell is
     active when any child is). ``cond``'s batch is the number of samples.
     """
-    device = cond.device
-    b, r = cond.shape[0], int(flow.resolution)
+    device = cond_device(cond)
+    b, r = cond_batch(cond), int(flow.resolution)
     noise = _noise(gen, (b, int(flow.in_channels), r, r, r), device)  # [B, 8, 16, 16, 16]
     z = sample(flow, noise, cond, neg_cond, params, on_step=on_step, cancel=cancel)
     occ = decoder(z) > 0  # [B, 1, 64, 64, 64]
@@ -72,12 +72,12 @@ def sample_sparse_structure(flow: torch.nn.Module, decoder: torch.nn.Module, con
     return torch.argwhere(occ[:, 0]).int()  # [N, 4] lexicographic
 
 
-def sample_shape(flow: torch.nn.Module, coords: torch.Tensor, cond: torch.Tensor, neg_cond: torch.Tensor,
+def sample_shape(flow: torch.nn.Module, coords: torch.Tensor, cond: Condition, neg_cond: torch.Tensor,
                  params: SamplerParams, gen: torch.Generator, norm: LatentNorm, *,
                  on_step: StepCallback | None = None, cancel: CancelToken | None = None) -> SparseTensor:
     """Stage 2 (one pass): the de-normalised shape latent on ``coords``."""
-    noise = SparseTensor(coords, _noise(gen, (len(coords), int(flow.in_channels)), cond.device),
-                         batch_size=cond.shape[0])
+    noise = SparseTensor(coords, _noise(gen, (len(coords), int(flow.in_channels)), cond_device(cond)),
+                         batch_size=cond_batch(cond))
     z = sample(flow, noise, cond, neg_cond, params, on_step=on_step, cancel=cancel)
     return norm.denormalize(z)
 
@@ -100,7 +100,7 @@ def cascade_coords(fine_coords: torch.Tensor, target: int, max_tokens: int) -> t
         res -= CASCADE_STEP
 
 
-def sample_texture(flow: torch.nn.Module, shape_slat: SparseTensor, cond: torch.Tensor,
+def sample_texture(flow: torch.nn.Module, shape_slat: SparseTensor, cond: Condition,
                    neg_cond: torch.Tensor, params: SamplerParams, gen: torch.Generator,
                    shape_norm: LatentNorm, tex_norm: LatentNorm, *, on_step: StepCallback | None = None,
                    cancel: CancelToken | None = None) -> SparseTensor:
@@ -110,7 +110,7 @@ def sample_texture(flow: torch.nn.Module, shape_slat: SparseTensor, cond: torch.
     """
     s = shape_norm.normalize(shape_slat)
     c = int(flow.in_channels) - s.feats.shape[1]
-    noise = s.replace(_noise(gen, (len(s), c), cond.device))
+    noise = s.replace(_noise(gen, (len(s), c), cond_device(cond)))
     z = sample(flow, noise, cond, neg_cond, params, on_step=on_step, cancel=cancel, concat_cond=s)
     return tex_norm.denormalize(z)
 

@@ -47,8 +47,12 @@ def _export(e: protocol.Export) -> api.ExportOptions:
         raise InvalidRequest(f"texture_size must be in 64..16384, got {e.texture_size}")
     if e.faces < 1:
         raise InvalidRequest("faces must be positive")
+    if e.unwrap not in protocol.UNWRAP_METHODS:
+        raise InvalidRequest(f"unwrap must be one of {', '.join(protocol.UNWRAP_METHODS)}, got {e.unwrap!r}")
     return api.ExportOptions(texture_size=e.texture_size, faces=e.faces, texture_format=e.texture_format,  # type: ignore[arg-type]
-                             write_glb=e.write_glb, write_direct=e.write_direct)
+                             write_glb=e.write_glb, write_direct=e.write_direct, unwrap=e.unwrap,  # type: ignore[arg-type]
+                             remove_floaters=e.remove_floaters, remove_inner_shells=e.remove_inner_shells,
+                             fill_holes=e.fill_holes)
 
 
 def _output_dir(path: str) -> Path:
@@ -78,14 +82,21 @@ def to_generate(msg: protocol.Generate) -> api.GenerateRequest:
         raise InvalidRequest("generate needs at least one image")
     if msg.pipeline_type not in api.PIPELINE_TYPES:
         raise InvalidRequest(f"pipeline_type must be one of {', '.join(api.PIPELINE_TYPES)}")
-    if not 1 <= msg.num_samples <= 16:
-        raise InvalidRequest("num_samples must be in 1..16")
+    if not 1 <= msg.num_samples <= protocol.MAX_SAMPLES:
+        raise InvalidRequest(f"num_samples must be in 1..{protocol.MAX_SAMPLES}")
+    if msg.multiview is not None:
+        if msg.multiview not in protocol.MULTIVIEW_MODES:
+            raise InvalidRequest(f"multiview must be one of {', '.join(protocol.MULTIVIEW_MODES)}, "
+                                 f"got {msg.multiview!r}")
+        if len(msg.images) > protocol.MAX_VIEWS:
+            raise InvalidRequest(f"a multi-view request takes at most {protocol.MAX_VIEWS} images, "
+                                 f"got {len(msg.images)}")
     request = api.GenerateRequest(
         images=tuple(_existing_file(p, "image") for p in msg.images), output_dir=_output_dir(msg.output_dir),
         pipeline_type=msg.pipeline_type, seed=msg.seed, num_samples=msg.num_samples,  # type: ignore[arg-type]
         sparse_structure=_sampler(msg.sparse_structure), shape=_sampler(msg.shape),
         texture=_sampler(msg.texture), max_num_tokens=msg.max_num_tokens, export=_export(msg.export),
-        name=msg.name)
+        name=msg.name, multiview=msg.multiview)  # type: ignore[arg-type]
     _create_output_dir(request.output_dir)
     return request
 

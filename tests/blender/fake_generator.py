@@ -9,11 +9,16 @@ same sphere result (the batch's retexture items only need its bookkeeping).
 An image that PIL cannot read fails like the pipeline does (``ValueError``). An image with
 any transparent pixel produces a transparent base color (alpha mode BLEND), any other OPAQUE.
 Each job reports a few progress steps, then writes a sphere mesh, its textures and
-``result.json`` (tests.blender.fake_results).
+``result.json`` (tests.blender.fake_results) per sample (``num_samples`` of them, named
+``<name>_<k>`` when more than one). It also writes ``received_request.json`` into the output
+folder: the GenerateRequest exactly as the server handed it over, so a test can prove that a
+value set in Blender's panel reached the backend.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -56,17 +61,22 @@ class FakeGenerator:
 
     def generate(self, request, on_progress, cancel) -> JobResult:
         image = request.images[0]
-        name = request.name or image.stem
+        base = request.name or image.stem
         transparent = self._is_transparent(image)
         out = Path(request.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        received = json.dumps(dataclasses.asdict(request), default=str, indent=2)
+        (out / "received_request.json").write_text(received)
         seconds = self._steps(on_progress, cancel)
-        result = write_result(out / name, name, transparent=transparent,
-                              texture_size=min(request.export.texture_size, 64))
-        return JobResult(assets=[AssetResult(name=name, direct=result, faces=0, vertices=0,
-                                             texture_size=64,
-                                             alpha_mode="BLEND" if transparent else "OPAQUE",
-                                             extra={"seed": request.seed})],
-                         seconds_per_stage=seconds)
+        assets = []
+        for k in range(request.num_samples):
+            name = base if request.num_samples == 1 else f"{base}_{k}"
+            fields = {"seed": request.seed, "sample": k}
+            result = write_result(out / name, name, transparent=transparent,
+                                  texture_size=min(request.export.texture_size, 64), fields=fields)
+            assets.append(AssetResult(name=name, direct=result, faces=0, vertices=0, texture_size=64,
+                                      alpha_mode="BLEND" if transparent else "OPAQUE", extra=fields))
+        return JobResult(assets=assets, seconds_per_stage=seconds)
 
 
     def retexture(self, request, on_progress, cancel) -> JobResult:

@@ -52,8 +52,10 @@ def write_textures(folder: Path, name: str, *, transparent: bool, size: int = 64
 
 
 def write_result(folder: Path, name: str = "asset", *, transparent: bool = False,
-                 texture_size: int = 64) -> Path:
-    """Write ``folder/result.json`` plus its mesh and textures; returns the result.json path."""
+                 texture_size: int = 64, fields: dict | None = None) -> Path:
+    """Write ``folder/result.json`` plus its mesh and textures; returns the result.json path.
+
+    ``fields`` are added to result.json (e.g. the seed and sample index, as the backend does)."""
     folder.mkdir(parents=True, exist_ok=True)
     doc = {"name": name, "alpha_mode": "BLEND" if transparent else "OPAQUE", "double_sided": False}
     positions, faces, uvs, normals = sphere_arrays()
@@ -61,6 +63,7 @@ def write_result(folder: Path, name: str = "asset", *, transparent: bool = False
     doc["mesh"] = f"{name}.npz"
     doc["stats"] = {"vertices": len(positions), "faces": len(faces)}
     doc["textures"] = write_textures(folder, name, transparent=transparent, size=texture_size)
+    doc.update(fields or {})
     path = folder / "result.json"
     path.write_text(json.dumps(doc, indent=2))
     return path

@@ -58,10 +58,14 @@ def test_batch_folder_report_exit_code_and_rerun(tmp_path, inputs, bpy_python, o
 
 def test_batch_manifest_per_item_settings(tmp_path, inputs, bpy_python, fake_backend_python, model_dir):
     manifest = tmp_path / "jobs.json"
+    side = tmp_path / "pot_side.png"
+    side.write_bytes(inputs["opaque"].read_bytes())
     manifest.write_text(json.dumps({
         "defaults": {"texture_size": 128},
         "items": [{"image": str(inputs["opaque"]), "name": "pot_a", "seed": 11, "steps": {"shape": 3}},
-                  {"image": str(inputs["opaque"]), "name": "pot_b", "seed": 12}],
+                  {"image": str(inputs["opaque"]), "name": "pot_b", "seed": 12},
+                  {"image": str(inputs["opaque"]), "name": "pot_c", "seed": 13, "views": ["pot_side.png"],
+                   "multiview": "multidiffusion"}],
     }))
     out = tmp_path / "out"
     run = run_python([str(REPO / "scripts" / "batch_generate.py"), "--input", str(manifest), "--output",
@@ -70,6 +74,12 @@ def test_batch_manifest_per_item_settings(tmp_path, inputs, bpy_python, fake_bac
     assert run.returncode == 0, run.describe()
     report = json.loads((out / "report.json").read_text())
     assert [(r["name"], r["seed"], r["status"]) for r in report["items"]] == [
-        ("pot_a", 11, "ok"), ("pot_b", 12, "ok")]
+        ("pot_a", 11, "ok"), ("pot_b", 12, "ok"), ("pot_c", 13, "ok")]
+    # The manifest's views (relative to the manifest) and mode reached the backend.
+    received = json.loads((out / ".jobs" / "pot_c" / "received_request.json").read_text())
+    assert received["images"] == [str(inputs["opaque"]), str(side)]
+    assert received["multiview"] == "multidiffusion"
+    single = json.loads((out / ".jobs" / "pot_b" / "received_request.json").read_text())
+    assert single["multiview"] is None and len(single["images"]) == 1
     assert all(set(r["outputs"]) == {"blend"} for r in report["items"])
     assert not list(out.glob("*.glb"))

@@ -143,7 +143,10 @@ def test_generate_imports_object_with_principled_material(tmp_path, inputs, bpy_
         assert info["status"] == "FINISHED" and info["backend"] == "READY"
         _check_material(info, info["alpha_mode"])
         assert info["materials"] == 1
-        assert info["location"] == [1.0, 2.0, 3.0]
+        if name == "leaf":  # an empty scene: at the 3D cursor
+            assert info["location"] == [1.0, 2.0, 3.0]
+        else:  # beside the leaf that is already there, not inside it
+            assert info["location"][1:] == [2.0, 3.0] and info["location"][0] > 1.5
         assert (info["vertices"], info["faces"]) == (info["stats"]["vertices"], info["stats"]["faces"])
         assert 100 < info["faces"] <= 1000
         assert info["uv_layers"] == ["UVMap"]
@@ -203,14 +206,23 @@ before = state()
 objects_before = sorted(bpy.data.objects.keys())
 ret = run_op(bpy.ops.trellis2.retexture)
 after = state()
-mat = obj.data.materials[0]
-emit({"checks": checks, "ret": ret, "changed": sorted(k for k in before if before[k] != after[k]),
+mat = obj.data.materials[-1]
+kept_slots = [m.name for m in obj.data.materials]
+face_slots = sorted({p.material_index for p in mesh.polygons})
+qa = obj["trellis2_qa"].to_dict()
+alpha_mode = result_doc("crate")["alpha_mode"]
+# Asked to replace: the old slots go, only the new material stays.
+settings.replace_materials = True
+replace_ret = run_op(bpy.ops.trellis2.retexture)
+emit({"kept_slots": kept_slots, "face_slots": face_slots, "replace_ret": replace_ret, "qa": qa,
+      "replaced_slots": [m.name for m in obj.data.materials],
+      "checks": checks, "ret": ret, "changed": sorted(k for k in before if before[k] != after[k]),
       "before_verts": before["verts"], "before_polys": before["polys"], "uv_names": after["uv_names"],
       "uv_render": after["uv_render"], "uv_active": after["uv_active"],
       "uvs_differ": after["uvs"][0] != after["uvs"][1], "render_uvs": after["uvs"][0],
       "objects_same": objects_before == sorted(bpy.data.objects.keys()),
-      "materials": [m.name for m in obj.data.materials], "material": material_info(mat),
-      "alpha_mode": result_doc("crate")["alpha_mode"],
+      "material": material_info(mat),
+      "alpha_mode": alpha_mode,
       "settings": obj["trellis2"].to_dict(), "status": status.job_state})
 """
 
@@ -225,14 +237,20 @@ def test_retexture_keeps_transform_topology_and_uvs(tmp_path, inputs, bpy_python
     assert res["uv_names"] == ["UVMap", "Lightmap"] and res["uvs_differ"]
     assert res["uv_render"] == [True, False] and res["uv_active"] == "Lightmap"
     # The backend was sent the render UV map (not the active one), as the backend reads it.
-    (sent,) = (tmp_path / "jobs").glob("*/input_mesh.ply")
+    sent = sorted((tmp_path / "jobs").glob("*/input_mesh.ply"))[0]  # both jobs sent the same mesh
     mesh = read_mesh(sent)
     render_uvs = np.asarray(res["render_uvs"]).reshape(-1, 2)
     sent_uvs = np.stack([mesh.uvs[:, 0], 1 - mesh.uvs[:, 1]], 1)
     assert {tuple(uv) for uv in np.round(sent_uvs, 4)} == {tuple(uv) for uv in np.round(render_uvs, 4)}
     assert len(mesh.faces) == 2 * res["before_polys"]  # quads -> triangles
     assert res["objects_same"]
-    assert res["materials"] == ["crate_retexture"]
+    # The object's own slot stays; the new material is one more slot that every face uses.
+    assert res["kept_slots"] == ["old", "crate_retexture"]
+    assert res["face_slots"] == [1]
+    assert res["replace_ret"] == ["FINISHED"]
+    assert res["replaced_slots"] == ["crate_retexture.001"]
+    # The QA report of the retextured mesh reached the object: a closed, subdivided cube.
+    assert res["qa"]["watertight"] and res["qa"]["shells"] == 1 and res["qa"]["triangles"] == 108
     assert res["alpha_mode"] == "BLEND"  # random tiny weights: alpha about 0.5
     _check_material(res["material"], res["alpha_mode"])
     assert res["settings"]["kind"] == "retexture"

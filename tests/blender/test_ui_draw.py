@@ -81,13 +81,31 @@ settings.image = bpy.data.images.load(ARGS["image"])
 draw_panel()
 job = jobs.Job(jobs.GenerateSpec(image="x", name="x", output_dir="/tmp"))
 operators._active["job"] = job
-status.stage, status.step, status.total, status.fraction = "shape", 3, 12, 0.4
+job.stage, job.step, job.total, job.fraction = "shape", 3, 12, 0.4
+operators.sync_status(bpy.context, job)
 draw_panel()
 operators._active.clear()
 status.job_state, status.message = "FAILED", "out of memory: lower the resolution"
 status.backend_state, status.backend_message = "ERROR", "The backend stopped unexpectedly (exit code 9)"
 draw_panel()
+# A generated object with a QA report is active, and one earlier job is on disk.
+mesh = bpy.data.meshes.new("qa")
+obj = bpy.data.objects.new("qa_obj", mesh)
+bpy.context.collection.objects.link(obj)
+bpy.context.view_layer.objects.active = obj
+obj[scene_io.QA_KEY] = scene_io.qa_property({"watertight": False, "boundary_loops": 1, "shells": 2,
+                                             "floaters": 1, "inner_shells": 0, "non_manifold_edges": 0,
+                                             "triangles": 1200, "uv_overlap": 0.0, "texel_density": 300.0,
+                                             "cleanup": ["filled holes with 3 faces"]})
+history = importlib.import_module(PKG + ".history")
+history.write_record(Path(ARGS["jobs"]) / "20260101-000000_chair_0001",
+                     {"name": "chair", "kind": "generate", "state": "ok", "seed": 5, "results": []})
+operators.refresh_history(bpy.context)
+draw_panel()
 ui.draw_preferences(prefs, bpy.context, Layout())
+seen["online_access"] = bpy.app.online_access
+job_operators = (operators.TRELLIS2_OT_generate, operators.TRELLIS2_OT_retexture)
+seen["job_options"] = sorted(set().union(*(op.bl_options for op in job_operators)))
 emit({k: sorted(v) if isinstance(v, set) else v for k, v in seen.items()})
 """
 
@@ -103,5 +121,17 @@ def test_panel_and_preferences_draw(tmp_path, inputs, bpy_python, extension_zip,
     assert {"image_path", "image", "pipeline_type", "seed", "face_target", "texture_size", "steps",
             "guidance", "backend_python", "model_kind", "model_source", "device", "low_vram",
             "output_dir"} <= set(seen["props"])
-    assert "shape 3/12" in seen["progress"]
+    assert "Shaping the surface: step 3 of 12" in seen["progress"]
     assert any("out of memory" in line for line in seen["labels"])
+    labels = seen["labels"]
+    assert "Getting Started" in labels and "1. Backend: found" in labels
+    if not seen["online_access"]:  # Blender's default: the guide offers Blender's own switch, by its name
+        assert "use_online_access" in seen["props"]
+        assert any("Allow Online Access" in line for line in labels)
+    assert seen["job_options"] == ["UNDO"]  # no REGISTER: no redo panel or Shift+R running a whole job
+    assert "Holes (boundary loops): 1" in labels and "Floaters: 1" in labels and "Watertight: no" in labels
+    assert any(line.startswith("chair  ") for line in labels)  # the history lists the earlier job
+    assert {"trellis2.history_import", "trellis2.history_delete"} & set(seen["operators"]) == {
+        "trellis2.history_delete"}  # no result files: nothing to re-import, but it can be deleted
+    assert {"num_samples", "remove_floaters", "remove_inner_shells", "fill_holes", "unwrap", "import_scale",
+            "place_on_ground", "replace_materials", "rescale"} <= set(seen["props"])

@@ -3,13 +3,18 @@
 Two entry points:
 
 - :func:`export_generated`: a generated mesh in the working frame (Z-up unit
-  cube) plus its attribute function; decimated to the face target, re-oriented,
+  cube) plus its attribute function; cleaned as ``ExportOptions`` asks (floaters,
+  inner shells, small holes), decimated to the face target, re-oriented,
   unwrapped, baked with re-projection onto the full-resolution mesh, written as
   a Y-up GLB ``(x, y, z) -> (x, z, -y)`` and as a Z-up direct result.
 - :func:`export_retextured`: a user's mesh in its own file frame; topology,
   UVs, normals and placement are kept (UVs are generated only when it has
   none); the bake samples attributes through ``to_work`` (file frame ->
   working frame) and the GLB keeps the file frame.
+
+Both record a QA report of the written mesh in ``result.json`` (``"qa"``: the counts of
+:mod:`backend.geometry.inspect`, ``uv_overlap``, ``texel_density``; for generated meshes also
+``"cleanup"``, the clean-ups done).
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ import numpy as np
 import torch
 
 from backend.geometry import TriangleMesh
+from backend.geometry.inspect import mesh_report, remove_shells, uv_report
 from backend.meshio.images import encode_image
+from backend.ovoxel.cleanup import fill_holes
 
 from ..api import AssetResult, ExportOptions, check_output_name
 from . import mesh_ops
@@ -40,6 +47,9 @@ log = logging.getLogger(__name__)
 Z_UP_TO_Y_UP = np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], dtype=np.float64)  # (x, y, z) -> (x, z, -y)
 Y_UP_TO_Z_UP = Z_UP_TO_Y_UP.T  # (x, y, z) -> (x, -z, y)
 XATLAS_MAX_FACES = 20_000  # "auto" unwrapping uses xatlas up to this size, the fast charts above
+# ``fill_holes``: holes whose perimeter is under a tenth of the unit cube's side (the decoder
+# already closes the smallest ones, under 0.03).
+SMALL_HOLE_PERIMETER = 0.1
 
 
 @dataclass
@@ -80,6 +90,31 @@ def _unwrap(vertices: np.ndarray, faces: np.ndarray, options: ExportOptions) -> 
     if method == "xatlas":
         return unwrap(vertices, faces, options.texture_size)
     return fast_unwrap(vertices, faces, options.texture_size)
+
+
+def clean_generated(vertices: np.ndarray, faces: np.ndarray,
+                    options: ExportOptions) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The clean-ups ``options`` asks for, on a welded mesh; returns the mesh and what was done."""
+    done = []
+    if options.remove_floaters or options.remove_inner_shells:
+        kept = remove_shells(vertices, faces, floaters=options.remove_floaters,
+                             inner=options.remove_inner_shells)
+        done.append(f"removed {len(faces) - len(kept)} faces of floaters/inner shells")
+        vertices, faces, _ = mesh_ops.compact(vertices, kept)
+    if options.fill_holes:
+        before = len(faces)
+        filled = fill_holes(TriangleMesh(vertices, faces), SMALL_HOLE_PERIMETER)
+        vertices, faces = filled.vertices, filled.faces
+        done.append(f"filled holes with {len(faces) - before} faces")
+    return vertices, faces, done
+
+
+def qa_report(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, face_img: np.ndarray,
+              texture_size: int) -> dict:
+    """The asset's QA report (``result.json``'s ``"qa"``): topology and UV facts of the written mesh."""
+    covered = float((face_img >= 0).mean())
+    return {**mesh_report(vertices, faces).as_json(),
+            **uv_report(vertices, faces, uvs, covered, texture_size)}
 
 
 def _write(mesh: TriangleMesh, tex: TextureSet, blender_positions: np.ndarray | None,
@@ -143,7 +178,14 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
     t = time.perf_counter()
     step("clean")
     hi_v, hi_f = mesh_ops.weld(np.asarray(vertices, np.float64), np.asarray(faces, np.int64))
+    hi_v, hi_f, cleaned = clean_generated(hi_v, hi_f, options)
     v, f = mesh_ops.decimate(hi_v, hi_f, options.faces)
+    if (options.remove_floaters or options.remove_inner_shells) and len(f) < len(hi_f):
+        # Decimation can break thin parts into crumbs: the result must be free of what was asked.
+        kept = remove_shells(v, f, floaters=options.remove_floaters, inner=options.remove_inner_shells)
+        if len(kept) < len(f):
+            cleaned.append(f"removed {len(f) - len(kept)} faces of floaters/inner shells after decimation")
+            f = kept
     # Re-projection onto the full-resolution surface only matters when decimation moved it.
     reference = SurfaceProjector(hi_v, hi_f, device=_compute_device(device)) if len(f) < len(hi_f) else None
     v, f, _ = mesh_ops.compact(v, f)
@@ -160,6 +202,8 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
                        device=_compute_device(device))
     tex = pack_textures(attrs, mask, options.alpha_mode)
     t = timings.mark("bake", t)
+    qa = {**qa_report(v_uv, uw.faces, uw.uvs, face_img, options.texture_size), "cleanup": cleaned}
+    result_fields = {**(result_fields or {}), "qa": qa}
     step("write")
     glb_mesh = TriangleMesh(v_uv @ Z_UP_TO_Y_UP.T, uw.faces, uvs=uw.uvs,
                             normals=(normals.astype(np.float64) @ Z_UP_TO_Y_UP.T).astype(np.float32),
@@ -169,6 +213,7 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
     timings.mark("write", t)
     result.extra["export_seconds"] = timings.seconds
     result.extra["coverage"] = float(mask.mean())
+    result.extra["qa"] = qa
     log.info("exported %s: %d faces, %d px textures, %s", name, result.faces, options.texture_size,
              tex.alpha_mode)
     return result
@@ -203,6 +248,8 @@ def export_retextured(mesh: TriangleMesh, to_work: Callable[[np.ndarray], np.nda
     attrs, mask = bake(work_v, out_f, face_img, bary_img, attributes, reference=None,
                        device=_compute_device(device))
     tex = pack_textures(attrs, mask, options.alpha_mode)
+    qa = qa_report(out_v, out_f, np.mod(uvs, 1.0), face_img, options.texture_size)
+    result_fields = {**(result_fields or {}), "qa": qa}
     out = TriangleMesh(out_v, out_f, uvs=uvs, normals=np.asarray(normals, np.float32),
                        materials=[material(tex, double_sided=True)])
     blender_normals = (np.asarray(normals, np.float64) @ to_blender.T).astype(np.float32)
@@ -210,4 +257,5 @@ def export_retextured(mesh: TriangleMesh, to_work: Callable[[np.ndarray], np.nda
                     result_fields)
     result.extra["coverage"] = float(mask.mean())
     result.extra["kept_uvs"] = mesh.uvs is not None
+    result.extra["qa"] = qa
     return result

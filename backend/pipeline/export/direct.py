@@ -11,7 +11,8 @@ Layout (read by ``trellis2_blender/results.py``)::
 
 ``result.json``: ``{"name", "mesh", "textures": {"base_color", "metallic_roughness"},
 "alpha_mode", "double_sided", "stats": {"vertices", "faces", "texture_size"}}`` plus the
-caller's fields, e.g. ``"model": {"source": "official" | "local" | "bundled-mini", "path"}`` (which
+caller's fields, e.g. ``"qa"`` (the QA report, see ``export/asset.py``), ``"seed"``, ``"sample"``,
+``"model": {"source": "official" | "local" | "bundled-mini", "path"}`` (which
 weights made the asset, see ``backend/pipeline/model_source.py``).
 Textures are always PNG here (lossless; Blender reads them natively).
 """

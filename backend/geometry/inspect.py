@@ -1,0 +1,185 @@
+"""What a game engine will complain about in a triangle mesh: the QA report, and the shell clean-ups.
+
+numpy + scipy. A mesh is ``vertices [V, 3]`` and ``faces [F, 3]``; vertices that coincide are
+welded first (exported meshes are split along UV seams), so every count is about the surface,
+not about how its vertices are stored.
+
+- **Shells**: connected pieces of surface (faces sharing a vertex).
+- **Inner shell**: a shell inside another *closed* shell (a ray from it crosses that shell an odd
+  number of times); invisible from outside, it costs triangles and texture space.
+- **Floater**: a shell that is not inner and whose area is below :data:`FLOATER_AREA_SHARE` of the
+  largest shell's area: a crumb beside the object.
+- **Boundary edge**: an edge used by one face; boundary loops are its connected chains (holes).
+- **Non-manifold edge**: an edge used by more than two faces.
+- **Watertight**: no boundary and no non-manifold edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+FLOATER_AREA_SHARE = 0.02  # of the largest shell's area
+WELD_DECIMALS = 6
+
+
+@dataclass(frozen=True)
+class MeshReport:
+    """The topology half of the QA report (see the module docstring for the terms)."""
+
+    triangles: int
+    vertices: int
+    watertight: bool
+    non_manifold_edges: int
+    boundary_edges: int
+    boundary_loops: int
+    shells: int
+    inner_shells: int
+    floaters: int
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Shells:
+    """Connected pieces of a welded mesh: ``label [F]`` per face and per-shell facts."""
+
+    label: np.ndarray  # [F] int64 shell of each face
+    area: np.ndarray  # [S] float64
+    closed: np.ndarray  # [S] bool: no boundary edge in this shell
+    inner: np.ndarray  # [S] bool
+    floater: np.ndarray  # [S] bool
+
+    @property
+    def count(self) -> int:
+        return len(self.area)
+
+
+def welded(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices merged where they coincide (rounded to :data:`WELD_DECIMALS`); faces re-indexed."""
+    v = np.asarray(vertices, np.float64)
+    _, first, inverse = np.unique(np.round(v, WELD_DECIMALS), axis=0, return_index=True, return_inverse=True)
+    return v[first], inverse.reshape(-1)[np.asarray(faces, np.int64)]
+
+
+def _edge_use(faces: np.ndarray, num_vertices: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Undirected edges ``[E, 2]``, how many faces use each ``[E]``, and each face corner's edge ``[3F]``."""
+    e = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    lo, hi = np.minimum(e[:, 0], e[:, 1]), np.maximum(e[:, 0], e[:, 1])
+    keys, inverse, counts = np.unique(lo * num_vertices + hi, return_inverse=True, return_counts=True)
+    return np.stack([keys // num_vertices, keys % num_vertices], 1), counts, inverse.reshape(-1)
+
+
+def _components(pairs: np.ndarray, n: int) -> np.ndarray:
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def _face_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    p = vertices[faces]  # [F, 3, 3]
+    return 0.5 * np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=1)
+
+
+def _ray_crossings(origin: np.ndarray, triangles: np.ndarray) -> int:
+    """How often the ray from ``origin`` along a fixed skew direction crosses ``triangles [T, 3, 3]``."""
+    direction = np.array([0.5773, 0.5774, 0.5775])  # skew: never parallel to an axis-aligned face
+    a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
+    e1, e2 = b - a, c - a
+    p = np.cross(direction, e2)
+    det = np.einsum("ij,ij->i", e1, p)
+    ok = np.abs(det) > 1e-12
+    inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+    s = origin - a
+    u = np.einsum("ij,ij->i", s, p) * inv
+    q = np.cross(s, e1)
+    v = (q @ direction) * inv
+    t = np.einsum("ij,ij->i", e2, q) * inv
+    return int(np.count_nonzero(ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 1e-9)))
+
+
+def find_shells(vertices: np.ndarray, faces: np.ndarray) -> Shells:
+    """Split a *welded* mesh into shells and classify them (inner, floater)."""
+    faces = np.asarray(faces, np.int64)
+    nf = len(faces)
+    corner_pairs = np.stack([np.repeat(np.arange(nf), 3), nf + faces.reshape(-1)], 1)
+    label = _components(corner_pairs, nf + len(vertices))[:nf]  # faces joined through their vertices
+    _, label = np.unique(label, return_inverse=True)
+    count = int(label.max()) + 1 if nf else 0
+    area = np.bincount(label, _face_areas(vertices, faces), minlength=count)
+    _, uses, corner_edge = _edge_use(faces, len(vertices))
+    open_face = (uses[corner_edge] == 1).reshape(-1, 3).any(axis=1)
+    closed = np.bincount(label, open_face, minlength=count) == 0
+    order = np.argsort(label, kind="stable")
+    bounds = np.searchsorted(label[order], np.arange(count + 1))
+    shell_faces = [faces[order[bounds[s]:bounds[s + 1]]] for s in range(count)]
+    lows = [vertices[sf].reshape(-1, 3).min(0) for sf in shell_faces]
+    highs = [vertices[sf].reshape(-1, 3).max(0) for sf in shell_faces]
+    inner = np.zeros(count, dtype=bool)
+    for s in range(count):
+        origin = vertices[shell_faces[s][0, 0]]
+        for o in np.flatnonzero(closed):
+            if o == s or not (np.all(lows[o] <= lows[s]) and np.all(highs[s] <= highs[o])):
+                continue
+            if _ray_crossings(origin, vertices[shell_faces[o]]) % 2 == 1:
+                inner[s] = True
+                break
+    floater = ~inner & (area < FLOATER_AREA_SHARE * (area.max() if count else 0.0))
+    return Shells(label, area, closed, inner, floater)
+
+
+def mesh_report(vertices: np.ndarray, faces: np.ndarray) -> MeshReport:
+    """The topology QA report of a mesh (welded first)."""
+    v, f = welded(vertices, faces)
+    edges, uses, _ = _edge_use(f, len(v))
+    boundary = edges[uses == 1]
+    loops = len(np.unique(_components(boundary, len(v))[boundary[:, 0]])) if len(boundary) else 0
+    shells = find_shells(v, f)
+    non_manifold = int(np.count_nonzero(uses > 2))
+    return MeshReport(triangles=int(len(f)), vertices=int(len(v)),
+                      watertight=bool(len(boundary) == 0 and non_manifold == 0),
+                      non_manifold_edges=non_manifold, boundary_edges=int(len(boundary)),
+                      boundary_loops=int(loops), shells=shells.count, inner_shells=int(shells.inner.sum()),
+                      floaters=int(shells.floater.sum()))
+
+
+def remove_shells(vertices: np.ndarray, faces: np.ndarray, *, floaters: bool, inner: bool) -> np.ndarray:
+    """The faces of ``faces`` that remain after dropping floaters and/or inner shells.
+
+    ``vertices``/``faces`` are used as given (weld first when coinciding vertices should join).
+    The largest shell always stays, so the result is never empty.
+    """
+    faces = np.asarray(faces, np.int64)
+    if not len(faces) or not (floaters or inner):
+        return faces
+    shells = find_shells(vertices, faces)
+    drop = (shells.floater if floaters else np.zeros(shells.count, bool)) | (
+        shells.inner if inner else np.zeros(shells.count, bool))
+    drop[int(np.argmax(shells.area))] = False
+    return faces[~drop[shells.label]]
+
+
+def uv_report(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, covered: float,
+              texture_size: int) -> dict:
+    """UV half of the QA report.
+
+    Args:
+        vertices, faces, uvs: the exported mesh (per-vertex UVs in [0, 1]).
+        covered: share of the texture's pixels that some triangle covers (from the bake's raster).
+        texture_size: the texture's side in pixels.
+
+    Returns ``uv_overlap`` (share of the charts' summed UV area that lies on top of other charts:
+    0 means every texel belongs to one place on the surface) and ``texel_density`` (texels per
+    scene unit along a side, averaged over the surface).
+    """
+    faces = np.asarray(faces, np.int64)
+    uv = np.asarray(uvs, np.float64)
+    t = uv[faces]  # [F, 3, 2]
+    uv_area = float(0.5 * np.abs(np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])).sum())
+    surface = float(_face_areas(np.asarray(vertices, np.float64), faces).sum())
+    overlap = max(0.0, 1.0 - covered / uv_area) if uv_area > 0 else 0.0
+    density = texture_size * float(np.sqrt(covered / surface)) if surface > 0 else 0.0
+    return {"uv_overlap": round(overlap, 4), "texel_density": round(density, 1)}
