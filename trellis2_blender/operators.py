@@ -633,7 +633,7 @@ class TRELLIS2_OT_backend_start(bpy.types.Operator):
         if preferences.resolved_python(preferences.get(context)) is None:
             # Greyed out with the reason; the panel's guide shows the way out.
             cls.poll_message_set("No backend yet: press Set Up Backend in the TRELLIS.2 panel or set "
-                                 "Backend Python in the add-on's preferences")
+                                 "add-on preferences: Backend Python")
             return False
         return True
 
