@@ -236,7 +236,8 @@ def _parse_container(path: Path) -> tuple[dict, bytes | None]:
     if version != 2:
         raise MeshError(f"{path}: GLB version {version} is not supported (need 2)")
     if length > len(data):
-        raise MeshError(f"{path}: the GLB is truncated (header says {length} bytes, the file has {len(data)})")
+        raise MeshError(f"{path}: the GLB is truncated (header says {length} bytes, "
+                        f"the file has {len(data)})")
     pos, doc, bin_chunk = 12, None, None
     while pos + 8 <= length:
         clen, ctype = struct.unpack_from("<II", data, pos)

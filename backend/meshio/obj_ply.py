@@ -132,7 +132,8 @@ _PLY_TYPES = {"char": "i1", "uchar": "u1", "int8": "i1", "uint8": "u1", "short":
 
 def _ply_type(path: Path, name: str) -> str:
     if name not in _PLY_TYPES:
-        raise MeshError(f"{path}: unknown PLY property type {name!r} (known: {', '.join(sorted(_PLY_TYPES))})")
+        raise MeshError(f"{path}: unknown PLY property type {name!r} "
+                        f"(known: {', '.join(sorted(_PLY_TYPES))})")
     return _PLY_TYPES[name]
 
 
