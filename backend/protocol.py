@@ -41,10 +41,12 @@ BUNDLED_MINI_MODEL = "mini"
 DONE_STATUSES = ("ok", "error", "cancelled")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Error codes the server sends; the client adds "backend_died" for a server that went away.
+# "invalid_request": a setting the request carries; "invalid_input": an input file (image, mesh)
+# that cannot be used: corrupt, truncated, empty or too large.
 ERROR_CODES = (
     "bad_message", "version_mismatch", "not_loaded", "busy", "unknown_job", "invalid_request",
-    "out_of_memory", "cancelled", "model_unavailable", "gated_model", "pipeline_unavailable",
-    "internal", "backend_died",
+    "invalid_input", "out_of_memory", "cancelled", "model_unavailable", "gated_model",
+    "pipeline_unavailable", "internal", "backend_died",
 )
 
 

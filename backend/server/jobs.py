@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from backend.pipeline import api, errors
 from backend.server.generators import PipelineUnavailable
 from backend.server.weights import WeightsError
 
+INPUT_HINT = "check the input file: re-export it, or use another one"
 OOM_HINT = ("Lower the resolution (pipeline 512 or 1024), lower max_num_tokens or the texture size, "
             "or reload the models in low-VRAM mode.")
 
@@ -129,6 +131,20 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
+# Errors of the mesh and O-Voxel readers. Looked up among the loaded modules rather than imported,
+# so the server starts without numpy and the O-Voxel code: an exception of a class whose module
+# was never loaded cannot be raised.
+_INPUT_FILE_ERRORS = (("backend.geometry.mesh", "MeshError"), ("backend.ovoxel.types", "OVoxelError"))
+
+
+def _is_input_file_error(exc: BaseException) -> bool:
+    for module, name in _INPUT_FILE_ERRORS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and isinstance(exc, cls):
+            return True
+    return False
+
+
 def classify(exc: BaseException) -> Failure:
     """The protocol error for an exception raised by a job."""
     if isinstance(exc, errors.OutOfMemoryError):
@@ -137,6 +153,10 @@ def classify(exc: BaseException) -> Failure:
         return Failure("out_of_memory", f"out of memory: {str(exc)[:500]}", OOM_HINT)
     if isinstance(exc, errors.ModelUnavailableError):
         return Failure("model_unavailable", exc.message, exc.hint)
+    if isinstance(exc, errors.InputError):
+        return Failure("invalid_input", exc.message, exc.hint or INPUT_HINT)
+    if _is_input_file_error(exc):
+        return Failure("invalid_input", str(exc), INPUT_HINT)
     if isinstance(exc, errors.PipelineError):
         return Failure("invalid_request", exc.message, exc.hint)
     if isinstance(exc, PipelineUnavailable):
