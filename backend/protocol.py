@@ -42,10 +42,11 @@ DONE_STATUSES = ("ok", "error", "cancelled")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Error codes the server sends; the client adds "backend_died" for a server that went away.
 # "invalid_request": a setting the request carries; "invalid_input": an input file (image, mesh)
-# that cannot be used: corrupt, truncated, empty or too large.
+# that cannot be used: corrupt, truncated, empty or too large; "io_error": a file that could not
+# be read or written (disk full, permissions, a path too long for the file system).
 ERROR_CODES = (
     "bad_message", "version_mismatch", "not_loaded", "busy", "unknown_job", "invalid_request",
-    "invalid_input", "out_of_memory", "cancelled", "model_unavailable", "gated_model",
+    "invalid_input", "io_error", "out_of_memory", "cancelled", "model_unavailable", "gated_model",
     "pipeline_unavailable", "internal", "backend_died",
 )
 

@@ -40,3 +40,28 @@ def test_corrupt_image_is_invalid_input(harness, tmp_path):
     line = protocol.encode(protocol.Generate(id="g1", images=[str(image)], output_dir=str(tmp_path / "out")))
     error = _error(harness.send(line))
     assert error.code == "invalid_input" and "junk.png" in error.message
+
+
+def test_a_job_that_fails_on_its_input_leaves_no_output_folder(harness, tmp_path):
+    image = images.rgba_transparent(tmp_path / "in.png")
+    out = tmp_path / "jobs" / "r2"
+    line = protocol.encode(protocol.Retexture(id="r2", mesh=str(image), image=str(image), output_dir=str(out)))
+    assert _error(harness.send(line)).code == "invalid_input"
+    assert not (tmp_path / "jobs").exists()
+
+
+@pytest.mark.parametrize("where", ["file", "below_file"])
+def test_an_output_dir_that_cannot_take_files_is_refused_up_front(harness, tmp_path, where):
+    image = images.rgba_transparent(tmp_path / "in.png")
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    out = blocker if where == "file" else blocker / "sub"
+    line = protocol.encode(protocol.Generate(id="g2", images=[str(image)], output_dir=str(out)))
+    error = _error(harness.send(line))
+    assert error.code == "invalid_request" and "is a file, not a folder" in error.message
+
+
+def test_a_source_name_too_long_for_the_file_system_is_an_io_error(harness):
+    line = protocol.encode(protocol.Load(id="l1", source="é" * 200, offline=True))
+    error = _error(harness.send(line))
+    assert error.code == "io_error" and "too long" in error.message
