@@ -16,6 +16,16 @@ def test_generate_offline_without_model_exits_with_a_hint(tmp_path, capsys):
     assert rc == 2 and "does not exist" in err and "--model" in err
 
 
+def test_generate_into_a_file_fails_before_any_model_is_loaded(tmp_path, capsys):
+    img = images.rgba_transparent(tmp_path / "a.png")
+    (tmp_path / "taken").write_text("a file, not a folder")
+    for out in (tmp_path / "taken", tmp_path / "taken" / "sub"):
+        rc = main(["generate", str(img), "-o", str(out), "--offline", "--model", str(tmp_path / "no")])
+        err = capsys.readouterr().err
+        assert rc == 2 and "-o/--output" in err and "is a file, not a folder" in err
+        assert "--model" not in err  # the destination was checked before the model
+
+
 def test_retexture_command_writes_glb_and_summary(tmp_path, capsys, tiny_checkpoint):
     src = _textured_box_glb(tmp_path / "box.glb")
     img = images.rgba_transparent(tmp_path / "ref.png")
