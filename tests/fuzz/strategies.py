@@ -124,12 +124,18 @@ def gltf_documents(draw) -> tuple[dict, bytes]:
     for _ in range(draw(st.integers(0, 4))):
         action = draw(st.sampled_from(["replace", "delete", "uri", "dag", "image"]))
         if action == "uri":
-            doc.setdefault("buffers", [{}])[0]["uri"] = draw(st.sampled_from(REFERENCES))
+            buffers = doc.get("buffers")
+            usable = isinstance(buffers, list) and buffers and isinstance(buffers[0], dict)
+            first = buffers[0] if usable else {}
+            doc["buffers"] = [{**first, "uri": draw(st.sampled_from(REFERENCES))}]
         elif action == "image":
             doc["images"] = [{"uri": draw(st.sampled_from(REFERENCES))}]
             doc["textures"] = [{"source": 0}]
-            doc.setdefault("materials", [{}])[0]["pbrMetallicRoughness"] = {"baseColorTexture": {"index": 0}}
-            doc["meshes"][0]["primitives"][0]["material"] = 0
+            doc["materials"] = [{"pbrMetallicRoughness": {"baseColorTexture": {"index": 0}}}]
+            try:
+                doc["meshes"][0]["primitives"][0]["material"] = 0
+            except (KeyError, IndexError, TypeError):  # an earlier mutation removed the primitive
+                pass
         elif action == "dag":
             levels = draw(st.integers(1, 40))
             doc["nodes"] = [{"children": [i + 1, i + 1]} for i in range(levels)] + [{"mesh": 0}]
