@@ -20,6 +20,7 @@ import torch
 from .api import AssetResult, CancelToken, GenerateRequest, JobResult, ProgressCallback, RetextureRequest
 from .errors import InputError, OutOfMemoryError
 from .export import export_generated, export_retextured
+from .export.result_files import free_name
 from .image import BackgroundRemover, load_and_preprocess
 from .image_to_3d import CoordsOverride, image_to_assets
 from .model_source import ModelProvenance
@@ -84,6 +85,7 @@ class Trellis2Generator:
                 request, pipeline_type=store.config.default_pipeline_type or DEFAULT_PIPELINE_TYPE)
         tracker = Tracker(on_progress, cancel, assets=len(request.images))
         assets: list[AssetResult] = []
+        names: set[str] = set()
         with self._job(tracker):
             for i, path in enumerate(request.images):
                 tracker.asset = i
@@ -97,6 +99,9 @@ class Trellis2Generator:
                     name = base if len(decoded) == 1 else f"{base}_{k}"
                     if len(request.images) > 1 and request.name:
                         name = f"{name}_{i}"
+                    if not request.name:  # a default name never replaces an earlier result
+                        name = free_name(request.output_dir, name, names)
+                    names.add(name)
                     if asset.faces.shape[0] == 0:
                         raise InputError(f"{Path(path).name}: the decoded shape has no surface",
                                          "try another --seed")
@@ -130,8 +135,9 @@ class Trellis2Generator:
             voxels = retexture_voxels(store, image, mesh, frame, request, gen, tracker)
             tracker.begin("export")
             to_blender = Y_UP_TO_Z_UP if request.up_axis == "y" else torch.eye(3).numpy()
+            name = request.name or free_name(request.output_dir, Path(request.mesh).stem)
             result = export_retextured(mesh, frame.apply, voxels.attribute_fn(), request.output_dir,
-                                       request.name or Path(request.mesh).stem, request.export, to_blender,
+                                       name, request.export, to_blender,
                                        self.runtime.device, result_fields=self._result_fields(store))
             result.extra.update(seed=request.seed, resolution=request.resolution, source=str(request.mesh),
                                 **self._result_fields(store))

@@ -27,12 +27,13 @@ import torch
 from backend.geometry import TriangleMesh
 from backend.meshio.images import encode_image
 
-from ..api import AssetResult, ExportOptions, check_output_name
+from ..api import AssetResult, ExportOptions
 from . import mesh_ops
 from .bake import AttributeFn, SurfaceProjector, bake
 from .direct import write_direct
 from .material import TextureSet, material, pack_textures
 from .raster import nvdiffrast_available, rasterize_uv, rasterize_uv_nvdiffrast
+from .result_files import StagedAsset
 from .uv import Unwrapped, fast_unwrap, unwrap
 
 log = logging.getLogger(__name__)
@@ -87,23 +88,24 @@ def _write(mesh: TriangleMesh, tex: TextureSet, blender_positions: np.ndarray | 
            double_sided: bool, result_fields: Mapping[str, object] | None = None) -> AssetResult:
     """GLB of ``mesh`` (already in the GLB frame, material attached) and the direct result folder
     (``result_fields`` are added to its ``result.json``). ``name`` must be one safe file-name
-    component (see :func:`check_output_name`): every file lands inside ``out_dir``."""
-    check_output_name(name)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    component (see :func:`backend.pipeline.api.check_output_name`): every file lands inside
+    ``out_dir``. The files replace an earlier asset of the same name as a whole, or not at all."""
     wanted = ((options.texture_format, options.write_glb), ("png", options.write_direct))
     formats = {fmt for fmt, on in wanted if on}
     encode = _encode_once(tex, formats)
     result = AssetResult(name=name, faces=mesh.num_faces, vertices=mesh.num_vertices,
                          texture_size=int(tex.base_color.shape[0]), alpha_mode=tex.alpha_mode)
-    if options.write_glb:
-        from backend.meshio import write_glb
+    with StagedAsset(out_dir, name) as staged:  # all files in place, or none
+        if options.write_glb:
+            from backend.meshio import write_glb
 
-        result.glb = out_dir / f"{name}.glb"
-        write_glb(result.glb, mesh, texture_format=options.texture_format, encode=encode)
-    if options.write_direct:
-        result.direct = write_direct(out_dir / name, name, blender_positions, mesh.faces, mesh.uvs,
-                                     blender_normals, tex, double_sided, encode=encode,
-                                     fields=result_fields)
+            write_glb(staged.glb, mesh, texture_format=options.texture_format, encode=encode)
+            result.glb = staged.final_glb
+        if options.write_direct:
+            write_direct(staged.folder, name, blender_positions, mesh.faces, mesh.uvs, blender_normals, tex,
+                         double_sided, encode=encode, fields=result_fields)
+            result.direct = staged.final_folder / "result.json"
+        staged.commit()
     return result
 
 
