@@ -107,7 +107,8 @@ class Trellis2Generator:
                                          "try another --seed")
                     result = export_generated(asset.vertices, asset.faces, asset.attribute_fn(),
                                               request.output_dir, name, request.export, self.runtime.device,
-                                              result_fields=self._result_fields(store))
+                                              result_fields=self._result_fields(store),
+                                              cancel=tracker.cancel)
                     result.extra.update(seed=request.seed, pipeline_type=request.pipeline_type,
                                         resolution=asset.resolution, source=str(path),
                                         **self._result_fields(store))
@@ -138,7 +139,8 @@ class Trellis2Generator:
             name = request.name or free_name(request.output_dir, Path(request.mesh).stem)
             result = export_retextured(mesh, frame.apply, voxels.attribute_fn(), request.output_dir,
                                        name, request.export, to_blender,
-                                       self.runtime.device, result_fields=self._result_fields(store))
+                                       self.runtime.device, result_fields=self._result_fields(store),
+                                       cancel=tracker.cancel)
             result.extra.update(seed=request.seed, resolution=request.resolution, source=str(request.mesh),
                                 **self._result_fields(store))
             tracker.end()

@@ -27,7 +27,7 @@ import torch
 from backend.geometry import TriangleMesh
 from backend.meshio.images import encode_image
 
-from ..api import AssetResult, ExportOptions
+from ..api import AssetResult, CancelToken, ExportOptions
 from . import mesh_ops
 from .bake import AttributeFn, SurfaceProjector, bake
 from .direct import write_direct
@@ -74,12 +74,13 @@ def _compute_device(device: str) -> str:
     return device if device.startswith("cuda") and torch.cuda.is_available() else "cpu"
 
 
-def _unwrap(vertices: np.ndarray, faces: np.ndarray, options: ExportOptions) -> Unwrapped:
+def _unwrap(vertices: np.ndarray, faces: np.ndarray, options: ExportOptions,
+            cancel: CancelToken | None = None) -> Unwrapped:
     method = options.unwrap
     if method == "auto":
         method = "xatlas" if len(faces) <= XATLAS_MAX_FACES else "fast"
     if method == "xatlas":
-        return unwrap(vertices, faces, options.texture_size)
+        return unwrap(vertices, faces, options.texture_size, cancel=cancel)
     return fast_unwrap(vertices, faces, options.texture_size)
 
 
@@ -131,7 +132,8 @@ def _encode_once(tex: TextureSet, formats: set[str]) -> Callable[[np.ndarray, st
 def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: AttributeFn, out_dir: Path,
                      name: str, options: ExportOptions, device: str = "cpu",
                      on_step: Callable[[str], None] | None = None,
-                     result_fields: Mapping[str, object] | None = None) -> AssetResult:
+                     result_fields: Mapping[str, object] | None = None,
+                     cancel: CancelToken | None = None) -> AssetResult:
     """Export a generated mesh given in the working frame (Z-up, unit cube).
 
     Args:
@@ -139,6 +141,7 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
         attributes: working-frame points ``[N, 3]`` -> ``[N, 6]`` PBR attributes in [0, 1].
         on_step: called with the name of each sub-step as it starts (for progress).
         result_fields: extra top-level fields of the direct result's ``result.json`` (``"model"``).
+        cancel: stops the job while UV unwrapping runs.
     """
     step = on_step or (lambda _s: None)
     timings = ExportTimings()
@@ -152,7 +155,7 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
     f = mesh_ops.orient(v, f)
     t = timings.mark("clean_decimate", t)
     step("unwrap")
-    uw = _unwrap(v, f, options)
+    uw = _unwrap(v, f, options, cancel)
     v_uv = v[uw.vmap]  # [V', 3] seam-split vertices
     normals = mesh_ops.vertex_normals(v, f)[uw.vmap]  # smooth normals shared across seams
     t = timings.mark("unwrap", t)
@@ -179,7 +182,8 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
 def export_retextured(mesh: TriangleMesh, to_work: Callable[[np.ndarray], np.ndarray],
                       attributes: AttributeFn, out_dir: Path, name: str, options: ExportOptions,
                       to_blender: np.ndarray, device: str = "cpu",
-                      result_fields: Mapping[str, object] | None = None) -> AssetResult:
+                      result_fields: Mapping[str, object] | None = None,
+                      cancel: CancelToken | None = None) -> AssetResult:
     """Bake new PBR textures onto ``mesh`` (its own frame), keeping topology, UVs and placement.
 
     Args:
@@ -187,6 +191,7 @@ def export_retextured(mesh: TriangleMesh, to_work: Callable[[np.ndarray], np.nda
         to_work: file-frame points -> working-frame points (where ``attributes`` is defined).
         to_blender: 3x3 rotation from the file frame to Blender's Z-up frame (direct result).
         result_fields: extra top-level fields of the direct result's ``result.json`` (``"model"``).
+        cancel: stops the job while UV unwrapping runs.
     """
     verts = np.asarray(mesh.vertices, np.float64)
     faces = np.asarray(mesh.faces, np.int64)
@@ -194,7 +199,7 @@ def export_retextured(mesh: TriangleMesh, to_work: Callable[[np.ndarray], np.nda
     if mesh.uvs is not None:
         uvs, out_v, out_f = np.asarray(mesh.uvs, np.float32), verts, faces
     else:
-        uw = _unwrap(verts, faces, options)
+        uw = _unwrap(verts, faces, options, cancel)
         uvs, out_v, out_f = uw.uvs, verts[uw.vmap], uw.faces
         normals = None if normals is None else np.asarray(normals)[uw.vmap]
     if normals is None:
