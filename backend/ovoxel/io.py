@@ -125,14 +125,15 @@ def read_ovoxel_file(path: str | os.PathLike) -> tuple[OVoxel, SourceFrame | Non
     """
     try:
         z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, NotImplementedError, zipfile.BadZipFile) as exc:
         raise OVoxelError(f"{path}: not a readable .npz file ({exc or type(exc).__name__})") from None
     try:
         with z:
             return _read_npz(z, path)
     except OVoxelError:
         raise
-    except (OSError, ValueError, TypeError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+    except (OSError, ValueError, TypeError, EOFError, KeyError, NotImplementedError, zipfile.BadZipFile,
+            zlib.error) as exc:  # NotImplementedError: zip entries flagged encrypted or compressed oddly
         raise OVoxelError(f"{path}: the .npz file is damaged ({type(exc).__name__}: {exc})") from None
 
 

@@ -45,7 +45,8 @@ def test_corrupt_image_is_invalid_input(harness, tmp_path):
 def test_a_job_that_fails_on_its_input_leaves_no_output_folder(harness, tmp_path):
     image = images.rgba_transparent(tmp_path / "in.png")
     out = tmp_path / "jobs" / "r2"
-    line = protocol.encode(protocol.Retexture(id="r2", mesh=str(image), image=str(image), output_dir=str(out)))
+    line = protocol.encode(protocol.Retexture(id="r2", mesh=str(image), image=str(image),
+                                              output_dir=str(out)))
     assert _error(harness.send(line)).code == "invalid_input"
     assert not (tmp_path / "jobs").exists()
 
@@ -65,3 +66,9 @@ def test_a_source_name_too_long_for_the_file_system_is_an_io_error(harness):
     line = protocol.encode(protocol.Load(id="l1", source="é" * 200, offline=True))
     error = _error(harness.send(line))
     assert error.code == "io_error" and "too long" in error.message
+
+
+def test_a_home_folder_that_does_not_exist_is_model_unavailable(harness):
+    line = protocol.encode(protocol.Load(id="l2", source="~no-such-user-here/model", offline=True))
+    error = _error(harness.send(line))  # found by scripts/fuzz_long.py: was "internal"
+    assert error.code == "model_unavailable" and "~no-such-user-here/model" in error.message
