@@ -330,6 +330,15 @@ def encode(message: Message) -> bytes:
     return line
 
 
+def check_request(message: Message) -> Message:
+    """``message`` if the server would accept it, else :class:`ProtocolError` naming the field.
+
+    For the client, before it sends: :func:`encode` replaces what UTF-8 cannot hold (a file
+    name with undecodable bytes), which would make the server look for another file.
+    """
+    return _build(type(message), dataclasses.asdict(message), message.TYPE)
+
+
 def decode_request(line: bytes | str) -> Message:
     """A line from the client -> a request object, or :class:`ProtocolError`."""
     return _decode(line, REQUESTS, "id")
