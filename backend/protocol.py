@@ -131,8 +131,9 @@ class Load(Message):
     ``background_removal`` is what happens to pictures without transparency: ``"none"``
     (refused with an explanation), ``"solid"`` (a keyer for objects on a plain background)
     or ``"rmbg"`` (RMBG-2.0 / BiRefNet from ``background_remover`` or the hub). Choosing
-    ``"rmbg"`` is the user's consent to run the Python code that ships with that model and,
-    when online, to download it under its (non-commercial) licence.
+    ``"rmbg"`` is the user's consent to download it, when online, under its (non-commercial)
+    licence. Those models ship their own Python code, which loading runs: ``"rmbg"`` also needs
+    ``allow_model_code`` true, the user's separate, explicit consent to run third-party code.
     """
 
     TYPE: ClassVar[str] = "load"
@@ -142,6 +143,7 @@ class Load(Message):
     image_encoder: str | None = None
     background_remover: str | None = None
     background_removal: str = "none"
+    allow_model_code: bool = False
     token: str | None = None
     offline: bool = False
     cache_dir: str | None = None

@@ -62,6 +62,10 @@ class TRELLIS2_AP_preferences(bpy.types.AddonPreferences):
     background_model: StringProperty(
         name="RMBG Folder", subtype="DIR_PATH",
         description="A local RMBG-2.0 or BiRefNet folder; empty uses briaai/RMBG-2.0 from Hugging Face")
+    allow_model_code: BoolProperty(
+        name="Run RMBG Model Code",
+        description="RMBG-2.0 and BiRefNet ship Python code that runs when they load; allow it to run "
+                    "(needed for RMBG background removal)")
     output_dir: StringProperty(
         name="Output Folder", subtype="DIR_PATH",
         description="Where job folders go; empty uses the add-on's user folder")
@@ -119,6 +123,7 @@ def backend_settings(context=None, *, offline: bool | None = None) -> BackendSet
         background_remover=(str(Path(bpy.path.abspath(prefs.background_model)))
                             if prefs is not None and prefs.background_removal == "RMBG"
                             and prefs.background_model else None),
+        allow_model_code=prefs.allow_model_code if prefs is not None else False,
     )
 
 

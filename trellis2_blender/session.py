@@ -41,6 +41,7 @@ class BackendSettings:
     cache_dir: str | None = None
     background_removal: str = "none"  # protocol.Load.background_removal: none | solid | rmbg
     background_remover: str | None = None  # a local RMBG-2.0 / BiRefNet folder (rmbg only)
+    allow_model_code: bool = False  # protocol.Load.allow_model_code: may RMBG's own code run
 
     def problem(self) -> str:
         """Why the backend cannot be started with these settings ("" when it can)."""
@@ -196,7 +197,8 @@ class BackendSession:
                                                  offline=self.settings.offline,
                                                  cache_dir=self.settings.cache_dir,
                                                  background_removal=self.settings.background_removal,
-                                                 background_remover=self.settings.background_remover)
+                                                 background_remover=self.settings.background_remover,
+                                                 allow_model_code=self.settings.allow_model_code)
             except BackendError as exc:
                 self._set(ERROR, str(exc))
         if self.client is None or self.state == STOPPED:

@@ -76,6 +76,7 @@ def draw_preferences(prefs, context, layout) -> None:
     col.prop(prefs, "background_removal")
     if prefs.background_removal == "RMBG":
         col.prop(prefs, "background_model")
+        col.prop(prefs, "allow_model_code")
     col.prop(prefs, "output_dir")
     row = layout.row()
     row.operator("trellis2.setup_backend", icon="CONSOLE")

@@ -26,13 +26,15 @@ class PipelineUnavailable(RuntimeError):
 @dataclass(frozen=True)
 class LoadSpec:
     """Everything a factory needs: local model folders, the device, the memory policy, how
-    pictures without transparency are handled (``protocol.Load.background_removal``) and which
+    pictures without transparency are handled (``protocol.Load.background_removal``), whether the
+    user consented to running the background-removal model's own code, and which
     weights these are (``provenance``, recorded with every result; None: unknown)."""
 
     paths: ModelPaths
     device: str = "auto"
     low_vram: bool = False
     background_removal: str = "none"
+    allow_model_code: bool = False  # consent to run the background-removal model's own code
     provenance: ModelProvenance | None = None
 
 
@@ -72,5 +74,5 @@ def background_remover(spec: LoadSpec, device: str):
             f"background removal with RMBG-2.0 was chosen, but {spec.paths.model_dir / 'pipeline.json'} "
             f"does not name {RMBG_REPO}", "set a local RMBG-2.0 or BiRefNet folder for it, or choose "
             "another background removal")
-    # Choosing "rmbg" is the consent to run the model folder's own code (see protocol.Load).
-    return rembg.make_remover("birefnet", model_dir=folder, allow_remote_code=True, device=device)
+    return rembg.make_remover("birefnet", model_dir=folder, allow_remote_code=spec.allow_model_code,
+                              device=device)

@@ -307,6 +307,11 @@ class Service:
         if message.background_removal not in BACKGROUND_REMOVAL:
             raise jobs.InvalidRequest(f"background_removal must be one of {', '.join(BACKGROUND_REMOVAL)}, "
                                  f"got {message.background_removal!r}")
+        if message.background_removal == "rmbg" and not message.allow_model_code:
+            raise jobs.InvalidRequest(
+                "background removal with RMBG-2.0 / BiRefNet runs Python code that ships with the model, "
+                "and that needs its own consent (allow_model_code: in Blender the preference 'Run RMBG "
+                "Model Code', on the command line --allow-remote-code)")
         if message.background_remover:
             overrides[weights.RMBG_REPO] = message.background_remover
         elif message.background_removal == "rmbg":  # chosen: resolve it (cached, or download when online)
@@ -354,6 +359,7 @@ class Service:
         self._generator = self._factory(LoadSpec(paths=paths, device=self.config.device,
                                                  low_vram=message.low_vram,
                                                  background_removal=message.background_removal,
+                                                 allow_model_code=message.allow_model_code,
                                                  provenance=provenance))
         self._loaded = loaded
         seconds = time.monotonic() - started
