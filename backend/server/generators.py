@@ -57,6 +57,7 @@ def trellis2(spec: LoadSpec) -> Generator:
         raise PipelineUnavailable(f"pipeline not available ({PIPELINE_GENERATOR}): {exc}") from None
     generator = cls(spec.paths.model_dir, device=spec.device, low_vram=spec.low_vram,  # type: ignore[operator]
                     dependencies=spec.paths.dependencies, provenance=spec.provenance)
+    generator.store.check_checkpoints()  # a broken release fails now, not at the first job
     generator.remover = background_remover(spec, generator.runtime.device)
     return generator
 
