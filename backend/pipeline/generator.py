@@ -133,7 +133,10 @@ class Trellis2Generator:
             image = load_and_preprocess(request.image, self.remover)
             frame = work_frame(mesh, request.up_axis)
             gen = make_generator(request.seed)
-            voxels = retexture_voxels(store, image, mesh, frame, request, gen, tracker)
+            try:
+                voxels = retexture_voxels(store, image, mesh, frame, request, gen, tracker)
+            except MeshError as e:  # e.g. a flat mesh that crosses no grid edge
+                raise InputError(f"{Path(request.mesh).name}: {e}") from e
             tracker.begin("export")
             to_blender = Y_UP_TO_Z_UP if request.up_axis == "y" else torch.eye(3).numpy()
             name = request.name or free_name(request.output_dir, Path(request.mesh).stem)
