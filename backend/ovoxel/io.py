@@ -129,6 +129,8 @@ def read_ovoxel_file(path: str | os.PathLike) -> tuple[OVoxel, SourceFrame | Non
         raise OVoxelError(f"{path}: not a readable .npz file ({exc or type(exc).__name__})") from None
     try:
         with z:
+            if any(info.flag_bits & 0x1 for info in z.zip.infolist()):  # zipfile would ask for a password
+                raise OVoxelError(f"{path}: the .npz file has encrypted entries")
             return _read_npz(z, path)
     except OVoxelError:
         raise

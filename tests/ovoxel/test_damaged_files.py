@@ -75,13 +75,14 @@ def test_full_disk_during_encode_is_reported_and_keeps_the_old_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["box.glb", "box.npz"]  # no temp file left
 
 
-@pytest.mark.parametrize("flag_byte", [0x41, 0x08])  # "strong encryption" bit; an unknown compression
+# the "encrypted" and "strong encryption" flag bits, an unknown compression method
+@pytest.mark.parametrize("flag_byte", [0x01, 0x41, 0x08])
 def test_zip_entries_python_cannot_open_are_one_clear_error(tmp_path, flag_byte):
     save_ovoxel(tmp_path / "good.npz", _small_ovoxel())
     data = bytearray((tmp_path / "good.npz").read_bytes())
     central = data.find(b"PK\x01\x02")  # the first central-directory entry, which zipfile trusts
-    if flag_byte == 0x41:
-        data[central + 8] |= 0x41  # general-purpose flags (found by scripts/fuzz_long.py)
+    if flag_byte in (0x01, 0x41):
+        data[central + 8] |= flag_byte  # general-purpose flags (found by scripts/fuzz_long.py)
     else:
         data[central + 10] = 0x63  # compression method 99 (AES)
     (tmp_path / "odd.npz").write_bytes(bytes(data))
