@@ -66,6 +66,8 @@ def run_isolated(fn: Callable[..., Any], *args: Any, what: str, timeout_s: float
         PipelineError: the child process died without an answer.
         Exception: whatever ``fn`` raised, re-raised here.
     """
+    if cancel is not None:
+        cancel.check()  # a cancelled job starts nothing
     ctx = multiprocessing.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
     child = ctx.Process(target=_child, args=(send, fn, args, memory_bytes), daemon=True,

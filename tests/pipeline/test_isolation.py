@@ -81,3 +81,16 @@ def test_xatlas_unwraps_a_mesh_at_1e30_scale():
     mesh = box(subdivisions=2)
     unwrapped = unwrap(mesh.vertices * 1e30, mesh.faces, 256)  # xatlas charted this forever before
     assert np.isfinite(unwrapped.uvs).all() and len(unwrapped.faces) == mesh.num_faces
+
+
+def test_decimation_runs_isolated_and_reaches_its_target():
+    from backend.pipeline.export.mesh_ops import decimate
+    from tests.fixtures.meshes import uv_sphere
+
+    mesh = uv_sphere(rings=32, segments=64)
+    cancel = CancelToken()
+    v, f = decimate(mesh.vertices, mesh.faces, 1000, cancel)
+    assert 500 < len(f) <= 1100 and np.isfinite(v).all() and f.max() < len(v)
+    cancel.cancel()
+    with pytest.raises(Cancelled):  # a cancelled job does not start the child's work
+        decimate(mesh.vertices, mesh.faces, 1000, cancel)

@@ -141,14 +141,14 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
         attributes: working-frame points ``[N, 3]`` -> ``[N, 6]`` PBR attributes in [0, 1].
         on_step: called with the name of each sub-step as it starts (for progress).
         result_fields: extra top-level fields of the direct result's ``result.json`` (``"model"``).
-        cancel: stops the job while UV unwrapping runs.
+        cancel: stops the job while decimation or UV unwrapping runs.
     """
     step = on_step or (lambda _s: None)
     timings = ExportTimings()
     t = time.perf_counter()
     step("clean")
     hi_v, hi_f = mesh_ops.weld(np.asarray(vertices, np.float64), np.asarray(faces, np.int64))
-    v, f = mesh_ops.decimate(hi_v, hi_f, options.faces)
+    v, f = mesh_ops.decimate(hi_v, hi_f, options.faces, cancel)
     # Re-projection onto the full-resolution surface only matters when decimation moved it.
     reference = SurfaceProjector(hi_v, hi_f, device=_compute_device(device)) if len(f) < len(hi_f) else None
     v, f, _ = mesh_ops.compact(v, f)
