@@ -168,10 +168,16 @@ def _ply_header(path: Path, data: bytes) -> tuple[str, list[tuple[str, int, list
 def _ply_faces(path: Path, props: list[list[str]], count: int, body: bytes, tokens: list[bytes] | None,
                pos: int, bo: str) -> tuple[np.ndarray, int]:
     ct, it = _ply_type(path, props[0][1]), _ply_type(path, props[0][2])
+    # every face takes at least its count field: more faces than that cannot be there
+    available = len(tokens) - pos if tokens is not None else (len(body) - pos) // np.dtype(ct).itemsize
+    if count > available:
+        raise ValueError(f"the header announces {count} faces, the data holds at most {available}")
     polys = []
     for _ in range(count):
         if tokens is not None:
             n = int(tokens[pos])
+            if n < 0:
+                raise ValueError(f"a face with {n} corners")
             polys.append([int(x) for x in tokens[pos + 1: pos + 1 + n]])
             pos += 1 + n
         else:

@@ -5,8 +5,8 @@ cause). Bad outcomes, which the fuzz tests and ``scripts/fuzz_long.py`` count an
 ``crash`` (any other exception), ``hang`` (over the case's time bound), ``escape`` (a file
 outside the input's folder was opened, or one outside ``output_dir`` was written),
 ``damaged`` (an earlier good result no longer reads back whole), ``leftover`` (a request that
-failed changed files or created folders), ``unanswered`` (a line without its reply) and
-``internal`` (the server reported its own failure).
+failed left files or folders that are not part of a whole result), ``unanswered`` (a line
+without its reply) and ``internal`` (the server reported its own failure).
 """
 
 from __future__ import annotations
@@ -189,6 +189,16 @@ def result_is_whole(result_json: Path) -> bool:
         return False
 
 
+def _part_of_whole_result(path: Path) -> bool:
+    """A file or folder of a complete result (a job of several inputs may fail after the first
+    ones are written: those results are whole and stay), or a folder that leads to one."""
+    if path.suffix == ".glb":
+        return result_is_whole(path.with_suffix("") / "result.json")
+    if path.is_dir():
+        return any(result_is_whole(r) for r in path.rglob("result.json"))
+    return result_is_whole(path.parent / "result.json")
+
+
 def check_line(harness, line: bytes, sandbox: Path, out_dir: Path, keep: Path,
                seconds: float = 30.0) -> tuple[str, str]:
     """Send one line to ``harness`` (a :class:`ServiceHarness`) and judge what happened.
@@ -225,8 +235,9 @@ def check_line(harness, line: bytes, sandbox: Path, out_dir: Path, keep: Path,
     if not dones and not any(e.job is None for e in errors):
         return "unanswered", f"neither a done nor an error for {line[:200]!r}: {events}"
     if errors:
-        if changed and any(d.status == "error" for d in dones):
-            return "leftover", f"a failed request changed {changed[:5]}"
+        partial = [c for c in changed if not _part_of_whole_result(Path(c))]
+        if partial and any(d.status == "error" for d in dones):
+            return "leftover", f"a failed request left {partial[:5]}"
         return f"refused:{errors[0].code}", errors[0].message
     return "ok", ""
 

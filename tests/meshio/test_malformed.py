@@ -43,6 +43,9 @@ CASES = {
                          "unknown PLY property type 'quux'"),
     "no_xyz.ply": (ply_header("ascii", ("float a",)) + b"0\n0\n0\n3 0 1 2\n", "no x, y and z"),
     "huge_count.ply": (ply_header("ascii", vertices=10**12) + b"0 0 0\n", "truncated"),
+    # a negative corner count made no progress through 2**40 announced faces (found by fuzz_long)
+    "negative_corners.ply": (ply_header("ascii", (), vertices=0, faces=2**40) + b"-1 5 7\n", "truncated"),
+    "huge_face_count.ply": (ply_header(faces=2**40) + bytes(36) + b"\x03" + bytes(12), "truncated"),
     "cut.glb": (build_glb(triangle_mesh())[:40], "truncated"),
     "no_meshes.glb": (_doc_with(lambda d: d.pop("meshes")), "no meshes"),
     "bad_mesh_index.glb": (_doc_with(lambda d: d["nodes"][0].update(mesh=7)), "meshes[7]"),
