@@ -125,7 +125,8 @@ def shrink(img: Image.Image, max_side: int = PREPROCESS_MAX_SIDE) -> Image.Image
     w, h = img.size
     scale = min(1.0, max_side / max(w, h))
     if scale < 1.0:
-        img = img.resize((int(w * scale), int(h * scale)), Image.Resampling.LANCZOS)
+        # at least one pixel: a 1 x 9000 strip would otherwise shrink to zero width
+        img = img.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.LANCZOS)
     return img
 
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from backend.pipeline.errors import InputError
-from backend.pipeline.image import MAX_PIXELS, MAX_SIDE, load_image, preprocess
+from backend.pipeline.image import MAX_PIXELS, MAX_SIDE, load_image, preprocess, shrink
 
 
 def _png_header_only(path, width: int, height: int) -> None:
@@ -46,3 +46,10 @@ def test_a_small_but_real_foreground_is_kept():
             img.putpixel((x, y), (255, 255, 255, 255))
     out = preprocess(img, source="small.png")
     assert out.size[0] == out.size[1] > 0
+
+
+@pytest.mark.parametrize("size", [(1, 9000), (9000, 1)])
+def test_a_long_thin_picture_shrinks_to_at_least_one_pixel(size):
+    # found by scripts/fuzz_long.py: a GIF header announcing 1 x 8961 pixels raised from resize
+    out = shrink(Image.new("RGBA", size))
+    assert max(out.size) == 1024 and min(out.size) == 1
