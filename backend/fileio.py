@@ -36,3 +36,26 @@ def write_atomic(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], Non
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def output_folder_problem(folder: str | os.PathLike) -> str | None:
+    """Why results cannot be written into ``folder``, or None when they can.
+
+    ``folder`` itself need not exist (it is created when the results are written): the check
+    finds its nearest existing ancestor, which must be a folder in which a file can be created
+    (probed with a temporary file, so read-only mounts and permissions count as the write
+    would). Nothing is left behind and no folder is created.
+    """
+    try:
+        existing = Path(folder)
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            return f"{existing} is a file, not a folder"
+        with tempfile.TemporaryFile(dir=existing, prefix=".write-check-"):
+            pass
+    except ValueError as exc:  # an embedded NUL character
+        return f"not a usable path ({exc})"
+    except OSError as exc:
+        return f"cannot write into {getattr(exc, 'filename', None) or folder}: {exc.strerror or exc}"
+    return None

@@ -69,10 +69,13 @@ DEFAULT_MULTIVIEW_MODE = "stochastic"
 DONE_STATUSES = ("ok", "error", "cancelled")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Error codes the server sends; the client adds "backend_died" for a server that went away.
+# "invalid_request": a setting the request carries; "invalid_input": an input file (image, mesh)
+# that cannot be used: corrupt, truncated, empty or too large; "io_error": a file that could not
+# be read or written (disk full, permissions, a path too long for the file system).
 ERROR_CODES = (
     "bad_message", "version_mismatch", "not_loaded", "busy", "unknown_job", "invalid_request",
-    "out_of_memory", "cancelled", "model_unavailable", "gated_model", "pipeline_unavailable",
-    "internal", "backend_died",
+    "invalid_input", "io_error", "out_of_memory", "cancelled", "model_unavailable", "gated_model",
+    "pipeline_unavailable", "internal", "backend_died",
 )
 
 
@@ -167,8 +170,9 @@ class Load(Message):
     ``background_removal`` is what happens to pictures without transparency: ``"none"``
     (refused with an explanation), ``"solid"`` (a keyer for objects on a plain background)
     or ``"rmbg"`` (RMBG-2.0 / BiRefNet from ``background_remover`` or the hub). Choosing
-    ``"rmbg"`` is the user's consent to run the Python code that ships with that model and,
-    when online, to download it under its (non-commercial) licence.
+    ``"rmbg"`` is the user's consent to download it, when online, under its (non-commercial)
+    licence. Those models ship their own Python code, which loading runs: ``"rmbg"`` also needs
+    ``allow_model_code`` true, the user's separate, explicit consent to run third-party code.
     """
 
     TYPE: ClassVar[str] = "load"
@@ -178,6 +182,7 @@ class Load(Message):
     image_encoder: str | None = None
     background_remover: str | None = None
     background_removal: str = "none"
+    allow_model_code: bool = False
     token: str | None = field(default=None, repr=False)
     offline: bool = False
     cache_dir: str | None = None
@@ -416,6 +421,15 @@ def encode(message: Message) -> bytes:
     if len(line) > MAX_LINE_BYTES:
         raise ProtocolError(f"message too large ({len(line)} bytes > {MAX_LINE_BYTES})")
     return line
+
+
+def check_request(message: Message) -> Message:
+    """``message`` if the server would accept it, else :class:`ProtocolError` naming the field.
+
+    For the client, before it sends: :func:`encode` replaces what UTF-8 cannot hold (a file
+    name with undecodable bytes), which would make the server look for another file.
+    """
+    return _build(type(message), dataclasses.asdict(message), message.TYPE)
 
 
 def decode_request(line: bytes | str) -> Message:

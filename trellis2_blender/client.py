@@ -75,11 +75,13 @@ class BackendClient:
             raise BackendError("the backend is already running")
         Path(self.config.log_path).parent.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
-        env["PYTHONPATH"] = self.config.backend_root
         command = [self.config.python, "-m", "backend", "serve", *self.config.server_args]
         with open(self.config.log_path, "ab") as log_file:
+            # Started in backend_root, which `-m` puts first on sys.path as one entry: as PYTHONPATH,
+            # a folder name holding the path separator (":" or ";") would be split in two.
             self._proc = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file, env=env,
+                cwd=self.config.backend_root,
                 start_new_session=sys.platform != "win32",
                 creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
         self.returncode = None
@@ -169,8 +171,8 @@ class BackendClient:
         return f"{kind}-{next(self._ids)}"
 
     def _send(self, message: protocol.Message) -> str:
+        protocol.check_request(message)  # the server's validation, on the values as they are
         line = protocol.encode(message)
-        protocol.decode_request(line)  # the same validation the server does, before it leaves
         self._write(line)
         mid = message.id  # type: ignore[attr-defined]
         self._pending.add(mid)

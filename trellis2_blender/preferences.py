@@ -81,6 +81,10 @@ class TRELLIS2_AP_preferences(bpy.types.AddonPreferences):
         name="Commercial-Safe",
         description="Never use the parts under non-commercial licences: nvdiffrast (textures are baked with "
                     "the built-in rasterizer) and RMBG-2.0 / BiRefNet background removal")
+    allow_model_code: BoolProperty(
+        name="Run RMBG Model Code",
+        description="RMBG-2.0 and BiRefNet ship Python code that runs when they load; allow it to run "
+                    "(needed for RMBG background removal)")
     output_dir: StringProperty(
         name="Output Folder", subtype="DIR_PATH",
         description="Where job folders go; empty uses the add-on's user folder")
@@ -152,6 +156,7 @@ def backend_settings(context=None, *, offline: bool | None = None) -> BackendSet
         sparse_structure_decoder=folder(prefs.ss_decoder_dir) if prefs is not None else None,
         commercial_safe=prefs.commercial_safe if prefs is not None else False,
         token=(prefs.hf_token.strip() or None) if prefs is not None else None,
+        allow_model_code=prefs.allow_model_code if prefs is not None else False,
     )
 
 

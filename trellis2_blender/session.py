@@ -52,6 +52,7 @@ class BackendSettings:
                 "background_removal": self.background_removal, "background_remover": self.background_remover,
                 "image_encoder": self.image_encoder,
                 "sparse_structure_decoder": self.sparse_structure_decoder}
+    allow_model_code: bool = False  # protocol.Load.allow_model_code: may RMBG's own code run
 
     def problem(self) -> str:
         """Why the backend cannot be started with these settings ("" when it can)."""
@@ -206,6 +207,7 @@ class BackendSession:
             try:
                 self._load_id = self.client.load(self.settings.model_source, low_vram=self.settings.low_vram,
                                                  commercial_safe=self.settings.commercial_safe,
+                                                 allow_model_code=self.settings.allow_model_code,
                                                  **self.settings.weight_fields())
             except BackendError as exc:
                 self._set(ERROR, str(exc))

@@ -171,6 +171,7 @@ def draw_preferences(prefs, context, layout) -> None:
     col.prop(prefs, "background_removal")
     if prefs.background_removal == "RMBG":
         col.prop(prefs, "background_model")
+        col.prop(prefs, "allow_model_code")
     col.prop(prefs, "commercial_safe")
     col.prop(prefs, "output_dir")
     models = layout.column(heading="Gated Models and Local Copies")

@@ -100,6 +100,8 @@ class TriangleMesh:
                                   ("vertex_colors", self.vertex_colors, 4)):
             if arr is not None and arr.shape != (v.shape[0], width):
                 raise MeshError(f"{label} must have shape [{v.shape[0]}, {width}], got {arr.shape}")
+            if arr is not None and not np.isfinite(arr[np.unique(f)]).all():
+                raise MeshError(f"the mesh has NaN or infinite {label.replace('_', ' ')}")
         if self.face_materials is not None:
             fm = self.face_materials
             if fm.shape != (f.shape[0],):

@@ -5,6 +5,7 @@ Readers keep the file's axes (glTF is Y-up); see :mod:`backend.meshio.axes` for 
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 from backend.geometry import MeshError, TriangleMesh
@@ -29,7 +30,22 @@ def read_mesh(path: str | Path) -> TriangleMesh:
         raise MeshError(f"{path}: unsupported mesh format {path.suffix!r} (use {', '.join(READERS)})")
     if not path.is_file():
         raise MeshError(f"{path}: no such file")
-    return reader(path)
+    try:
+        return reader(path)
+    except MeshError as exc:
+        if str(path) in str(exc):
+            raise
+        raise MeshError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise MeshError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    except MemoryError:
+        raise MeshError(f"{path}: the mesh is too large to read into memory") from None
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError, RecursionError,
+            struct.error) as exc:
+        # A structure the reader's own checks did not anticipate: still the file's fault, and
+        # the message says which value the reader tripped over.
+        kind = path.suffix.lower().lstrip(".").upper()
+        raise MeshError(f"{path}: malformed {kind} file ({type(exc).__name__}: {exc})") from None
 
 
 __all__ = ["read_mesh", "read_gltf", "read_obj", "read_ply", "write_glb", "build_glb",

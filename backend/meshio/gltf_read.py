@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 _COMPONENT = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16,
               5125: np.uint32, 5126: np.float32}
 _WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MAT3": 9, "MAT4": 16}
+# Node instances the default scene may expand to: a node shared by several parents is shown
+# once per path, so a small DAG can stand for exponentially many instances.
+MAX_NODE_INSTANCES = 100_000
+MAX_VERTICES = 1 << 26  # over all mesh instances of the scene, after expansion
 
 
 def referenced_file(folder: Path, reference: str, source: Path, what: str, shown: str | None = None) -> Path:
@@ -81,18 +85,27 @@ class _Gltf:
         return bin_chunk
 
     def view_bytes(self, index: int) -> tuple[bytes, int, int | None]:
-        view = self.doc["bufferViews"][index]
+        view = _item(self.doc, "bufferViews", index, self.source)
+        if not isinstance(view.get("buffer"), int) or not 0 <= view["buffer"] < len(self.buffers):
+            raise MeshError(f"{self.source}: glTF bufferView {index} names a buffer that does not exist")
         data = self.buffers[view["buffer"]]
         off = view.get("byteOffset", 0)
         return data[off: off + view["byteLength"]], 0, view.get("byteStride")
 
     def accessor(self, index: int) -> np.ndarray:
         """[count, width] (or [count] for SCALAR) array; normalized integers become floats."""
-        acc = self.doc["accessors"][index]
+        acc = _item(self.doc, "accessors", index, self.source)
         if "sparse" in acc:
             raise MeshError("sparse glTF accessors are not supported")
+        if acc.get("componentType") not in _COMPONENT:
+            raise MeshError(f"{self.source}: glTF accessor {index} has an unknown componentType "
+                            f"{acc.get('componentType')!r} (known: {sorted(_COMPONENT)})")
+        if acc.get("type") not in _WIDTH:
+            raise MeshError(f"{self.source}: glTF accessor {index} has an unknown type {acc.get('type')!r}")
         dtype = np.dtype(_COMPONENT[acc["componentType"]]).newbyteorder("<")
-        width, count = _WIDTH[acc["type"]], acc["count"]
+        width, count = _WIDTH[acc["type"]], acc.get("count")
+        if not isinstance(count, int) or not 0 <= count <= MAX_VERTICES:
+            raise MeshError(f"{self.source}: glTF accessor {index} has an invalid count {count!r}")
         if "bufferView" not in acc:
             out = np.zeros((count, width), dtype=dtype)
         else:
@@ -128,6 +141,17 @@ class _Gltf:
         return self._images[src]
 
 
+def _item(doc: dict, key: str, index: object, source: Path) -> dict:
+    """``doc[key][index]``, or a :class:`MeshError` naming the missing or malformed entry."""
+    items = doc.get(key)
+    if not isinstance(items, list) or not isinstance(index, int) or not 0 <= index < len(items):
+        have = len(items) if isinstance(items, list) else 0
+        raise MeshError(f"{source}: glTF refers to {key}[{index!r}], but the file has {have} {key}")
+    if not isinstance(items[index], dict):
+        raise MeshError(f"{source}: glTF {key}[{index}] is not an object")
+    return items[index]
+
+
 def _node_matrix(node: dict) -> np.ndarray:
     if "matrix" in node:
         return np.asarray(node["matrix"], dtype=np.float64).reshape(4, 4).T  # column-major in the file
@@ -143,19 +167,22 @@ def _node_matrix(node: dict) -> np.ndarray:
     return m
 
 
-def _mesh_instances(doc: dict) -> list[tuple[int, np.ndarray]]:
+def _mesh_instances(doc: dict, source: Path) -> list[tuple[int, np.ndarray]]:
     """(mesh index, world matrix) for every node that shows a mesh in the default scene."""
-    nodes = doc.get("nodes", [])
     scenes = doc.get("scenes")
     if not scenes:
         return [(i, np.eye(4)) for i in range(len(doc.get("meshes", [])))]
-    roots = scenes[doc.get("scene", 0)].get("nodes", [])
-    out, stack = [], [(r, np.eye(4), 0) for r in roots]
+    roots = _item(doc, "scenes", doc.get("scene", 0), source).get("nodes", [])
+    out, stack, visited = [], [(r, np.eye(4), 0) for r in roots], 0
     while stack:
         idx, parent, depth = stack.pop()
         if depth > 256:
-            raise MeshError("glTF node hierarchy is too deep (cycle?)")
-        node = nodes[idx]
+            raise MeshError(f"{source}: glTF node hierarchy is too deep (cycle?)")
+        visited += 1
+        if visited > MAX_NODE_INSTANCES:
+            raise MeshError(f"{source}: the glTF node hierarchy expands to more than {MAX_NODE_INSTANCES} "
+                            "node instances (nodes shared by several parents)")
+        node = _item(doc, "nodes", idx, source)
         world = parent @ _node_matrix(node)
         if "mesh" in node:
             out.append((node["mesh"], world))
@@ -202,27 +229,42 @@ def _material(g: _Gltf, index: int) -> PbrMaterial:
 def _parse_container(path: Path) -> tuple[dict, bytes | None]:
     data = path.read_bytes()
     if data[:4] != b"glTF":
-        try:
-            return json.loads(data.decode("utf-8")), None
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise MeshError(f"{path}: neither a GLB nor a glTF JSON file ({exc})") from exc
+        return _json_document(path, data, "glTF JSON file"), None
     if len(data) < 20:
         raise MeshError(f"{path}: truncated GLB header")
     _, version, length = struct.unpack_from("<4sII", data, 0)
     if version != 2:
         raise MeshError(f"{path}: GLB version {version} is not supported (need 2)")
+    if length > len(data):
+        raise MeshError(f"{path}: the GLB is truncated (header says {length} bytes, "
+                        f"the file has {len(data)})")
     pos, doc, bin_chunk = 12, None, None
-    while pos + 8 <= min(length, len(data)):
+    while pos + 8 <= length:
         clen, ctype = struct.unpack_from("<II", data, pos)
+        if pos + 8 + clen > length:
+            raise MeshError(f"{path}: a GLB chunk runs past the end of the file (truncated GLB)")
         chunk = data[pos + 8: pos + 8 + clen]
         if ctype == 0x4E4F534A:
-            doc = json.loads(chunk.decode("utf-8"))
+            doc = _json_document(path, chunk, "GLB JSON chunk")
         elif ctype == 0x004E4942 and bin_chunk is None:
             bin_chunk = chunk
         pos += 8 + clen
     if doc is None:
         raise MeshError(f"{path}: GLB has no JSON chunk")
     return doc, bin_chunk
+
+
+def _json_document(path: Path, data: bytes, what: str) -> dict:
+    """The JSON object in ``data`` (UTF-8), or a :class:`MeshError` saying why it is not one."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise MeshError(f"{path}: the {what} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise MeshError(f"{path}: the {what} is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise MeshError(f"{path}: the {what} must hold a JSON object, got {type(doc).__name__}")
+    return doc
 
 
 def read_gltf(path: str | Path) -> TriangleMesh:
@@ -236,18 +278,27 @@ def read_gltf(path: str | Path) -> TriangleMesh:
     parts: list[dict] = []
     mat_map: dict[int | None, int] = {}
     materials: list[PbrMaterial] = []
-    for mesh_index, world in _mesh_instances(doc):
-        for prim in doc["meshes"][mesh_index]["primitives"]:
+    if not isinstance(doc.get("meshes"), list) or not doc["meshes"]:
+        raise MeshError(f"{path}: the glTF file has no meshes")
+    vertices = 0
+    for mesh_index, world in _mesh_instances(doc, path):
+        for prim in _item(doc, "meshes", mesh_index, path).get("primitives", []):
             mode = prim.get("mode", 4)
             if mode not in (4, 5, 6):
                 log.warning("skipping a glTF primitive with mode %d (not triangles)", mode)
                 continue
             attrs = prim["attributes"]
+            if "POSITION" not in attrs:
+                raise MeshError(f"{path}: a primitive of mesh {mesh_index} has no POSITION attribute")
             pos = g.accessor(attrs["POSITION"]).astype(np.float64)
+            vertices += len(pos)
+            if vertices > MAX_VERTICES:
+                raise MeshError(f"{path}: the scene has more than {MAX_VERTICES} vertices once its "
+                                "node instances are expanded")
             idx = g.accessor(prim["indices"]).astype(np.int64) if "indices" in prim else np.arange(len(pos))
             part = {"v": pos @ world[:3, :3].T + world[:3, 3], "f": _triangles(idx, mode)}
             if "NORMAL" in attrs:
-                n = g.accessor(attrs["NORMAL"]).astype(np.float64) @ np.linalg.inv(world[:3, :3])
+                n = g.accessor(attrs["NORMAL"]).astype(np.float64) @ np.linalg.pinv(world[:3, :3])
                 part["n"] = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-30)
             if "TEXCOORD_0" in attrs:
                 part["uv"] = g.accessor(attrs["TEXCOORD_0"]).astype(np.float64)

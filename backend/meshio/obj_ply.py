@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -102,13 +101,19 @@ def read_obj(path: str | Path) -> TriangleMesh:
     va = np.asarray(v, dtype=np.float64)
     if (uniq[:, 0] < 1).any() or (uniq[:, 0] > len(va)).any():
         raise MeshError(f"{path}: a face references a vertex that does not exist")
+    for col, what, count in ((1, "texture coordinate (vt)", len(vt)), (2, "normal (vn)", len(vn))):
+        if (uniq[:, col] < 0).any() or (uniq[:, col] > count).any():
+            raise MeshError(f"{path}: a face references a {what} that does not exist "
+                            f"(the file has {count})")
     mesh = TriangleMesh(va[uniq[:, 0] - 1, :3], inverse.reshape(-1, 3).astype(np.int64))
     if va.shape[1] >= 6:
         mesh.vertex_colors = np.concatenate([va[uniq[:, 0] - 1, 3:6], np.ones((len(uniq), 1))], 1).clip(0, 1)
     if vt and (uniq[:, 1] > 0).any():
+        if any(len(t) < 2 for t in vt):
+            raise MeshError(f"{path}: a texture coordinate (vt) has fewer than two numbers")
         t = np.asarray(vt)[np.clip(uniq[:, 1] - 1, 0, None)]
         mesh.uvs = np.stack([t[:, 0], 1.0 - t[:, 1]], 1)
-    if vn and (uniq[:, 2] > 0).all():
+    if vn and (uniq[:, 2] > 0).all() and all(len(n) == 3 for n in vn):
         mesh.normals = np.asarray(vn, dtype=np.float64)[uniq[:, 2] - 1]
     fm = np.asarray(face_mat, dtype=np.int64)
     if names or (fm >= 0).any():
@@ -125,66 +130,105 @@ _PLY_TYPES = {"char": "i1", "uchar": "u1", "int8": "i1", "uint8": "u1", "short":
               "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
 
 
-def read_ply(path: str | Path) -> TriangleMesh:
-    """Read a PLY file (ascii, binary little/big endian): positions, normals, colours, uvs, faces."""
-    path = Path(path)
-    data = path.read_bytes()
+def _ply_type(path: Path, name: str) -> str:
+    if name not in _PLY_TYPES:
+        raise MeshError(f"{path}: unknown PLY property type {name!r} "
+                        f"(known: {', '.join(sorted(_PLY_TYPES))})")
+    return _PLY_TYPES[name]
+
+
+def _ply_header(path: Path, data: bytes) -> tuple[str, list[tuple[str, int, list[list[str]]]], bytes]:
+    """(format, [(element, count, properties)], body) of a PLY file."""
     end = data.find(b"end_header")
     if not data.startswith(b"ply") or end < 0:
         raise MeshError(f"{path}: not a PLY file")
     header = data[:end].decode("ascii", errors="replace").splitlines()
-    body = data[data.index(b"\n", end) + 1:]
+    newline = data.find(b"\n", end)
+    body = data[newline + 1:] if newline >= 0 else b""
     fmt, elements = "ascii", []
     for line in header:
         p = line.split()
         if not p:
             continue
-        if p[0] == "format":
+        if p[0] == "format" and len(p) > 1:
             fmt = p[1]
         elif p[0] == "element":
+            if len(p) < 3 or not p[2].isdigit():
+                raise MeshError(f"{path}: malformed PLY header line {line.strip()!r}")
             elements.append((p[1], int(p[2]), []))
         elif p[0] == "property" and elements:
+            if len(p) < 3 or (p[1] == "list" and len(p) < 5):
+                raise MeshError(f"{path}: malformed PLY header line {line.strip()!r}")
             elements[-1][2].append(p[1:])
-    order = {"binary_little_endian": "<", "binary_big_endian": ">", "ascii": sys.byteorder[0] == "l" and "<"}
-    if fmt not in order:
+    if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
         raise MeshError(f"{path}: unknown PLY format {fmt!r}")
-    bo = "<" if fmt == "ascii" else order[fmt]
+    return fmt, elements, body
+
+
+def _ply_faces(path: Path, props: list[list[str]], count: int, body: bytes, tokens: list[bytes] | None,
+               pos: int, bo: str) -> tuple[np.ndarray, int]:
+    ct, it = _ply_type(path, props[0][1]), _ply_type(path, props[0][2])
+    # every face takes at least its count field: more faces than that cannot be there
+    available = len(tokens) - pos if tokens is not None else (len(body) - pos) // np.dtype(ct).itemsize
+    if count > available:
+        raise ValueError(f"the header announces {count} faces, the data holds at most {available}")
+    polys = []
+    for _ in range(count):
+        if tokens is not None:
+            n = int(tokens[pos])
+            if n < 0:
+                raise ValueError(f"a face with {n} corners")
+            polys.append([int(x) for x in tokens[pos + 1: pos + 1 + n]])
+            pos += 1 + n
+        else:
+            n = int(np.frombuffer(body, bo + ct, 1, pos)[0])
+            pos += np.dtype(ct).itemsize
+            polys.append(np.frombuffer(body, bo + it, n, pos).tolist())
+            pos += n * np.dtype(it).itemsize
+    faces = np.asarray([[p[0], p[k], p[k + 1]] for p in polys for k in range(1, len(p) - 1)],
+                       dtype=np.int64).reshape(-1, 3)
+    return faces, pos
+
+
+def read_ply(path: str | Path) -> TriangleMesh:
+    """Read a PLY file (ascii, binary little/big endian): positions, normals, colours, uvs, faces."""
+    path = Path(path)
+    fmt, elements, body = _ply_header(path, path.read_bytes())
+    bo = {"binary_little_endian": "<", "binary_big_endian": ">"}.get(fmt, "=")
     tokens = body.split() if fmt == "ascii" else None
     pos, verts, faces = 0, None, None
-    for name, count, props in elements:
-        if any(pr[0] == "list" for pr in props):
-            if name != "face" or len(props) != 1:
-                raise MeshError(f"{path}: unsupported list element {name!r}")
-            ct, it = _PLY_TYPES[props[0][1]], _PLY_TYPES[props[0][2]]
-            polys = []
-            for _ in range(count):
-                if tokens is not None:
-                    n = int(tokens[pos])
-                    polys.append([int(x) for x in tokens[pos + 1: pos + 1 + n]])
-                    pos += 1 + n
-                else:
-                    n = int(np.frombuffer(body, bo + ct, 1, pos)[0])
-                    pos += np.dtype(ct).itemsize
-                    polys.append(np.frombuffer(body, bo + it, n, pos).tolist())
-                    pos += n * np.dtype(it).itemsize
-            faces = np.asarray([[p[0], p[k], p[k + 1]] for p in polys for k in range(1, len(p) - 1)],
-                               dtype=np.int64).reshape(-1, 3)
-        else:
-            dt = np.dtype([(pr[1], bo + _PLY_TYPES[pr[0]]) for pr in props])
+    try:
+        for name, count, props in elements:
+            if any(pr[0] == "list" for pr in props):
+                if name != "face" or len(props) != 1:
+                    raise MeshError(f"{path}: unsupported list element {name!r}")
+                faces, pos = _ply_faces(path, props, count, body, tokens, pos, bo)
+                continue
+            dt = np.dtype([(pr[1], bo + _ply_type(path, pr[0])) for pr in props])
             if tokens is not None:
+                if len(tokens) - pos < count * len(props):
+                    raise ValueError("fewer values than the header announces")
                 vals = np.asarray(tokens[pos: pos + count * len(props)], dtype=np.float64)
                 arr = np.zeros(count, dtype=dt)
                 for k, pr in enumerate(props):
                     arr[pr[1]] = vals[k::len(props)]
                 pos += count * len(props)
             else:
+                if len(body) - pos < count * dt.itemsize:
+                    raise ValueError("fewer bytes than the header announces")
                 arr = np.frombuffer(body, dt, count, pos)
                 pos += count * dt.itemsize
             if name == "vertex":
                 verts = arr
+    except MeshError:
+        raise
+    except (ValueError, IndexError, OverflowError) as exc:
+        raise MeshError(f"{path}: the PLY data is truncated or malformed ({exc})") from None
     if verts is None or faces is None or len(faces) == 0:
         raise MeshError(f"{path}: the PLY file has no vertices or no faces")
-    names = verts.dtype.names
+    names = verts.dtype.names or ()
+    if not {"x", "y", "z"} <= set(names):
+        raise MeshError(f"{path}: the PLY vertices have no x, y and z properties (found {list(names)})")
     col = lambda keys: np.stack([verts[k].astype(np.float64) for k in keys], 1)  # noqa: E731
     mesh = TriangleMesh(col(("x", "y", "z")), faces)
     if {"nx", "ny", "nz"} <= set(names):

@@ -26,7 +26,10 @@ Writing goes to a temporary file in the target directory, then ``os.replace``.
 
 from __future__ import annotations
 
+import io
 import os
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -74,7 +77,11 @@ def save_ovoxel(path: str | os.PathLike, ov: OVoxel, *, compress: bool = True,
         data["source_up"] = np.array(frame.up_axis)
         _check_frame(data, f"{path}")
     save = np.savez_compressed if compress else np.savez
-    write_atomic(path, lambda fh: save(fh, **data))
+    # Built in memory first: zipfile writing straight into the file turns a full disk into
+    # "seek of closed file" at close; a plain write fails with the real OSError (ENOSPC).
+    buffer = io.BytesIO()
+    save(buffer, **data)
+    write_atomic(path, buffer.getvalue())
 
 
 def _check_frame(z, where: str) -> SourceFrame | None:
@@ -118,42 +125,59 @@ def read_ovoxel_file(path: str | os.PathLike) -> tuple[OVoxel, SourceFrame | Non
     """
     try:
         z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise OVoxelError(f"{path}: not a readable .npz file ({exc})") from exc
-    with z:
-        keys = set(z.files)
-        if "format" not in keys or str(z["format"]) != FORMAT_NAME:
-            raise OVoxelError(f"{path}: not an O-Voxel file (missing format={FORMAT_NAME!r})")
-        version = int(z["version"]) if "version" in keys else -1
-        if version != FORMAT_VERSION:
-            raise OVoxelError(f"{path}: unsupported O-Voxel version {version} (expected {FORMAT_VERSION})")
-        missing = {"resolution", "aabb", "coords", "dual_vertices", "intersected"} - keys
-        if missing:
-            raise OVoxelError(f"{path}: missing arrays {sorted(missing)}")
-        attrs = None
-        if "attributes" in keys:
-            if "attr_layout" not in keys or str(z["attr_layout"]) != _LAYOUT_STR:
-                raise OVoxelError(f"{path}: unknown attribute layout")
-            a = z["attributes"]
-            if a.dtype != np.uint8:
-                raise OVoxelError(f"{path}: attributes must be uint8, got {a.dtype}")
-            attrs = a.astype(np.float32) / 255.0
-        flags = z["intersected"]
-        if flags.ndim != 1:
-            raise OVoxelError(f"{path}: intersected must be a [N] bit mask, got shape {flags.shape}")
-        coords = z["coords"]
-        if not np.issubdtype(coords.dtype, np.integer):
-            raise OVoxelError(f"{path}: coords must be integers, got {coords.dtype}")
-        ov = OVoxel(
-            resolution=int(z["resolution"]),
-            coords=coords.astype(np.int32),
-            dual_vertices=z["dual_vertices"].astype(np.float32),
-            intersected=(flags[:, None] & _BITS) != 0,
-            split_weight=z["split_weight"].astype(np.float32) if "split_weight" in keys else None,
-            attributes=attrs,
-            aabb=z["aabb"],
-        )
-        frame = _check_frame(z, f"{path}")
+    except (OSError, ValueError, EOFError, NotImplementedError, zipfile.BadZipFile) as exc:
+        raise OVoxelError(f"{path}: not a readable .npz file ({exc or type(exc).__name__})") from None
+    try:
+        with z:
+            if any(info.flag_bits & 0x1 for info in z.zip.infolist()):  # zipfile would ask for a password
+                raise OVoxelError(f"{path}: the .npz file has encrypted entries")
+            return _read_npz(z, path)
+    except OVoxelError:
+        raise
+    except (OSError, ValueError, TypeError, EOFError, KeyError, NotImplementedError, zipfile.BadZipFile,
+            zlib.error) as exc:  # NotImplementedError: zip entries flagged encrypted or compressed oddly
+        raise OVoxelError(f"{path}: the .npz file is damaged ({type(exc).__name__}: {exc})") from None
+
+
+def _read_npz(z, path: str | os.PathLike) -> tuple[OVoxel, SourceFrame | None]:
+    keys = set(z.files)
+    if "format" not in keys or str(z["format"]) != FORMAT_NAME:
+        raise OVoxelError(f"{path}: not an O-Voxel file (missing format={FORMAT_NAME!r})")
+    version = int(z["version"]) if "version" in keys else -1
+    if version != FORMAT_VERSION:
+        raise OVoxelError(f"{path}: unsupported O-Voxel version {version} (expected {FORMAT_VERSION})")
+    missing = {"resolution", "aabb", "coords", "dual_vertices", "intersected"} - keys
+    if missing:
+        raise OVoxelError(f"{path}: missing arrays {sorted(missing)}")
+    attrs = None
+    if "attributes" in keys:
+        if "attr_layout" not in keys or str(z["attr_layout"]) != _LAYOUT_STR:
+            raise OVoxelError(f"{path}: unknown attribute layout")
+        a = z["attributes"]
+        if a.dtype != np.uint8:
+            raise OVoxelError(f"{path}: attributes must be uint8, got {a.dtype}")
+        attrs = a.astype(np.float32) / 255.0
+    flags = z["intersected"]
+    if flags.ndim != 1:
+        raise OVoxelError(f"{path}: intersected must be a [N] bit mask, got shape {flags.shape}")
+    coords = z["coords"]
+    if not np.issubdtype(coords.dtype, np.integer):
+        raise OVoxelError(f"{path}: coords must be integers, got {coords.dtype}")
+    resolution = int(z["resolution"])
+    if coords.size and (coords.min() < 0 or coords.max() >= resolution):
+        # checked before the int32 cast, which would wrap values such as 2**32 + 5 into range
+        raise OVoxelError(f"{path}: coords must lie in [0, {resolution}), found "
+                          f"[{int(coords.min())}, {int(coords.max())}]")
+    ov = OVoxel(
+        resolution=resolution,
+        coords=coords.astype(np.int32),
+        dual_vertices=z["dual_vertices"].astype(np.float32),
+        intersected=(flags[:, None] & _BITS) != 0,
+        split_weight=z["split_weight"].astype(np.float32) if "split_weight" in keys else None,
+        attributes=attrs,
+        aabb=z["aabb"],
+    )
+    frame = _check_frame(z, f"{path}")
     dv = ov.dual_vertices
     if dv.size and (dv.min() < 0 or dv.max() > 1):
         raise OVoxelError(f"{path}: dual_vertices must lie in [0, 1]")

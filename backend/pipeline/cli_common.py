@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from backend import protocol
+from backend.fileio import output_folder_problem
 
 from .accelerator import DEVICE_CHOICES, resolve_device
 from .api import UNWRAP_METHODS, ExportOptions, JobResult, Progress, SamplerOverrides
@@ -212,6 +213,11 @@ def run_generator(args: argparse.Namespace, make_request, method: str,
     from .generator import Trellis2Generator
 
     def job(bar):
+        # before any model is loaded: a bad destination must not cost the whole run first
+        problem = output_folder_problem(args.output)
+        if problem is not None:
+            raise PipelineError(f"-o/--output {str(args.output)!r} cannot be used: {problem}",
+                                "give a folder that can be created or written")
         request = make_request(args)
         rt = runtime(args, bundled_release)
         gen = Trellis2Generator(rt, remover=remover(args, rt.device))

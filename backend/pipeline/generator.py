@@ -27,6 +27,7 @@ from .api import (
 )
 from .errors import InputError, OutOfMemoryError
 from .export import export_generated, export_retextured
+from .export.result_files import free_name
 from .image import BackgroundRemover, load_and_preprocess
 from .image_to_3d import CoordsOverride, image_to_assets
 from .licences import check_background_removal, commercial_safe_export
@@ -95,6 +96,7 @@ class Trellis2Generator:
         objects = [request.images] if request.multiview else [(path,) for path in request.images]
         tracker = Tracker(on_progress, cancel, assets=len(objects))
         assets: list[AssetResult] = []
+        names: set[str] = set()
         with self._job(tracker):
             for i, views in enumerate(objects):
                 tracker.asset = i
@@ -109,6 +111,9 @@ class Trellis2Generator:
                     name = base if len(decoded) == 1 else f"{base}_{k}"
                     if len(objects) > 1 and request.name:
                         name = f"{name}_{i}"
+                    if not request.name:  # a default name never replaces an earlier result
+                        name = free_name(request.output_dir, name, names)
+                    names.add(name)
                     if asset.faces.shape[0] == 0:
                         raise InputError(f"{Path(views[0]).name}: the decoded shape has no surface",
                                          "try another --seed")
@@ -119,7 +124,7 @@ class Trellis2Generator:
                         made_by.update(views=[str(p) for p in views], multiview=request.multiview)
                     result = export_generated(asset.vertices, asset.faces, asset.attribute_fn(),
                                               request.output_dir, name, request.export, self.runtime.device,
-                                              result_fields=made_by)
+                                              result_fields=made_by, cancel=tracker.cancel)
                     result.extra.update(resolution=asset.resolution, source=str(views[0]), **made_by)
                     assets.append(result)
                 tracker.end()
@@ -143,12 +148,17 @@ class Trellis2Generator:
             image = load_and_preprocess(request.image, self.remover)
             frame = work_frame(mesh, request.up_axis)
             gen = make_generator(request.seed)
-            voxels = retexture_voxels(store, image, mesh, frame, request, gen, tracker)
+            try:
+                voxels = retexture_voxels(store, image, mesh, frame, request, gen, tracker)
+            except MeshError as e:  # e.g. a flat mesh that crosses no grid edge
+                raise InputError(f"{Path(request.mesh).name}: {e}") from e
             tracker.begin("export")
             to_blender = Y_UP_TO_Z_UP if request.up_axis == "y" else torch.eye(3).numpy()
+            name = request.name or free_name(request.output_dir, Path(request.mesh).stem)
             result = export_retextured(mesh, frame.apply, voxels.attribute_fn(), request.output_dir,
-                                       request.name or Path(request.mesh).stem, request.export, to_blender,
-                                       self.runtime.device, result_fields=self._result_fields(store))
+                                       name, request.export, to_blender,
+                                       self.runtime.device, result_fields=self._result_fields(store),
+                                       cancel=tracker.cancel)
             result.extra.update(seed=request.seed, resolution=request.resolution, source=str(request.mesh),
                                 **self._result_fields(store))
             tracker.end()

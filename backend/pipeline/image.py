@@ -29,7 +29,9 @@ from .errors import InputError
 log = logging.getLogger(__name__)
 
 MAX_SIDE = 16384  # longest accepted side (pixels), checked before decoding
-MAX_PIXELS = 16384 * 8192  # 134 M pixels: about 0.5 GB as RGBA
+# Pillow's own decompression-bomb limit (89.5 M pixels, about 360 MB as RGBA): its check runs
+# while the header is read, before ours, so the limit we state must be the one it enforces.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 PREPROCESS_MAX_SIDE = 1024  # the reference shrinks larger inputs to this
 ALPHA_CROP_THRESHOLD = 0.8 * 255
 
@@ -65,8 +67,7 @@ def load_image(path: Path | str) -> Image.Image:
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise InputError(f"{path.name}: image is too large to decode safely ({e})",
-                         f"resize it so the longer side is at most {MAX_SIDE} px") from e
+        raise InputError(f"{path.name}: image is too large to decode safely ({e})", _SIZE_HINT) from e
     except UnidentifiedImageError as e:
         raise InputError(f"{path.name}: not a readable image (unknown format or corrupt header)",
                          "use PNG, JPEG, WebP or TIFF") from e
@@ -75,15 +76,16 @@ def load_image(path: Path | str) -> Image.Image:
                          "re-export the image") from e
 
 
+_SIZE_HINT = (f"downscale it to at most {MAX_SIDE} px per side and {MAX_PIXELS / 1e6:.1f} megapixels "
+              "(the model only sees 1024 px anyway)")
+
+
 def _check_size(path: Path, size: tuple[int, int]) -> None:
     w, h = size
     if w <= 0 or h <= 0:
         raise InputError(f"{path.name}: image has no pixels ({w}x{h})")
     if max(w, h) > MAX_SIDE or w * h > MAX_PIXELS:
-        raise InputError(
-            f"{path.name}: image is {w}x{h} pixels; the largest accepted is {MAX_SIDE} px per side "
-            f"and {MAX_PIXELS // 1_000_000} megapixels",
-            "downscale it first (the model only sees 1024 px anyway)")
+        raise InputError(f"{path.name}: image is {w}x{h} pixels, too large", _SIZE_HINT)
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -123,7 +125,8 @@ def shrink(img: Image.Image, max_side: int = PREPROCESS_MAX_SIDE) -> Image.Image
     w, h = img.size
     scale = min(1.0, max_side / max(w, h))
     if scale < 1.0:
-        img = img.resize((int(w * scale), int(h * scale)), Image.Resampling.LANCZOS)
+        # at least one pixel: a 1 x 9000 strip would otherwise shrink to zero width
+        img = img.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.LANCZOS)
     return img
 
 
@@ -142,6 +145,9 @@ def crop_and_premultiply(rgba: Image.Image, source: str = "image") -> Image.Imag
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     side = max(x1 - x0, y1 - y0)
     half = side // 2
+    if half == 0:  # the crop would be empty (a single opaque pixel or a 2-pixel speck)
+        raise InputError(f"{source}: the foreground is only {x1 - x0 + 1}x{y1 - y0 + 1} pixels",
+                         "use an image whose object covers more than a few pixels")
     cropped = rgba.crop((cx - half, cy - half, cx + half, cy + half))  # PIL rounds, pads with 0
     f = np.asarray(cropped).astype(np.float32) / 255  # [S, S, 4]
     rgb = f[..., :3] * f[..., 3:4]

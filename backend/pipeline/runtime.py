@@ -200,21 +200,64 @@ class ModelStore:
     def _home(self) -> torch.device:
         return torch.device("cpu") if self.runtime.low_vram else self.device
 
+    def _checkpoint_source(self, key: str) -> tuple[str | Path, str]:
+        """(source, name) of the network ``key`` for :func:`backend.models.load_model`."""
+        name = self.config.models.get(key)
+        if name is None and self.tex_config is not None:
+            name = self.tex_config.models.get(key)
+        if name is None:
+            raise ModelUnavailableError(f"the release at {self.root} names no model {key!r}")
+        source: str | Path = str(self.root)
+        parts = name.split("/")
+        if len(parts) >= 3 and parts[0] != "ckpts" and "/".join(parts[:2]) in self.dependencies:
+            source, name = self.dependencies["/".join(parts[:2])], "/".join(parts[2:])
+        return source, name
+
+    def check_checkpoints(self) -> None:
+        """Check every network the release names without loading its weights: the config JSON
+        builds the network (on the meta device) and the safetensors header holds every tensor it
+        needs, in its shape, within the file's size. So a release that would fail at its first
+        job (a truncated file, an invalid or mismatched config) fails when it is loaded.
+
+        Raises:
+            ModelUnavailableError: naming the network, the file and what is wrong.
+        """
+        from backend.models.loading import (
+            CheckpointError,
+            build_model,
+            read_model_config,
+            read_safetensors_header,
+            resolve_checkpoint,
+        )
+
+        keys = sorted(set(self.config.models) | set(self.tex_config.models if self.tex_config else {}))
+        for key in keys:
+            source, name = self._checkpoint_source(key)
+            try:
+                files = resolve_checkpoint(source, name, offline=self.runtime.offline)
+                model = build_model(read_model_config(files.config), source=str(files.config))
+                header = read_safetensors_header(files.weights)
+            except CheckpointError as e:
+                raise ModelUnavailableError(f"cannot load {key}: {e}", "check the release folder") from e
+            computed = set(model.computed_buffers("cpu")) if hasattr(model, "computed_buffers") else set()
+            expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+            found = {k: list(v["shape"]) for k, v in header.items()}
+            problems = [f"missing {k}" for k in sorted(set(expected) - set(found) - computed)]
+            problems += [f"unexpected {k}" for k in sorted(set(found) - set(expected))]
+            problems += [f"{k}: file {found[k]}, model {expected[k]}"
+                         for k in sorted(set(found) & set(expected)) if found[k] != expected[k]]
+            if problems:
+                raise ModelUnavailableError(
+                    f"cannot load {key}: {files.weights} does not match {files.config} "
+                    f"({len(problems)} problem(s): {'; '.join(problems[:5])})", "check the release folder")
+
     def get(self, key: str) -> torch.nn.Module:
         """The network named ``key`` in pipeline.json (or texturing_pipeline.json), loaded once."""
         if key not in self._models:
             from backend.models import CheckpointError, load_model
             from backend.sparse.conv import set_conv_backend
 
-            name = self.config.models.get(key)
-            if name is None and self.tex_config is not None:
-                name = self.tex_config.models.get(key)
-            if name is None:
-                raise ModelUnavailableError(f"the release at {self.root} names no model {key!r}")
-            source = str(self.root)
-            parts = name.split("/")
-            if len(parts) >= 3 and parts[0] != "ckpts" and "/".join(parts[:2]) in self.dependencies:
-                source, name = self.dependencies["/".join(parts[:2])], "/".join(parts[2:])
+            source, name = self._checkpoint_source(key)
             try:
                 model = load_model(source, name, device=self._home(), dtype=self.runtime.load_dtype,
                                    offline=self.runtime.offline)

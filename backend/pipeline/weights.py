@@ -228,7 +228,7 @@ def resolve(source: str, config: WeightsConfig, *, revision: str | None = None,
     deps = [repo for repo in refs
             if repo not in OPTIONAL or repo in overrides or cached_snapshot(repo, config) is not None]
     sources = {repo: overrides.get(repo, repo) for repo in deps}
-    local = {repo: Path(src).expanduser() for repo, src in sources.items() if not is_repo_id(src)}
+    local = {repo: _local_path(src) for repo, src in sources.items() if not is_repo_id(src)}
     for repo, path in local.items():
         if not path.is_dir():
             info = _describe(repo)
@@ -248,9 +248,19 @@ def resolve(source: str, config: WeightsConfig, *, revision: str | None = None,
     return ModelPaths(model_dir=main, dependencies=resolved)
 
 
+def _local_path(source: str) -> Path:
+    """``source`` as a folder path (``~`` expanded), or a :class:`WeightsError` saying why it is none."""
+    try:
+        return Path(source).expanduser()
+    except RuntimeError as exc:  # "~user" of a user that does not exist
+        hint = f"give an existing folder or a Hugging Face repo id such as {TRELLIS2_REPO}"
+        raise WeightsError("model_unavailable", f"model source {source!r} is not a usable path: {exc}",
+                           hint) from None
+
+
 def _resolve_one(source: str, config: WeightsConfig, revision: str | None, subpaths: list[str],
                  on_download: DownloadCallback, cancel: CancelToken) -> Path:
-    path = Path(source).expanduser()
+    path = _local_path(source)
     if path.is_dir():
         return path.resolve()
     if not is_repo_id(source):

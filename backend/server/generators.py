@@ -26,13 +26,15 @@ class PipelineUnavailable(RuntimeError):
 @dataclass(frozen=True)
 class LoadSpec:
     """Everything a factory needs: local model folders, the device, the memory policy, how
-    pictures without transparency are handled (``protocol.Load.background_removal``) and which
+    pictures without transparency are handled (``protocol.Load.background_removal``), whether the
+    user consented to running the background-removal model's own code, and which
     weights these are (``provenance``, recorded with every result; None: unknown)."""
 
     paths: ModelPaths
     device: str = "auto"
     low_vram: bool = False
     background_removal: str = "none"
+    allow_model_code: bool = False  # consent to run the background-removal model's own code
     provenance: ModelProvenance | None = None
     commercial_safe: bool = False
 
@@ -57,6 +59,7 @@ def trellis2(spec: LoadSpec) -> Generator:
     generator = cls(spec.paths.model_dir, device=spec.device, low_vram=spec.low_vram,  # type: ignore[operator]
                     dependencies=spec.paths.dependencies, provenance=spec.provenance,
                     commercial_safe=spec.commercial_safe)
+    generator.store.check_checkpoints()  # a broken release fails now, not at the first job
     generator.remover = background_remover(spec, generator.runtime.device)
     return generator
 
@@ -77,5 +80,5 @@ def background_remover(spec: LoadSpec, device: str):
             f"background removal with RMBG-2.0 was chosen, but {spec.paths.model_dir / 'pipeline.json'} "
             f"does not name {RMBG_REPO}", "set the add-on's RMBG Folder preference to a local RMBG-2.0 or "
             "BiRefNet folder, or choose another Background Removal")
-    # Choosing "rmbg" is the consent to run the model folder's own code (see protocol.Load).
-    return rembg.make_remover("birefnet", model_dir=folder, allow_remote_code=True, device=device)
+    return rembg.make_remover("birefnet", model_dir=folder, allow_remote_code=spec.allow_model_code,
+                              device=device)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from backend import protocol
+from backend.fileio import output_folder_problem
 from backend.pipeline import api, errors
 from backend.pipeline.weights import WeightsError
 from backend.server.generators import PipelineUnavailable
 
+INPUT_HINT = "check the input file: re-export it, or use another one"
 OOM_HINT = ("Lower the resolution (pipeline 512 or 1024), lower max_num_tokens or the texture size, "
             "or reload the models in low-VRAM mode.")
 
@@ -56,23 +59,28 @@ def _export(e: protocol.Export) -> api.ExportOptions:
 
 
 def _output_dir(path: str) -> Path:
-    """The checked ``output_dir``; it is created only once the whole request is valid."""
+    """``output_dir`` as a path; it must be absolute (checked for writing by ``_check_output_dir``)."""
     out = Path(path)
     if not out.is_absolute():
         raise InvalidRequest(f"output_dir must be an absolute path, got {path!r}")
     return out
 
 
-def _create_output_dir(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InvalidRequest(f"output_dir {str(out)!r} cannot be created: {exc.strerror or exc}") from None
+def _check_output_dir(out: Path) -> None:
+    """Refuse an ``output_dir`` that cannot take results; it is not created here (the job's
+    writer creates it), so a job that fails before writing leaves nothing behind."""
+    problem = output_folder_problem(out)
+    if problem is not None:
+        raise InvalidRequest(f"output_dir {str(out)!r} cannot be used: {problem}")
 
 
 def _existing_file(path: str, what: str) -> Path:
     p = Path(path)
-    if not p.is_file():
+    try:
+        found = p.is_file()
+    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL character
+        raise InvalidRequest(f"{what} {path!r} is not a usable path: {exc}") from None
+    if not found:
         raise InvalidRequest(f"{what} not found: {path}")
     return p
 
@@ -97,7 +105,7 @@ def to_generate(msg: protocol.Generate) -> api.GenerateRequest:
         sparse_structure=_sampler(msg.sparse_structure), shape=_sampler(msg.shape),
         texture=_sampler(msg.texture), max_num_tokens=msg.max_num_tokens, export=_export(msg.export),
         name=msg.name, multiview=msg.multiview)  # type: ignore[arg-type]
-    _create_output_dir(request.output_dir)
+    _check_output_dir(request.output_dir)
     return request
 
 
@@ -108,7 +116,7 @@ def to_retexture(msg: protocol.Retexture) -> api.RetextureRequest:
         mesh=_existing_file(msg.mesh, "mesh"), image=_existing_file(msg.image, "image"),
         output_dir=_output_dir(msg.output_dir), seed=msg.seed, resolution=msg.resolution,
         texture=_sampler(msg.texture), export=_export(msg.export), name=msg.name)
-    _create_output_dir(request.output_dir)
+    _check_output_dir(request.output_dir)
     return request
 
 
@@ -140,6 +148,20 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
+# Errors of the mesh and O-Voxel readers. Looked up among the loaded modules rather than imported,
+# so the server starts without numpy and the O-Voxel code: an exception of a class whose module
+# was never loaded cannot be raised.
+_INPUT_FILE_ERRORS = (("backend.geometry.mesh", "MeshError"), ("backend.ovoxel.types", "OVoxelError"))
+
+
+def _is_input_file_error(exc: BaseException) -> bool:
+    for module, name in _INPUT_FILE_ERRORS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and isinstance(exc, cls):
+            return True
+    return False
+
+
 def classify(exc: BaseException) -> Failure:
     """The protocol error for an exception raised by a job."""
     if isinstance(exc, errors.OutOfMemoryError):
@@ -150,12 +172,20 @@ def classify(exc: BaseException) -> Failure:
         return Failure(exc.code, exc.message, exc.hint)
     if isinstance(exc, errors.ModelUnavailableError):
         return Failure("model_unavailable", exc.message, exc.hint)
+    if isinstance(exc, errors.InputError):
+        return Failure("invalid_input", exc.message, exc.hint or INPUT_HINT)
+    if _is_input_file_error(exc):
+        return Failure("invalid_input", str(exc), INPUT_HINT)
     if isinstance(exc, errors.PipelineError):
         return Failure("invalid_request", exc.message, exc.hint)
     if isinstance(exc, PipelineUnavailable):
         return Failure("pipeline_unavailable", str(exc), "install the backend's pipeline, see the README")
     if isinstance(exc, InvalidRequest):
         return Failure("invalid_request", str(exc), "check the request's values")
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return Failure("io_error", f"{exc.strerror or exc}{where}",
+                       "check free disk space, permissions and path lengths of the input and output folders")
     if isinstance(exc, FileNotFoundError | ValueError):
         return Failure("invalid_request", f"{type(exc).__name__}: {exc}",
                        "check the input files and settings")

@@ -314,6 +314,11 @@ class Service:
         if message.background_removal not in BACKGROUND_REMOVAL:
             raise jobs.InvalidRequest(f"background_removal must be one of {', '.join(BACKGROUND_REMOVAL)}, "
                                  f"got {message.background_removal!r}")
+        if message.background_removal == "rmbg" and not message.allow_model_code:
+            raise jobs.InvalidRequest(
+                "background removal with RMBG-2.0 / BiRefNet runs Python code that ships with the model, "
+                "and that needs its own consent (allow_model_code: in Blender the preference 'Run RMBG "
+                "Model Code', on the command line --allow-remote-code)")
         if message.background_remover:
             overrides[weights.RMBG_REPO] = message.background_remover
         elif message.background_removal == "rmbg":  # chosen: resolve it (cached, or download when online)
@@ -383,7 +388,8 @@ class Service:
                                                  low_vram=message.low_vram,
                                                  background_removal=message.background_removal,
                                                  provenance=provenance,
-                                                 commercial_safe=message.commercial_safe))
+                                                 commercial_safe=message.commercial_safe,
+                                                 allow_model_code=message.allow_model_code))
         self._loaded = loaded
         seconds = time.monotonic() - started
         self._send(protocol.Log(job=job.id, level="info",

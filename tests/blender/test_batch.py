@@ -36,7 +36,7 @@ def test_batch_folder_report_exit_code_and_rerun(tmp_path, inputs, bpy_python, o
     assert report["summary"] == {"ok": 2, "failed": 1, "cancelled": 0, "skipped": 0}
     broken = items["broken"]
     assert broken["status"] == "failed"
-    assert broken["error"]["code"] == "invalid_request"
+    assert broken["error"]["code"] == "invalid_input"
     assert "broken.png" in broken["error"]["message"]
     for name in ("teapot", "leaf"):
         rec = items[name]

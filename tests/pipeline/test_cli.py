@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from backend.__main__ import main
-from backend.meshio import read_gltf
+from backend.geometry import TriangleMesh
+from backend.meshio import read_gltf, write_glb
 from tests.fixtures import images
 from tests.pipeline.test_generate import _textured_box_glb
 
@@ -14,6 +17,16 @@ def test_generate_offline_without_model_exits_with_a_hint(tmp_path, capsys):
                "--model", str(tmp_path / "no")])
     err = capsys.readouterr().err
     assert rc == 2 and "does not exist" in err and "--model" in err
+
+
+def test_generate_into_a_file_fails_before_any_model_is_loaded(tmp_path, capsys):
+    img = images.rgba_transparent(tmp_path / "a.png")
+    (tmp_path / "taken").write_text("a file, not a folder")
+    for out in (tmp_path / "taken", tmp_path / "taken" / "sub"):
+        rc = main(["generate", str(img), "-o", str(out), "--offline", "--model", str(tmp_path / "no")])
+        err = capsys.readouterr().err
+        assert rc == 2 and "-o/--output" in err and "is a file, not a folder" in err
+        assert "--model" not in err  # the destination was checked before the model
 
 
 def test_retexture_command_writes_glb_and_summary(tmp_path, capsys, tiny_checkpoint):
@@ -28,3 +41,15 @@ def test_retexture_command_writes_glb_and_summary(tmp_path, capsys, tiny_checkpo
     out = read_gltf(tmp_path / "out" / "box.glb")
     assert out.num_vertices == src.num_vertices
     assert (tmp_path / "out" / "box" / "result.json").is_file()
+
+
+def test_retexture_of_a_flat_mesh_is_one_clear_error(tmp_path, capsys, tiny_checkpoint):
+    flat = TriangleMesh(np.array([[0.0, 0, 0], [1, 0, 0], [2, 0, 0]]), np.array([[0, 1, 2]]))
+    write_glb(tmp_path / "line.glb", flat)
+    img = images.rgba_transparent(tmp_path / "ref.png")
+    rc = main(["retexture", str(tmp_path / "line.glb"), str(img), "-o", str(tmp_path / "out"),
+               "--model", str(tiny_checkpoint), "--offline", "--device", "cpu", "--resolution", "64",
+               "--steps", "1", "--texture-size", "64", "--rasterizer", "ours"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "error: line.glb:" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "line.glb").exists()

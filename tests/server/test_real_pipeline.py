@@ -63,7 +63,8 @@ def test_background_removal_is_chosen_at_load(tmp_path: Path, tiny_checkpoint: P
                   if isinstance(e, p.Error)]
         assert err.code == "invalid_request" and "none, solid, rmbg" in err.message
         # RMBG-2.0 chosen, offline and not cached: a clear error before anything loads.
-        (err,) = [e for e in client.wait(client.load(str(tiny_checkpoint), background_removal="rmbg"), 60)
+        rmbg = dict(background_removal="rmbg", allow_model_code=True)
+        (err,) = [e for e in client.wait(client.load(str(tiny_checkpoint), **rmbg), 60)
                   if isinstance(e, p.Error)]
         assert err.code == "model_unavailable" and "RMBG-2.0" in err.message + err.hint, err
         # "none": a picture without transparency is refused, and the hint names the setting.

@@ -34,12 +34,13 @@ from backend.geometry.inspect import mesh_report, remove_shells, uv_report
 from backend.meshio.images import encode_image
 from backend.ovoxel.cleanup import fill_holes
 
-from ..api import AssetResult, ExportOptions, check_output_name
+from ..api import AssetResult, CancelToken, ExportOptions
 from . import mesh_ops
 from .bake import AttributeFn, SurfaceProjector, bake
 from .direct import write_direct
 from .material import TextureSet, material, pack_textures
 from .raster import nvdiffrast_available, rasterize_uv, rasterize_uv_nvdiffrast
+from .result_files import StagedAsset
 from .uv import Unwrapped, fast_unwrap, unwrap
 
 log = logging.getLogger(__name__)
@@ -83,12 +84,13 @@ def _compute_device(device: str) -> str:
     return device if device.startswith("cuda") and torch.cuda.is_available() else "cpu"
 
 
-def _unwrap(vertices: np.ndarray, faces: np.ndarray, options: ExportOptions) -> Unwrapped:
+def _unwrap(vertices: np.ndarray, faces: np.ndarray, options: ExportOptions,
+            cancel: CancelToken | None = None) -> Unwrapped:
     method = options.unwrap
     if method == "auto":
         method = "xatlas" if len(faces) <= XATLAS_MAX_FACES else "fast"
     if method == "xatlas":
-        return unwrap(vertices, faces, options.texture_size)
+        return unwrap(vertices, faces, options.texture_size, cancel=cancel)
     return fast_unwrap(vertices, faces, options.texture_size)
 
 
@@ -122,23 +124,24 @@ def _write(mesh: TriangleMesh, tex: TextureSet, blender_positions: np.ndarray | 
            double_sided: bool, result_fields: Mapping[str, object] | None = None) -> AssetResult:
     """GLB of ``mesh`` (already in the GLB frame, material attached) and the direct result folder
     (``result_fields`` are added to its ``result.json``). ``name`` must be one safe file-name
-    component (see :func:`check_output_name`): every file lands inside ``out_dir``."""
-    check_output_name(name)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    component (see :func:`backend.pipeline.api.check_output_name`): every file lands inside
+    ``out_dir``. The files replace an earlier asset of the same name as a whole, or not at all."""
     wanted = ((options.texture_format, options.write_glb), ("png", options.write_direct))
     formats = {fmt for fmt, on in wanted if on}
     encode = _encode_once(tex, formats)
     result = AssetResult(name=name, faces=mesh.num_faces, vertices=mesh.num_vertices,
                          texture_size=int(tex.base_color.shape[0]), alpha_mode=tex.alpha_mode)
-    if options.write_glb:
-        from backend.meshio import write_glb
+    with StagedAsset(out_dir, name) as staged:  # all files in place, or none
+        if options.write_glb:
+            from backend.meshio import write_glb
 
-        result.glb = out_dir / f"{name}.glb"
-        write_glb(result.glb, mesh, texture_format=options.texture_format, encode=encode)
-    if options.write_direct:
-        result.direct = write_direct(out_dir / name, name, blender_positions, mesh.faces, mesh.uvs,
-                                     blender_normals, tex, double_sided, encode=encode,
-                                     fields=result_fields)
+            write_glb(staged.glb, mesh, texture_format=options.texture_format, encode=encode)
+            result.glb = staged.final_glb
+        if options.write_direct:
+            write_direct(staged.folder, name, blender_positions, mesh.faces, mesh.uvs, blender_normals, tex,
+                         double_sided, encode=encode, fields=result_fields)
+            result.direct = staged.final_folder / "result.json"
+        staged.commit()
     return result
 
 
@@ -164,7 +167,8 @@ def _encode_once(tex: TextureSet, formats: set[str]) -> Callable[[np.ndarray, st
 def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: AttributeFn, out_dir: Path,
                      name: str, options: ExportOptions, device: str = "cpu",
                      on_step: Callable[[str], None] | None = None,
-                     result_fields: Mapping[str, object] | None = None) -> AssetResult:
+                     result_fields: Mapping[str, object] | None = None,
+                     cancel: CancelToken | None = None) -> AssetResult:
     """Export a generated mesh given in the working frame (Z-up, unit cube).
 
     Args:
@@ -172,6 +176,7 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
         attributes: working-frame points ``[N, 3]`` -> ``[N, 6]`` PBR attributes in [0, 1].
         on_step: called with the name of each sub-step as it starts (for progress).
         result_fields: extra top-level fields of the direct result's ``result.json`` (``"model"``).
+        cancel: stops the job while decimation or UV unwrapping runs.
     """
     step = on_step or (lambda _s: None)
     timings = ExportTimings()
@@ -179,7 +184,7 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
     step("clean")
     hi_v, hi_f = mesh_ops.weld(np.asarray(vertices, np.float64), np.asarray(faces, np.int64))
     hi_v, hi_f, cleaned = clean_generated(hi_v, hi_f, options)
-    v, f = mesh_ops.decimate(hi_v, hi_f, options.faces)
+    v, f = mesh_ops.decimate(hi_v, hi_f, options.faces, cancel)
     if (options.remove_floaters or options.remove_inner_shells) and len(f) < len(hi_f):
         # Decimation can break thin parts into crumbs: the result must be free of what was asked.
         kept = remove_shells(v, f, floaters=options.remove_floaters, inner=options.remove_inner_shells)
@@ -192,7 +197,7 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
     f = mesh_ops.orient(v, f)
     t = timings.mark("clean_decimate", t)
     step("unwrap")
-    uw = _unwrap(v, f, options)
+    uw = _unwrap(v, f, options, cancel)
     v_uv = v[uw.vmap]  # [V', 3] seam-split vertices
     normals = mesh_ops.vertex_normals(v, f)[uw.vmap]  # smooth normals shared across seams
     t = timings.mark("unwrap", t)
@@ -222,7 +227,8 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
 def export_retextured(mesh: TriangleMesh, to_work: Callable[[np.ndarray], np.ndarray],
                       attributes: AttributeFn, out_dir: Path, name: str, options: ExportOptions,
                       to_blender: np.ndarray, device: str = "cpu",
-                      result_fields: Mapping[str, object] | None = None) -> AssetResult:
+                      result_fields: Mapping[str, object] | None = None,
+                      cancel: CancelToken | None = None) -> AssetResult:
     """Bake new PBR textures onto ``mesh`` (its own frame), keeping topology, UVs and placement.
 
     Args:
@@ -230,6 +236,7 @@ def export_retextured(mesh: TriangleMesh, to_work: Callable[[np.ndarray], np.nda
         to_work: file-frame points -> working-frame points (where ``attributes`` is defined).
         to_blender: 3x3 rotation from the file frame to Blender's Z-up frame (direct result).
         result_fields: extra top-level fields of the direct result's ``result.json`` (``"model"``).
+        cancel: stops the job while UV unwrapping runs.
     """
     verts = np.asarray(mesh.vertices, np.float64)
     faces = np.asarray(mesh.faces, np.int64)
@@ -237,7 +244,7 @@ def export_retextured(mesh: TriangleMesh, to_work: Callable[[np.ndarray], np.nda
     if mesh.uvs is not None:
         uvs, out_v, out_f = np.asarray(mesh.uvs, np.float32), verts, faces
     else:
-        uw = _unwrap(verts, faces, options)
+        uw = _unwrap(verts, faces, options, cancel)
         uvs, out_v, out_f = uw.uvs, verts[uw.vmap], uw.faces
         normals = None if normals is None else np.asarray(normals)[uw.vmap]
     if normals is None:

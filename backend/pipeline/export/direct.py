@@ -50,7 +50,7 @@ def write_direct(folder: Path, name: str, positions: np.ndarray | None, faces: n
             arrays["uvs"] = uv
         if normals is not None:
             arrays["normals"] = np.asarray(normals, np.float32)
-        np.savez(folder / f"{name}.npz", **arrays)
+        write_atomic(folder / f"{name}.npz", lambda fh: np.savez(fh, **arrays))
         doc["mesh"] = f"{name}.npz"
         doc["stats"] = {"vertices": int(len(positions)), "faces": int(len(faces)),
                         "texture_size": int(tex.base_color.shape[0])}

@@ -15,6 +15,8 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse import csgraph
 
+from ..api import CancelToken
+
 log = logging.getLogger(__name__)
 
 
@@ -59,17 +61,34 @@ def compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.nda
     return vertices[used], remap[faces], used
 
 
-def decimate(vertices: np.ndarray, faces: np.ndarray, target_faces: int) -> tuple[np.ndarray, np.ndarray]:
-    """Quadric decimation to about ``target_faces`` (no-op when already below)."""
+DECIMATE_TIMEOUT_S = 900.0  # millions of faces take well under a minute
+DECIMATE_MEMORY_BYTES = 16 << 30
+
+
+def decimate(vertices: np.ndarray, faces: np.ndarray, target_faces: int,
+             cancel: CancelToken | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Quadric decimation to about ``target_faces`` (no-op when already below).
+
+    fast_simplification runs in a child process that ``cancel`` or a time limit stops (see
+    :func:`backend.pipeline.isolation.run_isolated`).
+    """
     if len(faces) <= target_faces:
         return vertices, faces
-    import fast_simplification
+    from ..isolation import run_isolated
 
     ratio = 1.0 - target_faces / len(faces)
-    v, f = fast_simplification.simplify(vertices.astype(np.float32), faces.astype(np.int32),
-                                        target_reduction=ratio)
+    v, f = run_isolated(_simplify, vertices.astype(np.float32), faces.astype(np.int32), ratio,
+                        what="decimation (fast_simplification)", timeout_s=DECIMATE_TIMEOUT_S, cancel=cancel,
+                        memory_bytes=DECIMATE_MEMORY_BYTES)
     log.debug("decimated %d -> %d faces", len(faces), len(f))
     return v.astype(np.float64), drop_bad_faces(f.astype(np.int64))
+
+
+def _simplify(vertices: np.ndarray, faces: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """The fast_simplification call itself (run in a child process)."""
+    import fast_simplification
+
+    return fast_simplification.simplify(vertices, faces, target_reduction=ratio)
 
 
 def _face_adjacency(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..api import CancelToken
+from ..errors import InputError
+
 log = logging.getLogger(__name__)
 
 
@@ -22,28 +25,63 @@ class Unwrapped:
     uvs: np.ndarray  # [V', 2] float32 in [0, 1], glTF convention (v down the image)
 
 
+XATLAS_TIMEOUT_S = 900.0  # xatlas on the largest "auto" mesh takes well under a minute
+XATLAS_MEMORY_BYTES = 8 << 30
+
+
 def unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int = 2048, padding: int = 2,
-           chart_iterations: int = 1) -> Unwrapped:
+           chart_iterations: int = 1, cancel: CancelToken | None = None,
+           timeout_s: float = XATLAS_TIMEOUT_S) -> Unwrapped:
     """Chart and pack ``faces`` for a ``texture_size`` square texture (``padding`` texels between charts).
+
+    xatlas runs in a child process (:func:`backend.pipeline.isolation.run_isolated`) that a
+    cancel or ``timeout_s`` stops, on the mesh scaled into the unit cube: charts do not depend
+    on scale, and xatlas's fixed tolerances fail on extreme ones (at 1e30 it never returns).
 
     Args:
         chart_iterations: xatlas chart-growing iterations (1 is fastest; more = fewer charts).
+        cancel: checked while xatlas runs.
+
+    Raises:
+        InputError: non-finite coordinates, or faces so degenerate that no UVs come out.
     """
+    from ..isolation import run_isolated
+
+    v = np.asarray(vertices, np.float64)
+    used = v[np.unique(faces)]
+    if not np.isfinite(used).all():
+        raise InputError("the mesh has NaN or infinite vertex coordinates")
+    lo, hi = used.min(0), used.max(0)
+    extent = float((hi - lo).max())
+    unit = (v - (lo + hi) / 2) / (extent if extent > 0 else 1.0)  # [V, 3] within [-0.5, 0.5]^3
+    vmap, idx, uvs, charts = run_isolated(
+        _xatlas_charts, unit.astype(np.float32), np.asarray(faces).astype(np.uint32), int(texture_size),
+        int(padding), int(chart_iterations), what="UV unwrapping (xatlas)", timeout_s=timeout_s,
+        cancel=cancel, memory_bytes=XATLAS_MEMORY_BYTES)
+    if not np.isfinite(uvs).all():
+        raise InputError("UV unwrapping failed: the mesh's faces are degenerate (no area)",
+                         "clean up the mesh, or give it UVs")
+    log.debug("unwrapped %d faces into %d charts, %d vertices", len(faces), charts, len(vmap))
+    return Unwrapped(vmap.astype(np.int64), idx.astype(np.int64), uvs.astype(np.float32))
+
+
+def _xatlas_charts(vertices: np.ndarray, faces: np.ndarray, texture_size: int, padding: int,
+                   chart_iterations: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The xatlas call itself (run in a child process): (vmap, faces, uvs, chart count)."""
     import xatlas
 
     atlas = xatlas.Atlas()
-    atlas.add_mesh(vertices.astype(np.float32), faces.astype(np.uint32))
+    atlas.add_mesh(vertices, faces)
     chart = xatlas.ChartOptions()
     chart.max_iterations = chart_iterations
     pack = xatlas.PackOptions()
-    pack.resolution = int(texture_size)
-    pack.padding = int(padding)
+    pack.resolution = texture_size
+    pack.padding = padding
     pack.bilinear = True
     pack.blockAlign = True
     atlas.generate(chart, pack)
     vmap, idx, uvs = atlas[0]
-    log.debug("unwrapped %d faces into %d charts, %d vertices", len(faces), atlas.chart_count, len(vmap))
-    return Unwrapped(vmap.astype(np.int64), idx.astype(np.int64), uvs.astype(np.float32))
+    return vmap, idx, uvs, atlas.chart_count
 
 
 _AXES = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=np.float64)
