@@ -32,9 +32,12 @@ class StageTimeout(InputError):
 
 def _child(conn, fn: Callable[..., Any], args: tuple, memory_bytes: int | None) -> None:
     if memory_bytes is not None:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+        try:
+            import resource  # Linux and macOS
+        except ImportError:  # Windows: no address-space limit; the time limit and cancel still hold
+            resource = None
+        if resource is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     try:
         outcome = ("ok", fn(*args))
     except MemoryError:
@@ -57,7 +60,7 @@ def run_isolated(fn: Callable[..., Any], *args: Any, what: str, timeout_s: float
         what: the step, for messages ("UV unwrapping (xatlas)").
         timeout_s: the longest the call may take before it is stopped.
         cancel: checked every :data:`POLL_S` seconds; a cancelled job stops the child at once.
-        memory_bytes: the child's address-space limit (None: unlimited).
+        memory_bytes: the child's address-space limit (None: unlimited; not applied on Windows).
 
     Raises:
         Cancelled: ``cancel`` was set (the child has been killed).
