@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from .api import ExportOptions
-from .errors import InputError
+from .errors import PipelineError
 
 COMMERCIAL_SAFE_HINT = "drop --commercial-safe (add-on preferences: Commercial-Safe) to use it"
 
@@ -20,11 +20,11 @@ def commercial_safe_export(options: ExportOptions) -> ExportOptions:
     """``options`` with our own rasterizer instead of nvdiffrast ("auto" would pick nvdiffrast).
 
     Raises:
-        InputError: nvdiffrast was asked for explicitly.
+        PipelineError: nvdiffrast was asked for explicitly.
     """
     if options.rasterizer == "nvdiffrast":
-        raise InputError("--rasterizer nvdiffrast is under a non-commercial licence and commercial-safe "
-                         "mode is on", f"use --rasterizer ours, or {COMMERCIAL_SAFE_HINT}")
+        raise PipelineError("--rasterizer nvdiffrast is under a non-commercial licence and commercial-safe "
+                            "mode is on", f"use --rasterizer ours, or {COMMERCIAL_SAFE_HINT}")
     return dataclasses.replace(options, rasterizer="ours")
 
 
@@ -32,10 +32,10 @@ def check_background_removal(method: str | None) -> None:
     """Refuse model-based background removal (``"birefnet"``, the server's ``"rmbg"``).
 
     Raises:
-        InputError: ``method`` runs RMBG-2.0 / BiRefNet.
+        PipelineError: ``method`` runs RMBG-2.0 / BiRefNet.
     """
     if method in ("birefnet", "rmbg"):
-        raise InputError("model-based background removal (RMBG-2.0 / BiRefNet) may be under a non-commercial "
-                         "licence and commercial-safe mode is on",
-                         f"use --rembg solid or none (add-on preferences: Background Removal: Plain "
-                         f"Background or None), or {COMMERCIAL_SAFE_HINT}")
+        raise PipelineError("model-based background removal (RMBG-2.0 / BiRefNet) may be under a "
+                            "non-commercial licence and commercial-safe mode is on",
+                            f"use --rembg solid or none (add-on preferences: Background Removal: Plain "
+                            f"Background or None), or {COMMERCIAL_SAFE_HINT}")

@@ -314,11 +314,6 @@ class Service:
         if message.background_removal not in BACKGROUND_REMOVAL:
             raise jobs.InvalidRequest(f"background_removal must be one of {', '.join(BACKGROUND_REMOVAL)}, "
                                  f"got {message.background_removal!r}")
-        if message.background_removal == "rmbg" and not message.allow_model_code:
-            raise jobs.InvalidRequest(
-                "background removal with RMBG-2.0 / BiRefNet runs Python code that ships with the model, "
-                "and that needs its own consent (allow_model_code: in Blender the preference 'Run RMBG "
-                "Model Code', on the command line --allow-remote-code)")
         if message.background_remover:
             overrides[weights.RMBG_REPO] = message.background_remover
         elif message.background_removal == "rmbg":  # chosen: resolve it (cached, or download when online)
@@ -347,6 +342,12 @@ class Service:
 
             check_background_removal("rmbg")
         overrides, wconfig = self._overrides_and_config(message)
+        if message.background_removal == "rmbg" and not message.allow_model_code:
+            # Checking access reads nothing of the model; loading it runs its code, which needs consent.
+            raise jobs.InvalidRequest(
+                "background removal with RMBG-2.0 / BiRefNet runs Python code that ships with the model, "
+                "and that needs its own consent (allow_model_code: in Blender the preference 'Run RMBG "
+                "Model Code', on the command line --allow-remote-code)")
 
         def on_download(repo: str, file: str, done: int, total: int) -> None:
             self._send(protocol.Download(job=job.id, repo=repo, file=file, bytes=done, total=total))

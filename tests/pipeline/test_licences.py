@@ -8,7 +8,7 @@ import pytest
 
 from backend.__main__ import main
 from backend.pipeline.api import ExportOptions, GenerateRequest
-from backend.pipeline.errors import InputError
+from backend.pipeline.errors import PipelineError
 from backend.pipeline.generator import Trellis2Generator
 from backend.pipeline.licences import commercial_safe_export
 from backend.pipeline.rembg import BiRefNetRemover, SolidBackgroundRemover
@@ -18,7 +18,7 @@ from tests.fixtures import images
 
 def test_auto_rasterizer_becomes_ours_and_nvdiffrast_is_refused():
     assert commercial_safe_export(ExportOptions(rasterizer="auto")).rasterizer == "ours"
-    with pytest.raises(InputError, match="non-commercial") as info:
+    with pytest.raises(PipelineError, match="non-commercial") as info:
         commercial_safe_export(ExportOptions(rasterizer="nvdiffrast"))
     assert "--rasterizer ours" in str(info.value) and "--commercial-safe" in str(info.value)
 
@@ -32,7 +32,7 @@ def test_generator_applies_the_mode_to_every_job(tmp_path):
     birefnet = BiRefNetRemover.__new__(BiRefNetRemover)  # no model needed: the check comes first
     safe.remover = birefnet
     request = GenerateRequest(images=(Path("x.png"),), output_dir=tmp_path)
-    with pytest.raises(InputError, match="RMBG-2.0 / BiRefNet"):
+    with pytest.raises(PipelineError, match="RMBG-2.0 / BiRefNet"):
         safe.generate(request)
 
 
