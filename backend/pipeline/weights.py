@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backend import protocol
+
 from .api import CancelToken
 from .errors import ModelUnavailableError
 from .model_source import (
@@ -81,23 +83,9 @@ class ModelPaths:
     dependencies: dict[str, Path] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class RepoAccess:
-    """What :func:`check_access` found for one repository.
-
-    ``status``: ``"local"`` (a folder the user named), ``"cached"``, ``"ok"`` (readable, to be
-    downloaded), ``"gated"`` (licence not accepted for this token), ``"missing"`` (no such repo,
-    or hidden from this token), ``"offline"`` or ``"unreachable"``. ``bytes`` is the download
-    size of the files the pipeline needs (0 when nothing is to be downloaded or unknown).
-    """
-
-    repo: str
-    purpose: str
-    licence: str
-    status: str
-    licence_url: str
-    bytes: int = 0
-    detail: str = ""
+# What :func:`check_access` finds for one repository is the protocol's own record, so the
+# server sends it as is (field meanings in :class:`backend.protocol.RepoStatus`).
+RepoAccess = protocol.RepoStatus
 
 
 def _describe(repo: str) -> WeightRepo:

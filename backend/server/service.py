@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -332,9 +332,7 @@ class Service:
                 CHOOSE_ANOTHER_MODEL))
         found = weights.check_access(source, wconfig, overrides)
         self._send(protocol.AccessReport(job=job.id, repos=[
-            protocol.RepoStatus(repo=r.repo, purpose=r.purpose, licence=r.licence, status=r.status,
-                                licence_url=r.licence_url, bytes=r.bytes, detail=r.detail[:500])
-            for r in found[: protocol.MAX_LIST_ITEMS]]))
+            replace(r, detail=r.detail[:500]) for r in found[: protocol.MAX_LIST_ITEMS]]))
 
     def _load(self, job: _Job, message: protocol.Load) -> None:
         if message.commercial_safe and message.background_removal == "rmbg":
