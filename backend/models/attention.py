@@ -15,6 +15,7 @@ A single sequence should use the dense layout with ``B = 1`` (no varlen machiner
 from __future__ import annotations
 
 import enum
+import functools
 import importlib.util
 import logging
 import math
@@ -30,7 +31,8 @@ log = logging.getLogger(__name__)
 class AttentionBackend(enum.Enum):
     """Which kernel runs attention.
 
-    * ``SDPA``: ``F.scaled_dot_product_attention`` with torch's own dispatch.
+    * ``SDPA``: ``F.scaled_dot_product_attention`` with torch's own dispatch; packed varlen
+      input on CUDA runs torch's one-kernel varlen attention (see :func:`varlen_attention`).
     * ``SDPA_CUDNN``: SDPA restricted to the cuDNN kernel (fastest on Hopper at head dim 128).
     * ``SDPA_FLASH``: SDPA restricted to torch's built-in FlashAttention-2 kernel.
     * ``FLASH_ATTN``: the ``flash_attn`` package (real varlen); only when it is importable.
@@ -157,6 +159,21 @@ def dense_attention(
     return _sdpa(q, k, v, backend)
 
 
+@functools.cache
+def _torch_varlen_kernel():
+    """torch's packed FlashAttention entry point (``torch.nn.attention.varlen``), or None."""
+    if importlib.util.find_spec("torch.nn.attention.varlen") is None:
+        return None
+    from torch.nn.attention.varlen import varlen_attn
+
+    return varlen_attn
+
+
+def _flash_kernel_accepts(q: torch.Tensor) -> bool:
+    """Whether FlashAttention kernels take ``q``: CUDA, fp16/bf16, head dim <= 256."""
+    return q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256
+
+
 def varlen_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -166,26 +183,39 @@ def varlen_attention(
 ) -> torch.Tensor:
     """Attention within each packed sample: sample ``i``'s queries see only its own keys.
 
+    Training batches pack samples of many different lengths. Looping over them with torch's
+    default SDPA dispatch on Hopper picks cuDNN, which builds an execution plan (hundreds of ms)
+    for every new sequence length, forward and backward: a packed batch of 32 shapes then costs
+    seconds per step. So with ``SDPA`` on CUDA the packed batch runs as one FlashAttention varlen
+    kernel (``torch.nn.attention.varlen``), or, where torch lacks it, as a loop pinned to the
+    FlashAttention kernel, which has no per-shape plan.
+
     Args:
         q: ``[Tq, H, D]`` (all samples' queries concatenated).
         k: ``[Tk, H, D]``.
         v: ``[Tk, H, D]``.
         layout: the per-sample row ranges of q and k/v.
-        backend: FLASH_ATTN runs one varlen kernel; the others loop over samples with ``B = 1``.
+        backend: FLASH_ATTN runs the flash-attn package's varlen kernel; SDPA on CUDA runs
+            torch's (see above); the others loop over samples with ``B = 1``.
 
     Returns:
         ``[Tq, H, D]``.
     """
+    args = (layout.cu_seqlens_q, layout.cu_seqlens_k, layout.max_seqlen_q, layout.max_seqlen_k)
     if backend is AttentionBackend.FLASH_ATTN:
-        return _flash_attn().flash_attn_varlen_func(
-            q, k, v, layout.cu_seqlens_q, layout.cu_seqlens_k, layout.max_seqlen_q, layout.max_seqlen_k
-        )
-    out = torch.empty_like(q)
+        return _flash_attn().flash_attn_varlen_func(q, k, v, *args)
+    if backend is AttentionBackend.SDPA and _flash_kernel_accepts(q):
+        packed_kernel = _torch_varlen_kernel()
+        if packed_kernel is not None:
+            return packed_kernel(q, k, v, *args)
+        backend = AttentionBackend.SDPA_FLASH
     oq, ok = layout.offsets_q, layout.offsets_k
+    outs = []
     for i in range(len(oq) - 1):
         qs, ks = slice(oq[i], oq[i + 1]), slice(ok[i], ok[i + 1])
-        out[qs] = dense_attention(q[None, qs], k[None, ks], v[None, ks], backend)[0]
-    return out
+        outs.append(dense_attention(q[None, qs], k[None, ks], v[None, ks], backend)[0])
+    # One cat (not slice assignment into a buffer): a single backward node, no copy chain.
+    return torch.cat(outs)
 
 
 def attention(

@@ -54,10 +54,32 @@ def test_varlen_equals_per_sample_and_respects_boundaries():
     assert layout.max_seqlen_q == 9 and layout.max_seqlen_k == 7
     out = varlen_attention(q[0], k[0], v[0], layout, AttentionBackend.SDPA)
     for i in range(3):
-        ref = reference_attention(q[:, oq[i]:oq[i + 1]], k[:, ok[i]:ok[i + 1]], v[:, ok[i]:ok[i + 1]])
-        assert torch.allclose(out[oq[i]:oq[i + 1]], ref[0], atol=1e-5)
+        ref = reference_attention(q[:, oq[i] : oq[i + 1]], k[:, ok[i] : ok[i + 1]], v[:, ok[i] : ok[i + 1]])
+        assert torch.allclose(out[oq[i] : oq[i + 1]], ref[0], atol=1e-5)
     packed = attention(q, k, v, AttentionBackend.REFERENCE, layout)
     assert torch.allclose(packed[0], out, atol=1e-5)
+
+
+def test_varlen_gradients_match_per_sample_reference():
+    oq, ok = [0, 6, 9], [0, 5, 12]
+    q, k, v = (t[0].double().requires_grad_() for t in _qkv(1, 9, 12))
+    layout = VarlenLayout.from_offsets(oq, ok, q.device)
+    weight = torch.randn(9, 2, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    (varlen_attention(q, k, v, layout, AttentionBackend.SDPA) * weight).sum().backward()
+    got = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    ref = torch.cat(
+        [
+            reference_attention(
+                q[None, oq[i] : oq[i + 1]], k[None, ok[i] : ok[i + 1]], v[None, ok[i] : ok[i + 1]]
+            )[0]
+            for i in range(2)
+        ]
+    )
+    (ref * weight).sum().backward()
+    for g, t in zip(got, (q, k, v)):
+        assert torch.allclose(g, t.grad, atol=1e-10)
 
 
 def test_backend_parse():
@@ -100,5 +122,31 @@ def test_gpu_varlen_matches_reference(backend):
     layout = VarlenLayout.from_offsets(oq, ok, q.device)
     out = varlen_attention(q[0], k[0], v[0], layout, backend).float()
     for i in range(2):
-        ref = reference_attention(q[:, oq[i]:oq[i + 1]], k[:, ok[i]:ok[i + 1]], v[:, ok[i]:ok[i + 1]])
-        assert (out[oq[i]:oq[i + 1]] - ref[0].float()).abs().max().item() < 2e-2
+        ref = reference_attention(q[:, oq[i] : oq[i + 1]], k[:, ok[i] : ok[i + 1]], v[:, ok[i] : ok[i + 1]])
+        assert (out[oq[i] : oq[i + 1]] - ref[0].float()).abs().max().item() < 2e-2
+
+
+@pytest.mark.gpu
+def test_gpu_packed_varlen_gradients_match_reference():
+    # SDPA on CUDA runs the packed varlen kernel in training: its backward must be the loop's.
+    oq, ok = [0, 300, 1000, 1001], [0, 1029, 2058, 3087]
+    q, _, _ = _qkv(1, 1001, 1, H=4, D=64, dtype=torch.bfloat16, device="cuda")
+    _, k, v = _qkv(1, 1, 3087, H=4, D=64, dtype=torch.bfloat16, device="cuda")
+    q, k, v = (t[0].requires_grad_() for t in (q, k, v))
+    layout = VarlenLayout.from_offsets(oq, ok, q.device)
+    weight = torch.randn(1001, 4, 64, device="cuda")
+    (varlen_attention(q, k, v, layout, AttentionBackend.SDPA).float() * weight).sum().backward()
+    got = [t.grad.float() for t in (q, k, v)]
+    qr, kr, vr = (t.detach().float().requires_grad_() for t in (q, k, v))
+    ref = torch.cat(
+        [
+            reference_attention(
+                qr[None, oq[i] : oq[i + 1]], kr[None, ok[i] : ok[i + 1]], vr[None, ok[i] : ok[i + 1]]
+            )[0]
+            for i in range(3)
+        ]
+    )
+    (ref * weight).sum().backward()
+    for g, t in zip(got, (qr, kr, vr)):
+        scale = t.grad.abs().max().item()
+        assert (g - t.grad).abs().max().item() < 3e-2 * scale
