@@ -178,7 +178,9 @@ def uv_report(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, covered:
     faces = np.asarray(faces, np.int64)
     uv = np.asarray(uvs, np.float64)
     t = uv[faces]  # [F, 3, 2]
-    uv_area = float(0.5 * np.abs(np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])).sum())
+    e1, e2 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
+    # Written out: numpy 2 refuses np.cross on 2-vectors (every generation's QA report failed there).
+    uv_area = float(0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).sum())
     surface = float(_face_areas(np.asarray(vertices, np.float64), faces).sum())
     overlap = max(0.0, 1.0 - covered / uv_area) if uv_area > 0 else 0.0
     density = texture_size * float(np.sqrt(covered / surface)) if surface > 0 else 0.0

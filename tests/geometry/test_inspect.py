@@ -79,3 +79,29 @@ def test_uv_overlap_and_texel_density():
     report = uv_report(v, f, uv_stacked, covered=0.5, texture_size=512)
     assert report["uv_overlap"] == pytest.approx(0.5)
     assert report["texel_density"] == pytest.approx(512 * np.sqrt(0.5), abs=0.1)
+
+
+def test_uv_report_needs_no_two_dimensional_cross_product(monkeypatch):
+    # numpy >= 2 raises on np.cross of 2-vectors; the numpy this suite runs on may still accept them.
+    import backend.geometry.inspect as inspect_module
+
+    def cross_of_3_vectors(a, b, *args, **kwargs):
+        if np.shape(a)[-1] != 3 or np.shape(b)[-1] != 3:
+            raise ValueError("np.cross needs 3-dimensional vectors")
+        return np.cross(a, b, *args, **kwargs)
+
+    monkeypatch.setattr(inspect_module, "np", _NumpyWith(cross=cross_of_3_vectors))
+    v = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], float)
+    f = np.array([[0, 1, 2], [0, 2, 3]])
+    uv = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], float)
+    assert uv_report(v, f, uv, covered=1.0, texture_size=512) == {"uv_overlap": 0.0, "texel_density": 512.0}
+
+
+class _NumpyWith:
+    """numpy with some functions replaced."""
+
+    def __init__(self, **replaced):
+        self._replaced = replaced
+
+    def __getattr__(self, name):
+        return self._replaced.get(name) or getattr(np, name)
