@@ -49,7 +49,8 @@ def merge(*meshes: TriangleMesh) -> TriangleMesh:
 
 
 def write_obj(path, mesh: TriangleMesh) -> None:
-    lines = [f"v {x!r} {y!r} {z!r}" for x, y, z in mesh.vertices]
+    # float(): numpy 2 writes the repr of an np.float64 as "np.float64(...)".
+    lines = [f"v {float(x)!r} {float(y)!r} {float(z)!r}" for x, y, z in mesh.vertices]
     lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in mesh.faces]
     path.write_text("\n".join(lines) + "\n")
 
