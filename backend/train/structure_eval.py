@@ -1,0 +1,162 @@
+"""Held-out evaluation of stage 1 alone: does the sparse-structure flow put voxels where the object is?
+
+The whole-pipeline evaluation (:mod:`backend.train.evaluation`) needs all six networks trained.
+Stage 1 (sparse-structure flow -> SS decoder) is the cheapest to train and fixes the coarse shape
+every later stage refines, so it is worth scoring on its own: for every held-out object, the
+structure sampled from its condition picture is compared with the object's own occupancy.
+
+- Prediction: the release's stage 1 exactly as generation runs it (the picture preprocessed and
+  encoded as the pipeline does, the release's sampler settings, a fresh generator per object
+  seeded by ``seed``), on the ``grid``^3 grid the 512 pipeline uses (32: the decoder's 64^3
+  occupancy max-pooled, a cell is occupied when any child is).
+- Ground truth: the data toolkit's 64^3 occupancy of the object (``ss_occupancy/ID.npz``),
+  max-pooled the same way.
+- Scores: IoU, precision (predicted cells that are occupied) and recall (occupied cells that are
+  predicted). Occupancy is of the surface, so a cell off by one along the normal counts as a miss:
+  IoU is strict; ``dilated_iou`` also counts a prediction within one cell (26-neighbourhood) of the
+  truth, and vice versa.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data.layout import SS_GRID, DataLayout
+
+log = logging.getLogger(__name__)
+
+STRUCTURE_GRID = 32  # the 512 pipeline's stage-1 grid
+
+
+@dataclass(frozen=True)
+class StructureScore:
+    """One object's stage-1 scores against its own occupancy."""
+
+    object_id: str
+    predicted: int
+    occupied: int
+    iou: float
+    precision: float
+    recall: float
+    dilated_iou: float
+
+
+def pooled_occupancy(cells: np.ndarray, grid: int, source_grid: int = SS_GRID) -> np.ndarray:
+    """bool ``[grid]^3`` occupancy from ``[K, 3]`` cells of a ``source_grid``^3 grid (any child counts)."""
+    if source_grid % grid:
+        raise ValueError(f"grid {grid} does not divide the source grid {source_grid}")
+    occ = np.zeros((grid,) * 3, dtype=bool)
+    if len(cells):
+        c = np.asarray(cells, dtype=np.int64) // (source_grid // grid)
+        occ[c[:, 0], c[:, 1], c[:, 2]] = True
+    return occ
+
+
+def _dilated(occ: np.ndarray) -> np.ndarray:
+    t = torch.from_numpy(occ.astype(np.float32))[None, None]
+    return (F.max_pool3d(t, 3, stride=1, padding=1)[0, 0] > 0).numpy()
+
+
+def score_structure(object_id: str, predicted: np.ndarray, truth: np.ndarray) -> StructureScore:
+    """Compare two bool occupancy grids of the same size (see the module docstring)."""
+    if predicted.shape != truth.shape:
+        raise ValueError(f"grids differ: predicted {predicted.shape}, truth {truth.shape}")
+    inter, union = int((predicted & truth).sum()), int((predicted | truth).sum())
+    n_pred, n_true = int(predicted.sum()), int(truth.sum())
+    # Dilated: a predicted cell counts as right within one cell of the truth, and vice versa.
+    near_truth, near_pred = _dilated(truth), _dilated(predicted)
+    hits_pred, hits_true = int((predicted & near_truth).sum()), int((truth & near_pred).sum())
+    missed = (n_pred - hits_pred) + (n_true - hits_true)
+    dilated_iou = (hits_pred + hits_true) / (hits_pred + hits_true + 2 * missed) if n_pred + n_true else 1.0
+    return StructureScore(
+        object_id=object_id,
+        predicted=n_pred,
+        occupied=n_true,
+        iou=inter / union if union else 1.0,
+        precision=inter / n_pred if n_pred else 0.0,
+        recall=inter / n_true if n_true else 0.0,
+        dilated_iou=float(dilated_iou),
+    )
+
+
+def sample_structures(release: Path, pictures: Sequence[Path], *, device: str, seed: int,
+                      grid: int = STRUCTURE_GRID) -> list[np.ndarray]:
+    """Stage 1 of ``release`` for each picture, as generation runs it: bool ``[grid]^3`` each."""
+    from backend.pipeline.api import GenerateRequest
+    from backend.pipeline.generator import Trellis2Generator
+    from backend.pipeline.image import load_and_preprocess
+    from backend.pipeline.image_to_3d import stage_params, view_conditions
+    from backend.pipeline.runtime import Runtime
+    from backend.pipeline.sampler import make_generator
+    from backend.pipeline.stages import sample_sparse_structure
+
+    from .evaluation import _encoder_dependencies
+
+    runtime = Runtime(model=str(release), device=device, offline=True,
+                      dependencies=_encoder_dependencies(release))
+    store = Trellis2Generator(runtime).store
+    request = GenerateRequest(images=(pictures[0],), output_dir=Path("."))  # default sampler settings
+    params = stage_params(store, request).sparse_structure
+    dino = store.conditioner()
+    flow, decoder = store.get("sparse_structure_flow_model"), store.get("sparse_structure_decoder")
+    grids = []
+    for picture in pictures:
+        image = load_and_preprocess(picture, None)
+        with store.on_device(dino.model):
+            cond, neg = view_conditions(dino, [image], 512, 1, None)
+        with store.on_device(flow, decoder), torch.no_grad():
+            coords = sample_sparse_structure(flow, decoder, cond, neg, params, make_generator(seed), grid)
+        occ = np.zeros((grid,) * 3, dtype=bool)
+        c = coords[:, 1:].long().cpu().numpy()
+        occ[c[:, 0], c[:, 1], c[:, 2]] = True
+        grids.append(occ)
+    return grids
+
+
+def evaluate_structure(releases: dict[str, Path], data_dir: Path, out_dir: Path, *, device: str = "cpu",
+                       seed: int = 0, limit: int | None = None, view: int = 0,
+                       split: str | None = "test") -> dict[str, dict[str, float]]:
+    """Score stage 1 of every named release on the objects of ``data_dir``.
+
+    Objects: the prepared records of ``split`` (None: every prepared object), sorted by id, the
+    first ``limit``. Writes ``structure_results.jsonl`` (one line per object and release) and
+    ``structure_summary.json`` (means and medians per release) into ``out_dir``; returns the summary.
+    """
+    layout = DataLayout(data_dir)
+    records = [r for r in layout.read_records()
+               if r.get("status") == "ok" and (split is None or r.get("split") == split)]
+    ids = [r["id"] for r in records][:limit]
+    if not ids:
+        raise ValueError(f"{data_dir}: no prepared objects" + (f" in the {split!r} split" if split else ""))
+    pictures = [layout.render_view(i, view) for i in ids]
+    truths = []
+    for i in ids:
+        with np.load(layout.ss_occupancy(i)) as npz:
+            truths.append(pooled_occupancy(npz["cells"], STRUCTURE_GRID))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary, lines = {}, []
+    for name, release in releases.items():
+        log.info("stage 1 of %s on %d held-out objects", name, len(ids))
+        predicted = sample_structures(release, pictures, device=device, seed=seed)
+        scores = [score_structure(i, p, t) for i, p, t in zip(ids, predicted, truths)]
+        lines += [json.dumps({"release": name, **asdict(s)}) for s in scores]
+        summary[name] = {
+            "objects": len(scores),
+            **{f"{k}_mean": float(np.mean([getattr(s, k) for s in scores])) for k in
+               ("iou", "dilated_iou", "precision", "recall")},
+            **{f"{k}_median": float(np.median([getattr(s, k) for s in scores]))
+               for k in ("iou", "dilated_iou")},
+            "predicted_cells_median": float(np.median([s.predicted for s in scores])),
+            "occupied_cells_median": float(np.median([s.occupied for s in scores])),
+        }
+    (out_dir / "structure_results.jsonl").write_text("\n".join(lines) + "\n")
+    (out_dir / "structure_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
