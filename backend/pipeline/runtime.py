@@ -1,11 +1,11 @@
 """Where models come from and where they live: the release folder, loading, device placement.
 
 :class:`Runtime` is the explicit settings object (device, low-VRAM, offline,
-model source). :class:`ModelStore` resolves the release (a local folder, a
+model source). :class:`Release` resolves the release (a local folder, a
 Hugging Face repo id downloaded on first use unless offline, or the bundled mini
-release; see :func:`resolve_model` and :mod:`.model_source`), reads
-``pipeline.json`` / ``texturing_pipeline.json`` through ``backend.models``,
-loads each network once, and keeps it on the accelerator when it fits; in
+release; see :func:`resolve_model` and :mod:`.model_source`) and reads
+``pipeline.json`` / ``texturing_pipeline.json`` through ``backend.models``.
+:class:`ModelStore` loads each network once and keeps it on the accelerator when it fits; in
 low-VRAM mode every network stays on the CPU and :meth:`ModelStore.on_device`
 moves it over for one stage only.
 """
@@ -157,41 +157,62 @@ def image_encoder_location(name: str, release_root: Path | None, dependencies: M
     return name
 
 
-class ModelStore:
-    """Loads networks by their ``pipeline.json`` key and places them per the runtime."""
+@dataclass(frozen=True)
+class Release:
+    """What a :class:`ModelStore` serves: the pipeline files and where their checkpoints are.
 
-    def __init__(self, runtime: Runtime) -> None:
-        from backend.models import read_pipeline_config
+    Args:
+        config, tex_config: ``pipeline.json`` and ``texturing_pipeline.json`` as
+            ``backend.models.PipelineConfig`` (``tex_config`` None: the release has no texturing file).
+        root: the release folder the checkpoints load from (None: every network is handed to the
+            store already built).
+        provenance: what results record as their ``"model"`` (None: unknown).
+        dependencies: repo id -> local folder for models the pipeline files name in other repos.
+    """
 
-        self.runtime = runtime
-        self._models: dict[str, torch.nn.Module] = {}
-        self._conditioner = None
-        resolved = resolve_model(runtime)
-        self.root, self.provenance = resolved.root, resolved.provenance
-        self.dependencies: Mapping[str, str] = resolved.dependencies
-        self.config = read_pipeline_config(self.root / "pipeline.json")
-        tex_path = self.root / "texturing_pipeline.json"
-        self.tex_config = read_pipeline_config(tex_path) if tex_path.is_file() else None
-        self.conv_backend = runtime.conv_backend or conv_backend_for(runtime.device, triton_importable())
-        log.info("sparse convolution: %s path on %s", self.conv_backend, runtime.device)
+    config: object
+    tex_config: object | None = None
+    root: Path | None = None
+    provenance: ModelProvenance | None = None
+    dependencies: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def preloaded(cls, runtime: Runtime, config, tex_config, models: dict[str, torch.nn.Module],
-                  conditioner) -> ModelStore:
-        """A store over networks already in memory (benchmarks with random full-size weights).
+    def open(cls, runtime: Runtime) -> Release:
+        """Resolve ``runtime.model`` (see :func:`resolve_model`) and read its pipeline files."""
+        from backend.models import read_pipeline_config
 
-        Args:
-            config, tex_config: ``backend.models.PipelineConfig`` objects (samplers, normalisation).
-            models: pipeline.json key -> network, already on the runtime's home device.
-            conditioner: a :class:`~backend.pipeline.conditioning.DinoV3Conditioner`.
-        """
-        store = cls.__new__(cls)
-        store.runtime, store.config, store.tex_config = runtime, config, tex_config
-        store.root, store.provenance = None, runtime.provenance
-        store.dependencies = dict(runtime.dependencies)
-        store._models, store._conditioner = dict(models), conditioner
-        store.conv_backend = runtime.conv_backend
-        return store
+        resolved = resolve_model(runtime)
+        tex_path = resolved.root / "texturing_pipeline.json"
+        return cls(read_pipeline_config(resolved.root / "pipeline.json"),
+                   read_pipeline_config(tex_path) if tex_path.is_file() else None,
+                   resolved.root, resolved.provenance, resolved.dependencies)
+
+
+class ModelStore:
+    """Loads networks by their ``pipeline.json`` key and places them per the runtime.
+
+    Args:
+        runtime: device, memory policy, kernels and where the release is.
+        release: the release to serve (None: :meth:`Release.open` of ``runtime``).
+        models: networks already built (pipeline.json key -> network, on the runtime's home device),
+            served instead of loading their checkpoints; they get the runtime's kernel choices too.
+        conditioner: the image encoder, already built (a
+            :class:`~backend.pipeline.conditioning.DinoV3Conditioner`; None: loaded when first used).
+    """
+
+    def __init__(self, runtime: Runtime, release: Release | None = None, *,
+                 models: Mapping[str, torch.nn.Module] | None = None, conditioner=None) -> None:
+        self.runtime = runtime
+        release = release if release is not None else Release.open(runtime)
+        self.config, self.tex_config = release.config, release.tex_config
+        self.root, self.provenance = release.root, release.provenance
+        self.dependencies: Mapping[str, str] = release.dependencies
+        self.conv_backend = runtime.conv_backend or conv_backend_for(runtime.device, triton_importable())
+        log.info("sparse convolution: %s path on %s", self.conv_backend, runtime.device)
+        self._models: dict[str, torch.nn.Module] = {}
+        for key, model in (models or {}).items():
+            self._models[key] = self._configured(model)
+        self._conditioner = conditioner
 
     @property
     def device(self) -> torch.device:
@@ -207,6 +228,9 @@ class ModelStore:
             name = self.tex_config.models.get(key)
         if name is None:
             raise ModelUnavailableError(f"the release at {self.root} names no model {key!r}")
+        if self.root is None:
+            raise ModelUnavailableError(f"{key} was not handed to the model store, and it has no release "
+                                        "folder to load it from")
         source: str | Path = str(self.root)
         parts = name.split("/")
         if len(parts) >= 3 and parts[0] != "ckpts" and "/".join(parts[:2]) in self.dependencies:
@@ -255,7 +279,6 @@ class ModelStore:
         """The network named ``key`` in pipeline.json (or texturing_pipeline.json), loaded once."""
         if key not in self._models:
             from backend.models import CheckpointError, load_model
-            from backend.sparse.conv import set_conv_backend
 
             source, name = self._checkpoint_source(key)
             try:
@@ -264,11 +287,17 @@ class ModelStore:
             except CheckpointError as e:
                 raise ModelUnavailableError(f"cannot load {key}: {e}",
                                             f"check the release folder {source}, or download it again") from e
-            set_conv_backend(model, self.conv_backend)
-            if self.runtime.attention_backend and hasattr(model, "set_attention_backend"):
-                model.set_attention_backend(self.runtime.attention_backend)
-            self._models[key] = model
+            self._models[key] = self._configured(model)
         return self._models[key]
+
+    def _configured(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` on the runtime's sparse-convolution path and attention backend."""
+        from backend.sparse.conv import set_conv_backend
+
+        set_conv_backend(model, self.conv_backend)
+        if self.runtime.attention_backend and hasattr(model, "set_attention_backend"):
+            model.set_attention_backend(self.runtime.attention_backend)
+        return model
 
     def conditioner(self):
         from .conditioning import DinoV3Conditioner
