@@ -163,7 +163,6 @@ def decode(shape_decoder: torch.nn.Module, tex_decoder: torch.nn.Module, shape_s
     from backend.ovoxel.cleanup import fill_holes as fill
     from backend.ovoxel.decode import flexible_dual_contour
 
-    shape_decoder.set_resolution(resolution)
     fdg, subs = shape_decoder(shape_slat, return_subs=True)
     tex = tex_decoder(tex_slat, guide_subs=subs)
     attrs = tex.feats.float() * 0.5 + 0.5  # [K, 6]
