@@ -30,6 +30,7 @@ from .model_source import (
     LOCAL,
     OFFICIAL,
     TRELLIS2_REPO,
+    WEIGHT_REPOS,
     ModelProvenance,
     bundled_release,
     fallback_notice,
@@ -188,6 +189,14 @@ class Release:
                    resolved.root, resolved.provenance, resolved.dependencies)
 
 
+def _unresolved_hint(repo: str) -> str:
+    """What to do about a repository the store was not given a folder for."""
+    info = WEIGHT_REPOS.get(repo)
+    copy = info.local_copy_hint() if info is not None else (
+        "or point --model (add-on preferences: Model Source: Local Folder) at a release that holds it")
+    return f"load the release through its --model source, which resolves every repository it names, {copy}"
+
+
 class ModelStore:
     """Loads networks by their ``pipeline.json`` key and places them per the runtime.
 
@@ -221,7 +230,7 @@ class ModelStore:
     def _home(self) -> torch.device:
         return torch.device("cpu") if self.runtime.low_vram else self.device
 
-    def _checkpoint_source(self, key: str) -> tuple[str | Path, str]:
+    def _checkpoint_source(self, key: str) -> tuple[Path | str, str]:
         """(source, name) of the network ``key`` for :func:`backend.models.load_model`."""
         name = self.config.models.get(key)
         if name is None and self.tex_config is not None:
@@ -231,11 +240,16 @@ class ModelStore:
         if self.root is None:
             raise ModelUnavailableError(f"{key} was not handed to the model store, and it has no release "
                                         "folder to load it from")
-        source: str | Path = str(self.root)
         parts = name.split("/")
-        if len(parts) >= 3 and parts[0] != "ckpts" and "/".join(parts[:2]) in self.dependencies:
-            source, name = self.dependencies["/".join(parts[:2])], "/".join(parts[2:])
-        return source, name
+        repo = "/".join(parts[:2])
+        in_release = any((self.root / f"{name}{suffix}").exists() for suffix in (".json", ".safetensors"))
+        if len(parts) < 3 or parts[0] == "ckpts" or in_release:
+            return self.root, name
+        if repo not in self.dependencies:  # resolve_model resolves every repo the release names
+            raise ModelUnavailableError(
+                f"{key} is in the repository {repo}, which was not resolved to a folder",
+                _unresolved_hint(repo))
+        return self.dependencies[repo], "/".join(parts[2:])
 
     def check_checkpoints(self) -> None:
         """Check every network the release names without loading its weights: the config JSON
@@ -258,7 +272,7 @@ class ModelStore:
         for key in keys:
             source, name = self._checkpoint_source(key)
             try:
-                files = resolve_checkpoint(source, name, offline=self.runtime.offline)
+                files = resolve_checkpoint(source, name)
                 model = build_model(read_model_config(files.config), source=str(files.config))
                 header = read_safetensors_header(files.weights)
             except CheckpointError as e:
@@ -282,8 +296,7 @@ class ModelStore:
 
             source, name = self._checkpoint_source(key)
             try:
-                model = load_model(source, name, device=self._home(), dtype=self.runtime.load_dtype,
-                                   offline=self.runtime.offline)
+                model = load_model(source, name, device=self._home(), dtype=self.runtime.load_dtype)
             except CheckpointError as e:
                 raise ModelUnavailableError(f"cannot load {key}: {e}",
                                             f"check the release folder {source}, or download it again") from e
@@ -305,7 +318,10 @@ class ModelStore:
         if self._conditioner is None:
             name = image_encoder_location(str(self.config.image_cond_model.args.get("model_name", "")),
                                           self.root, self.dependencies)
-            self._conditioner = DinoV3Conditioner.from_pretrained(name, offline=self.runtime.offline)
+            if not Path(name).is_dir():  # hub ids were resolved to folders by resolve_model
+                raise ModelUnavailableError(f"the image encoder {name!r} was not resolved to a folder",
+                                            _unresolved_hint(name))
+            self._conditioner = DinoV3Conditioner.from_pretrained(name, offline=True)
             self._conditioner.model.to(self._home())
         return self._conditioner
 

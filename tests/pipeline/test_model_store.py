@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
 from torch import nn
 
 from backend.models import read_pipeline_config
 from backend.pipeline.errors import ModelUnavailableError
 from backend.pipeline.generator import Trellis2Generator
+from backend.pipeline.model_source import DINOV3_REPO, SS_DECODER_REPO
 from backend.pipeline.runtime import ModelStore, Release, Runtime
 from backend.sparse.conv import ConvBackend, SparseConv3d
 
@@ -42,3 +47,53 @@ def test_a_generator_runs_the_store_it_is_given_and_refuses_one_for_another_runt
     assert Trellis2Generator(runtime, store=store).store is store
     with pytest.raises(ValueError, match="another runtime"):
         Trellis2Generator(Runtime(model="unused", device="cpu", low_vram=True), store=store)
+
+
+SS_DEC = "ckpts/ss_dec_conv3d_16l8_fp16"
+
+
+@pytest.fixture
+def official_layout(tiny_checkpoint, tmp_path):
+    """The tiny release as the official one is laid out: its SS decoder named in another repo,
+    whose folder lies elsewhere, and the image encoder named by its hub id."""
+    release, other = tmp_path / "release", tmp_path / "trellis-image-large"
+    shutil.copytree(tiny_checkpoint, release)
+    (other / "ckpts").mkdir(parents=True)
+    for suffix in (".json", ".safetensors"):
+        (release / f"{SS_DEC}{suffix}").rename(other / f"{SS_DEC}{suffix}")
+    pipeline = json.loads((release / "pipeline.json").read_text())
+    pipeline["args"]["models"]["sparse_structure_decoder"] = f"{SS_DECODER_REPO}/{SS_DEC}"
+    pipeline["args"]["image_cond_model"]["args"]["model_name"] = DINOV3_REPO
+    (release / "pipeline.json").write_text(json.dumps(pipeline))
+    return release, other, Path(tiny_checkpoint) / "dinov3_tiny"
+
+
+@pytest.fixture
+def no_hub(monkeypatch):
+    import huggingface_hub
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("only backend.pipeline.weights may reach the hub")
+
+    for name in ("hf_hub_download", "snapshot_download"):
+        monkeypatch.setattr(huggingface_hub, name, refuse)
+
+
+def test_other_repositories_load_from_the_folders_the_resolver_found(official_layout, no_hub):
+    release, other, dino = official_layout
+    runtime = Runtime(model=str(release), device="cpu", offline=True,
+                      dependencies={SS_DECODER_REPO: str(other), DINOV3_REPO: str(dino)})
+    store = ModelStore(runtime)
+    assert store.dependencies[SS_DECODER_REPO] == str(other)
+    assert type(store.get("sparse_structure_decoder")).__name__ == "SparseStructureDecoder"
+    assert store.conditioner().model is not None
+
+
+def test_a_repository_without_a_resolved_folder_is_a_clear_error_not_a_download(official_layout, no_hub):
+    release, _, _ = official_layout
+    release_without_folders = Release(_release(release).config, root=release)  # no dependencies
+    store = ModelStore(Runtime(model=str(release), device="cpu"), release_without_folders)
+    with pytest.raises(ModelUnavailableError, match=f"in the repository {SS_DECODER_REPO}, which was not"):
+        store.get("sparse_structure_decoder")
+    with pytest.raises(ModelUnavailableError, match=f"image encoder '{DINOV3_REPO}' was not resolved"):
+        store.conditioner()
