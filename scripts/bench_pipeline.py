@@ -22,8 +22,8 @@ level, close to a real surface's x4 growth per level), so decoded voxel counts a
 that gets exported are of realistic size but not of realistic shape.
 
 Networks are built directly on the device in their release precision (bf16 DiT blocks, fp16
-VAE blocks) with the release's shapes (spec §1.5); DINOv3 is a random ViT-L/16 of the release
-configuration. Nothing is downloaded.
+VAE blocks) with the shapes in the release's checkpoint JSON files; DINOv3 is a random ViT-L/16 of
+the release configuration. Nothing is downloaded.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Image -> decoded assets for the four pipeline types (spec §2.1, §2.5-2.8).
+"""Image -> decoded assets for the four pipeline types.
 
 | type | SS grid | shape | texture (cond) | decode res |
 |---|---|---|---|---|

@@ -1,7 +1,7 @@
 """The generation stages as functions of (models, conditions, generator): no pipeline object.
 
-Mirrors ``trellis2/pipelines/trellis2_image_to_3d.py`` (spec §2.5-2.8) and the
-texturing pipeline's encode/decode (§10). Every stage takes its networks as
+Mirrors ``trellis2/pipelines/trellis2_image_to_3d.py`` and the texturing
+pipeline's encode/decode. Every stage takes its networks as
 arguments; noise is drawn from the job's CPU ``torch.Generator`` (see
 :mod:`backend.pipeline.sampler` for the order) and moved to the device.
 """
@@ -139,7 +139,7 @@ class DecodedAsset:
     resolution: int
 
     def attribute_fn(self) -> Callable[[np.ndarray], np.ndarray]:
-        """Points ``[M, 3]`` (unit cube) -> attributes ``[M, 6]`` by sparse trilinear lookup (§7.2)."""
+        """Points ``[M, 3]`` (unit cube) -> attributes ``[M, 6]`` by sparse trilinear lookup."""
         from backend.ovoxel.lookup import CoordIndex, sample_attributes
 
         index = CoordIndex(self.coords, self.resolution)
