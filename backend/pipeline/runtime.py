@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -37,6 +38,9 @@ from .model_source import (
     require_bundled_release,
 )
 from .weights import DownloadCallback, WeightsConfig, WeightsError
+
+if TYPE_CHECKING:
+    from backend.models import PipelineConfig
 
 log = logging.getLogger(__name__)
 
@@ -163,16 +167,16 @@ class Release:
     """What a :class:`ModelStore` serves: the pipeline files and where their checkpoints are.
 
     Args:
-        config, tex_config: ``pipeline.json`` and ``texturing_pipeline.json`` as
-            ``backend.models.PipelineConfig`` (``tex_config`` None: the release has no texturing file).
+        config, tex_config: ``pipeline.json`` and ``texturing_pipeline.json`` (``tex_config`` None:
+            the release has no texturing file).
         root: the release folder the checkpoints load from (None: every network is handed to the
             store already built).
         provenance: what results record as their ``"model"`` (None: unknown).
         dependencies: repo id -> local folder for models the pipeline files name in other repos.
     """
 
-    config: object
-    tex_config: object | None = None
+    config: PipelineConfig
+    tex_config: PipelineConfig | None = None
     root: Path | None = None
     provenance: ModelProvenance | None = None
     dependencies: Mapping[str, str] = field(default_factory=dict)
