@@ -14,15 +14,16 @@ Random weights and realistic coordinates: with random weights, stage 1's occupan
 cascade's upsampled voxels) are noise, which would make token counts and every later stage's
 cost meaningless. So the script voxelises a real triangle mesh (a sphere and a torus, about
 one million faces) at every latent grid the pipeline asks for (32, 64, 72..96) and feeds those
-coordinates into the stages through ``Trellis2Generator(coords_override=...)``, applying the
-same token-cap rule as the cascade. Stage 1 still runs in full (its cost is fixed: 16^3 tokens).
+coordinates into the stages through the generator's structure sampler
+(``tests.fixtures.structure.GivenStructure``), which applies the cascade's own token-cap rule.
+Stage 1 still runs in full (its cost is fixed: 16^3 tokens).
 The decoders' subdivision predictions are random too (about half the children survive per
 level, close to a real surface's x4 growth per level), so decoded voxel counts and the mesh
 that gets exported are of realistic size but not of realistic shape.
 
 Networks are built directly on the device in their release precision (bf16 DiT blocks, fp16
-VAE blocks) with the release's shapes (spec §1.5); DINOv3 is a random ViT-L/16 of the release
-configuration. Nothing is downloaded.
+VAE blocks) with the shapes in the release's checkpoint JSON files; DINOv3 is a random ViT-L/16 of
+the release configuration. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ from backend.pipeline.api import ExportOptions, GenerateRequest, SamplerOverride
 from backend.pipeline.conditioning import DinoV3Conditioner  # noqa: E402
 from backend.pipeline.export import export_generated  # noqa: E402
 from backend.pipeline.generator import Trellis2Generator  # noqa: E402
-from backend.pipeline.runtime import ModelStore, Runtime  # noqa: E402
+from backend.pipeline.runtime import ModelStore, Release, Runtime  # noqa: E402
 from backend.pipeline.stages import DecodedAsset  # noqa: E402
 from tests.fixtures.meshes import uv_sphere  # noqa: E402
+from tests.fixtures.structure import GivenStructure  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {  # pipeline.json key -> checkpoint stem (the tiny table holds every stem)
@@ -151,20 +153,20 @@ def voxelize(mesh: TriangleMesh, grid: int, samples_per_cell: float = 6.0, seed:
     return torch.from_numpy(np.unique(q, axis=0))
 
 
-class Override:
-    """``coords_override`` for the generator: the mesh's voxels at whatever grid is asked for."""
+def mesh_structure(mesh: TriangleMesh) -> GivenStructure:
+    """The generator's structure: ``mesh``'s voxels at whatever latent grid is asked for (cached)."""
+    cache: dict[int, torch.Tensor] = {}
 
-    def __init__(self, mesh: TriangleMesh) -> None:
-        self.mesh, self.cache = mesh, {}
+    def coords_at(grid: int) -> torch.Tensor:
+        if grid not in cache:
+            c = voxelize(mesh, grid).int()
+            cache[grid] = torch.cat([torch.zeros(len(c), 1, dtype=torch.int32), c], 1)
+        return cache[grid]
 
-    def __call__(self, grid: int) -> torch.Tensor:
-        if grid not in self.cache:
-            c = voxelize(self.mesh, grid).int()
-            self.cache[grid] = torch.cat([torch.zeros(len(c), 1, dtype=torch.int32), c], 1)
-        return self.cache[grid]
+    return GivenStructure(coords_at)
 
 
-def run_mode(models, dino, mode: str, low_vram: bool, args, override: Override, out: Path) -> dict:
+def run_mode(models, dino, mode: str, low_vram: bool, args, structure: GivenStructure, out: Path) -> dict:
     """One image -> GLB job; returns seconds per stage, total, peak VRAM and sizes."""
     device = args.device
     home = "cpu" if low_vram else device
@@ -175,8 +177,8 @@ def run_mode(models, dino, mode: str, low_vram: bool, args, override: Override, 
     config = parse_pipeline_config(pipeline_json("unused"))
     tex_config = parse_pipeline_config(texturing_pipeline_json("unused"))
     runtime = Runtime(model="preloaded", device=device, low_vram=low_vram)
-    gen = Trellis2Generator(runtime, coords_override=override)
-    gen._store = ModelStore.preloaded(runtime, config, tex_config, models, dino)
+    store = ModelStore(runtime, Release(config, tex_config), models=models, conditioner=dino)
+    gen = Trellis2Generator(runtime, structure=structure, store=store)
     steps = SamplerOverrides(steps=args.steps)
     request = GenerateRequest(images=(args.image,), output_dir=out, pipeline_type=mode, seed=0,
                               sparse_structure=steps, shape=steps, texture=steps,
@@ -239,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     models, dino, rows = {}, None, []
     if args.modes:
-        override = Override(surface_mesh(1_000_000 if not args.tiny else 20_000))
+        structure = mesh_structure(surface_mesh(1_000_000 if not args.tiny else 20_000))
         t = time.perf_counter()
         models, dino = build_models(args.tiny, args.device)
         print(f"built networks in {time.perf_counter() - t:.1f} s", flush=True)
@@ -247,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
               "runs": rows}
     for mode in args.modes:
         for low in [v == "low" for v in args.vram]:
-            row = run_mode(models, dino, mode, low, args, override, args.out)
+            row = run_mode(models, dino, mode, low, args, structure, args.out)
             rows.append(row)
             stages = " ".join(f"{k}={v:.2f}" for k, v in row["seconds"].items())
             print(f"{mode:>13} low_vram={low!s:<5} total {row['total_s']:7.2f} s  "

@@ -6,7 +6,7 @@ twins. Both DiTs run these blocks on a token tensor ``[B, L, C]``: the dense mod
 ``B`` equal-length sequences; the sparse model has one sequence (``B = 1``) or several
 samples packed into ``[1, T, C]`` with a :class:`VarlenLayout`.
 
-State-dict names match the official checkpoints (spec §5.1).
+State-dict names match the official checkpoints.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Mirrors TRELLIS.2 ``models/sparse_structure_flow.py`` (``TimestepEmbedder``),
 ``modules/attention/modules.py`` (``MultiHeadRMSNorm``), ``modules/attention/rope.py`` and
-``modules/norm.py`` (``LayerNorm32``). Numerics follow spec §4.1, §4.4-4.6.
+``modules/norm.py`` (``LayerNorm32``), with their numerics: norms and rotations in fp32.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def rope_frequencies(
 def rope_phases(
     coords: torch.Tensor, head_dim: int, rope_freq: tuple[float, float] = (1.0, 10000.0)
 ) -> torch.Tensor:
-    """Unit complex rotations for integer grid coordinates (spec §4.5).
+    """Unit complex rotations for integer grid coordinates (3-D RoPE).
 
     The phase vector of a token at ``(x, y, z)`` is ``[x * f (F), y * f (F), z * f (F), 0 ...]``,
     padded with zero phases (identity pairs) up to ``head_dim // 2``.

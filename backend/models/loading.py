@@ -7,12 +7,12 @@ wants, and ``load_state_dict(strict=True, assign=True)`` runs only after every m
 unexpected or mis-shaped key has been reported. Only buffers the model can compute itself
 (``rope_phases``) may be absent. Only safetensors are read: nothing is ever unpickled.
 
-Sources:
-* a local stem ``DIR/ckpts/NAME`` (with or without the ``.json`` / ``.safetensors`` suffix);
-* a hub stem ``owner/repo/ckpts/NAME`` (downloaded with ``hf_hub_download``);
-* a local directory or repo id plus ``name`` (``"ckpts/NAME"`` or just ``"NAME"``), which is
-  how ``pipeline.json``'s ``models`` map is resolved; a ``name`` that is itself
-  ``owner/repo/ckpts/NAME`` and not found under the directory is fetched from that repo.
+Sources are local only:
+* a stem ``DIR/ckpts/NAME`` (with or without the ``.json`` / ``.safetensors`` suffix);
+* a release folder plus ``name`` (``"ckpts/NAME"`` or just ``"NAME"``), which is how
+  ``pipeline.json``'s ``models`` map is read.
+Weights in Hugging Face repositories are found or downloaded by ``backend.pipeline.weights``
+(the one resolver, with the gated-model checks) and reach this module as folders.
 """
 
 from __future__ import annotations
@@ -89,45 +89,20 @@ def _local_files(stem: Path) -> CheckpointFiles | None:
     return CheckpointFiles(config, weights)
 
 
-def _hub_files(
-    repo_id: str, subpath: str, offline: bool, revision: str | None, cache_dir: str | Path | None
-) -> CheckpointFiles:
-    from huggingface_hub import hf_hub_download
+def resolve_checkpoint(source: str | Path, name: str | None = None) -> CheckpointFiles:
+    """Find a network's ``.json`` and ``.safetensors`` on disk.
 
-    paths = []
-    for suffix in (".json", ".safetensors"):
-        try:
-            paths.append(Path(hf_hub_download(
-                repo_id, subpath + suffix, revision=revision, cache_dir=cache_dir, local_files_only=offline
-            )))
-        except Exception as exc:  # hub errors come in many classes; all mean "not available"
-            mode = "offline (local cache only)" if offline else "online"
-            raise CheckpointError(
-                f"{repo_id}/{subpath}{suffix}: cannot fetch from the hub {mode}: {exc}"
-            ) from exc
-    return CheckpointFiles(paths[0], paths[1])
-
-
-def resolve_checkpoint(
-    source: str | Path,
-    name: str | None = None,
-    *,
-    offline: bool = False,
-    revision: str | None = None,
-    cache_dir: str | Path | None = None,
-) -> CheckpointFiles:
-    """Find (downloading if needed) a network's ``.json`` and ``.safetensors``.
+    Only local files are read here: hub repositories are resolved (and downloaded, after the
+    access checks) by ``backend.pipeline.weights``, whose folders are then passed in as ``source``.
 
     Args:
-        source: a local stem / directory, a hub stem ``owner/repo/ckpts/NAME``, or a repo id.
-        name: checkpoint path relative to ``source`` (``"ckpts/NAME"``, ``"NAME"`` or a foreign
-            ``"owner/repo/ckpts/NAME"``); None when ``source`` is the full stem.
-        offline: never touch the network; hub files must already be in the local cache.
-        revision: hub revision (branch, tag or commit).
-        cache_dir: hub cache directory (None: huggingface_hub's default).
+        source: a local stem ``DIR/ckpts/NAME`` (with or without a suffix), or a release folder.
+        name: checkpoint path inside the folder ``source`` (``"ckpts/NAME"`` or just ``"NAME"``);
+            None when ``source`` is the full stem.
 
     Raises:
-        CheckpointError: not found, not fetchable, or a pickle format.
+        CheckpointError: not found (a hub stem or repo id included: it names the repository to
+            resolve first), or a pickle format.
     """
     source = str(source)
     if name is None:
@@ -135,25 +110,23 @@ def resolve_checkpoint(
         found = _local_files(Path(stem))
         if found:
             return found
-        parts = stem.split("/")
-        if Path(stem).is_absolute() or stem.startswith(".") or len(parts) < 3:
-            raise CheckpointError(f"{stem}.json / .safetensors: checkpoint not found")
-        return _hub_files("/".join(parts[:2]), "/".join(parts[2:]), offline, revision, cache_dir)
-
+        raise CheckpointError(f"{stem}.json / .safetensors: checkpoint not found{_hub_hint(stem)}")
     name = _strip_suffix(name)
     rel = name if "/" in name else f"ckpts/{name}"
-    if Path(source).is_dir():
-        found = _local_files(Path(source) / rel)
-        if found:
-            return found
-        parts = rel.split("/")
-        if len(parts) >= 3 and parts[0] != "ckpts":  # foreign repo: owner/repo/ckpts/NAME
-            return _hub_files("/".join(parts[:2]), "/".join(parts[2:]), offline, revision, cache_dir)
-        raise CheckpointError(f"{Path(source) / rel}.json / .safetensors: checkpoint not found")
-    parts = rel.split("/")
-    if len(parts) >= 3 and parts[0] != "ckpts":
-        return _hub_files("/".join(parts[:2]), "/".join(parts[2:]), offline, revision, cache_dir)
-    return _hub_files(source, rel, offline, revision, cache_dir)
+    found = _local_files(Path(source) / rel) if Path(source).is_dir() else None
+    if found:
+        return found
+    hint = _hub_hint(rel) or ("" if Path(source).is_dir() else _hub_hint(f"{source}/{rel}"))
+    raise CheckpointError(f"{Path(source) / rel}.json / .safetensors: checkpoint not found{hint}")
+
+
+def _hub_hint(stem: str) -> str:
+    """Why a stem that names a Hugging Face repository is not found here ("" for any other)."""
+    parts = stem.split("/")
+    if Path(stem).is_absolute() or stem.startswith(".") or len(parts) < 3 or parts[0] == "ckpts":
+        return ""
+    repo = "/".join(parts[:2])
+    return f" (it names the Hugging Face repository {repo}: download it first and pass its folder)"
 
 
 # ------------------------------------------------------------------------------- reading
@@ -317,9 +290,6 @@ def load_model(
     *,
     device: torch.device | str = "cpu",
     dtype: torch.dtype | None = None,
-    offline: bool = False,
-    revision: str | None = None,
-    cache_dir: str | Path | None = None,
 ) -> nn.Module:
     """Load one TRELLIS.2 network, strictly, in eval mode with gradients off.
 
@@ -329,14 +299,11 @@ def load_model(
         device: where the weights go (read straight there from the file).
         dtype: None keeps the stored precision policy (e.g. bf16 block linears, fp32 norms);
             a floating dtype makes every floating tensor that dtype (e.g. float32 on CPU).
-        offline: never use the network for hub sources.
-        revision: hub revision.
-        cache_dir: hub cache directory.
 
     Raises:
         CheckpointError: with the file name and every mismatching key.
     """
-    files = resolve_checkpoint(source, name, offline=offline, revision=revision, cache_dir=cache_dir)
+    files = resolve_checkpoint(source, name)
     config = read_model_config(files.config)
     model = build_model(config, dtype, str(files.config))
     state = read_state_dict(files.weights, device)

@@ -1,4 +1,4 @@
-"""Typed, validated contents of ``pipeline.json`` and ``texturing_pipeline.json`` (spec §1.2-1.3).
+"""Typed, validated contents of ``pipeline.json`` and ``texturing_pipeline.json``.
 
 Unknown keys and wrong shapes are errors that name the file and the key: a silently
 ignored field is how a pipeline drifts from the release.

@@ -1,4 +1,4 @@
-"""``SparseStructureFlowModel``: the dense DiT of stage 1 (spec §5.1).
+"""``SparseStructureFlowModel``: the dense DiT of stage 1.
 
 Mirrors TRELLIS.2 ``models/sparse_structure_flow.py``: the latent grid ``[B, C, R, R, R]`` is
 flattened to ``R^3`` tokens (x slowest, z fastest), run through the shared trunk with 3-D RoPE

@@ -1,4 +1,4 @@
-"""``SparseStructureDecoder``: the TRELLIS v1 dense conv3d VAE decoder (spec §5.2).
+"""``SparseStructureDecoder``: the TRELLIS v1 dense conv3d VAE decoder.
 
 Mirrors TRELLIS ``models/sparse_structure_vae.py`` (decoder half): 8 x 16^3 latent ->
 occupancy logits ``[B, 1, 64, 64, 64]``. Convolutions inside ``middle_block``/``blocks`` run in

@@ -1,4 +1,4 @@
-"""O-Voxel: textured mesh <-> sparse flexible dual grid + PBR attribute volume (spec §7, §9).
+"""O-Voxel: textured mesh <-> sparse flexible dual grid + PBR attribute volume.
 
 Public API:
     normalize_to_unit_cube(mesh) -> (mesh, Normalization)

@@ -1,4 +1,4 @@
-"""numba kernels of the mesh -> flexible dual grid conversion (spec §9.1).
+"""numba kernels of the mesh -> flexible dual grid conversion.
 
 Everything here works in *grid units*: a vertex at ``g`` lies in voxel ``floor(g)``,
 voxel ``i`` spans ``[i, i + 1]`` on each axis and the grid is ``[0, res]^3``.
@@ -84,7 +84,7 @@ def _claims(e, ib, ic, jb_, jc_, sgn) -> bool:
 
 @njit(cache=True)
 def scan_crossings(gv, faces, res, record_pairs):
-    """Create the voxel set from triangle/grid-edge crossings (§9.1 step 1).
+    """Create the voxel set from triangle/grid-edge crossings (the encoder's first step).
 
     Args:
         gv: [V, 3] float64 vertex positions in grid units.
@@ -230,7 +230,7 @@ def _tri_box_overlap(p0, p1, p2, cx, cy, cz, n0, n1, n2, d) -> bool:
 
 @njit(cache=True)
 def face_term(gv, faces, res, keys, vals, acc):
-    """Add each triangle's plane quadric (weight 1) to every existing voxel it overlaps (§9.1 step 2)."""
+    """Add each triangle's plane quadric (weight 1) to every existing voxel it overlaps."""
     vox = np.zeros(3, dtype=np.int64)
     for t in range(faces.shape[0]):
         n0, n1, n2, d, ok = _plane(gv, faces, t)
@@ -279,7 +279,7 @@ def face_term(gv, faces, res, keys, vals, acc):
 
 @njit(cache=True)
 def boundary_term(gv, edges, res, keys, vals, acc, weight):
-    """Add ``weight`` times each boundary edge's line quadric to the voxels it passes (§9.1 step 3)."""
+    """Add ``weight`` times each boundary edge's line quadric to the voxels it passes."""
     for e in range(edges.shape[0]):
         a = gv[edges[e, 0]]
         b = gv[edges[e, 1]]

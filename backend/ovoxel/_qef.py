@@ -1,4 +1,4 @@
-"""numba kernel: per-voxel QEF solve constrained to the voxel box (spec §9.1 steps 4-5).
+"""numba kernel: per-voxel QEF solve constrained to the voxel box.
 
 Each voxel's energy is ``E(x) = xᵀAx + 2bᵀx`` (+ a constant) from the accumulated
 quadrics. The solve runs in voxel-local coordinates ``y = x - corner`` (``y ∈ [0, 1]³``)

@@ -1,4 +1,4 @@
-"""The PBR attribute volume of spec §9.2: per-voxel base colour, metallic, roughness, alpha.
+"""The PBR attribute volume: per-voxel base colour, metallic, roughness, alpha.
 
 Every (triangle, voxel) pair found by the crossing scan contributes: the voxel centre is
 projected onto the triangle (barycentrics clamped to the triangle, so UVs are never

@@ -1,4 +1,4 @@
-"""Mesh clean-ups for extracted O-Voxel meshes: boundary edges, hole filling (§7.3), orientation.
+"""Mesh clean-ups for extracted O-Voxel meshes: boundary edges, hole filling, orientation.
 
 numpy + scipy on the CPU; each function returns a new :class:`TriangleMesh` with only
 vertices and faces (extracted meshes carry no other attributes).
@@ -34,7 +34,7 @@ def boundary_edges(faces: np.ndarray) -> np.ndarray:
 
 
 def fill_holes(mesh: TriangleMesh, max_perimeter: float = 0.03) -> TriangleMesh:
-    """Close every boundary loop whose perimeter is below ``max_perimeter`` (spec §7.3).
+    """Close every boundary loop whose perimeter is below ``max_perimeter``.
 
     Loops are the connected components of the boundary-edge graph. Each closed loop gets
     one new vertex at the mean of its edge midpoints and one triangle per boundary edge

@@ -1,4 +1,4 @@
-"""O-Voxel -> triangles: flexible dual contouring with the split-weight quad rule (spec §7.1).
+"""O-Voxel -> triangles: flexible dual contouring with the split-weight quad rule.
 
 The core (:func:`flexible_dual_contour`) is pure torch and runs on any device;
 :func:`ovoxel_to_mesh` wraps it for an :class:`OVoxel` and applies the optional clean-ups.
@@ -58,7 +58,7 @@ def flexible_dual_contour(coords: torch.Tensor, dual_vertices: torch.Tensor, int
                           resolution: int, *, aabb_min=(-0.5, -0.5, -0.5), voxel_size=None,
                           split_weight: torch.Tensor | None = None, drop_unreferenced: bool = True,
                           index: CoordIndex | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Triangles of a flexible dual grid (spec §7.1), on the tensors' device.
+    """Triangles of a flexible dual grid, on the tensors' device.
 
     Args:
         coords: [N, 3] int voxel coordinates.
@@ -93,7 +93,7 @@ def flexible_dual_contour(coords: torch.Tensor, dual_vertices: torch.Tensor, int
 def flexible_dual_contour_fan(coords: torch.Tensor, dual_vertices: torch.Tensor, intersected: torch.Tensor,
                               split_weight: torch.Tensor, resolution: int, *, aabb_min=(-0.5, -0.5, -0.5),
                               index: CoordIndex | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training variant of :func:`flexible_dual_contour` (spec §7.1 step 4): differentiable.
+    """The training variant of :func:`flexible_dual_contour`: differentiable.
 
     Instead of choosing a diagonal, every quad gets a mid-vertex, the mean of its two diagonal
     midpoints weighted by ``w0 w2`` and ``w1 w3``, and four triangles fanned around it. The
@@ -143,7 +143,7 @@ def ovoxel_to_mesh(ov: OVoxel, *, device: str | torch.device = "cpu", drop_unref
         drop_unreferenced: remove unused vertices.
         orient: make face orientation consistent per connected component (outward for closed ones).
         fill_holes_perimeter: if set, fill boundary loops shorter than this (world units; the
-            reference uses 0.03 in the unit cube), spec §7.3.
+            reference uses 0.03 in the unit cube).
     """
     from .cleanup import fill_holes, orient_faces
 

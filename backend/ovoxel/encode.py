@@ -1,4 +1,4 @@
-"""Mesh -> O-Voxel: the flexible dual grid of spec §9.1 plus the PBR volume of §9.2.
+"""Mesh -> O-Voxel: the flexible dual grid (one dual vertex per voxel) plus the PBR volume.
 
 The scan conversion, face/boundary quadrics and the per-voxel solve are numba
 kernels (``_encode_kernels``, ``_qef``); this module validates input and glues them.

@@ -1,4 +1,4 @@
-"""Exact coordinate -> voxel index lookup and the trilinear attribute lookup of spec §7.2.
+"""Exact coordinate -> voxel index lookup and the trilinear attribute lookup.
 
 Both work on torch tensors on any device (sort + searchsorted, no hash map); the
 public :func:`sample_attributes` also accepts numpy arrays and answers in kind.
@@ -58,7 +58,7 @@ def _sample_torch(coords: torch.Tensor, attrs: torch.Tensor, resolution: int, po
 
 def sample_attributes(coords, attributes, resolution: int, points, *, origin=-0.5, voxel_size=None,
                       index: CoordIndex | None = None):
-    """Trilinear lookup of a sparse attribute volume at arbitrary points (spec §7.2).
+    """Trilinear lookup of a sparse attribute volume at arbitrary points.
 
     Voxel ``c`` has its centre at ``origin + (c + 0.5) * voxel_size``. Each point blends
     the 8 surrounding voxel centres with trilinear weights; only active voxels count and

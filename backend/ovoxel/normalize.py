@@ -1,4 +1,4 @@
-"""Placing an arbitrary mesh in the O-Voxel unit cube (spec §9.2, last paragraph), and taking it back.
+"""Placing an arbitrary mesh in the O-Voxel unit cube ``[-0.5, 0.5]^3``, and taking it back.
 
 :class:`SourceFrame` records what was done to a source mesh on the way in (its file's up
 axis and the :class:`Normalization`), so that a decoded mesh can be returned to the

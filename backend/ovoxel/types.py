@@ -9,7 +9,7 @@ import numpy as np
 MIN_RESOLUTION = 64
 MAX_RESOLUTION = 2048
 
-# Channel layout of ``OVoxel.attributes`` (spec §7.2): name -> channel slice.
+# Channel layout of ``OVoxel.attributes``: name -> channel slice.
 ATTR_LAYOUT: dict[str, slice] = {
     "base_color": slice(0, 3),
     "metallic": slice(3, 4),

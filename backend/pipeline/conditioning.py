@@ -1,7 +1,7 @@
 """Image conditioning: DINOv3 ViT-L/16 patch tokens with the reference readout.
 
 Mirrors ``DinoV3FeatureExtractor`` of ``trellis2/modules/image_feature_extractor.py``
-(spec §2.4): resize to ``S x S`` with LANCZOS, ImageNet normalisation, the
+: resize to ``S x S`` with LANCZOS, ImageNet normalisation, the
 model's embeddings (CLS + 4 registers + patch tokens, row-major), its 2-D RoPE
 for that image size, **all** transformer layers, then a parameter-free
 LayerNorm (eps 1e-5) instead of the model's own final norm. Output

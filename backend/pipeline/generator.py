@@ -29,7 +29,7 @@ from .errors import InputError, OutOfMemoryError
 from .export import export_generated, export_retextured
 from .export.result_files import free_name
 from .image import BackgroundRemover, load_and_preprocess
-from .image_to_3d import CoordsOverride, image_to_assets
+from .image_to_3d import image_to_assets
 from .licences import check_background_removal, commercial_safe_export
 from .model_source import ModelProvenance
 from .process_memory import peak_rss_bytes
@@ -38,6 +38,7 @@ from .rembg import BiRefNetRemover
 from .retexture import Y_UP_TO_Z_UP, retexture_voxels, work_frame
 from .runtime import ModelStore, Runtime
 from .sampler import make_generator
+from .structure import FlowStructure, StructureSampler
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +54,16 @@ class Trellis2Generator:
             (repo id -> local folder), ``provenance`` (what results record as their ``"model"``;
             default: the folder as a local source) and ``commercial_safe``; that form never downloads.
         remover: background remover for inputs without alpha (None: such inputs are refused).
-        coords_override: replaces stage-1 occupancy (benchmarks with random weights, tests).
+        structure: finds each object's voxels (default: the release's sparse-structure flow,
+            :class:`~.structure.FlowStructure`).
+        store: the networks to run, already set up for ``runtime`` (default: a :class:`ModelStore`
+            over ``runtime``'s release, opened by the first job).
     """
 
     def __init__(self, runtime: Runtime | str | Path = Runtime(), *,  # noqa: B008
                  device: str | None = None, low_vram: bool | None = None,
                  dependencies: dict[str, Path] | None = None, remover: BackgroundRemover | None = None,
-                 coords_override: CoordsOverride | None = None,
+                 structure: StructureSampler | None = None, store: ModelStore | None = None,
                  provenance: ModelProvenance | None = None, commercial_safe: bool = False) -> None:
         if not isinstance(runtime, Runtime):
             dev = resolve_device(device)
@@ -68,8 +72,10 @@ class Trellis2Generator:
                               provenance=provenance, commercial_safe=commercial_safe)
         self.runtime = runtime
         self.remover = remover
-        self.coords_override = coords_override
-        self._store: ModelStore | None = None
+        self.structure = structure if structure is not None else FlowStructure()
+        if store is not None and store.runtime != runtime:
+            raise ValueError("the model store was set up for another runtime than the generator's")
+        self._store = store
 
     @property
     def store(self) -> ModelStore:
@@ -104,7 +110,7 @@ class Trellis2Generator:
                 pictures = [load_and_preprocess(path, self.remover) for path in views]
                 gen = make_generator(request.seed)
                 decoded = image_to_assets(store, pictures if request.multiview else pictures[0], request, gen,
-                                          tracker, self.coords_override)
+                                          tracker, self.structure)
                 tracker.begin("export")
                 base = request.name or Path(views[0]).stem
                 for k, asset in enumerate(decoded):

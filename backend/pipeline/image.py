@@ -1,7 +1,7 @@
 """Image input: decode any common file into RGBA and crop it as the reference does.
 
 Mirrors ``preprocess_image`` of ``trellis2/pipelines/trellis2_image_to_3d.py``
-(spec §2.2): an image "has alpha" when it carries an alpha channel that is not
+: an image "has alpha" when it carries an alpha channel that is not
 all 255; it is shrunk so the longer side is at most 1024 px (LANCZOS); without
 alpha a background remover supplies one; the crop box is the square around the
 pixels with alpha > 0.8 * 255 (side = the larger extent, no margin, PIL crop

@@ -1,4 +1,4 @@
-"""Image -> decoded assets for the four pipeline types (spec §2.1, §2.5-2.8).
+"""Image -> decoded assets for the four pipeline types.
 
 | type | SS grid | shape | texture (cond) | decode res |
 |---|---|---|---|---|
@@ -13,7 +13,7 @@ The sparse structure always uses the 512-px condition.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,31 +24,10 @@ from .errors import PipelineError
 from .progress import Tracker
 from .runtime import ModelStore
 from .sampler import DEFAULT_SHAPE, DEFAULT_SS, DEFAULT_TEX, Condition, MultiViewCond, SamplerParams
-from .stages import (
-    DecodedAsset,
-    LatentNorm,
-    cascade_coords,
-    decode,
-    sample_shape,
-    sample_sparse_structure,
-    sample_texture,
-)
+from .stages import DecodedAsset, LatentNorm, decode, sample_shape, sample_texture
+from .structure import StructureSampler
 
 log = logging.getLogger(__name__)
-
-# grid -> coords [N, 4]; replaces stage 1's occupancy and the cascade's upsampled coordinates
-# (benchmarks with random weights, whose predicted occupancy is noise; tests).
-CoordsOverride = Callable[[int], torch.Tensor]
-
-
-def _override_cascade(override: CoordsOverride, target: int, max_tokens: int) -> tuple[torch.Tensor, int]:
-    res = target
-    while True:
-        coords = override(res // 16)
-        if len(coords) < max_tokens or res <= 1024:
-            return coords, res
-        res -= 128
-
 
 @dataclass(frozen=True)
 class StageParams:
@@ -87,11 +66,12 @@ def view_conditions(dino, views: Sequence[Image.Image], resolution: int, num_sam
 
 def image_to_assets(store: ModelStore, image: Image.Image | Sequence[Image.Image], request: GenerateRequest,
                     gen: torch.Generator, tracker: Tracker,
-                    coords_override: CoordsOverride | None = None) -> list[DecodedAsset]:
+                    structure: StructureSampler) -> list[DecodedAsset]:
     """Run stages 1-3 and decode for one object; ``request.num_samples`` assets.
 
     ``image`` is one preprocessed picture, or several pictures of the same object (multi-view,
-    combined as ``request.multiview`` says).
+    combined as ``request.multiview`` says). ``structure`` finds the occupied voxels (stage 1 and
+    the cascade's high-resolution grid).
     """
     kind = request.pipeline_type
     if kind not in ("512", "1024", "1024_cascade", "1536_cascade"):
@@ -110,13 +90,8 @@ def image_to_assets(store: ModelStore, image: Image.Image | Sequence[Image.Image
         cond1024, neg1024 = view_conditions(dino, views, 1024, n, mode) if hr else (None, None)
 
     tracker.begin("sparse_structure")
-    ss_flow, ss_dec = store.get("sparse_structure_flow_model"), store.get("sparse_structure_decoder")
     grid = 64 if kind == "1024" else 32
-    with store.on_device(ss_flow, ss_dec):
-        coords = sample_sparse_structure(ss_flow, ss_dec, cond512, neg512, params.sparse_structure, gen, grid,
-                                         on_step=tracker.sub("sparse structure"), cancel=tracker.cancel)
-    if coords_override is not None:  # after the SS noise is drawn, so the RNG order is unchanged
-        coords = coords_override(grid).to(coords.device)
+    coords = structure.occupancy(store, cond512, neg512, params.sparse_structure, gen, grid, tracker)
     counts = torch.bincount(coords[:, 0].long(), minlength=n) if len(coords) else torch.zeros(n)
     if (counts == 0).any():
         raise PipelineError("the sparse structure is empty (the model found no object in the image)",
@@ -137,18 +112,12 @@ def image_to_assets(store: ModelStore, image: Image.Image | Sequence[Image.Image
                                  on_step=tracker.sub("shape"), cancel=tracker.cancel)
         res = 1024
     else:
-        lr_flow, decoder = store.get("shape_slat_flow_model_512"), store.get("shape_slat_decoder")
+        lr_flow = store.get("shape_slat_flow_model_512")
         with store.on_device(lr_flow):
             lr = sample_shape(lr_flow, coords, cond512, neg512, params.shape, gen, shape_norm,
                               on_step=tracker.sub("shape LR"), cancel=tracker.cancel)
-        with store.on_device(decoder):
-            fine = decoder.upsample(lr, 4)  # [K, 4] on the 512 grid
         target = 1536 if kind == "1536_cascade" else 1024
-        if coords_override is None:
-            hr_coords, res = cascade_coords(fine, target, request.max_num_tokens)
-        else:  # the same token-cap rule over the override's coordinates at each HR grid
-            hr_coords, res = _override_cascade(coords_override, target, request.max_num_tokens)
-            hr_coords = hr_coords.to(fine.device)
+        hr_coords, res = structure.cascade(store, lr, target, request.max_num_tokens)
         log.info("cascade: %d HR tokens at resolution %d", len(hr_coords), res)
         hr_flow = store.get("shape_slat_flow_model_1024")
         with store.on_device(hr_flow):

@@ -2,7 +2,7 @@
 
 Two removers, both opt-in:
 
-- :class:`BiRefNetRemover`: the reference's BiRefNet wrapper (spec §2.3) around
+- :class:`BiRefNetRemover`: the reference's BiRefNet wrapper around
   a *local* copy of ``briaai/RMBG-2.0`` (CC BY-NC 4.0, gated) or
   ``ZhengPeng7/BiRefNet`` (MIT). These checkpoints ship their model code, so
   loading them runs code from that folder: it happens only with an explicit

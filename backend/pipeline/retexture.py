@@ -1,4 +1,4 @@
-"""Retexture an existing mesh from an image (spec §10), keeping its topology, UVs and placement.
+"""Retexture an existing mesh from an image, keeping its topology, UVs and placement.
 
 The mesh is taken to the working frame only to be voxelized: rotated from its
 file's up axis to Z-up and normalised into the unit cube. Its O-Voxel goes

@@ -1,11 +1,11 @@
 """Where models come from and where they live: the release folder, loading, device placement.
 
 :class:`Runtime` is the explicit settings object (device, low-VRAM, offline,
-model source). :class:`ModelStore` resolves the release (a local folder, a
+model source). :class:`Release` resolves the release (a local folder, a
 Hugging Face repo id downloaded on first use unless offline, or the bundled mini
-release; see :func:`resolve_model` and :mod:`.model_source`), reads
-``pipeline.json`` / ``texturing_pipeline.json`` through ``backend.models``,
-loads each network once, and keeps it on the accelerator when it fits; in
+release; see :func:`resolve_model` and :mod:`.model_source`) and reads
+``pipeline.json`` / ``texturing_pipeline.json`` through ``backend.models``.
+:class:`ModelStore` loads each network once and keeps it on the accelerator when it fits; in
 low-VRAM mode every network stays on the CPU and :meth:`ModelStore.on_device`
 moves it over for one stage only.
 """
@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -30,12 +31,16 @@ from .model_source import (
     LOCAL,
     OFFICIAL,
     TRELLIS2_REPO,
+    WEIGHT_REPOS,
     ModelProvenance,
     bundled_release,
     fallback_notice,
     require_bundled_release,
 )
 from .weights import DownloadCallback, WeightsConfig, WeightsError
+
+if TYPE_CHECKING:
+    from backend.models import PipelineConfig
 
 log = logging.getLogger(__name__)
 
@@ -157,41 +162,70 @@ def image_encoder_location(name: str, release_root: Path | None, dependencies: M
     return name
 
 
-class ModelStore:
-    """Loads networks by their ``pipeline.json`` key and places them per the runtime."""
+@dataclass(frozen=True)
+class Release:
+    """What a :class:`ModelStore` serves: the pipeline files and where their checkpoints are.
 
-    def __init__(self, runtime: Runtime) -> None:
-        from backend.models import read_pipeline_config
+    Args:
+        config, tex_config: ``pipeline.json`` and ``texturing_pipeline.json`` (``tex_config`` None:
+            the release has no texturing file).
+        root: the release folder the checkpoints load from (None: every network is handed to the
+            store already built).
+        provenance: what results record as their ``"model"`` (None: unknown).
+        dependencies: repo id -> local folder for models the pipeline files name in other repos.
+    """
 
-        self.runtime = runtime
-        self._models: dict[str, torch.nn.Module] = {}
-        self._conditioner = None
-        resolved = resolve_model(runtime)
-        self.root, self.provenance = resolved.root, resolved.provenance
-        self.dependencies: Mapping[str, str] = resolved.dependencies
-        self.config = read_pipeline_config(self.root / "pipeline.json")
-        tex_path = self.root / "texturing_pipeline.json"
-        self.tex_config = read_pipeline_config(tex_path) if tex_path.is_file() else None
-        self.conv_backend = runtime.conv_backend or conv_backend_for(runtime.device, triton_importable())
-        log.info("sparse convolution: %s path on %s", self.conv_backend, runtime.device)
+    config: PipelineConfig
+    tex_config: PipelineConfig | None = None
+    root: Path | None = None
+    provenance: ModelProvenance | None = None
+    dependencies: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def preloaded(cls, runtime: Runtime, config, tex_config, models: dict[str, torch.nn.Module],
-                  conditioner) -> ModelStore:
-        """A store over networks already in memory (benchmarks with random full-size weights).
+    def open(cls, runtime: Runtime) -> Release:
+        """Resolve ``runtime.model`` (see :func:`resolve_model`) and read its pipeline files."""
+        from backend.models import read_pipeline_config
 
-        Args:
-            config, tex_config: ``backend.models.PipelineConfig`` objects (samplers, normalisation).
-            models: pipeline.json key -> network, already on the runtime's home device.
-            conditioner: a :class:`~backend.pipeline.conditioning.DinoV3Conditioner`.
-        """
-        store = cls.__new__(cls)
-        store.runtime, store.config, store.tex_config = runtime, config, tex_config
-        store.root, store.provenance = None, runtime.provenance
-        store.dependencies = dict(runtime.dependencies)
-        store._models, store._conditioner = dict(models), conditioner
-        store.conv_backend = runtime.conv_backend
-        return store
+        resolved = resolve_model(runtime)
+        tex_path = resolved.root / "texturing_pipeline.json"
+        return cls(read_pipeline_config(resolved.root / "pipeline.json"),
+                   read_pipeline_config(tex_path) if tex_path.is_file() else None,
+                   resolved.root, resolved.provenance, resolved.dependencies)
+
+
+def _unresolved_hint(repo: str) -> str:
+    """What to do about a repository the store was not given a folder for."""
+    info = WEIGHT_REPOS.get(repo)
+    copy = info.local_copy_hint() if info is not None else (
+        "or point --model (add-on preferences: Model Source: Local Folder) at a release that holds it")
+    return f"load the release through its --model source, which resolves every repository it names, {copy}"
+
+
+class ModelStore:
+    """Loads networks by their ``pipeline.json`` key and places them per the runtime.
+
+    Args:
+        runtime: device, memory policy, kernels and where the release is.
+        release: the release to serve (None: :meth:`Release.open` of ``runtime``).
+        models: networks already built (pipeline.json key -> network, on the runtime's home device),
+            served instead of loading their checkpoints; they get the runtime's kernel choices too.
+        conditioner: the image encoder, already built (a
+            :class:`~backend.pipeline.conditioning.DinoV3Conditioner`; None: loaded when first used).
+    """
+
+    def __init__(self, runtime: Runtime, release: Release | None = None, *,
+                 models: Mapping[str, torch.nn.Module] | None = None, conditioner=None) -> None:
+        self.runtime = runtime
+        release = release if release is not None else Release.open(runtime)
+        self.config, self.tex_config = release.config, release.tex_config
+        self.root, self.provenance = release.root, release.provenance
+        self.dependencies: Mapping[str, str] = release.dependencies
+        self.conv_backend = runtime.conv_backend or conv_backend_for(runtime.device, triton_importable())
+        log.info("sparse convolution: %s path on %s", self.conv_backend, runtime.device)
+        self._models: dict[str, torch.nn.Module] = {}
+        for key, model in (models or {}).items():
+            self._models[key] = self._configured(model)
+        self._conditioner = conditioner
 
     @property
     def device(self) -> torch.device:
@@ -200,18 +234,26 @@ class ModelStore:
     def _home(self) -> torch.device:
         return torch.device("cpu") if self.runtime.low_vram else self.device
 
-    def _checkpoint_source(self, key: str) -> tuple[str | Path, str]:
+    def _checkpoint_source(self, key: str) -> tuple[Path | str, str]:
         """(source, name) of the network ``key`` for :func:`backend.models.load_model`."""
         name = self.config.models.get(key)
         if name is None and self.tex_config is not None:
             name = self.tex_config.models.get(key)
         if name is None:
             raise ModelUnavailableError(f"the release at {self.root} names no model {key!r}")
-        source: str | Path = str(self.root)
+        if self.root is None:
+            raise ModelUnavailableError(f"{key} was not handed to the model store, and it has no release "
+                                        "folder to load it from")
         parts = name.split("/")
-        if len(parts) >= 3 and parts[0] != "ckpts" and "/".join(parts[:2]) in self.dependencies:
-            source, name = self.dependencies["/".join(parts[:2])], "/".join(parts[2:])
-        return source, name
+        repo = "/".join(parts[:2])
+        in_release = any((self.root / f"{name}{suffix}").exists() for suffix in (".json", ".safetensors"))
+        if len(parts) < 3 or parts[0] == "ckpts" or in_release:
+            return self.root, name
+        if repo not in self.dependencies:  # resolve_model resolves every repo the release names
+            raise ModelUnavailableError(
+                f"{key} is in the repository {repo}, which was not resolved to a folder",
+                _unresolved_hint(repo))
+        return self.dependencies[repo], "/".join(parts[2:])
 
     def check_checkpoints(self) -> None:
         """Check every network the release names without loading its weights: the config JSON
@@ -234,7 +276,7 @@ class ModelStore:
         for key in keys:
             source, name = self._checkpoint_source(key)
             try:
-                files = resolve_checkpoint(source, name, offline=self.runtime.offline)
+                files = resolve_checkpoint(source, name)
                 model = build_model(read_model_config(files.config), source=str(files.config))
                 header = read_safetensors_header(files.weights)
             except CheckpointError as e:
@@ -255,20 +297,24 @@ class ModelStore:
         """The network named ``key`` in pipeline.json (or texturing_pipeline.json), loaded once."""
         if key not in self._models:
             from backend.models import CheckpointError, load_model
-            from backend.sparse.conv import set_conv_backend
 
             source, name = self._checkpoint_source(key)
             try:
-                model = load_model(source, name, device=self._home(), dtype=self.runtime.load_dtype,
-                                   offline=self.runtime.offline)
+                model = load_model(source, name, device=self._home(), dtype=self.runtime.load_dtype)
             except CheckpointError as e:
                 raise ModelUnavailableError(f"cannot load {key}: {e}",
                                             f"check the release folder {source}, or download it again") from e
-            set_conv_backend(model, self.conv_backend)
-            if self.runtime.attention_backend and hasattr(model, "set_attention_backend"):
-                model.set_attention_backend(self.runtime.attention_backend)
-            self._models[key] = model
+            self._models[key] = self._configured(model)
         return self._models[key]
+
+    def _configured(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` on the runtime's sparse-convolution path and attention backend."""
+        from backend.sparse.conv import set_conv_backend
+
+        set_conv_backend(model, self.conv_backend)
+        if self.runtime.attention_backend and hasattr(model, "set_attention_backend"):
+            model.set_attention_backend(self.runtime.attention_backend)
+        return model
 
     def conditioner(self):
         from .conditioning import DinoV3Conditioner
@@ -276,7 +322,10 @@ class ModelStore:
         if self._conditioner is None:
             name = image_encoder_location(str(self.config.image_cond_model.args.get("model_name", "")),
                                           self.root, self.dependencies)
-            self._conditioner = DinoV3Conditioner.from_pretrained(name, offline=self.runtime.offline)
+            if not Path(name).is_dir():  # hub ids were resolved to folders by resolve_model
+                raise ModelUnavailableError(f"the image encoder {name!r} was not resolved to a folder",
+                                            _unresolved_hint(name))
+            self._conditioner = DinoV3Conditioner.from_pretrained(name, offline=True)
             self._conditioner.model.to(self._home())
         return self._conditioner
 

@@ -1,7 +1,7 @@
 """Flow-matching Euler sampler with classifier-free guidance, as pure functions.
 
 Mirrors ``trellis2/pipelines/samplers/flow_euler.py`` and its guidance
-interval / CFG mixins (spec §3), without the mixin chain:
+interval / CFG mixins, without the mixin chain:
 
 - forward process ``x_t = (1 - t) x0 + (s + (1 - s) t) eps`` with ``s = sigma_min``;
   the network predicts ``v = (1 - s) eps - x0`` and is called as
@@ -124,7 +124,7 @@ class SamplerParams:
         return replace(self, **changes)
 
 
-# Reference defaults (spec §1.2), used when pipeline.json lacks an entry and in tests.
+# The official pipeline.json's sampler settings, used when a release's file lacks an entry and in tests.
 DEFAULT_SS = SamplerParams(*STAGE_SAMPLER_DEFAULTS["sparse_structure"], (0.6, 1.0), 5.0)
 DEFAULT_SHAPE = SamplerParams(*STAGE_SAMPLER_DEFAULTS["shape"], (0.6, 1.0), 3.0)
 DEFAULT_TEX = SamplerParams(*STAGE_SAMPLER_DEFAULTS["texture"], (0.6, 0.9), 3.0)

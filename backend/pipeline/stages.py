@@ -1,7 +1,7 @@
 """The generation stages as functions of (models, conditions, generator): no pipeline object.
 
-Mirrors ``trellis2/pipelines/trellis2_image_to_3d.py`` (spec §2.5-2.8) and the
-texturing pipeline's encode/decode (§10). Every stage takes its networks as
+Mirrors ``trellis2/pipelines/trellis2_image_to_3d.py`` and the texturing
+pipeline's encode/decode. Every stage takes its networks as
 arguments; noise is drawn from the job's CPU ``torch.Generator`` (see
 :mod:`backend.pipeline.sampler` for the order) and moved to the device.
 """
@@ -82,22 +82,35 @@ def sample_shape(flow: torch.nn.Module, coords: torch.Tensor, cond: Condition, n
     return norm.denormalize(z)
 
 
-def cascade_coords(fine_coords: torch.Tensor, target: int, max_tokens: int) -> tuple[torch.Tensor, int]:
-    """Requantise 512-res voxel coords onto the HR latent grid (spec §2.6 step 3).
-
-    Tries ``target`` (1024 or 1536) and shrinks by 128 until fewer than ``max_tokens``
-    remain; 1024 is always accepted. Returns ``(coords [N, 4] int32 sorted, resolution)``.
+def cascade_resolution(coords_at: Callable[[int], torch.Tensor], target: int,
+                       max_tokens: int) -> tuple[torch.Tensor, int]:
+    """The cascade's grid rule: ``(coords_at(res), res)`` for the largest ``res`` that starts at
+    ``target`` (1024 or 1536) and steps down by 128 until fewer than ``max_tokens`` voxels remain;
+    1024 is always accepted. ``coords_at(res)`` gives the latent voxels ``[N, 4]`` of a mesh grid
+    of ``res`` (latent grid ``res // 16``).
     """
     res = target
     while True:
-        q = fine_coords.clone().long()
-        q[:, 1:] = torch.floor((q[:, 1:].double() + 0.5) / LR_RESOLUTION * (res // 16)).long()
-        coords = torch.unique(q, dim=0).int()
+        coords = coords_at(res)
         if len(coords) < max_tokens or res <= 1024:
             return coords, res
         log.info("cascade: %d tokens at %d exceed the cap %d; trying %d", len(coords), res, max_tokens,
                  res - CASCADE_STEP)
         res -= CASCADE_STEP
+
+
+def cascade_coords(fine_coords: torch.Tensor, target: int, max_tokens: int) -> tuple[torch.Tensor, int]:
+    """Requantise 512-res voxel coords onto the HR latent grid, sized by :func:`cascade_resolution`.
+
+    Each fine voxel's centre on the 512 grid falls into one cell of the ``res // 16`` latent grid.
+    Returns ``(coords [N, 4] int32 sorted, resolution)``.
+    """
+    def coords_at(res: int) -> torch.Tensor:
+        q = fine_coords.clone().long()
+        q[:, 1:] = torch.floor((q[:, 1:].double() + 0.5) / LR_RESOLUTION * (res // 16)).long()
+        return torch.unique(q, dim=0).int()
+
+    return cascade_resolution(coords_at, target, max_tokens)
 
 
 def sample_texture(flow: torch.nn.Module, shape_slat: SparseTensor, cond: Condition,
@@ -126,7 +139,7 @@ class DecodedAsset:
     resolution: int
 
     def attribute_fn(self) -> Callable[[np.ndarray], np.ndarray]:
-        """Points ``[M, 3]`` (unit cube) -> attributes ``[M, 6]`` by sparse trilinear lookup (§7.2)."""
+        """Points ``[M, 3]`` (unit cube) -> attributes ``[M, 6]`` by sparse trilinear lookup."""
         from backend.ovoxel.lookup import CoordIndex, sample_attributes
 
         index = CoordIndex(self.coords, self.resolution)
@@ -150,7 +163,6 @@ def decode(shape_decoder: torch.nn.Module, tex_decoder: torch.nn.Module, shape_s
     from backend.ovoxel.cleanup import fill_holes as fill
     from backend.ovoxel.decode import flexible_dual_contour
 
-    shape_decoder.set_resolution(resolution)
     fdg, subs = shape_decoder(shape_slat, return_subs=True)
     tex = tex_decoder(tex_slat, guide_subs=subs)
     attrs = tex.feats.float() * 0.5 + 0.5  # [K, 6]

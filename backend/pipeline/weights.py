@@ -1,7 +1,9 @@
 """The one resolver for model weights: local folders or Hugging Face repositories.
 
 The CLI (:func:`.runtime.resolve_model`), the server's ``load`` and its ``check_access``
-request all come through here. A source is an existing folder or a repo id (``owner/name``).
+request all come through here; the checkpoint loader (``backend.models.loading``) and the
+:class:`~.runtime.ModelStore` read only the folders it returns and never reach the hub.
+A source is an existing folder or a repo id (``owner/name``).
 Besides the release itself, TRELLIS.2's ``pipeline.json`` names other repositories: DINOv3
 (gated), the sparse-structure decoder inside ``microsoft/TRELLIS-image-large``, and, when the
 user chooses it, RMBG-2.0 (gated, non-commercial). Each can be replaced by a local folder

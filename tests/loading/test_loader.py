@@ -125,11 +125,21 @@ def test_pickles_are_refused(ckpt_copy):
         load_model(ckpt_copy, SS)
 
 
-def test_missing_checkpoint_and_offline_hub(tmp_path):
-    with pytest.raises(CheckpointError, match="not found"):
+def test_missing_checkpoint_and_hub_stems_are_not_fetched_here(tmp_path, monkeypatch):
+    """The loader reads local files only: hub weights come through backend.pipeline.weights."""
+    import huggingface_hub
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the loader must not reach the hub")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_hub)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_hub)
+    with pytest.raises(CheckpointError, match="not found$"):
         load_model(tmp_path, "ckpts/nothing")
-    with pytest.raises(CheckpointError, match="offline"):
-        load_model("someone/some-repo/ckpts/nothing", offline=True, cache_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="names the Hugging Face repository someone/some-repo"):
+        load_model("someone/some-repo/ckpts/nothing")
+    with pytest.raises(CheckpointError, match="names the Hugging Face repository someone/some-repo"):
+        load_model(tmp_path, "someone/some-repo/ckpts/nothing")  # a foreign name in a release
 
 
 @pytest.mark.parametrize("dtype", [None, torch.float32])

@@ -1,4 +1,4 @@
-"""Timestep embedding, QK-RMSNorm, 3-D RoPE and norms against hand-computed values (spec §4)."""
+"""Timestep embedding, QK-RMSNorm, 3-D RoPE and norms against hand-computed values."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The flow DiTs against an independent, plain functional transcription of spec §4-5.
+"""The flow DiTs against an independent, plain functional transcription of the official code.
 
 The reference below reads the state dict directly and spells out every step in fp32
 (timestep [cos, sin], shared + per-block modulation, LN eps 1e-6 / final 1e-5, QK-RMSNorm,

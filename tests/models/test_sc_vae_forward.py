@@ -105,7 +105,6 @@ def latent():
 @torch.no_grad()
 def test_shape_decoder_subs_upsample_and_fdg_output(latent):
     dec = _randomize(FlexiDualGridVaeDecoder(**_DEC, resolution=999), seed=3, subdiv_bias=0.0)
-    dec.set_resolution(64)
     out, subs = dec(latent, return_subs=True)
     assert len(subs) == 4 and torch.equal(subs[0].coords, latent.coords)
     for level in range(4):
@@ -117,7 +116,7 @@ def test_shape_decoder_subs_upsample_and_fdg_output(latent):
     assert len(out) > len(latent)
     parents = torch.unique(out.coords[:, 1:] // 16 + out.coords[:, :1] * 1000, dim=0)
     assert len(parents) <= len(latent)  # every fine voxel descends from a latent voxel
-    assert out.resolution == 64 and out.batch_size == 2
+    assert out.batch_size == 2
     assert out.offsets.shape == (len(out), 3) and out.intersected.dtype == torch.bool
     assert ((out.offsets > -0.5) & (out.offsets < 1.5)).all() and (out.split_weight > 0).all()
     assert len(out.sample(1)) == int((out.coords[:, 0] == 1).sum())
@@ -167,3 +166,18 @@ def test_fp16_storage_runs_and_returns_fp32(latent):
     assert dec.dtype == torch.float16 and dec.blocks[0][0].norm.weight.dtype == torch.float32
     out = dec(latent)
     assert out.feats.dtype == torch.float32 and torch.isfinite(out.feats).all()
+
+
+@torch.no_grad()
+def test_decoding_at_a_grid_leaves_the_shared_decoders_unchanged(latent):
+    """The pipeline caches one shape decoder for every job: the grid a job extracts its mesh on is
+    an argument of that job, never written into the cached module."""
+    from backend.pipeline.stages import decode
+
+    shape_dec = _randomize(FlexiDualGridVaeDecoder(**_DEC, resolution=999), seed=4, subdiv_bias=0.0)
+    tex_dec = _randomize(SparseUnetVaeDecoder(out_channels=6, pred_subdiv=False, **_DEC), seed=5)
+    state = lambda m: {k: v for k, v in vars(m).items() if not k.startswith("_")}  # noqa: E731
+    before = state(shape_dec), state(tex_dec)
+    assets = decode(shape_dec, tex_dec, latent, latent.replace(torch.zeros(len(latent), 4)), 64, fill_holes=0)
+    assert [a.resolution for a in assets] == [64, 64] and all(len(a.faces) for a in assets)
+    assert (state(shape_dec), state(tex_dec)) == before

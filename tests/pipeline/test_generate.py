@@ -25,6 +25,7 @@ from backend.pipeline.runtime import Runtime
 from backend.pipeline.stages import cascade_coords
 from tests.fixtures import images
 from tests.fixtures.meshes import box
+from tests.fixtures.structure import GivenStructure
 from tests.pipeline.conftest import small_shell
 
 FAST = SamplerOverrides(steps=2)
@@ -32,8 +33,8 @@ EXPORT = ExportOptions(texture_size=64, faces=800)
 
 
 def _generator(root, samples=1, radius=0.08):
-    return Trellis2Generator(Runtime(model=str(root), device="cpu", offline=True),
-                             coords_override=lambda grid: small_shell(grid, radius, samples=samples))
+    shell = GivenStructure(lambda grid: small_shell(grid, radius, samples=samples))
+    return Trellis2Generator(Runtime(model=str(root), device="cpu", offline=True), structure=shell)
 
 
 def _request(tmp_path, img, **kw):

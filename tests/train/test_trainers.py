@@ -385,6 +385,7 @@ def test_release_assembles_and_generates_a_glb(tdata, flow_runs, tmp_path, monke
     from backend.pipeline.runtime import Runtime
     from backend.train.release import ReleaseError
     from tests.fixtures import images
+    from tests.fixtures.structure import GivenStructure
     from tests.pipeline.conftest import small_shell
 
     release = _assemble(tdata, flow_runs, tmp_path / "release")
@@ -411,7 +412,7 @@ def test_release_assembles_and_generates_a_glb(tdata, flow_runs, tmp_path, monke
     # relative "image_encoder" must resolve against the release folder (not the working directory).
     runtime = Runtime(model=str(release), device="cpu", offline=True)
     # Two-step networks find a near-random sparse structure; a small shell keeps the decode cheap.
-    generator = Trellis2Generator(runtime, coords_override=lambda grid: small_shell(grid, 0.08))
+    generator = Trellis2Generator(runtime, structure=GivenStructure(lambda grid: small_shell(grid, 0.08)))
     fast = SamplerOverrides(steps=2)
     request = GenerateRequest(images=(images.rgba_transparent(tmp_path / "obj.png"),),
                               output_dir=tmp_path / "out", pipeline_type="512", seed=3, sparse_structure=fast,

@@ -1,7 +1,7 @@
 """Flexible-dual-grid (shape) SC-VAE: ``FlexiDualGridVaeEncoder`` / ``FlexiDualGridVaeDecoder``.
 
-The decoder stops at the per-voxel dual-grid quantities (spec 5.5); turning them into a
-mesh is ``backend.ovoxel``'s job.
+The decoder stops at the per-voxel dual-grid quantities (dual-vertex offsets, intersection flags,
+quad split weights); turning them into a mesh is ``backend.ovoxel``'s job.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ class FlexiDualGridOutput:
     """Decoded flexible dual grid of a batch, row-aligned on the fine voxels.
 
     Attributes:
-        coords: ``[K, 4]`` int32 (b, x, y, z) fine voxels (grid ``resolution``^3).
+        coords: ``[K, 4]`` int32 (b, x, y, z) fine voxels (the latent grid x 16; the grid a mesh is
+            extracted on is the caller's argument, see ``backend.ovoxel.decode``).
         offsets: ``[K, 3]`` fp32 dual-vertex position relative to the voxel's min corner, in
             voxel units, in ``(-margin, 1 + margin)``.
         intersected: ``[K, 3]`` bool, whether the voxel's edge along x / y / z crosses the surface.
         split_weight: ``[K, 1]`` fp32 (> 0) quad split weight.
-        resolution: grid size for mesh extraction (the mesh lives in ``[-0.5, 0.5]^3``).
         batch_size: number of samples.
         intersection_logits: ``[K, 3]`` fp32 logits behind ``intersected`` (``> 0`` = crosses),
             differentiable, for the training loss; ``offsets`` and ``split_weight`` are
@@ -42,7 +42,6 @@ class FlexiDualGridOutput:
     offsets: torch.Tensor
     intersected: torch.Tensor
     split_weight: torch.Tensor
-    resolution: int
     batch_size: int
     intersection_logits: torch.Tensor | None = None
 
@@ -56,7 +55,7 @@ class FlexiDualGridOutput:
         coords[:, 0] = 0
         logits = None if self.intersection_logits is None else self.intersection_logits[rows]
         return FlexiDualGridOutput(coords, self.offsets[rows], self.intersected[rows],
-                                   self.split_weight[rows], self.resolution, 1, logits)
+                                   self.split_weight[rows], 1, logits)
 
 
 class FlexiDualGridVaeEncoder(SparseUnetVaeEncoder):
@@ -107,17 +106,12 @@ class FlexiDualGridVaeDecoder(SparseUnetVaeDecoder):
         block_args: Sequence[dict] | None = None,
         voxel_margin: float = 0.5,
         use_fp16: bool = False,
-        resolution: int | None = None,
+        resolution: int | None = None,  # in the checkpoint config; extraction takes its grid as an argument
         **ignored,
     ) -> None:
         super().__init__(FDG_CHANNELS, model_channels, latent_channels, num_blocks, block_type, up_block_type,
                          block_args, use_fp16, pred_subdiv=True, **ignored)
         self.voxel_margin = voxel_margin
-        self.resolution = resolution  # overridden by set_resolution at run time
-
-    def set_resolution(self, resolution: int) -> None:
-        """Grid size used for mesh extraction (latent grid x 16)."""
-        self.resolution = int(resolution)
 
     def forward(
         self,
@@ -147,7 +141,6 @@ class FlexiDualGridVaeDecoder(SparseUnetVaeDecoder):
             offsets=(1 + 2 * m) * torch.sigmoid(raw[:, 0:3]) - m,
             intersected=raw[:, 3:6] > 0,
             split_weight=F.softplus(raw[:, 6:7]),
-            resolution=-1 if self.resolution is None else int(self.resolution),
             batch_size=h.batch_size,
             intersection_logits=raw[:, 3:6],
         )

@@ -1,6 +1,6 @@
 """Baking in UV space: texel -> surface point -> (reprojected) attribute -> dilated texture.
 
-Mirrors steps 4-7 of ``o_voxel.postprocess.to_glb`` (spec §8): interpolate the
+Mirrors steps 4-7 of ``o_voxel.postprocess.to_glb``: interpolate the
 3-D position of every covered texel, move it to the closest point of the
 high-resolution reference mesh (compensates decimation; the reference uses a
 BVH, here a cKDTree over triangle centroids narrows the candidates and the

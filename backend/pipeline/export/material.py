@@ -1,4 +1,4 @@
-"""Baked attribute maps -> glTF metallic-roughness material (spec §8 step 8, plus alpha).
+"""Baked attribute maps -> glTF metallic-roughness material (the reference export's last step, plus alpha).
 
 Attribute channel layout (the O-Voxel PBR volume): base colour 0:3 (sRGB),
 metallic 3, roughness 4, alpha 5, all in [0, 1]. Unlike the reference (always

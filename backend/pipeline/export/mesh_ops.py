@@ -1,7 +1,7 @@
 """Mesh clean-up before baking: weld, drop degenerate faces, decimate, orient, normals.
 
-Stands in for CuMesh's steps in ``o_voxel.postprocess.to_glb`` (spec §8 step 2,
-branch A): the extracted O-Voxel mesh is not consistently oriented (§7.1), so
+Stands in for CuMesh's steps in ``o_voxel.postprocess.to_glb`` (clean-up and decimation in
+its branch without remeshing): the extracted O-Voxel mesh is not consistently oriented, so
 after decimation the faces are re-oriented per connected component (a BFS
 parity over the face adjacency, solved by pointer jumping) and each component
 is flipped outward by the sign of its volume.

@@ -1,6 +1,6 @@
 """UV unwrapping with xatlas (charts + packing), returning the seam-split mesh.
 
-Stands in for CuMesh's ``uv_unwrap`` (spec §8 step 3): xatlas charts and packs
+Stands in for CuMesh's ``uv_unwrap`` (step 3 of ``o_voxel.postprocess.to_glb``): xatlas charts and packs
 the mesh; vertices on chart seams are duplicated, and ``vmap`` maps every new
 vertex back to the input vertex it came from (to carry normals over).
 """
