@@ -2,8 +2,8 @@
 
 Mirrors the common body of TRELLIS.2 ``models/sparse_structure_flow.py`` and
 ``models/structured_latent_flow.py`` (``share_mod = true``, ``pe_mode = "rope"``).
-Precision (spec §4.6): ``input_layer``, ``t_embedder``, ``adaLN_modulation`` and ``out_layer``
-are fp32; the blocks run in the configured dtype (bfloat16 in the release).
+Precision, as the released checkpoints run: ``input_layer``, ``t_embedder``, ``adaLN_modulation``
+and ``out_layer`` are fp32; the blocks run in the configured dtype (bfloat16 in the release).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``SLatFlowModel``: the sparse DiT of the shape and texture stages (spec §5.3).
+"""``SLatFlowModel``: the sparse DiT of the shape and texture stages.
 
 Mirrors TRELLIS.2 ``models/structured_latent_flow.py``. Self-attention is full attention over
 all voxels of a sample with 3-D RoPE from the voxel coordinates. One sample runs as a dense
