@@ -1,6 +1,6 @@
 """Mesh file I/O: read GLB/glTF/OBJ/PLY into :class:`TriangleMesh`, write GLB.
 
-Readers keep the file's axes (glTF is Y-up); see :mod:`backend.meshio.axes` for conversions.
+Readers keep the file's axes (glTF is Y-up); see :mod:`backend.geometry.axes` for conversions.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import struct
 from pathlib import Path
 
 from backend.geometry import MeshError, TriangleMesh
+from backend.geometry.axes import y_up_to_z_up, z_up_to_y_up
 
-from .axes import y_up_to_z_up, z_up_to_y_up
 from .gltf_read import read_gltf
 from .gltf_write import build_glb, write_glb
 from .obj_ply import read_obj, read_ply

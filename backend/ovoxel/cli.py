@@ -3,7 +3,7 @@
 Results go to stdout (counts and timings); log messages go to stderr.
 
 Encoding brings the mesh into the pipeline frame (Z-up; glTF/GLB/OBJ files are Y-up and
-are rotated, see :mod:`backend.meshio.axes`), normalises it into the unit cube and stores
+are rotated, see :mod:`backend.geometry.axes`), normalises it into the unit cube and stores
 that source frame in the .npz; decoding undoes both, so ``encode`` then ``decode`` gives
 the mesh back in the input's position, size and axes (as a Y-up GLB). Files without a
 stored frame decode in the unit cube, as before.
@@ -63,8 +63,8 @@ def _write_error(path: str, exc: OSError):
 def _encode(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from backend.geometry.axes import file_up_axis, y_up_to_z_up
     from backend.meshio import read_mesh
-    from backend.meshio.axes import file_up_axis, y_up_to_z_up
 
     from .encode import mesh_to_ovoxel
     from .io import save_ovoxel

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from backend.geometry import TriangleMesh, topology
+from backend.geometry.axes import Z_UP_TO_Y_UP
 from backend.geometry.inspect import mesh_report, remove_shells, uv_report
 from backend.meshio.images import encode_image
 from backend.ovoxel.cleanup import fill_holes
@@ -45,8 +46,6 @@ from .uv import Unwrapped, fast_unwrap, unwrap
 
 log = logging.getLogger(__name__)
 
-Z_UP_TO_Y_UP = np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], dtype=np.float64)  # (x, y, z) -> (x, z, -y)
-Y_UP_TO_Z_UP = Z_UP_TO_Y_UP.T  # (x, y, z) -> (x, -z, y)
 XATLAS_MAX_FACES = 20_000  # "auto" unwrapping uses xatlas up to this size, the fast charts above
 # ``fill_holes``: holes whose perimeter is under a tenth of the unit cube's side (the decoder
 # already closes the smallest ones, under 0.03).
