@@ -100,22 +100,33 @@ def boundary_edges(faces: np.ndarray) -> np.ndarray:
     return e[first[counts == 1]]
 
 
+def shared_edge_pairs(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs of half-edges on the same edge: ``(ha, hb, uses)``; half-edge ``h`` belongs to face ``h // 3``.
+
+    An edge used by ``k`` faces gives ``k - 1`` pairs, a chain in face order, and ``uses`` holds
+    that ``k`` for each pair. Pairs come sorted by edge (low vertex, then high vertex).
+    """
+    _, key = half_edges(faces)
+    order = np.argsort(key, kind="stable")
+    ks = key[order]
+    same = ks[1:] == ks[:-1]
+    counts = np.diff(np.r_[np.flatnonzero(np.r_[True, ~same]), len(ks)])
+    uses = np.repeat(counts, counts)  # per sorted half-edge
+    return order[:-1][same], order[1:][same], uses[:-1][same]
+
+
 def manifold_face_pairs(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The faces across each edge used by exactly two (different) faces: ``(fa, fb, disagree)``.
 
     ``disagree`` is True where both faces traverse the shared edge in the same direction, i.e.
     their windings are inconsistent. Non-manifold edges (three or more uses) are left out.
     """
-    e, key = half_edges(faces)
-    order = np.argsort(key, kind="stable")
-    ks = key[order]
-    starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
-    counts = np.diff(np.r_[starts, len(ks)])
-    two = starts[counts == 2]
-    ea, eb = order[two], order[two + 1]  # the two half-edges of each manifold edge
-    fa, fb = ea // 3, eb // 3
+    ha, hb, uses = shared_edge_pairs(faces)
+    ha, hb = ha[uses == 2], hb[uses == 2]
+    fa, fb = ha // 3, hb // 3
     ok = fa != fb
-    return fa[ok], fb[ok], (e[ea, 0] == e[eb, 0])[ok]
+    start = np.asarray(faces, np.int64).reshape(-1)  # half-edge h starts at corner h
+    return fa[ok], fb[ok], (start[ha] == start[hb])[ok]
 
 
 def orient_faces(vertices: np.ndarray, faces: np.ndarray, outward: bool = True) -> np.ndarray:

@@ -13,6 +13,7 @@ from backend.geometry.topology import (
     manifold_face_pairs,
     orient_faces,
     remove_unreferenced,
+    shared_edge_pairs,
     vertex_normals,
     weld_vertices,
 )
@@ -97,3 +98,14 @@ def test_vertex_normals_of_a_sphere_point_outward():
     n = vertex_normals(m.vertices, m.faces)
     radial = m.vertices / np.linalg.norm(m.vertices, axis=1, keepdims=True)
     assert n.dtype == np.float32 and (np.einsum("ij,ij->i", n, radial) > 0.95).all()
+
+
+def test_shared_edge_pairs_chain_the_faces_of_each_edge():
+    fan = nonmanifold_fan()
+    ha, hb, uses = shared_edge_pairs(fan.faces)
+    count = _brute_edge_count(fan.faces)
+    assert len(ha) == sum(n - 1 for n in count.values())
+    corners = fan.faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    for a, b, n in zip(ha, hb, uses):
+        edge = tuple(sorted(corners[a]))
+        assert edge == tuple(sorted(corners[b])) and count[edge] == n and a // 3 < b // 3
