@@ -6,8 +6,9 @@ Why these readers are ours and not trimesh's (trimesh 5.2, measured against this
 tests with trimesh behind ``read_mesh``: 11 of 33 fail for glTF, 6 for OBJ, 5 for PLY). trimesh
 accepts broken or hostile input without a word where these readers refuse it:
 
-- PLY: a truncated ASCII file loads partially (78 of 168 faces, no error); an unknown property
-  type or missing x/y/z ends in a bare ``KeyError``.
+- PLY: a truncated ASCII file loads partially (78 of 168 faces, no error; the only trace is in
+  trimesh's private ``_ply_raw`` metadata); an unknown property type or missing x/y/z ends in a
+  bare ``KeyError``.
 - OBJ: faces naming a vt/vn that does not exist load with the UVs or normals dropped; an
   ``mtllib``/``map_Kd`` outside the mesh's folder is skipped with a log line, not refused.
 - glTF: COLOR_0 is rounded to 8 bits (errors up to 2e-3); a node naming a missing mesh is
