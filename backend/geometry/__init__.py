@@ -1,4 +1,8 @@
-"""Mesh and material types shared across the backend (numpy only)."""
+"""Mesh and material types shared across the backend (numpy only).
+
+Submodules: :mod:`.topology` (welding, edges, orientation, unreferenced vertices, normals) and
+:mod:`.inspect` (the QA report and shell clean-ups).
+"""
 
 from .mesh import MeshError, PbrMaterial, TriangleMesh
 

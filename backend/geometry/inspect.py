@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
+
+from .topology import connected_labels, edge_uses, face_areas, weld_vertices
 
 FLOATER_AREA_SHARE = 0.02  # of the largest shell's area
 WELD_DECIMALS = 6
@@ -61,27 +61,7 @@ class Shells:
 
 def welded(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Vertices merged where they coincide (rounded to :data:`WELD_DECIMALS`); faces re-indexed."""
-    v = np.asarray(vertices, np.float64)
-    _, first, inverse = np.unique(np.round(v, WELD_DECIMALS), axis=0, return_index=True, return_inverse=True)
-    return v[first], inverse.reshape(-1)[np.asarray(faces, np.int64)]
-
-
-def _edge_use(faces: np.ndarray, num_vertices: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Undirected edges ``[E, 2]``, how many faces use each ``[E]``, and each face corner's edge ``[3F]``."""
-    e = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
-    lo, hi = np.minimum(e[:, 0], e[:, 1]), np.maximum(e[:, 0], e[:, 1])
-    keys, inverse, counts = np.unique(lo * num_vertices + hi, return_inverse=True, return_counts=True)
-    return np.stack([keys // num_vertices, keys % num_vertices], 1), counts, inverse.reshape(-1)
-
-
-def _components(pairs: np.ndarray, n: int) -> np.ndarray:
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    return connected_components(graph, directed=False)[1]
-
-
-def _face_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    p = vertices[faces]  # [F, 3, 3]
-    return 0.5 * np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=1)
+    return weld_vertices(np.asarray(vertices, np.float64), faces, WELD_DECIMALS)
 
 
 def _ray_crossings(origin: np.ndarray, triangles: np.ndarray) -> int:
@@ -106,11 +86,11 @@ def find_shells(vertices: np.ndarray, faces: np.ndarray) -> Shells:
     faces = np.asarray(faces, np.int64)
     nf = len(faces)
     corner_pairs = np.stack([np.repeat(np.arange(nf), 3), nf + faces.reshape(-1)], 1)
-    label = _components(corner_pairs, nf + len(vertices))[:nf]  # faces joined through their vertices
+    label = connected_labels(corner_pairs, nf + len(vertices))[:nf]  # faces joined through their vertices
     _, label = np.unique(label, return_inverse=True)
     count = int(label.max()) + 1 if nf else 0
-    area = np.bincount(label, _face_areas(vertices, faces), minlength=count)
-    _, uses, corner_edge = _edge_use(faces, len(vertices))
+    area = np.bincount(label, face_areas(vertices, faces), minlength=count)
+    _, uses, corner_edge = edge_uses(faces)
     open_face = (uses[corner_edge] == 1).reshape(-1, 3).any(axis=1)
     closed = np.bincount(label, open_face, minlength=count) == 0
     order = np.argsort(label, kind="stable")
@@ -134,9 +114,9 @@ def find_shells(vertices: np.ndarray, faces: np.ndarray) -> Shells:
 def mesh_report(vertices: np.ndarray, faces: np.ndarray) -> MeshReport:
     """The topology QA report of a mesh (welded first)."""
     v, f = welded(vertices, faces)
-    edges, uses, _ = _edge_use(f, len(v))
+    edges, uses, _ = edge_uses(f)
     boundary = edges[uses == 1]
-    loops = len(np.unique(_components(boundary, len(v))[boundary[:, 0]])) if len(boundary) else 0
+    loops = len(np.unique(connected_labels(boundary, len(v))[boundary[:, 0]])) if len(boundary) else 0
     shells = find_shells(v, f)
     non_manifold = int(np.count_nonzero(uses > 2))
     return MeshReport(triangles=int(len(f)), vertices=int(len(v)),
@@ -181,7 +161,7 @@ def uv_report(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, covered:
     e1, e2 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
     # Written out: numpy 2 refuses np.cross on 2-vectors (every generation's QA report failed there).
     uv_area = float(0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).sum())
-    surface = float(_face_areas(np.asarray(vertices, np.float64), faces).sum())
+    surface = float(face_areas(np.asarray(vertices, np.float64), faces).sum())
     overlap = max(0.0, 1.0 - covered / uv_area) if uv_area > 0 else 0.0
     density = texture_size * float(np.sqrt(covered / surface)) if surface > 0 else 0.0
     return {"uv_overlap": round(overlap, 4), "texel_density": round(density, 1)}

@@ -1,6 +1,23 @@
 """Mesh file I/O: read GLB/glTF/OBJ/PLY into :class:`TriangleMesh`, write GLB.
 
-Readers keep the file's axes (glTF is Y-up); see :mod:`backend.meshio.axes` for conversions.
+Readers keep the file's axes (glTF is Y-up); see :mod:`backend.geometry.axes` for conversions.
+
+Why these readers are ours and not trimesh's (trimesh 5.2, measured against this package's
+tests with trimesh behind ``read_mesh``: 11 of 33 fail for glTF, 6 for OBJ, 5 for PLY). trimesh
+accepts broken or hostile input without a word where these readers refuse it:
+
+- PLY: a truncated ASCII file loads partially (78 of 168 faces, no error; the only trace is in
+  trimesh's private ``_ply_raw`` metadata); an unknown property type or missing x/y/z ends in a
+  bare ``KeyError``.
+- OBJ: faces naming a vt/vn that does not exist load with the UVs or normals dropped; an
+  ``mtllib``/``map_Kd`` outside the mesh's folder is skipped with a log line, not refused.
+- glTF: COLOR_0 is rounded to 8 bits (errors up to 2e-3); a node naming a missing mesh is
+  skipped; an image outside the folder is dropped silently; a DAG of nodes shared by several
+  parents is not expanded to its instances.
+
+trimesh parses large OBJ/PLY files 6-7 times faster (640k faces: OBJ 2.4 s vs 14.3 s, PLY
+0.75 s vs 5.6 s; GLB 0.33 s vs 0.23 s for ours), so moving OBJ/PLY to trimesh behind checks
+that catch the cases above is worth doing once those checks cost less than the parsing.
 """
 
 from __future__ import annotations
@@ -9,8 +26,8 @@ import struct
 from pathlib import Path
 
 from backend.geometry import MeshError, TriangleMesh
+from backend.geometry.axes import y_up_to_z_up, z_up_to_y_up
 
-from .axes import y_up_to_z_up, z_up_to_y_up
 from .gltf_read import read_gltf
 from .gltf_write import build_glb, write_glb
 from .obj_ply import read_obj, read_ply

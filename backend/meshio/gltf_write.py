@@ -2,7 +2,7 @@
 
 One mesh, one node; one primitive per material used (all primitives share the vertex
 accessors). Positions are written as given: convert axes first if needed
-(:func:`backend.meshio.axes.z_up_to_y_up`). Textures are embedded as PNG or, with
+(:func:`backend.geometry.axes.z_up_to_y_up`). Textures are embedded as PNG or, with
 ``texture_format="webp"``, as lossless WebP through ``EXT_texture_webp`` (then required).
 """
 

@@ -118,20 +118,31 @@ def layer_norm_fp32(
 ) -> torch.Tensor:
     """LayerNorm over the last dim computed in (at least) fp32, cast back to ``x``'s dtype ("LayerNorm32").
 
-    Without affine parameters the reduced-precision input goes straight to ``F.layer_norm``,
-    which already accumulates and normalises in fp32 and rounds once at the end -- the same
-    result as upcasting first, without the fp32 copy.
+    The one fp32 layer norm of the models: :class:`LayerNorm32` and the dense decoders'
+    channel norm call it. Without affine parameters the reduced-precision input goes straight
+    to ``F.layer_norm``, which already accumulates and normalises in fp32 and rounds once at
+    the end -- the same result as upcasting first, without the fp32 copy. fp64 stays fp64.
 
     Args:
         x: ``[..., C]``.
         eps: the epsilon.
-        weight: optional fp32 ``[C]``.
-        bias: optional fp32 ``[C]``.
+        weight: optional ``[C]`` (computed with in the compute dtype).
+        bias: optional ``[C]``.
     """
     shape = x.shape[-1:]
     if weight is None and bias is None:
         return F.layer_norm(x, shape, eps=eps)
-    return F.layer_norm(x.to(norm_compute_dtype(x.dtype)), shape, weight, bias, eps).to(x.dtype)
+    cdt = norm_compute_dtype(x.dtype)
+    weight = None if weight is None else weight.to(cdt)
+    bias = None if bias is None else bias.to(cdt)
+    return F.layer_norm(x.to(cdt), shape, weight, bias, eps).to(x.dtype)
+
+
+class LayerNorm32(nn.LayerNorm):
+    """:class:`torch.nn.LayerNorm` (same parameters and keys) computed by :func:`layer_norm_fp32`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return layer_norm_fp32(x, self.eps, self.weight, self.bias)
 
 
 def rope_frequencies(

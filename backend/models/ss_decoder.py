@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .dit_layers import norm_compute_dtype
+from .dit_layers import layer_norm_fp32
 from .flow_trunk import parse_dtype
 
 
@@ -31,9 +31,8 @@ class ChannelLayerNorm3d(nn.LayerNorm):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.permute(0, 2, 3, 4, 1).to(norm_compute_dtype(x.dtype))  # [B, X, Y, Z, C]
-        h = F.layer_norm(h, self.normalized_shape, self.weight, self.bias, self.eps)
-        return h.permute(0, 4, 1, 2, 3).to(x.dtype)
+        h = layer_norm_fp32(x.permute(0, 2, 3, 4, 1), self.eps, self.weight, self.bias)  # [B, X, Y, Z, C]
+        return h.permute(0, 4, 1, 2, 3)
 
 
 class ResBlock3d(nn.Module):

@@ -30,34 +30,31 @@ def new_table(capacity: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full(cap, -1, dtype=np.int64), np.zeros(cap, dtype=np.int32)
 
 
+@njit(cache=True, inline="always")
+def _probe(keys: np.ndarray, key: np.int64) -> np.int64:
+    """The slot that holds ``key``, or the empty slot where it belongs (linear probing)."""
+    mask = np.int64(keys.shape[0] - 1)
+    s = slot_of(key, mask)
+    while keys[s] != key and keys[s] != -1:
+        s = (s + 1) & mask
+    return s
+
+
 @njit(cache=True)
 def find(keys: np.ndarray, vals: np.ndarray, key: np.int64) -> np.int32:
     """Index stored for ``key``, or -1."""
-    mask = np.int64(keys.shape[0] - 1)
-    s = slot_of(key, mask)
-    while True:
-        k = keys[s]
-        if k == key:
-            return vals[s]
-        if k == -1:
-            return np.int32(-1)
-        s = (s + 1) & mask
+    s = _probe(keys, key)
+    return vals[s] if keys[s] == key else np.int32(-1)
 
 
 @njit(cache=True)
 def insert(keys: np.ndarray, vals: np.ndarray, key: np.int64, next_index: np.int32) -> np.int32:
     """Index of ``key``; stores ``next_index`` for it if absent (the caller then counts it)."""
-    mask = np.int64(keys.shape[0] - 1)
-    s = slot_of(key, mask)
-    while True:
-        k = keys[s]
-        if k == key:
-            return vals[s]
-        if k == -1:
-            keys[s] = key
-            vals[s] = next_index
-            return next_index
-        s = (s + 1) & mask
+    s = _probe(keys, key)
+    if keys[s] == -1:
+        keys[s] = key
+        vals[s] = next_index
+    return vals[s]
 
 
 @njit(cache=True)

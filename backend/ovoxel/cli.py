@@ -3,7 +3,7 @@
 Results go to stdout (counts and timings); log messages go to stderr.
 
 Encoding brings the mesh into the pipeline frame (Z-up; glTF/GLB/OBJ files are Y-up and
-are rotated, see :mod:`backend.meshio.axes`), normalises it into the unit cube and stores
+are rotated, see :mod:`backend.geometry.axes`), normalises it into the unit cube and stores
 that source frame in the .npz; decoding undoes both, so ``encode`` then ``decode`` gives
 the mesh back in the input's position, size and axes (as a Y-up GLB). Files without a
 stored frame decode in the unit cube, as before.
@@ -15,6 +15,7 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -54,17 +55,26 @@ def _check_output(path: str, name: str, suffix: str | None = None) -> None:
         raise OVoxelError(f"{name} {path!r}: the folder {str(folder)!r} does not exist")
 
 
-def _write_error(path: str, exc: OSError):
+def _write(path: str, write: Callable[[], object]) -> None:
+    """Run ``write``; an :class:`OSError` becomes an :class:`OVoxelError` naming ``path``."""
     from .types import OVoxelError
 
-    return OVoxelError(f"cannot write {path!r}: {exc.strerror or exc}")
+    try:
+        write()
+    except OSError as exc:
+        raise OVoxelError(f"cannot write {path!r}: {exc.strerror or exc}") from exc
+
+
+def _report(steps: list[tuple[str, str, float]]) -> None:
+    """One stdout line per step: its name, what it did and how many seconds it took."""
+    sys.stdout.write("".join(f"{name:<9} {what}   {seconds:8.3f} s\n" for name, what, seconds in steps))
 
 
 def _encode(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from backend.geometry.axes import file_up_axis, y_up_to_z_up
     from backend.meshio import read_mesh
-    from backend.meshio.axes import file_up_axis, y_up_to_z_up
 
     from .encode import mesh_to_ovoxel
     from .io import save_ovoxel
@@ -85,17 +95,12 @@ def _encode(args: argparse.Namespace) -> int:
     t1 = time.perf_counter()
     ov = mesh_to_ovoxel(mesh, args.resolution, attributes=not args.no_attributes)
     t2 = time.perf_counter()
-    try:
-        save_ovoxel(args.out, ov, frame=SourceFrame(norm, up))
-    except OSError as exc:
-        raise _write_error(args.out, exc) from exc
+    _write(args.out, lambda: save_ovoxel(args.out, ov, frame=SourceFrame(norm, up)))
     t3 = time.perf_counter()
-    sys.stdout.write(
-        f"read      {mesh.num_vertices} vertices, {mesh.num_faces} triangles   {t1 - t0:8.3f} s\n"
-        f"encode    {ov.num_voxels} voxels at {ov.resolution}^3 "
-        f"({int(ov.intersected.sum())} crossed edges)   {t2 - t1:8.3f} s\n"
-        f"write     {args.out}   {t3 - t2:8.3f} s\n"
-    )
+    crossed = int(ov.intersected.sum())
+    _report([("read", f"{mesh.num_vertices} vertices, {mesh.num_faces} triangles", t1 - t0),
+             ("encode", f"{ov.num_voxels} voxels at {ov.resolution}^3 ({crossed} crossed edges)", t2 - t1),
+             ("write", args.out, t3 - t2)])
     return 0
 
 
@@ -125,16 +130,12 @@ def _decode(args: argparse.Namespace) -> int:
                        materials=[PbrMaterial(name="ovoxel", double_sided=not args.orient)])
     if frame is not None:
         out = frame.restore(out)  # unit cube -> the source's position and size (Z-up)
-    try:
-        write_glb(args.out, z_up_to_y_up(out))  # glTF is Y-up: a Y-up source gets its own axes back
-    except OSError as exc:
-        raise _write_error(args.out, exc) from exc
+    # glTF is Y-up: a Y-up source gets its own axes back
+    _write(args.out, lambda: write_glb(args.out, z_up_to_y_up(out)))
     t3 = time.perf_counter()
-    sys.stdout.write(
-        f"read      {ov.num_voxels} voxels at {ov.resolution}^3   {t1 - t0:8.3f} s\n"
-        f"decode    {mesh.num_vertices} vertices, {mesh.num_faces} triangles   {t2 - t1:8.3f} s\n"
-        f"write     {args.out}   {t3 - t2:8.3f} s\n"
-    )
+    _report([("read", f"{ov.num_voxels} voxels at {ov.resolution}^3", t1 - t0),
+             ("decode", f"{mesh.num_vertices} vertices, {mesh.num_faces} triangles", t2 - t1),
+             ("write", args.out, t3 - t2)])
     return 0
 
 

@@ -83,6 +83,8 @@ def flexible_dual_contour(coords: torch.Tensor, dual_vertices: torch.Tensor, int
     quads = _quads(coords, intersected.bool(), index)  # [Q, 4]
     faces = _split(quads, verts, split_weight)  # [2Q, 3]
     if drop_unreferenced:
+        # On the contouring's device (GPU in the pipeline): the numpy home of this step,
+        # backend.geometry.topology.remove_unreferenced, would cost a round trip to the host.
         used = torch.zeros(verts.shape[0], dtype=torch.bool, device=dev)
         used[faces.reshape(-1)] = True
         remap = torch.cumsum(used.long(), 0) - 1
@@ -145,7 +147,9 @@ def ovoxel_to_mesh(ov: OVoxel, *, device: str | torch.device = "cpu", drop_unref
         fill_holes_perimeter: if set, fill boundary loops shorter than this (world units; the
             reference uses 0.03 in the unit cube).
     """
-    from .cleanup import fill_holes, orient_faces
+    from backend.geometry.topology import orient_faces
+
+    from .cleanup import fill_holes
 
     ov.validate()
     t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
@@ -157,5 +161,5 @@ def ovoxel_to_mesh(ov: OVoxel, *, device: str | torch.device = "cpu", drop_unref
     if fill_holes_perimeter is not None:
         mesh = fill_holes(mesh, fill_holes_perimeter)
     if orient:
-        mesh = orient_faces(mesh)
+        mesh = TriangleMesh(mesh.vertices, orient_faces(mesh.vertices, mesh.faces))
     return mesh

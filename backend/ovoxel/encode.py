@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from backend.geometry import MeshError, TriangleMesh
+from backend.geometry.topology import boundary_edges
 
-from .cleanup import boundary_edges
 from .types import DEFAULT_AABB, OVoxel, check_resolution
 
 log = logging.getLogger(__name__)

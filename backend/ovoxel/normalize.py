@@ -36,7 +36,7 @@ class SourceFrame:
     """How a source mesh was brought into the Z-up unit cube.
 
     The source's positions (in its file's axes) were rotated to Z-up if ``up_axis`` is
-    ``"y"`` (:func:`backend.meshio.axes.y_up_to_z_up`), then mapped by ``normalization``.
+    ``"y"`` (:func:`backend.geometry.axes.y_up_to_z_up`), then mapped by ``normalization``.
     :meth:`restore` undoes the normalization, giving Z-up positions in the source's units.
     """
 

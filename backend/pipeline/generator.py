@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from backend.geometry.axes import to_z_up_matrix
+
 from .accelerator import resolve_device
 from .api import (
     AssetResult,
@@ -35,7 +37,7 @@ from .model_source import ModelProvenance
 from .process_memory import peak_rss_bytes
 from .progress import Tracker
 from .rembg import BiRefNetRemover
-from .retexture import Y_UP_TO_Z_UP, retexture_voxels, work_frame
+from .retexture import retexture_voxels, work_frame
 from .runtime import ModelStore, Runtime
 from .sampler import make_generator
 from .structure import FlowStructure, StructureSampler
@@ -159,7 +161,7 @@ class Trellis2Generator:
             except MeshError as e:  # e.g. a flat mesh that crosses no grid edge
                 raise InputError(f"{Path(request.mesh).name}: {e}") from e
             tracker.begin("export")
-            to_blender = Y_UP_TO_Z_UP if request.up_axis == "y" else torch.eye(3).numpy()
+            to_blender = to_z_up_matrix(request.up_axis)
             name = request.name or free_name(request.output_dir, Path(request.mesh).stem)
             result = export_retextured(mesh, frame.apply, voxels.attribute_fn(), request.output_dir,
                                        name, request.export, to_blender,

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from backend.geometry import TriangleMesh
+from backend.geometry.axes import to_z_up_matrix
 from backend.sparse import SparseTensor
 
 from .api import RetextureRequest
@@ -29,9 +30,6 @@ from .sampler import DEFAULT_TEX
 from .stages import DecodedAsset, decode_texture_on, sample_texture
 
 log = logging.getLogger(__name__)
-
-Y_UP_TO_Z_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])  # (x, y, z) -> (x, -z, y)
-
 
 @dataclass(frozen=True)
 class WorkFrame:
@@ -49,7 +47,7 @@ def work_frame(mesh: TriangleMesh, up_axis: str = "y") -> WorkFrame:
     """The transform that puts ``mesh`` Z-up into [-0.5, 0.5]^3 (bbox centre, 0.99999 / max extent)."""
     from backend.ovoxel.normalize import UNIT_CUBE_FILL
 
-    rot = Y_UP_TO_Z_UP if up_axis == "y" else np.eye(3)
+    rot = to_z_up_matrix(up_axis)
     used = np.asarray(mesh.vertices, np.float64)[np.unique(mesh.faces)] @ rot.T
     lo, hi = used.min(0), used.max(0)
     extent = float((hi - lo).max())

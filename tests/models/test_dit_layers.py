@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from backend.models.dit_layers import (
+    LayerNorm32,
     QKRMSNorm,
     apply_rope,
     layer_norm_fp32,
@@ -14,7 +16,7 @@ from backend.models.dit_layers import (
     rope_phases,
     timestep_features,
 )
-from backend.models.ss_decoder import pixel_shuffle_3d
+from backend.models.ss_decoder import ChannelLayerNorm3d, pixel_shuffle_3d
 
 
 def test_timestep_features_are_cos_then_sin():
@@ -106,3 +108,23 @@ def test_pixel_shuffle_3d_x_is_the_most_significant_bit():
         for sy in range(2):
             for sz in range(2):
                 assert y[0, 0, sx, sy, sz] == sx * 4 + sy * 2 + sz
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_layer_norm_modules_compute_like_the_upcast_reference(dtype):
+    torch.manual_seed(0)
+    norm = LayerNorm32(24, eps=1e-6)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = (torch.randn(50, 24) * 4 + 2).to(dtype)
+    cdt = torch.float64 if dtype == torch.float64 else torch.float32
+    ref = torch.nn.functional.layer_norm(x.to(cdt), (24,), norm.weight.to(cdt), norm.bias.to(cdt), 1e-6)
+    assert torch.equal(norm(x), ref.to(dtype))
+    channel = ChannelLayerNorm3d(24)
+    channel.load_state_dict(norm.state_dict())
+    vol = (torch.randn(2, 24, 3, 4, 5) * 3).to(dtype)
+    out = channel(vol)
+    assert out.dtype == dtype
+    expect = torch.nn.functional.layer_norm(vol.movedim(1, -1).to(cdt), (24,), norm.weight.to(cdt),
+                                            norm.bias.to(cdt), 1e-5).to(dtype).movedim(-1, 1)
+    assert torch.equal(out, expect)

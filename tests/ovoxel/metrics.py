@@ -6,7 +6,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from backend.geometry import TriangleMesh
-from backend.ovoxel.cleanup import boundary_edges
+from backend.geometry.topology import boundary_edges
 
 
 def sample_surface(mesh: TriangleMesh, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -24,8 +24,9 @@ import pytest
 from scipy.spatial import cKDTree
 
 from backend.geometry import TriangleMesh
+from backend.geometry.topology import boundary_edges
 from backend.ovoxel import mesh_to_ovoxel, ovoxel_to_mesh
-from backend.ovoxel.cleanup import boundary_edges, fill_holes
+from backend.ovoxel.cleanup import fill_holes
 from tests.fixtures.meshes import ALL_SHAPES
 
 from .metrics import boundary_points, edge_points, face_normals, point_mesh_distance, sample_surface

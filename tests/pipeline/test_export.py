@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from backend.geometry.topology import drop_bad_faces
 from backend.pipeline.api import ExportOptions
 from backend.pipeline.export import SurfaceProjector, dilate, export_generated, rasterize_uv
 from backend.pipeline.export.bake import closest_point_on_triangles
 from backend.pipeline.export.material import pack_textures
-from backend.pipeline.export.mesh_ops import drop_bad_faces, orient, weld
+from backend.pipeline.export.mesh_ops import weld
 from backend.pipeline.export.uv import _shelf_pack, fast_unwrap
-from tests.fixtures.meshes import box, uv_sphere
+from tests.fixtures.meshes import uv_sphere
 
 
 def _brute_force(uvs, faces, h, w):
@@ -152,15 +153,6 @@ def test_weld_merges_coincident_vertices_and_drops_collapsed_and_repeated_faces(
         first.setdefault(k, v[i])
     assert all((first[tuple(np.round(p, 7))] == p).all() for p in wv)  # first original position kept
     assert drop_bad_faces(np.zeros((0, 3), np.int64)).shape == (0, 3)
-
-
-def test_orient_fixes_random_flips_and_points_outward(rng):
-    m = box(subdivisions=3)
-    f = m.faces.copy()
-    flip = rng.random(len(f)) < 0.5
-    f[flip] = f[flip][:, ::-1]
-    out = orient(m.vertices, f)
-    assert (out == m.faces).all()
 
 
 def test_fast_unwrap_charts_do_not_overlap():

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from backend.models.dit_layers import norm_compute_dtype
+from backend.models.dit_layers import LayerNorm32
 from backend.sparse.conv import SparseConv3d
 from backend.sparse.neighbors import neighbor_map
 from backend.sparse.spatial import S2CMap, channel_to_spatial, s2c_map, spatial_to_channel
@@ -27,16 +27,6 @@ def _check_kwargs(kwargs: dict) -> None:
     unknown = sorted(k for k in kwargs if k not in _TRAINING_ONLY_ARGS)
     if unknown:
         raise TypeError(f"unexpected block arguments: {unknown}")
-
-
-class LayerNorm32(nn.LayerNorm):
-    """LayerNorm computed in fp32 (params fp32) and returned in the input dtype (fp64 stays fp64)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cdt = norm_compute_dtype(x.dtype)
-        w = None if self.weight is None else self.weight.to(cdt)
-        b = None if self.bias is None else self.bias.to(cdt)
-        return F.layer_norm(x.to(cdt), self.normalized_shape, w, b, self.eps).to(x.dtype)
 
 
 class SparseConvNeXtBlock3d(nn.Module):

@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backend.geometry import TriangleMesh
+from backend.geometry import TriangleMesh, topology
+from backend.geometry.axes import Z_UP_TO_Y_UP
 from backend.geometry.inspect import mesh_report, remove_shells, uv_report
 from backend.meshio.images import encode_image
 from backend.ovoxel.cleanup import fill_holes
@@ -45,8 +46,6 @@ from .uv import Unwrapped, fast_unwrap, unwrap
 
 log = logging.getLogger(__name__)
 
-Z_UP_TO_Y_UP = np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], dtype=np.float64)  # (x, y, z) -> (x, z, -y)
-Y_UP_TO_Z_UP = Z_UP_TO_Y_UP.T  # (x, y, z) -> (x, -z, y)
 XATLAS_MAX_FACES = 20_000  # "auto" unwrapping uses xatlas up to this size, the fast charts above
 # ``fill_holes``: holes whose perimeter is under a tenth of the unit cube's side (the decoder
 # already closes the smallest ones, under 0.03).
@@ -102,7 +101,7 @@ def clean_generated(vertices: np.ndarray, faces: np.ndarray,
         kept = remove_shells(vertices, faces, floaters=options.remove_floaters,
                              inner=options.remove_inner_shells)
         done.append(f"removed {len(faces) - len(kept)} faces of floaters/inner shells")
-        vertices, faces, _ = mesh_ops.compact(vertices, kept)
+        vertices, faces, _ = topology.remove_unreferenced(vertices, kept)
     if options.fill_holes:
         before = len(faces)
         filled = fill_holes(TriangleMesh(vertices, faces), SMALL_HOLE_PERIMETER)
@@ -193,13 +192,13 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
             f = kept
     # Re-projection onto the full-resolution surface only matters when decimation moved it.
     reference = SurfaceProjector(hi_v, hi_f, device=_compute_device(device)) if len(f) < len(hi_f) else None
-    v, f, _ = mesh_ops.compact(v, f)
-    f = mesh_ops.orient(v, f)
+    v, f, _ = topology.remove_unreferenced(v, f)
+    f = topology.orient_faces(v, f)
     t = timings.mark("clean_decimate", t)
     step("unwrap")
     uw = _unwrap(v, f, options, cancel)
     v_uv = v[uw.vmap]  # [V', 3] seam-split vertices
-    normals = mesh_ops.vertex_normals(v, f)[uw.vmap]  # smooth normals shared across seams
+    normals = topology.vertex_normals(v, f)[uw.vmap]  # smooth normals shared across seams
     t = timings.mark("unwrap", t)
     step("bake")
     face_img, bary_img = rasterize(uw.uvs, uw.faces, options.texture_size, options, device)
@@ -248,7 +247,7 @@ def export_retextured(mesh: TriangleMesh, to_work: Callable[[np.ndarray], np.nda
         uvs, out_v, out_f = uw.uvs, verts[uw.vmap], uw.faces
         normals = None if normals is None else np.asarray(normals)[uw.vmap]
     if normals is None:
-        normals = mesh_ops.vertex_normals(out_v, out_f)
+        normals = topology.vertex_normals(out_v, out_f)
     # UVs outside [0, 1] (tiling) are baked modulo 1.
     face_img, bary_img = rasterize(np.mod(uvs, 1.0), out_f, options.texture_size, options, device)
     work_v = to_work(out_v)

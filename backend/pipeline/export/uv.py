@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backend.geometry.topology import shared_edge_pairs
+
 from ..api import CancelToken
 from ..errors import InputError
 
@@ -108,12 +110,8 @@ def fast_unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int = 204
     normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # [F, 3]
     cosines = normal @ _AXES.T / np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-30)  # [F, 6]
     # Face pairs sharing an edge.
-    e = np.sort(np.stack([faces, np.roll(faces, -1, axis=1)], -1).reshape(-1, 2), axis=1)  # [3F, 2]
-    fid = np.repeat(np.arange(F), 3)
-    order = np.lexsort((fid, e[:, 1], e[:, 0]))
-    e, fid = e[order], fid[order]
-    shared = (e[1:] == e[:-1]).all(1)
-    a, b = fid[:-1][shared], fid[1:][shared]
+    ha, hb, _ = shared_edge_pairs(faces)
+    a, b = ha // 3, hb // 3
     label = _smooth_labels(np.argmax(cosines, axis=1), cosines, a, b)
     # Charts: faces sharing an edge and a label.
     same = label[a] == label[b]

@@ -1,0 +1,177 @@
+"""Triangle-mesh topology: welding, edge adjacency, face orientation, unreferenced vertices.
+
+numpy + scipy on the CPU. A mesh is ``vertices [V, 3]`` and ``faces [F, 3]`` (integer vertex
+indices); every function returns new arrays and leaves its inputs alone. This is the one home
+of these routines: the O-Voxel clean-ups, the export's mesh clean-up and the QA report all
+call them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+
+def group_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Equal rows of ``rows [N, K]``: ``(group of each row [N], first row index of each group [G])``.
+
+    Groups are numbered in sorted row order (as ``np.unique(axis=0)`` numbers them); a
+    column-wise lexsort is several times faster than ``np.unique(axis=0)``, which compares
+    rows as opaque byte strings.
+    """
+    order = np.lexsort(rows.T[::-1])
+    srt = rows[order]
+    new = np.ones(len(rows), dtype=bool)
+    new[1:] = (srt[1:] != srt[:-1]).any(axis=1)
+    group = np.empty(len(rows), dtype=np.int64)
+    group[order] = np.cumsum(new) - 1
+    first = np.minimum.reduceat(order, np.flatnonzero(new)) if len(rows) else order  # smallest index per run
+    return group, first
+
+
+def weld_vertices(vertices: np.ndarray, faces: np.ndarray, decimals: int) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices merged where they coincide after rounding to ``decimals``; faces re-indexed.
+
+    Each merged vertex keeps the position (and dtype) of its first original, not the rounded
+    one. Faces that collapse keep their repeated indices: see :func:`drop_bad_faces`.
+    """
+    group, first = group_rows(np.round(np.asarray(vertices, np.float64), decimals))
+    return vertices[first], group[np.asarray(faces, np.int64)]
+
+
+def drop_bad_faces(faces: np.ndarray) -> np.ndarray:
+    """Remove faces with a repeated vertex and duplicates (same vertex set); keeps the first, in order."""
+    f = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
+    if not len(f):
+        return f
+    _, first = group_rows(np.sort(f, axis=1))
+    return f[np.sort(first)]
+
+
+def remove_unreferenced(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Drop the vertices no face uses: ``(vertices, faces, kept)``, ``kept [V']`` the old index of each.
+
+    Index other per-vertex arrays (UVs, colours) with ``kept`` to keep them in step.
+    """
+    faces = np.asarray(faces, np.int64)
+    kept = np.unique(faces)
+    remap = np.full(len(vertices), -1, dtype=np.int64)
+    remap[kept] = np.arange(len(kept))
+    return vertices[kept], remap[faces], kept
+
+
+def connected_labels(pairs: np.ndarray, n: int) -> np.ndarray:
+    """Component label ``[n]`` of each of ``n`` nodes joined by the undirected ``pairs [P, 2]``."""
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    return connected_components(coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)),
+                                directed=False)[1]
+
+
+def half_edges(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Directed edges ``[3F, 2]`` (face-major: (a,b), (b,c), (c,a)) and their undirected keys ``[3F]``.
+
+    Half-edge ``i`` belongs to face ``i // 3``; two half-edges lie on the same edge exactly when
+    their keys are equal.
+    """
+    e = np.asarray(faces, np.int64)[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    n = int(e.max()) + 1 if e.size else 1
+    return e, np.minimum(e[:, 0], e[:, 1]) * n + np.maximum(e[:, 0], e[:, 1])
+
+
+def edge_uses(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Undirected edges ``[E, 2]`` (low index first), how many faces use each ``[E]``, and each
+    half-edge's edge ``[3F]`` (see :func:`half_edges` for their order)."""
+    e, key = half_edges(faces)
+    _, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
+    edges = np.sort(e[first], axis=1)
+    return edges.reshape(-1, 2), counts, inverse.reshape(-1)
+
+
+def boundary_edges(faces: np.ndarray) -> np.ndarray:
+    """``[B, 2]`` edges used by exactly one face, in the direction that face stores them.
+
+    Degenerate edges (both ends the same vertex) are ignored.
+    """
+    e, key = half_edges(faces)
+    keep = e[:, 0] != e[:, 1]
+    e, key = e[keep], key[keep]
+    _, first, counts = np.unique(key, return_index=True, return_counts=True)
+    return e[first[counts == 1]]
+
+
+def shared_edge_pairs(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs of half-edges on the same edge: ``(ha, hb, uses)``; half-edge ``h`` belongs to face ``h // 3``.
+
+    An edge used by ``k`` faces gives ``k - 1`` pairs, a chain in face order, and ``uses`` holds
+    that ``k`` for each pair. Pairs come sorted by edge (low vertex, then high vertex).
+    """
+    _, key = half_edges(faces)
+    order = np.argsort(key, kind="stable")
+    ks = key[order]
+    same = ks[1:] == ks[:-1]
+    counts = np.diff(np.r_[np.flatnonzero(np.r_[True, ~same]), len(ks)])
+    uses = np.repeat(counts, counts)  # per sorted half-edge
+    return order[:-1][same], order[1:][same], uses[:-1][same]
+
+
+def manifold_face_pairs(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The faces across each edge used by exactly two (different) faces: ``(fa, fb, disagree)``.
+
+    ``disagree`` is True where both faces traverse the shared edge in the same direction, i.e.
+    their windings are inconsistent. Non-manifold edges (three or more uses) are left out.
+    """
+    ha, hb, uses = shared_edge_pairs(faces)
+    ha, hb = ha[uses == 2], hb[uses == 2]
+    fa, fb = ha // 3, hb // 3
+    ok = fa != fb
+    start = np.asarray(faces, np.int64).reshape(-1)  # half-edge h starts at corner h
+    return fa[ok], fb[ok], (start[ha] == start[hb])[ok]
+
+
+def orient_faces(vertices: np.ndarray, faces: np.ndarray, outward: bool = True) -> np.ndarray:
+    """Faces flipped so that neighbours across every manifold edge agree on orientation.
+
+    Works per connected component (through manifold edges); non-manifold edges impose no
+    constraint and a non-orientable piece keeps its windings. With ``outward``, components
+    with negative signed volume are flipped as a whole (for closed components this makes
+    normals point outside).
+    """
+    f = np.asarray(faces, np.int64)
+    nf = len(f)
+    if nf == 0:
+        return f.copy()
+    fa, fb, disagree = manifold_face_pairs(f)
+    # Doubled graph: node i is face i as stored, node i + nf the same face flipped. Agreeing
+    # neighbours join like with like, disagreeing ones join each to the other's flip.
+    state = connected_labels(np.stack([np.concatenate([fa, fa + nf]),
+                                       np.concatenate([np.where(disagree, fb + nf, fb),
+                                                       np.where(disagree, fb, fb + nf)])], 1), 2 * nf)
+    comp = connected_labels(np.stack([fa, fb], 1), nf)
+    _, first_face = np.unique(comp, return_index=True)
+    root = first_face[comp]  # [F] the first face of each face's component keeps its winding
+    flip = (state[:nf] != state[root]) & (state[nf:] == state[root])
+    f = np.where(flip[:, None], f[:, ::-1], f)
+    if outward:
+        p = np.asarray(vertices, np.float64)[f]
+        volume = np.einsum("ij,ij->i", p[:, 0], np.cross(p[:, 1], p[:, 2]))
+        inward = np.bincount(comp, volume, minlength=len(first_face)) < 0
+        f = np.where(inward[comp][:, None], f[:, ::-1], f)
+    return np.ascontiguousarray(f)
+
+
+def face_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area of each face ``[F]`` (float64)."""
+    p = np.asarray(vertices, np.float64)[np.asarray(faces, np.int64)]  # [F, 3, 3]
+    return 0.5 * np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=1)
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted vertex normals ``[V, 3]`` float32 (unit length; a vertex with no area gets +Z)."""
+    tri = np.asarray(vertices, np.float64)[faces]  # [F, 3, 3]
+    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # [F, 3], |fn| = 2 area
+    corners, nv = np.asarray(faces).reshape(-1), len(vertices)
+    n = np.stack([np.bincount(corners, weights=np.repeat(fn[:, c], 3), minlength=nv) for c in range(3)], -1)
+    length = np.linalg.norm(n, axis=1, keepdims=True)
+    n = np.where(length > 1e-20, n / np.maximum(length, 1e-20), np.array([0.0, 0.0, 1.0]))
+    return n.astype(np.float32)
