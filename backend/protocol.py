@@ -1,8 +1,13 @@
-"""The wire protocol between Blender (the client) and the backend service.
+"""The job contract between Blender (the client) and the backend service.
 
-Stdlib only. The source of truth is ``backend/protocol.py``; the add-on keeps a
-byte-identical copy at ``trellis2_blender/protocol.py`` (a test checks this), because
-neither package can import the other.
+One home for the wire messages, the pipeline types, every default and limit a front end
+offers (the add-on's panel, ``python -m backend generate/retexture``, the batch command) and
+the state and error enums. Front ends derive their choices and defaults from here; the
+server validates requests against it once, where they arrive.
+
+Stdlib only, so both sides import it. This file is the only copy in the repository: the
+extension build places it into the add-on package (``scripts/build_extension.py``), and so
+do the test harness and the scripts that run the add-on from a checkout.
 
 Framing: one JSON object per line (UTF-8, ``\\n``-terminated), at most
 :data:`MAX_LINE_BYTES` bytes. Every object has a ``type``.
@@ -41,9 +46,31 @@ BUNDLED_MINI_MODEL = "mini"
 
 # Resolution modes of ``Generate.pipeline_type``; every front end offers exactly these.
 PIPELINE_TYPES = ("512", "1024", "1024_cascade", "1536_cascade")
+DEFAULT_PIPELINE_TYPE = "1024_cascade"
+DEFAULT_SEED = 42
+# 1536 cascade: the high-resolution pass shrinks its grid until it holds fewer tokens than this.
+DEFAULT_MAX_NUM_TOKENS = 49152
+# Voxel resolutions of ``Retexture.resolution`` (the texture field's grid).
+RETEXTURE_RESOLUTIONS = (512, 1024, 1536)
+DEFAULT_RETEXTURE_RESOLUTION = 1024
+# Decimation target of a generated mesh: about what Blender keeps interactive with a few objects
+# in the scene; the CLI, the batch and the panel start from it.
+DEFAULT_FACES = 200_000
+# Texture side lengths (pixels) ``Export.texture_size`` accepts, and the sizes the panel offers.
+MIN_TEXTURE_SIZE = 16
+MAX_TEXTURE_SIZE = 8192
+TEXTURE_SIZE_CHOICES = (512, 1024, 2048, 4096)
+DEFAULT_TEXTURE_SIZE = 2048
+TEXTURE_FORMATS = ("png", "webp")
+MAX_STEPS = 1000  # sampler steps of one stage
+# ``Load.background_removal`` for pictures without transparency: "none" refuses them, "solid" is
+# a keyer for objects on a plain background, "rmbg" the RMBG-2.0 / BiRefNet model.
+BACKGROUND_REMOVAL_MODES = ("none", "solid", "rmbg")
 # What every front end (add-on preference, ``python -m backend generate/retexture``, the batch
 # command) does by default with pictures without transparency: the plain-background keyer.
 DEFAULT_BACKGROUND_REMOVAL = "solid"
+# The command lines' ``--rembg`` spellings -> ``Load.background_removal``.
+BACKGROUND_REMOVAL_FLAGS = {"none": "none", "solid": "solid", "birefnet": "rmbg"}
 # The released model's sampler per stage (TRELLIS.2-4B pipeline.json): (steps, guidance strength,
 # guidance rescale). The backend falls back to them when a release names none; the panel starts a
 # stage's override from them, so switching an override on changes nothing until a value is edited.
@@ -67,6 +94,9 @@ MULTIVIEW_MODES = ("stochastic", "multidiffusion")
 DEFAULT_MULTIVIEW_MODE = "stochastic"
 
 DONE_STATUSES = ("ok", "error", "cancelled")
+SERVER_STATES = ("idle", "busy")  # ``StatusReply.state``
+REPO_STATUSES = ("local", "cached", "ok", "gated", "missing", "offline", "unreachable")
+ALPHA_MODES = ("OPAQUE", "MASK", "BLEND")  # ``Asset.alpha_mode``, as glTF names them
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Error codes the server sends; the client adds "backend_died" for a server that went away.
 # "invalid_request": a setting the request carries; "invalid_input": an input file (image, mesh)
@@ -109,9 +139,9 @@ class Export:
     closes small holes. Every asset's ``result.json`` carries a ``qa`` report of the result.
     """
 
-    texture_size: int = 2048
-    faces: int = 500_000
-    texture_format: str = "png"
+    texture_size: int = DEFAULT_TEXTURE_SIZE
+    faces: int = DEFAULT_FACES
+    texture_format: str = TEXTURE_FORMATS[0]
     write_glb: bool = True
     write_direct: bool = True
     unwrap: str = "auto"
@@ -130,7 +160,7 @@ class Asset:
     faces: int = 0
     vertices: int = 0
     texture_size: int = 0
-    alpha_mode: str = "OPAQUE"
+    alpha_mode: str = ALPHA_MODES[0]
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -181,7 +211,7 @@ class Load(Message):
     revision: str | None = None
     image_encoder: str | None = None
     background_remover: str | None = None
-    background_removal: str = "none"
+    background_removal: str = DEFAULT_BACKGROUND_REMOVAL
     allow_model_code: bool = False
     token: str | None = field(default=None, repr=False)
     offline: bool = False
@@ -203,7 +233,7 @@ class CheckAccess(Message):
     image_encoder: str | None = None
     sparse_structure_decoder: str | None = None
     background_remover: str | None = None
-    background_removal: str = "none"
+    background_removal: str = DEFAULT_BACKGROUND_REMOVAL
     token: str | None = field(default=None, repr=False)
     offline: bool = False
     cache_dir: str | None = None
@@ -223,13 +253,13 @@ class Generate(Message):
     id: str
     images: list[str]
     output_dir: str
-    pipeline_type: str = "1024_cascade"
-    seed: int = 42
+    pipeline_type: str = DEFAULT_PIPELINE_TYPE
+    seed: int = DEFAULT_SEED
     num_samples: int = 1
     sparse_structure: Sampler = Sampler()
     shape: Sampler = Sampler()
     texture: Sampler = Sampler()
-    max_num_tokens: int = 49152
+    max_num_tokens: int = DEFAULT_MAX_NUM_TOKENS
     export: Export = Export()
     name: str | None = None
     multiview: str | None = None
@@ -244,8 +274,8 @@ class Retexture(Message):
     mesh: str
     image: str
     output_dir: str
-    seed: int = 42
-    resolution: int = 1024
+    seed: int = DEFAULT_SEED
+    resolution: int = DEFAULT_RETEXTURE_RESOLUTION
     texture: Sampler = Sampler()
     export: Export = Export()
     name: str | None = None

@@ -8,7 +8,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, StringProperty
 
 from . import paths
-from .protocol import BUNDLED_MINI_MODEL, DEFAULT_BACKGROUND_REMOVAL
+from .protocol import BACKGROUND_REMOVAL_MODES, BUNDLED_MINI_MODEL, DEFAULT_BACKGROUND_REMOVAL
 from .session import BackendSettings
 
 DEFAULT_MODEL = "microsoft/TRELLIS.2-4B"
@@ -28,14 +28,16 @@ DEVICE_ITEMS = (
     ("mps", "Apple GPU", "The GPU of an Apple Silicon Mac (Metal); operations it lacks run on the CPU"),
     ("cpu", "CPU", "Very slow; for testing"),
 )
-BACKGROUND_ITEMS = (
-    ("SOLID", "Plain Background",
-     "Cut the object out of a plain, uniform background (no model needed); busy pictures are refused"),
-    ("RMBG", "RMBG-2.0",
-     "BRIA's RMBG-2.0 model (gated; non-commercial licence) or a BiRefNet folder. Choosing it lets the "
-     "backend download it and run the Python code that ships with it"),
-    ("NONE", "None", "Only pictures with a transparent background are accepted"),
-)
+_BACKGROUND_TEXT = {
+    "none": ("None", "Only pictures with a transparent background are accepted"),
+    "solid": ("Plain Background", "Cut the object out of a plain, uniform background (no model needed); "
+                                  "busy pictures are refused"),
+    "rmbg": ("RMBG-2.0", "BRIA's RMBG-2.0 model (gated; non-commercial licence) or a BiRefNet folder. "
+                         "Choosing it lets the backend download it and run the Python code that ships "
+                         "with it"),
+}
+# Identifiers are the contract's modes in upper case (Blender's enum style); lowered when sent.
+BACKGROUND_ITEMS = tuple((mode.upper(), *_BACKGROUND_TEXT[mode]) for mode in BACKGROUND_REMOVAL_MODES)
 
 
 class TRELLIS2_AP_preferences(bpy.types.AddonPreferences):
@@ -148,7 +150,8 @@ def backend_settings(context=None, *, offline: bool | None = None) -> BackendSet
         low_vram=prefs.low_vram if prefs is not None else False,
         offline=offline,
         cache_dir=str(paths.user_dir("models")) if prefs is not None and prefs.use_own_cache else None,
-        background_removal=prefs.background_removal.lower() if prefs is not None else "solid",
+        background_removal=(prefs.background_removal.lower() if prefs is not None
+                            else DEFAULT_BACKGROUND_REMOVAL),
         background_remover=(str(Path(bpy.path.abspath(prefs.background_model)))
                             if prefs is not None and prefs.background_removal == "RMBG"
                             and prefs.background_model else None),

@@ -36,18 +36,20 @@ def _sampler(s: protocol.Sampler) -> api.SamplerOverrides:
         if len(s.guidance_interval) != 2:
             raise InvalidRequest("guidance_interval must have two numbers")
         interval = (s.guidance_interval[0], s.guidance_interval[1])
-    if s.steps is not None and not 1 <= s.steps <= 1000:
-        raise InvalidRequest(f"steps must be in 1..1000, got {s.steps}")
+    if s.steps is not None and not 1 <= s.steps <= protocol.MAX_STEPS:
+        raise InvalidRequest(f"steps must be in 1..{protocol.MAX_STEPS}, got {s.steps}")
     return api.SamplerOverrides(steps=s.steps, guidance_strength=s.guidance_strength,
                                 guidance_rescale=s.guidance_rescale, guidance_interval=interval,
                                 rescale_t=s.rescale_t)
 
 
 def _export(e: protocol.Export) -> api.ExportOptions:
-    if e.texture_format not in ("png", "webp"):
-        raise InvalidRequest(f"texture_format must be png or webp, got {e.texture_format!r}")
-    if not 64 <= e.texture_size <= 16384:
-        raise InvalidRequest(f"texture_size must be in 64..16384, got {e.texture_size}")
+    if e.texture_format not in protocol.TEXTURE_FORMATS:
+        raise InvalidRequest(f"texture_format must be one of {', '.join(protocol.TEXTURE_FORMATS)}, "
+                             f"got {e.texture_format!r}")
+    if not protocol.MIN_TEXTURE_SIZE <= e.texture_size <= protocol.MAX_TEXTURE_SIZE:
+        raise InvalidRequest(f"texture_size must be in {protocol.MIN_TEXTURE_SIZE}.."
+                             f"{protocol.MAX_TEXTURE_SIZE}, got {e.texture_size}")
     if e.faces < 1:
         raise InvalidRequest("faces must be positive")
     if e.unwrap not in protocol.UNWRAP_METHODS:
@@ -88,8 +90,8 @@ def _existing_file(path: str, what: str) -> Path:
 def to_generate(msg: protocol.Generate) -> api.GenerateRequest:
     if not msg.images:
         raise InvalidRequest("generate needs at least one image")
-    if msg.pipeline_type not in api.PIPELINE_TYPES:
-        raise InvalidRequest(f"pipeline_type must be one of {', '.join(api.PIPELINE_TYPES)}")
+    if msg.pipeline_type not in protocol.PIPELINE_TYPES:
+        raise InvalidRequest(f"pipeline_type must be one of {', '.join(protocol.PIPELINE_TYPES)}")
     if not 1 <= msg.num_samples <= protocol.MAX_SAMPLES:
         raise InvalidRequest(f"num_samples must be in 1..{protocol.MAX_SAMPLES}")
     if msg.multiview is not None:
@@ -110,8 +112,9 @@ def to_generate(msg: protocol.Generate) -> api.GenerateRequest:
 
 
 def to_retexture(msg: protocol.Retexture) -> api.RetextureRequest:
-    if msg.resolution not in (512, 1024, 1536):
-        raise InvalidRequest(f"resolution must be 512, 1024 or 1536, got {msg.resolution}")
+    if msg.resolution not in protocol.RETEXTURE_RESOLUTIONS:
+        choices = ", ".join(map(str, protocol.RETEXTURE_RESOLUTIONS))
+        raise InvalidRequest(f"resolution must be one of {choices}, got {msg.resolution}")
     request = api.RetextureRequest(
         mesh=_existing_file(msg.mesh, "mesh"), image=_existing_file(msg.image, "image"),
         output_dir=_output_dir(msg.output_dir), seed=msg.seed, resolution=msg.resolution,

@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 QUEUED_REQUESTS = (protocol.Load, protocol.CheckAccess, protocol.Generate, protocol.Retexture)
 BAD_MESSAGE_HINT = f"send one JSON request per line (protocol version {protocol.PROTOCOL_VERSION})"
 PROGRESS_INTERVAL_S = 0.05  # at most ~20 progress events a second within one stage
-BACKGROUND_REMOVAL = ("none", "solid", "rmbg")  # protocol.Load.background_removal
 CHOOSE_ANOTHER_MODEL = "choose another model (add-on preferences: Model Source)"
 
 
@@ -311,9 +310,10 @@ class Service:
             overrides[weights.DINOV3_REPO] = message.image_encoder
         if message.sparse_structure_decoder:
             overrides[weights.SS_DECODER_REPO] = message.sparse_structure_decoder
-        if message.background_removal not in BACKGROUND_REMOVAL:
-            raise jobs.InvalidRequest(f"background_removal must be one of {', '.join(BACKGROUND_REMOVAL)}, "
-                                 f"got {message.background_removal!r}")
+        if message.background_removal not in protocol.BACKGROUND_REMOVAL_MODES:
+            raise jobs.InvalidRequest(f"background_removal must be one of "
+                                      f"{', '.join(protocol.BACKGROUND_REMOVAL_MODES)}, "
+                                      f"got {message.background_removal!r}")
         if message.background_remover:
             overrides[weights.RMBG_REPO] = message.background_remover
         elif message.background_removal == "rmbg":  # chosen: resolve it (cached, or download when online)
