@@ -172,7 +172,7 @@ def _clear_scene(bpy) -> None:
 
 
 def _spec(item: dict, out: Path):
-    from . import jobs
+    from .core import jobs
 
     sampler = {stage: (item["steps"].get(stage), item["guidance"].get(stage)) for stage in STAGES}
     common = dict(image=item["image"], name=item["name"], output_dir=str(out / ".jobs" / item["name"]),
@@ -188,7 +188,8 @@ def _spec(item: dict, out: Path):
 def run_item(item: dict, args, session) -> dict:
     import bpy
 
-    from . import jobs, scene_io
+    from . import scene_io
+    from .core import jobs
 
     name = item["name"]
     out = args.output
@@ -257,7 +258,8 @@ def backend_settings(args: argparse.Namespace, online_access: bool):
     """The add-on's backend settings with the command line's choices applied on top."""
     import bpy
 
-    from . import preferences, session
+    from . import preferences
+    from .core import session
 
     settings = preferences.backend_settings(bpy.context, offline=args.offline or not online_access)
     overrides: dict[str, object] = {"background_removal": REMBG_TO_PROTOCOL[args.rembg]}
@@ -314,7 +316,7 @@ def main(argv: list[str]) -> int:
 def _run(args: argparse.Namespace) -> int:
     import bpy
 
-    from . import session as session_mod
+    from .core import session as session_mod
     args.output = args.output.resolve()
     try:
         args.output.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,9 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, StringProperty
 
 from . import paths
+from .core.session import BackendSettings
 from .protocol import BACKGROUND_REMOVAL_MODES, BUNDLED_MINI_MODEL, DEFAULT_BACKGROUND_REMOVAL
-from .session import BackendSettings
+from .widgets import draw_backend_status, draw_message
 
 DEFAULT_MODEL = "microsoft/TRELLIS.2-4B"
 MODEL_KIND_ITEMS = (
@@ -99,9 +100,7 @@ class TRELLIS2_AP_preferences(bpy.types.AddonPreferences):
         description="Show the steps to a first result at the top of the TRELLIS.2 panel")
 
     def draw(self, context):
-        from . import ui
-
-        ui.draw_preferences(self, context, self.layout)
+        draw_preferences(self, context, self.layout)
 
 
 def get(context=None) -> TRELLIS2_AP_preferences | None:
@@ -196,3 +195,42 @@ def register() -> None:
 def unregister() -> None:
     for cls in reversed(classes):
         bpy.utils.unregister_class(cls)
+
+
+def draw_preferences(prefs, context, layout) -> None:
+    """The preferences' page: backend, models, access and the setup buttons."""
+    col = layout.column()
+    col.use_property_split = True
+    col.prop(prefs, "backend_python")
+    python = resolved_python(prefs)
+    col.label(text=f"Using: {python}" if python else "No backend Python found yet",
+              icon="CHECKMARK" if python else "INFO")
+    col.prop(prefs, "model_kind")
+    if prefs.model_kind == "LOCAL":
+        col.prop(prefs, "model_source")
+    col.prop(prefs, "use_own_cache")
+    col.prop(prefs, "device")
+    col.prop(prefs, "low_vram")
+    col.prop(prefs, "background_removal")
+    if prefs.background_removal == "RMBG":
+        col.prop(prefs, "background_model")
+        col.prop(prefs, "allow_model_code")
+    col.prop(prefs, "commercial_safe")
+    col.prop(prefs, "output_dir")
+    models = layout.column(heading="Gated Models and Local Copies")
+    models.use_property_split = True
+    models.prop(prefs, "hf_token")
+    models.prop(prefs, "image_encoder_dir")
+    models.prop(prefs, "ss_decoder_dir")
+    row = layout.row()
+    row.operator("trellis2.setup_backend", icon="CONSOLE")
+    row.operator("trellis2.check_access", icon="LOCKED")
+    row.operator("trellis2.download_weights", icon="IMPORT")
+    row.operator("trellis2.open_log", icon="TEXT")
+    status = context.window_manager.trellis2_status
+    if status.task_running:
+        layout.progress(factor=status.fraction, text=status.task_running)
+    if not bpy.app.online_access:
+        draw_message(layout, context, "Blender's \"Allow Online Access\" is off (Preferences > System > "
+                     "Network): Set Up Backend and Download Weights need it.", icon="INFO")
+    draw_backend_status(layout, context)

@@ -10,7 +10,7 @@ import pytest
 from backend.pipeline import api
 from backend.pipeline.errors import PipelineError
 from trellis2_blender import protocol as p
-from trellis2_blender.client import BackendClient
+from trellis2_blender.core.client import BackendClient
 
 BAD_NAMES = ["../../escaped", "../escaped", "/tmp/escaped_abs", "a/b", "a\\b", "..", ".", "x\x00y",
              "x\ny", "c:escaped", ""]

@@ -103,7 +103,7 @@ def test_placing_the_contract_refreshes_a_stale_copy(tmp_path) -> None:
 
 
 def test_client_imports_neither_torch_numpy_backend_nor_bpy() -> None:
-    code = ("import sys; import trellis2_blender.client, trellis2_blender.protocol; "
+    code = ("import sys; import trellis2_blender.core.client, trellis2_blender.protocol; "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'backend', 'bpy'));"
             "sys.exit(f'imported: {bad}' if bad else 0)")
     _run_python(code)

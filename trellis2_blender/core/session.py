@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import protocol
+from .. import protocol
 from .client import BackendClient, BackendConfig, BackendError
 from .jobs import CANCELLED, Job
 

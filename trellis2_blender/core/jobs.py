@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from . import protocol
+from .. import protocol
 
 Sampler = tuple  # (steps or None, guidance or None[, guidance rescale or None])
 
