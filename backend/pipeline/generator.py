@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from backend import protocol
+
 from .accelerator import resolve_device
 from .api import (
     AssetResult,
@@ -41,7 +43,7 @@ from .sampler import make_generator
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PIPELINE_TYPE = "1024_cascade"  # when neither the request nor pipeline.json names one
+DEFAULT_PIPELINE_TYPE = protocol.DEFAULT_PIPELINE_TYPE  # when neither the request nor pipeline.json names one
 
 
 class Trellis2Generator:
