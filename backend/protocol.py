@@ -110,11 +110,27 @@ ERROR_CODES = (
 
 
 class ProtocolError(ValueError):
-    """A line that is not a valid message; ``job`` is its id when that could be read."""
+    """A line that is not a valid message; ``job`` is its id when that could be read.
 
-    def __init__(self, message: str, job: str | None = None) -> None:
+    ``code`` is the :data:`ERROR_CODES` entry to answer with: "bad_message" for a line that is
+    not a well-formed message, "invalid_request" for a well-formed one holding a value outside
+    the contract's choices and limits.
+    """
+
+    def __init__(self, message: str, job: str | None = None, code: str = "bad_message") -> None:
         super().__init__(message)
         self.job = job
+        self.code = code
+
+
+# The values a field may hold beyond its type, checked wherever a message is built from the
+# wire or checked before sending (``_build``): the server validates a request once, on arrival.
+def _one_of(choices: tuple) -> dict[str, Any]:
+    return {"choices": choices}
+
+
+def _between(low: int, high: int | None = None) -> dict[str, Any]:
+    return {"range": (low, high)}
 
 
 # --- nested value types -------------------------------------------------------------------
@@ -123,7 +139,7 @@ class ProtocolError(ValueError):
 class Sampler:
     """Per-stage sampler overrides; ``None`` keeps the model's configured value."""
 
-    steps: int | None = None
+    steps: int | None = field(default=None, metadata=_between(1, MAX_STEPS))
     guidance_strength: float | None = None
     guidance_rescale: float | None = None
     guidance_interval: list[float] | None = None
@@ -139,12 +155,13 @@ class Export:
     closes small holes. Every asset's ``result.json`` carries a ``qa`` report of the result.
     """
 
-    texture_size: int = DEFAULT_TEXTURE_SIZE
-    faces: int = DEFAULT_FACES
-    texture_format: str = TEXTURE_FORMATS[0]
+    texture_size: int = field(default=DEFAULT_TEXTURE_SIZE,
+                              metadata=_between(MIN_TEXTURE_SIZE, MAX_TEXTURE_SIZE))
+    faces: int = field(default=DEFAULT_FACES, metadata=_between(1))
+    texture_format: str = field(default=TEXTURE_FORMATS[0], metadata=_one_of(TEXTURE_FORMATS))
     write_glb: bool = True
     write_direct: bool = True
-    unwrap: str = "auto"
+    unwrap: str = field(default="auto", metadata=_one_of(UNWRAP_METHODS))
     remove_floaters: bool = False
     remove_inner_shells: bool = False
     fill_holes: bool = False
@@ -211,7 +228,8 @@ class Load(Message):
     revision: str | None = None
     image_encoder: str | None = None
     background_remover: str | None = None
-    background_removal: str = DEFAULT_BACKGROUND_REMOVAL
+    background_removal: str = field(default=DEFAULT_BACKGROUND_REMOVAL,
+                                    metadata=_one_of(BACKGROUND_REMOVAL_MODES))
     allow_model_code: bool = False
     token: str | None = field(default=None, repr=False)
     offline: bool = False
@@ -233,7 +251,8 @@ class CheckAccess(Message):
     image_encoder: str | None = None
     sparse_structure_decoder: str | None = None
     background_remover: str | None = None
-    background_removal: str = DEFAULT_BACKGROUND_REMOVAL
+    background_removal: str = field(default=DEFAULT_BACKGROUND_REMOVAL,
+                                    metadata=_one_of(BACKGROUND_REMOVAL_MODES))
     token: str | None = field(default=None, repr=False)
     offline: bool = False
     cache_dir: str | None = None
@@ -253,16 +272,16 @@ class Generate(Message):
     id: str
     images: list[str]
     output_dir: str
-    pipeline_type: str = DEFAULT_PIPELINE_TYPE
+    pipeline_type: str = field(default=DEFAULT_PIPELINE_TYPE, metadata=_one_of(PIPELINE_TYPES))
     seed: int = DEFAULT_SEED
-    num_samples: int = 1
+    num_samples: int = field(default=1, metadata=_between(1, MAX_SAMPLES))
     sparse_structure: Sampler = Sampler()
     shape: Sampler = Sampler()
     texture: Sampler = Sampler()
     max_num_tokens: int = DEFAULT_MAX_NUM_TOKENS
     export: Export = Export()
     name: str | None = None
-    multiview: str | None = None
+    multiview: str | None = field(default=None, metadata=_one_of(MULTIVIEW_MODES))
 
 
 @dataclass(frozen=True)
@@ -275,7 +294,8 @@ class Retexture(Message):
     image: str
     output_dir: str
     seed: int = DEFAULT_SEED
-    resolution: int = DEFAULT_RETEXTURE_RESOLUTION
+    resolution: int = field(default=DEFAULT_RETEXTURE_RESOLUTION,
+                            metadata=_one_of(RETEXTURE_RESOLUTIONS))
     texture: Sampler = Sampler()
     export: Export = Export()
     name: str | None = None
@@ -491,7 +511,7 @@ def _decode(line: bytes | str, table: dict[str, type[Message]], id_key: str) -> 
     try:
         message = _build(table[kind], obj, kind)
     except ProtocolError as exc:
-        raise ProtocolError(str(exc), job) from None
+        raise ProtocolError(str(exc), job, exc.code) from None
     if id_key == "id" and job is None:
         raise ProtocolError(f"{kind}: 'id' must be a non-empty string of at most {MAX_ID_CHARS} chars")
     return message
@@ -519,10 +539,27 @@ def _build(cls: type, obj: dict[str, Any], where: str) -> Any:
     values = {}
     for name, f in fields.items():
         if name in obj:
-            values[name] = _check(obj[name], hints[name], f"{where}.{name}")
+            value = _check(obj[name], hints[name], f"{where}.{name}")
+            values[name] = _check_limits(value, f, f"{where}.{name}")
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ProtocolError(f"{where}: missing field '{name}'")
     return cls(**values)
+
+
+def _check_limits(value: Any, f: dataclasses.Field, where: str) -> Any:
+    """``value`` if it lies within the field's choices or range (``None`` always passes)."""
+    choices, bounds = f.metadata.get("choices"), f.metadata.get("range")
+    if value is None:
+        return value
+    if choices is not None and value not in choices:
+        raise ProtocolError(f"{where} must be one of {', '.join(map(str, choices))}, got {value!r}",
+                            code="invalid_request")
+    if bounds is not None:
+        low, high = bounds
+        if value < low or (high is not None and value > high):
+            limit = f"in {low}..{high}" if high is not None else f"at least {low}"
+            raise ProtocolError(f"{where} must be {limit}, got {value!r}", code="invalid_request")
+    return value
 
 
 _HINTS: dict[type, dict[str, Any]] = {}

@@ -106,8 +106,8 @@ class Service:
             message = protocol.decode_request(raw)
         except protocol.ProtocolError as exc:
             job = exc.job if exc.job is not None and not self._is_active(exc.job) else None
-            self._send(protocol.Error(job=job, code="bad_message", message=str(exc),
-                                      hint=BAD_MESSAGE_HINT))
+            hint = BAD_MESSAGE_HINT if exc.code == "bad_message" else "check the request's values"
+            self._send(protocol.Error(job=job, code=exc.code, message=str(exc), hint=hint))
             if job is not None:
                 self._send(protocol.Done(job=job, status="error"))
             return
@@ -310,10 +310,6 @@ class Service:
             overrides[weights.DINOV3_REPO] = message.image_encoder
         if message.sparse_structure_decoder:
             overrides[weights.SS_DECODER_REPO] = message.sparse_structure_decoder
-        if message.background_removal not in protocol.BACKGROUND_REMOVAL_MODES:
-            raise jobs.InvalidRequest(f"background_removal must be one of "
-                                      f"{', '.join(protocol.BACKGROUND_REMOVAL_MODES)}, "
-                                      f"got {message.background_removal!r}")
         if message.background_remover:
             overrides[weights.RMBG_REPO] = message.background_remover
         elif message.background_removal == "rmbg":  # chosen: resolve it (cached, or download when online)

@@ -177,12 +177,15 @@ def test_message_defaults_are_the_contracts_constants():
     ("export.texture_size", protocol.MAX_TEXTURE_SIZE + 1),
     ("export.texture_size", protocol.MIN_TEXTURE_SIZE - 1),
     ("pipeline_type", "2048"), ("export.texture_format", "jpg"), ("shape.steps", protocol.MAX_STEPS + 1),
+    ("shape.steps", 0), ("num_samples", protocol.MAX_SAMPLES + 1), ("multiview", "vote"), ("export.faces", 0),
+    ("export.unwrap", "smart"),
 ])
 def test_the_server_refuses_values_outside_the_contracts_limits(path, value, tmp_path):
+    """Decoding is the server's one check of choices and limits; it names the field."""
     table = {k: v for k, v in generate_values(tmp_path).items() if k in ("images", "output_dir")}
-    message = received(protocol.Generate, {**table, path: value})
-    with pytest.raises(server_jobs.InvalidRequest, match=path.rsplit(".", 1)[-1]):
-        server_jobs.to_generate(message)
+    with pytest.raises(protocol.ProtocolError, match=f"generate.{path} must be") as refused:
+        received(protocol.Generate, {**table, path: value})
+    assert (refused.value.code, refused.value.job) == ("invalid_request", "job-1")
 
 
 def test_the_largest_texture_the_server_accepts_is_one_the_pipeline_accepts(tmp_path):
