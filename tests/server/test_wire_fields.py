@@ -277,3 +277,42 @@ def test_the_addons_backend_settings_reach_the_loaded_generator(tmp_path):
     loaded = json.loads((tmp_path / "model" / LOAD_SPEC_FILE).read_text())
     assert {name: loaded[name] for name in chosen} == chosen
     assert loaded["device"] == "cpu"
+
+
+def test_every_field_of_load_reaches_the_resolver_or_the_generator(monkeypatch, tmp_path):
+    """Each ``load`` field, set to a value other than its default, arrives where the server uses it:
+    the weights resolver (source, revision, local folders, token, offline, cache) or the generator's
+    load spec (low VRAM, background removal, model-code consent, commercial-safe)."""
+    from backend.pipeline import weights
+    from tests.server.test_weights_requests import _serve
+
+    resolved = []
+
+    def resolve(source, config, revision=None, overrides=None, **_):
+        resolved.append({"source": source, "revision": revision, "token": config.token,
+                         "offline": config.offline, "cache_dir": str(config.cache_dir), **(overrides or {})})
+        (tmp_path / "model").mkdir(exist_ok=True)
+        return weights.ModelPaths(model_dir=tmp_path / "model", dependencies={})
+
+    monkeypatch.setattr(weights, "resolve", resolve)
+    values = {"source": "someone/model", "revision": "v2", "image_encoder": "/dino",
+              "background_remover": "/rmbg", "background_removal": "none", "allow_model_code": True,
+              "token": "hf_x", "offline": True,
+              "cache_dir": str(tmp_path / "cache"), "low_vram": True, "sparse_structure_decoder": "/ssdec",
+              "commercial_safe": True}
+    defaults = leaf_fields(protocol.Load)
+    assert set(values) == set(defaults) - {"id"}
+    assert [name for name, value in values.items() if value == defaults[name]] == []
+    events, specs = _serve(tmp_path, received(protocol.Load, values))
+    assert [e.status for e in events if isinstance(e, protocol.Done)][0] == "ok", events
+    (call,) = resolved
+    (spec,) = specs
+    arrived = {
+        "source": call["source"], "revision": call["revision"], "token": call["token"],
+        "offline": call["offline"], "cache_dir": call["cache_dir"],
+        "image_encoder": call[weights.DINOV3_REPO],
+        "background_remover": call[weights.RMBG_REPO],
+        "sparse_structure_decoder": call[weights.SS_DECODER_REPO],
+        "background_removal": spec.background_removal, "allow_model_code": spec.allow_model_code,
+        "low_vram": spec.low_vram, "commercial_safe": spec.commercial_safe}
+    assert arrived == values
