@@ -316,3 +316,39 @@ def test_every_field_of_load_reaches_the_resolver_or_the_generator(monkeypatch, 
         "background_removal": spec.background_removal, "allow_model_code": spec.allow_model_code,
         "low_vram": spec.low_vram, "commercial_safe": spec.commercial_safe}
     assert arrived == values
+
+
+def test_every_field_of_check_access_reaches_the_access_check(monkeypatch, tmp_path):
+    from backend.pipeline import weights
+    from tests.server.test_weights_requests import _serve
+
+    asked = []
+
+    def check_access(source, config, overrides):
+        asked.append({"source": source, "token": config.token, "offline": config.offline,
+                      "cache_dir": str(config.cache_dir), **overrides})
+        return []
+
+    monkeypatch.setattr(weights, "check_access", check_access)
+    values = {"source": "someone/model", "image_encoder": "/dino", "sparse_structure_decoder": "/ssdec",
+              "background_remover": "/rmbg", "background_removal": "rmbg", "token": "hf_x", "offline": True,
+              "cache_dir": str(tmp_path / "cache")}
+    defaults = leaf_fields(protocol.CheckAccess)
+    assert set(values) == set(defaults) - {"id"}
+    assert [name for name, value in values.items() if value == defaults[name]] == []
+    events, _ = _serve(tmp_path, received(protocol.CheckAccess, values))
+    assert [e.status for e in events if isinstance(e, protocol.Done)][0] == "ok", events
+    (call,) = asked
+    assert {"source": call["source"], "token": call["token"], "offline": call["offline"],
+            "cache_dir": call["cache_dir"], "image_encoder": call[weights.DINOV3_REPO],
+            "sparse_structure_decoder": call[weights.SS_DECODER_REPO],
+            "background_remover": call[weights.RMBG_REPO]} == {k: v for k, v in values.items()
+                                                               if k != "background_removal"}
+    # Without a local folder, choosing RMBG is what puts its repository on the list.
+    asked.clear()
+    _serve(tmp_path, received(protocol.CheckAccess, {**values, "background_remover": None}))
+    assert asked[0][weights.RMBG_REPO] == weights.RMBG_REPO
+    asked.clear()
+    _serve(tmp_path, received(protocol.CheckAccess, {**values, "background_remover": None,
+                                                     "background_removal": "solid"}))
+    assert weights.RMBG_REPO not in asked[0]
