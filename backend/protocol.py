@@ -1,8 +1,13 @@
-"""The wire protocol between Blender (the client) and the backend service.
+"""The job contract between Blender (the client) and the backend service.
 
-Stdlib only. The source of truth is ``backend/protocol.py``; the add-on keeps a
-byte-identical copy at ``trellis2_blender/protocol.py`` (a test checks this), because
-neither package can import the other.
+One home for the wire messages, the pipeline types, every default and limit a front end
+offers (the add-on's panel, ``python -m backend generate/retexture``, the batch command) and
+the state and error enums. Front ends derive their choices and defaults from here; the
+server validates requests against it once, where they arrive.
+
+Stdlib only, so both sides import it. This file is the only copy in the repository: the
+extension build places it into the add-on package (``scripts/build_extension.py``), and so
+do the test harness and the scripts that run the add-on from a checkout.
 
 Framing: one JSON object per line (UTF-8, ``\\n``-terminated), at most
 :data:`MAX_LINE_BYTES` bytes. Every object has a ``type``.
@@ -41,9 +46,31 @@ BUNDLED_MINI_MODEL = "mini"
 
 # Resolution modes of ``Generate.pipeline_type``; every front end offers exactly these.
 PIPELINE_TYPES = ("512", "1024", "1024_cascade", "1536_cascade")
+DEFAULT_PIPELINE_TYPE = "1024_cascade"
+DEFAULT_SEED = 42
+# 1536 cascade: the high-resolution pass shrinks its grid until it holds fewer tokens than this.
+DEFAULT_MAX_NUM_TOKENS = 49152
+# Voxel resolutions of ``Retexture.resolution`` (the texture field's grid).
+RETEXTURE_RESOLUTIONS = (512, 1024, 1536)
+DEFAULT_RETEXTURE_RESOLUTION = 1024
+# Decimation target of a generated mesh: about what Blender keeps interactive with a few objects
+# in the scene; the CLI, the batch and the panel start from it.
+DEFAULT_FACES = 200_000
+# Texture side lengths (pixels) ``Export.texture_size`` accepts, and the sizes the panel offers.
+MIN_TEXTURE_SIZE = 16
+MAX_TEXTURE_SIZE = 8192
+TEXTURE_SIZE_CHOICES = (512, 1024, 2048, 4096)
+DEFAULT_TEXTURE_SIZE = 2048
+TEXTURE_FORMATS = ("png", "webp")
+MAX_STEPS = 1000  # sampler steps of one stage
+# ``Load.background_removal`` for pictures without transparency: "none" refuses them, "solid" is
+# a keyer for objects on a plain background, "rmbg" the RMBG-2.0 / BiRefNet model.
+BACKGROUND_REMOVAL_MODES = ("none", "solid", "rmbg")
 # What every front end (add-on preference, ``python -m backend generate/retexture``, the batch
 # command) does by default with pictures without transparency: the plain-background keyer.
 DEFAULT_BACKGROUND_REMOVAL = "solid"
+# The command lines' ``--rembg`` spellings -> ``Load.background_removal``.
+BACKGROUND_REMOVAL_FLAGS = {"none": "none", "solid": "solid", "birefnet": "rmbg"}
 # The released model's sampler per stage (TRELLIS.2-4B pipeline.json): (steps, guidance strength,
 # guidance rescale). The backend falls back to them when a release names none; the panel starts a
 # stage's override from them, so switching an override on changes nothing until a value is edited.
@@ -67,6 +94,9 @@ MULTIVIEW_MODES = ("stochastic", "multidiffusion")
 DEFAULT_MULTIVIEW_MODE = "stochastic"
 
 DONE_STATUSES = ("ok", "error", "cancelled")
+SERVER_STATES = ("idle", "busy")  # ``StatusReply.state``
+REPO_STATUSES = ("local", "cached", "ok", "gated", "missing", "offline", "unreachable")
+ALPHA_MODES = ("OPAQUE", "MASK", "BLEND")  # ``Asset.alpha_mode``, as glTF names them
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Error codes the server sends; the client adds "backend_died" for a server that went away.
 # "invalid_request": a setting the request carries; "invalid_input": an input file (image, mesh)
@@ -80,11 +110,27 @@ ERROR_CODES = (
 
 
 class ProtocolError(ValueError):
-    """A line that is not a valid message; ``job`` is its id when that could be read."""
+    """A line that is not a valid message; ``job`` is its id when that could be read.
 
-    def __init__(self, message: str, job: str | None = None) -> None:
+    ``code`` is the :data:`ERROR_CODES` entry to answer with: "bad_message" for a line that is
+    not a well-formed message, "invalid_request" for a well-formed one holding a value outside
+    the contract's choices and limits.
+    """
+
+    def __init__(self, message: str, job: str | None = None, code: str = "bad_message") -> None:
         super().__init__(message)
         self.job = job
+        self.code = code
+
+
+# The values a field may hold beyond its type, checked wherever a message is built from the
+# wire or checked before sending (``_build``): the server validates a request once, on arrival.
+def _one_of(choices: tuple) -> dict[str, Any]:
+    return {"choices": choices}
+
+
+def _between(low: int, high: int | None = None) -> dict[str, Any]:
+    return {"range": (low, high)}
 
 
 # --- nested value types -------------------------------------------------------------------
@@ -93,7 +139,7 @@ class ProtocolError(ValueError):
 class Sampler:
     """Per-stage sampler overrides; ``None`` keeps the model's configured value."""
 
-    steps: int | None = None
+    steps: int | None = field(default=None, metadata=_between(1, MAX_STEPS))
     guidance_strength: float | None = None
     guidance_rescale: float | None = None
     guidance_interval: list[float] | None = None
@@ -109,12 +155,13 @@ class Export:
     closes small holes. Every asset's ``result.json`` carries a ``qa`` report of the result.
     """
 
-    texture_size: int = 2048
-    faces: int = 500_000
-    texture_format: str = "png"
+    texture_size: int = field(default=DEFAULT_TEXTURE_SIZE,
+                              metadata=_between(MIN_TEXTURE_SIZE, MAX_TEXTURE_SIZE))
+    faces: int = field(default=DEFAULT_FACES, metadata=_between(1))
+    texture_format: str = field(default=TEXTURE_FORMATS[0], metadata=_one_of(TEXTURE_FORMATS))
     write_glb: bool = True
     write_direct: bool = True
-    unwrap: str = "auto"
+    unwrap: str = field(default="auto", metadata=_one_of(UNWRAP_METHODS))
     remove_floaters: bool = False
     remove_inner_shells: bool = False
     fill_holes: bool = False
@@ -130,7 +177,7 @@ class Asset:
     faces: int = 0
     vertices: int = 0
     texture_size: int = 0
-    alpha_mode: str = "OPAQUE"
+    alpha_mode: str = ALPHA_MODES[0]
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -181,7 +228,8 @@ class Load(Message):
     revision: str | None = None
     image_encoder: str | None = None
     background_remover: str | None = None
-    background_removal: str = "none"
+    background_removal: str = field(default=DEFAULT_BACKGROUND_REMOVAL,
+                                    metadata=_one_of(BACKGROUND_REMOVAL_MODES))
     allow_model_code: bool = False
     token: str | None = field(default=None, repr=False)
     offline: bool = False
@@ -203,7 +251,8 @@ class CheckAccess(Message):
     image_encoder: str | None = None
     sparse_structure_decoder: str | None = None
     background_remover: str | None = None
-    background_removal: str = "none"
+    background_removal: str = field(default=DEFAULT_BACKGROUND_REMOVAL,
+                                    metadata=_one_of(BACKGROUND_REMOVAL_MODES))
     token: str | None = field(default=None, repr=False)
     offline: bool = False
     cache_dir: str | None = None
@@ -223,16 +272,16 @@ class Generate(Message):
     id: str
     images: list[str]
     output_dir: str
-    pipeline_type: str = "1024_cascade"
-    seed: int = 42
-    num_samples: int = 1
+    pipeline_type: str = field(default=DEFAULT_PIPELINE_TYPE, metadata=_one_of(PIPELINE_TYPES))
+    seed: int = DEFAULT_SEED
+    num_samples: int = field(default=1, metadata=_between(1, MAX_SAMPLES))
     sparse_structure: Sampler = Sampler()
     shape: Sampler = Sampler()
     texture: Sampler = Sampler()
-    max_num_tokens: int = 49152
+    max_num_tokens: int = DEFAULT_MAX_NUM_TOKENS
     export: Export = Export()
     name: str | None = None
-    multiview: str | None = None
+    multiview: str | None = field(default=None, metadata=_one_of(MULTIVIEW_MODES))
 
 
 @dataclass(frozen=True)
@@ -244,8 +293,9 @@ class Retexture(Message):
     mesh: str
     image: str
     output_dir: str
-    seed: int = 42
-    resolution: int = 1024
+    seed: int = DEFAULT_SEED
+    resolution: int = field(default=DEFAULT_RETEXTURE_RESOLUTION,
+                            metadata=_one_of(RETEXTURE_RESOLUTIONS))
     texture: Sampler = Sampler()
     export: Export = Export()
     name: str | None = None
@@ -461,7 +511,7 @@ def _decode(line: bytes | str, table: dict[str, type[Message]], id_key: str) -> 
     try:
         message = _build(table[kind], obj, kind)
     except ProtocolError as exc:
-        raise ProtocolError(str(exc), job) from None
+        raise ProtocolError(str(exc), job, exc.code) from None
     if id_key == "id" and job is None:
         raise ProtocolError(f"{kind}: 'id' must be a non-empty string of at most {MAX_ID_CHARS} chars")
     return message
@@ -489,10 +539,27 @@ def _build(cls: type, obj: dict[str, Any], where: str) -> Any:
     values = {}
     for name, f in fields.items():
         if name in obj:
-            values[name] = _check(obj[name], hints[name], f"{where}.{name}")
+            value = _check(obj[name], hints[name], f"{where}.{name}")
+            values[name] = _check_limits(value, f, f"{where}.{name}")
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ProtocolError(f"{where}: missing field '{name}'")
     return cls(**values)
+
+
+def _check_limits(value: Any, f: dataclasses.Field, where: str) -> Any:
+    """``value`` if it lies within the field's choices or range (``None`` always passes)."""
+    choices, bounds = f.metadata.get("choices"), f.metadata.get("range")
+    if value is None:
+        return value
+    if choices is not None and value not in choices:
+        raise ProtocolError(f"{where} must be one of {', '.join(map(str, choices))}, got {value!r}",
+                            code="invalid_request")
+    if bounds is not None:
+        low, high = bounds
+        if value < low or (high is not None and value > high):
+            limit = f"in {low}..{high}" if high is not None else f"at least {low}"
+            raise ProtocolError(f"{where} must be {limit}, got {value!r}", code="invalid_request")
+    return value
 
 
 _HINTS: dict[type, dict[str, Any]] = {}

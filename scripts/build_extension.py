@@ -7,14 +7,22 @@ start its own backend once a backend Python environment exists::
 
     blender_manifest.toml
     __init__.py, preferences.py, ...       (from trellis2_blender/)
+    protocol.py                            (the job contract, from backend/protocol.py)
     payload/backend/...                    (from backend/)
     payload/kernels/...                    (from kernels/)
     payload/pyproject.toml                 (the backend's dependency list)
     LICENSE, NOTICE                        (which licence covers what; third-party licences)
 
-Usage: ``python scripts/build_extension.py [--output DIR]``; prints the zip's path.
-The zip is written to a temporary file next to the target and then renamed, so a
-half-written archive never carries the final name.
+The job contract is written once, in ``backend/protocol.py`` (stdlib only); the add-on
+imports it as its own ``protocol`` module, because an installed extension cannot import the
+backend by name. The zip gets it from ``backend/``. A checkout has no committed copy: whatever
+runs the add-on from the source folder (the test harness, ``scripts/batch_generate.py``)
+calls :func:`place_contract` first, which writes ``trellis2_blender/protocol.py`` (ignored by
+git) when it is missing or differs from the source.
+
+Usage: ``python scripts/build_extension.py [--output DIR] [--place-contract]``; prints the
+zip's path (or the placed contract's). The zip is written to a temporary file next to the
+target and then renamed, so a half-written archive never carries the final name.
 """
 
 from __future__ import annotations
@@ -36,6 +44,32 @@ ADDON_DIR = "trellis2_blender"
 PAYLOAD = (("backend", "payload/backend"), ("kernels", "payload/kernels"),
            ("pyproject.toml", "payload/pyproject.toml"), ("LICENSE", "LICENSE"), ("NOTICE", "NOTICE"))
 ALWAYS_EXCLUDED = ("__pycache__/", "*.pyc", "*.pyo", ".DS_Store")
+# The job contract: its one source, and its module name inside the add-on package.
+CONTRACT_SOURCE = "backend/protocol.py"
+CONTRACT_MODULE = "protocol.py"
+
+
+def place_contract(root: Path = ROOT) -> Path:
+    """Write the contract into the checkout's add-on folder when it is missing or stale.
+
+    Written to a temporary file and renamed, so a concurrent importer sees the old file or
+    the new one, never half of one. Returns the placed file.
+    """
+    source_path = root / CONTRACT_SOURCE
+    source = source_path.read_bytes()
+    target = root / ADDON_DIR / CONTRACT_MODULE
+    if target.is_file() and target.read_bytes() == source:
+        return target
+    fd, tmp_name = tempfile.mkstemp(prefix=CONTRACT_MODULE + ".", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(source)
+        os.chmod(tmp_name, source_path.stat().st_mode & 0o777)  # mkstemp makes it private to the owner
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return target
 
 
 def read_manifest(root: Path = ROOT) -> dict:
@@ -83,7 +117,9 @@ def staged_files(root: Path = ROOT) -> list[tuple[Path, str]]:
     manifest = read_manifest(root)
     patterns = list(ALWAYS_EXCLUDED) + list(manifest.get("build", {}).get("paths_exclude_pattern", []))
     files: list[tuple[Path, str]] = [(root / MANIFEST, MANIFEST)]
-    files += list(_walk(root / ADDON_DIR, patterns))
+    # A contract placed in the checkout is left out: the zip takes the source itself.
+    files += [(file, rel) for file, rel in _walk(root / ADDON_DIR, patterns) if rel != CONTRACT_MODULE]
+    files.append((root / CONTRACT_SOURCE, CONTRACT_MODULE))
     for src, dest in PAYLOAD:
         path = root / src
         if not path.exists():
@@ -116,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=ROOT / "build",
                         help="folder for the zip (default: build/)")
+    parser.add_argument("--place-contract", action="store_true",
+                        help=f"only write {ADDON_DIR}/{CONTRACT_MODULE} from {CONTRACT_SOURCE}, to run the "
+                             "add-on from this checkout")
     args = parser.parse_args(argv)
-    print(build(args.output))
+    print(place_contract() if args.place_contract else build(args.output))
     return 0
 
 

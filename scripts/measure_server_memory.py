@@ -15,9 +15,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.fixtures.images import rgba_transparent
-from trellis2_blender import protocol
-from trellis2_blender.client import BackendClient, BackendConfig
+from scripts.build_extension import place_contract
+
+place_contract()  # the add-on's copy of the job contract, placed into this checkout
+from tests.fixtures.images import rgba_transparent  # noqa: E402
+from trellis2_blender import protocol  # noqa: E402
+from trellis2_blender.core.client import BackendClient, BackendConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,6 +14,11 @@ import os
 
 import pytest
 
+from scripts.build_extension import place_contract
+
+# The add-on imports the job contract as its own module; a checkout holds it only in backend/.
+place_contract()
+
 
 def _cuda_available() -> bool:
     try:

@@ -1,8 +1,8 @@
 """TRELLIS.2 for Blender: image-to-3D generation and retexturing with a local backend.
 
 This module only registers the add-on. ``bpy`` is imported by the UI modules,
-which are loaded inside :func:`register`, so the ``bpy``-free modules of this
-package (``client``, ``protocol``, ``jobs``, ``results``) can be imported and
+which are loaded inside :func:`register`, so the ``bpy``-free core (``core/``: client,
+session, jobs, results, history) and the job contract (``protocol``) can be imported and
 tested without Blender.
 """
 

@@ -53,7 +53,7 @@ ITEM_KEYS = {"image", "mesh", "name", "seed", "pipeline_type", "texture_size", "
              "guidance", "views", "multiview"}
 STAGES = ("sparse_structure", "shape", "texture")
 # --rembg spellings -> protocol.Load.background_removal ("rmbg" kept from earlier releases).
-REMBG_TO_PROTOCOL = {"none": "none", "solid": "solid", "birefnet": "rmbg", "rmbg": "rmbg"}
+REMBG_TO_PROTOCOL = {**protocol.BACKGROUND_REMOVAL_FLAGS, "rmbg": "rmbg"}
 
 
 class BatchError(Exception):
@@ -68,9 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", required=True, type=Path, help="folder for outputs and report.json")
     parser.add_argument("--format", default="glb,blend", help="comma-separated: glb, blend (default both)")
     parser.add_argument("--preview", action="store_true", help="also render a 256 px Cycles preview PNG")
-    parser.add_argument("--pipeline", "--pipeline-type", dest="pipeline_type", default="1024_cascade",
-                        choices=protocol.PIPELINE_TYPES, help="resolution mode (default 1024_cascade)")
-    parser.add_argument("--seed", type=int, default=protocol.Generate.seed,
+    parser.add_argument("--pipeline", "--pipeline-type", dest="pipeline_type",
+                        default=protocol.DEFAULT_PIPELINE_TYPE, choices=protocol.PIPELINE_TYPES,
+                        help=f"resolution mode (default {protocol.DEFAULT_PIPELINE_TYPE})")
+    parser.add_argument("--seed", type=int, default=protocol.DEFAULT_SEED,
                         help="seed for items that do not set one")
     parser.add_argument("--texture-size", type=int, default=protocol.Export.texture_size)
     parser.add_argument("--faces", type=int, default=protocol.Export.faces, help="decimation target (faces)")
@@ -171,7 +172,7 @@ def _clear_scene(bpy) -> None:
 
 
 def _spec(item: dict, out: Path):
-    from . import jobs
+    from .core import jobs
 
     sampler = {stage: (item["steps"].get(stage), item["guidance"].get(stage)) for stage in STAGES}
     common = dict(image=item["image"], name=item["name"], output_dir=str(out / ".jobs" / item["name"]),
@@ -187,7 +188,8 @@ def _spec(item: dict, out: Path):
 def run_item(item: dict, args, session) -> dict:
     import bpy
 
-    from . import jobs, scene_io
+    from . import scene_io
+    from .core import jobs
 
     name = item["name"]
     out = args.output
@@ -256,7 +258,8 @@ def backend_settings(args: argparse.Namespace, online_access: bool):
     """The add-on's backend settings with the command line's choices applied on top."""
     import bpy
 
-    from . import preferences, session
+    from . import preferences
+    from .core import session
 
     settings = preferences.backend_settings(bpy.context, offline=args.offline or not online_access)
     overrides: dict[str, object] = {"background_removal": REMBG_TO_PROTOCOL[args.rembg]}
@@ -313,7 +316,7 @@ def main(argv: list[str]) -> int:
 def _run(args: argparse.Namespace) -> int:
     import bpy
 
-    from . import session as session_mod
+    from .core import session as session_mod
     args.output = args.output.resolve()
     try:
         args.output.mkdir(parents=True, exist_ok=True)

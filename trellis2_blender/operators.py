@@ -21,9 +21,10 @@ from pathlib import Path
 import bpy
 from bpy.props import IntProperty, StringProperty
 
-from . import history, jobs, preferences, protocol, runtime, scene_io
-from .results import ResultError
-from .session import BUSY, ERROR, LOADING, READY, STARTING, STOPPED
+from . import preferences, protocol, scene_io
+from .core import history, jobs, runtime
+from .core.results import ResultError
+from .core.session import BUSY, ERROR, LOADING, READY, STARTING, STOPPED
 
 log = logging.getLogger(__name__)
 
@@ -766,7 +767,7 @@ class TRELLIS2_OT_setup_backend(bpy.types.Operator):
         return True
 
     def invoke(self, context, event):
-        from . import setup_env
+        from .core import setup_env
 
         env = preferences.managed_env_dir()
         build = setup_env.choose_torch_build(platform.system(), setup_env.detect_driver_cuda())
@@ -778,7 +779,8 @@ class TRELLIS2_OT_setup_backend(bpy.types.Operator):
             confirm_text="Set Up")
 
     def execute(self, context):
-        from . import logging_setup, paths, setup_env
+        from . import logging_setup, paths
+        from .core import setup_env
 
         base = setup_env.find_base_python()
         if base is None:

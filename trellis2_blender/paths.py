@@ -6,8 +6,9 @@ inputs as arguments so it can be tested without Blender.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from .core.setup_env import venv_python
 
 ADDON_DIR = Path(__file__).resolve().parent
 # Blender's name for this package when it is not installed as an extension (a dev checkout).
@@ -44,10 +45,6 @@ def looks_like_repo_id(source: str) -> bool:
     parts = source.split("/")
     return (len(parts) == 2 and all(p and not p.startswith(".") for p in parts)
             and "\\" not in source and not Path(source).expanduser().is_dir())
-
-
-def venv_python(env_dir: Path) -> Path:
-    return env_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
 def find_backend_python(configured: str, managed_env: Path | None,

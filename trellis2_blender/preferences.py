@@ -8,8 +8,9 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, StringProperty
 
 from . import paths
-from .protocol import BUNDLED_MINI_MODEL, DEFAULT_BACKGROUND_REMOVAL
-from .session import BackendSettings
+from .core.session import BackendSettings
+from .protocol import BACKGROUND_REMOVAL_MODES, BUNDLED_MINI_MODEL, DEFAULT_BACKGROUND_REMOVAL
+from .widgets import draw_backend_status, draw_message
 
 DEFAULT_MODEL = "microsoft/TRELLIS.2-4B"
 MODEL_KIND_ITEMS = (
@@ -28,14 +29,16 @@ DEVICE_ITEMS = (
     ("mps", "Apple GPU", "The GPU of an Apple Silicon Mac (Metal); operations it lacks run on the CPU"),
     ("cpu", "CPU", "Very slow; for testing"),
 )
-BACKGROUND_ITEMS = (
-    ("SOLID", "Plain Background",
-     "Cut the object out of a plain, uniform background (no model needed); busy pictures are refused"),
-    ("RMBG", "RMBG-2.0",
-     "BRIA's RMBG-2.0 model (gated; non-commercial licence) or a BiRefNet folder. Choosing it lets the "
-     "backend download it and run the Python code that ships with it"),
-    ("NONE", "None", "Only pictures with a transparent background are accepted"),
-)
+_BACKGROUND_TEXT = {
+    "none": ("None", "Only pictures with a transparent background are accepted"),
+    "solid": ("Plain Background", "Cut the object out of a plain, uniform background (no model needed); "
+                                  "busy pictures are refused"),
+    "rmbg": ("RMBG-2.0", "BRIA's RMBG-2.0 model (gated; non-commercial licence) or a BiRefNet folder. "
+                         "Choosing it lets the backend download it and run the Python code that ships "
+                         "with it"),
+}
+# Identifiers are the contract's modes in upper case (Blender's enum style); lowered when sent.
+BACKGROUND_ITEMS = tuple((mode.upper(), *_BACKGROUND_TEXT[mode]) for mode in BACKGROUND_REMOVAL_MODES)
 
 
 class TRELLIS2_AP_preferences(bpy.types.AddonPreferences):
@@ -97,9 +100,7 @@ class TRELLIS2_AP_preferences(bpy.types.AddonPreferences):
         description="Show the steps to a first result at the top of the TRELLIS.2 panel")
 
     def draw(self, context):
-        from . import ui
-
-        ui.draw_preferences(self, context, self.layout)
+        draw_preferences(self, context, self.layout)
 
 
 def get(context=None) -> TRELLIS2_AP_preferences | None:
@@ -148,7 +149,8 @@ def backend_settings(context=None, *, offline: bool | None = None) -> BackendSet
         low_vram=prefs.low_vram if prefs is not None else False,
         offline=offline,
         cache_dir=str(paths.user_dir("models")) if prefs is not None and prefs.use_own_cache else None,
-        background_removal=prefs.background_removal.lower() if prefs is not None else "solid",
+        background_removal=(prefs.background_removal.lower() if prefs is not None
+                            else DEFAULT_BACKGROUND_REMOVAL),
         background_remover=(str(Path(bpy.path.abspath(prefs.background_model)))
                             if prefs is not None and prefs.background_removal == "RMBG"
                             and prefs.background_model else None),
@@ -193,3 +195,42 @@ def register() -> None:
 def unregister() -> None:
     for cls in reversed(classes):
         bpy.utils.unregister_class(cls)
+
+
+def draw_preferences(prefs, context, layout) -> None:
+    """The preferences' page: backend, models, access and the setup buttons."""
+    col = layout.column()
+    col.use_property_split = True
+    col.prop(prefs, "backend_python")
+    python = resolved_python(prefs)
+    col.label(text=f"Using: {python}" if python else "No backend Python found yet",
+              icon="CHECKMARK" if python else "INFO")
+    col.prop(prefs, "model_kind")
+    if prefs.model_kind == "LOCAL":
+        col.prop(prefs, "model_source")
+    col.prop(prefs, "use_own_cache")
+    col.prop(prefs, "device")
+    col.prop(prefs, "low_vram")
+    col.prop(prefs, "background_removal")
+    if prefs.background_removal == "RMBG":
+        col.prop(prefs, "background_model")
+        col.prop(prefs, "allow_model_code")
+    col.prop(prefs, "commercial_safe")
+    col.prop(prefs, "output_dir")
+    models = layout.column(heading="Gated Models and Local Copies")
+    models.use_property_split = True
+    models.prop(prefs, "hf_token")
+    models.prop(prefs, "image_encoder_dir")
+    models.prop(prefs, "ss_decoder_dir")
+    row = layout.row()
+    row.operator("trellis2.setup_backend", icon="CONSOLE")
+    row.operator("trellis2.check_access", icon="LOCKED")
+    row.operator("trellis2.download_weights", icon="IMPORT")
+    row.operator("trellis2.open_log", icon="TEXT")
+    status = context.window_manager.trellis2_status
+    if status.task_running:
+        layout.progress(factor=status.fraction, text=status.task_running)
+    if not bpy.app.online_access:
+        draw_message(layout, context, "Blender's \"Allow Online Access\" is off (Preferences > System > "
+                     "Network): Set Up Backend and Download Weights need it.", icon="INFO")
+    draw_backend_status(layout, context)

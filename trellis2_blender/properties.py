@@ -16,18 +16,17 @@ from bpy.props import (
 from . import protocol
 from .remesh import REMESH_MODES
 
-PIPELINE_ITEMS = (
-    ("512", "512", "Fastest, coarse: 512³ geometry"),
-    ("1024", "1024", "1024³ geometry in one pass"),
-    ("1024_cascade", "1024 Cascade", "512 then 1024: the default balance of detail and time"),
-    ("1536_cascade", "1536 Cascade", "512 then 1536: most detail, most memory and time"),
-)
-TEXTURE_SIZE_ITEMS = tuple((s, s, f"{s}×{s} pixel textures") for s in ("512", "1024", "2048", "4096"))
-RETEXTURE_RESOLUTION_ITEMS = (
-    ("512", "512", "Coarse texture field"),
-    ("1024", "1024", "Default"),
-    ("1536", "1536", "Finest texture field"),
-)
+_PIPELINE_TEXT = {
+    "512": ("512", "Fastest, coarse: 512³ geometry"),
+    "1024": ("1024", "1024³ geometry in one pass"),
+    "1024_cascade": ("1024 Cascade", "512 then 1024: the default balance of detail and time"),
+    "1536_cascade": ("1536 Cascade", "512 then 1536: most detail, most memory and time"),
+}
+PIPELINE_ITEMS = tuple((kind, *_PIPELINE_TEXT[kind]) for kind in protocol.PIPELINE_TYPES)
+TEXTURE_SIZE_ITEMS = tuple((str(s), str(s), f"{s}×{s} pixel textures") for s in protocol.TEXTURE_SIZE_CHOICES)
+_RESOLUTION_TEXT = {512: "Coarse texture field", 1024: "Balanced texture field", 1536: "Finest texture field"}
+RETEXTURE_RESOLUTION_ITEMS = tuple((str(r), str(r), _RESOLUTION_TEXT[r])
+                                   for r in protocol.RETEXTURE_RESOLUTIONS)
 _MULTIVIEW_TEXT = {
     "stochastic": ("Stochastic",
                    "Each sampler step looks at one picture in turn: costs what one picture costs"),
@@ -41,7 +40,8 @@ _UNWRAP_TEXT = {
     "xatlas": ("xatlas", "Fewer, larger charts: sharper textures at the same size; minutes on large meshes"),
 }
 UNWRAP_ITEMS = tuple((method, *_UNWRAP_TEXT[method]) for method in protocol.UNWRAP_METHODS)
-MAX_VARIATIONS = 8  # the panel's limit: a row of more objects is hard to compare
+# The panel's limit, below protocol.MAX_SAMPLES: a row of more objects is hard to compare.
+MAX_VARIATIONS = min(8, protocol.MAX_SAMPLES)
 IMAGE_SOURCE_ITEMS = (
     ("FILE", "File", "An image file on disk"),
     ("BLENDER", "Blender Image", "An image already loaded in this file"),
@@ -86,17 +86,18 @@ class TRELLIS2_PG_settings(bpy.types.PropertyGroup):
     num_samples: IntProperty(name="Variations", default=1, min=1, max=MAX_VARIATIONS,
                              description="How many versions to make from one seed; all are added side "
                                          "by side so you can keep the best")
-    pipeline_type: EnumProperty(name="Pipeline", items=PIPELINE_ITEMS, default="1024_cascade")
-    seed: IntProperty(name="Seed", default=42, min=0)
+    pipeline_type: EnumProperty(name="Pipeline", items=PIPELINE_ITEMS, default=protocol.DEFAULT_PIPELINE_TYPE)
+    seed: IntProperty(name="Seed", default=protocol.DEFAULT_SEED, min=0)
     randomize_seed: BoolProperty(name="Randomize", description="Pick a new seed for every generation")
     show_advanced: BoolProperty(name="Advanced")
     sparse_structure: PointerProperty(type=TRELLIS2_PG_stage)
     shape: PointerProperty(type=TRELLIS2_PG_stage)
     texture: PointerProperty(type=TRELLIS2_PG_stage)
-    face_target: IntProperty(name="Faces", default=200_000, min=1_000, soft_max=2_000_000,
+    face_target: IntProperty(name="Faces", default=protocol.DEFAULT_FACES, min=1_000, soft_max=2_000_000,
                              description="Decimate the generated mesh to about this many faces")
-    texture_size: EnumProperty(name="Texture Size", items=TEXTURE_SIZE_ITEMS, default="2048")
-    unwrap: EnumProperty(name="UV Method", items=UNWRAP_ITEMS, default="auto")
+    texture_size: EnumProperty(name="Texture Size", items=TEXTURE_SIZE_ITEMS,
+                               default=str(protocol.DEFAULT_TEXTURE_SIZE))
+    unwrap: EnumProperty(name="UV Method", items=UNWRAP_ITEMS, default=protocol.Export.unwrap)
     remove_floaters: BoolProperty(name="Remove Floaters", description="Drop small pieces beside the object")
     remove_inner_shells: BoolProperty(name="Remove Inner Shells",
                                       description="Drop pieces enclosed by another closed piece: never seen, "
@@ -118,7 +119,8 @@ class TRELLIS2_PG_settings(bpy.types.PropertyGroup):
         description="Retexture: remove the object's material slots and keep only the new material "
                     "(off: the slots stay and the new material is added as one more slot that every "
                     "face uses)")
-    retexture_resolution: EnumProperty(name="Resolution", items=RETEXTURE_RESOLUTION_ITEMS, default="1024")
+    retexture_resolution: EnumProperty(name="Resolution", items=RETEXTURE_RESOLUTION_ITEMS,
+                                       default=str(protocol.DEFAULT_RETEXTURE_RESOLUTION))
 
 
 JOB_STATE_ITEMS = (

@@ -18,8 +18,8 @@ from pathlib import Path
 import bpy
 from mathutils import Vector
 
-from . import placement, results
-from .results import DirectResult, ResultError
+from .core import placement, results
+from .core.results import DirectResult, ResultError
 
 SETTINGS_KEY = "trellis2"  # custom property holding a job's settings on the object
 QA_KEY = "trellis2_qa"  # custom property holding the asset's QA report (result.json's "qa")
@@ -109,7 +109,7 @@ def export_mesh(obj, path: Path) -> dict:
 
     source, uvs, corner_to_new = results.split_corners(loop_vertex[tri_loops], loop_uv[tri_loops])
     path.parent.mkdir(parents=True, exist_ok=True)
-    from . import meshfile
+    from .core import meshfile
 
     meshfile.write_ply(path, co[source], corner_to_new.reshape(-1, 3), uvs, vnormal[source])
     return {"uv_map": uv_layer.name, "vertices": int(len(source)), "triangles": n_tris}

@@ -1,4 +1,4 @@
-"""The TRELLIS.2 sidebar panel and the preferences' draw code.
+"""The TRELLIS.2 sidebar panel.
 
 ``draw`` only reads properties and cached state (``WindowManager.trellis2_status``,
 the image thumbnails of a preview collection); it never talks to the backend.
@@ -12,11 +12,9 @@ from pathlib import Path
 import bpy
 
 from . import operators, preferences, scene_io
+from .widgets import draw_backend_status, draw_message
 
 _previews: dict[str, object] = {}  # "files" -> bpy.utils.previews collection
-
-BACKEND_ICONS = {"STOPPED": "RADIOBUT_OFF", "STARTING": "SORTTIME", "LOADING": "IMPORT",
-                 "READY": "CHECKMARK", "BUSY": "PLAY", "ERROR": "ERROR"}
 
 
 def _file_preview_icon(path: str) -> int:
@@ -30,59 +28,6 @@ def _file_preview_icon(path: str) -> int:
             return 0
         pcoll.load(full, full, "IMAGE")
     return pcoll[full].icon_id
-
-
-def draw_backend_status(layout, context) -> None:
-    status = context.window_manager.trellis2_status
-    row = layout.row(align=True)
-    state = status.backend_state
-    text = {"LOADING": f"Loading {status.backend_percent:.0f}%"}.get(state, state.title())
-    row.label(text=f"Backend: {text}", icon=BACKEND_ICONS.get(state, "QUESTION"))
-    if state in ("STOPPED", "ERROR"):
-        row.operator("trellis2.backend_start", text="Start", icon="PLAY")
-    else:
-        row.operator("trellis2.backend_stop", text="Stop", icon="X")
-    if state == "LOADING" and status.backend_percent > 0:
-        layout.progress(factor=status.backend_percent / 100, text=status.backend_message[:80])
-    elif state == "ERROR" and status.backend_message:
-        draw_message(layout.box(), context, status.backend_message)
-
-
-def text_width(context, fallback: int = 40) -> int:
-    """How many characters fit on one line of the current region (Blender draws ~7 px per char)."""
-    region = getattr(context, "region", None)
-    if region is None or region.width <= 1:
-        return fallback
-    scale = context.preferences.system.ui_scale or 1.0
-    return max(16, int((region.width - 30) / (7.0 * scale)))
-
-
-def _wrap(text: str, width: int, max_lines: int = 8) -> list[str]:
-    lines = []
-    for paragraph in text.splitlines() or [""]:
-        line = ""
-        for word in paragraph.split():
-            while len(word) > width:  # a long path or name: cut it rather than overflow the region
-                if line:
-                    lines.append(line)
-                    line = ""
-                lines.append(word[:width])
-                word = word[width:]
-            if line and len(line) + 1 + len(word) > width:
-                lines.append(line)
-                line = word
-            else:
-                line = f"{line} {word}".strip()
-        if line:
-            lines.append(line)
-    return lines[:max_lines]
-
-
-def draw_message(layout, context, text: str, icon: str = "NONE") -> None:
-    """``text`` wrapped to the region's width, one label per line (the first with ``icon``)."""
-    col = layout.column(align=True)
-    for i, line in enumerate(_wrap(text, text_width(context))):
-        col.label(text=line, icon=icon if i == 0 else "NONE")
 
 
 def _step(layout, done: bool, text: str):
@@ -153,44 +98,6 @@ def draw_views(layout, settings) -> None:
         col = body.column()
         col.use_property_split = True
         col.prop(settings, "multiview_mode")
-
-
-def draw_preferences(prefs, context, layout) -> None:
-    col = layout.column()
-    col.use_property_split = True
-    col.prop(prefs, "backend_python")
-    python = preferences.resolved_python(prefs)
-    col.label(text=f"Using: {python}" if python else "No backend Python found yet",
-              icon="CHECKMARK" if python else "INFO")
-    col.prop(prefs, "model_kind")
-    if prefs.model_kind == "LOCAL":
-        col.prop(prefs, "model_source")
-    col.prop(prefs, "use_own_cache")
-    col.prop(prefs, "device")
-    col.prop(prefs, "low_vram")
-    col.prop(prefs, "background_removal")
-    if prefs.background_removal == "RMBG":
-        col.prop(prefs, "background_model")
-        col.prop(prefs, "allow_model_code")
-    col.prop(prefs, "commercial_safe")
-    col.prop(prefs, "output_dir")
-    models = layout.column(heading="Gated Models and Local Copies")
-    models.use_property_split = True
-    models.prop(prefs, "hf_token")
-    models.prop(prefs, "image_encoder_dir")
-    models.prop(prefs, "ss_decoder_dir")
-    row = layout.row()
-    row.operator("trellis2.setup_backend", icon="CONSOLE")
-    row.operator("trellis2.check_access", icon="LOCKED")
-    row.operator("trellis2.download_weights", icon="IMPORT")
-    row.operator("trellis2.open_log", icon="TEXT")
-    status = context.window_manager.trellis2_status
-    if status.task_running:
-        layout.progress(factor=status.fraction, text=status.task_running)
-    if not bpy.app.online_access:
-        draw_message(layout, context, "Blender's \"Allow Online Access\" is off (Preferences > System > "
-                     "Network): Set Up Backend and Download Weights need it.", icon="INFO")
-    draw_backend_status(layout, context)
 
 
 def draw_mesh_options(layout, settings) -> None:

@@ -7,7 +7,8 @@ import time
 import bpy
 from bpy.props import BoolProperty
 
-from . import access, preferences
+from . import preferences
+from .core import access
 
 
 class TRELLIS2_OT_check_access(bpy.types.Operator):

@@ -117,8 +117,8 @@ class SamplerOverrides:
 
 @dataclass(frozen=True)
 class ExportOptions:
-    texture_size: int = 2048
-    faces: int = 500_000  # decimation target (faces)
+    texture_size: int = protocol.DEFAULT_TEXTURE_SIZE
+    faces: int = protocol.DEFAULT_FACES  # decimation target (faces)
     texture_format: Literal["png", "webp"] = "png"
     write_glb: bool = True
     write_direct: bool = True  # the Blender result folder (npz + PNGs + result.json)
@@ -136,8 +136,9 @@ class ExportOptions:
     fill_holes: bool = False  # close holes smaller than export.asset.SMALL_HOLE_PERIMETER
 
     def __post_init__(self) -> None:
-        if not 16 <= self.texture_size <= 8192:
-            raise ValueError(f"texture_size must lie in [16, 8192], got {self.texture_size}")
+        if not protocol.MIN_TEXTURE_SIZE <= self.texture_size <= protocol.MAX_TEXTURE_SIZE:
+            raise ValueError(f"texture_size must lie in [{protocol.MIN_TEXTURE_SIZE}, "
+                             f"{protocol.MAX_TEXTURE_SIZE}], got {self.texture_size}")
         if self.faces < 4:
             raise ValueError(f"faces must be >= 4, got {self.faces}")
 
@@ -146,13 +147,14 @@ class ExportOptions:
 class GenerateRequest:
     images: tuple[Path, ...]
     output_dir: Path
-    pipeline_type: PipelineType | None = "1024_cascade"  # None: the release's default_pipeline_type
-    seed: int = 42
+    # None: the release's default_pipeline_type
+    pipeline_type: PipelineType | None = protocol.DEFAULT_PIPELINE_TYPE
+    seed: int = protocol.DEFAULT_SEED
     num_samples: int = 1
     sparse_structure: SamplerOverrides = SamplerOverrides()
     shape: SamplerOverrides = SamplerOverrides()
     texture: SamplerOverrides = SamplerOverrides()
-    max_num_tokens: int = 49152
+    max_num_tokens: int = protocol.DEFAULT_MAX_NUM_TOKENS
     export: ExportOptions = ExportOptions()
     name: str | None = None  # output base name; default: the (first) image's stem
     # None: every image is its own object. A mode of MULTIVIEW_MODES: the images are 1..MAX_VIEWS
@@ -177,8 +179,9 @@ class RetextureRequest:
     mesh: Path
     image: Path
     output_dir: Path
-    seed: int = 42
-    resolution: int = 1024  # 512, 1024 or 1536 (any multiple of 16 in [64, 1536] works)
+    seed: int = protocol.DEFAULT_SEED
+    # protocol.RETEXTURE_RESOLUTIONS; the pipeline itself takes any multiple of 16 in [64, 1536]
+    resolution: int = protocol.DEFAULT_RETEXTURE_RESOLUTION
     texture: SamplerOverrides = SamplerOverrides()
     export: ExportOptions = ExportOptions()
     name: str | None = None

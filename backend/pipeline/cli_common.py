@@ -48,7 +48,7 @@ def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"local copy of {SS_DECODER_REPO} (at least its "
                         f"{TRELLIS2_EXTERNAL_REFERENCES[SS_DECODER_REPO][0]}.json/.safetensors), used "
                         "instead of the hub")
-    g.add_argument("--rembg", choices=["none", "solid", "birefnet"],
+    g.add_argument("--rembg", choices=tuple(protocol.BACKGROUND_REMOVAL_FLAGS),
                    default=protocol.DEFAULT_BACKGROUND_REMOVAL,
                    help="background removal for images without alpha: none (require alpha), solid (cut out "
                         "a plain, uniform background; busy pictures are refused) or birefnet (a local "
@@ -66,12 +66,13 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("export")
     g.add_argument("--texture-size", type=int, default=protocol.Export.texture_size)
     g.add_argument("--faces", type=int, default=protocol.Export.faces, help="decimation target (faces)")
-    g.add_argument("--texture-format", choices=["png", "webp"], default="png")
+    g.add_argument("--texture-format", choices=protocol.TEXTURE_FORMATS,
+                   default=protocol.Export.texture_format)
     g.add_argument("--alpha-mode", choices=["auto", "MASK", "BLEND"], default="auto")
     g.add_argument("--double-sided", action="store_true")
     g.add_argument("--rasterizer", choices=["auto", "ours", "nvdiffrast"], default="auto",
                    help="'ours' avoids nvdiffrast's non-commercial licence")
-    g.add_argument("--unwrap", choices=UNWRAP_METHODS, default="auto",
+    g.add_argument("--unwrap", choices=UNWRAP_METHODS, default=protocol.Export.unwrap,
                    help="UV method: 'fast' axis-projection charts take seconds at any size but cut more "
                         "seams and use the texture less well; 'xatlas' packs fewer, larger charts (sharper "
                         "textures at the same size) but takes minutes on large meshes; 'auto' uses xatlas "

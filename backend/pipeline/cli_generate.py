@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from backend import protocol
+
 from . import cli_common as C
 from .api import DEFAULT_MULTIVIEW_MODE, MAX_VIEWS, MULTIVIEW_MODES, PIPELINE_TYPES, GenerateRequest
 from .model_source import BUNDLED_MINI_RELEASE
@@ -16,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline", choices=PIPELINE_TYPES, default=None,
                    help="resolution mode (default: the model's default_pipeline_type: 1024_cascade for "
                         "TRELLIS.2-4B, 512 for the bundled mini model)")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=protocol.DEFAULT_SEED)
     p.add_argument("--samples", type=int, default=1,
                    help="variations per object (different noise from the same seed)")
     p.add_argument("--multiview", choices=MULTIVIEW_MODES, default=None,
@@ -26,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"(views + 1) / 2 times slower; '{DEFAULT_MULTIVIEW_MODE}' is the panel's default). "
                         "Without it every image is its own object")
     p.add_argument("--steps", type=int, default=None, help="sampler steps for every stage")
-    p.add_argument("--max-tokens", type=int, default=49152, help="1536 cascade token cap")
+    p.add_argument("--max-tokens", type=int, default=protocol.DEFAULT_MAX_NUM_TOKENS,
+                   help="1536 cascade token cap")
     p.add_argument("--name", default=None, help="output base name (default: the image's stem)")
     C.add_sampler_arguments(p, "sparse structure", "ss")
     C.add_sampler_arguments(p, "shape", "shape")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from backend import protocol
+
 from . import cli_common as C
 from .api import RetextureRequest
 from .model_source import BUNDLED_MINI_RELEASE
@@ -14,8 +16,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("mesh", type=Path, help="GLB/glTF/OBJ/PLY mesh (its UVs are kept when it has them)")
     p.add_argument("image", type=Path, help="reference image (alpha preferred)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    p.add_argument("--resolution", type=int, default=1024, help="voxel resolution: 512, 1024 or 1536")
-    p.add_argument("--seed", type=int, default=42)
+    resolutions = ", ".join(map(str, protocol.RETEXTURE_RESOLUTIONS))
+    # Any multiple of 16 in [64, 1536] runs here (small ones make quick checks); the panel and
+    # the server offer the released model's resolutions only.
+    p.add_argument("--resolution", type=int, default=protocol.DEFAULT_RETEXTURE_RESOLUTION,
+                   help=f"voxel resolution of the texture field: {resolutions}")
+    p.add_argument("--seed", type=int, default=protocol.DEFAULT_SEED)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--up-axis", choices=["y", "z"], default="y", help="the mesh file's up axis")
     p.add_argument("--name", default=None)

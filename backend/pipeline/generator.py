@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from backend import protocol
 from backend.geometry.axes import to_z_up_matrix
 
 from .accelerator import resolve_device
@@ -44,7 +45,7 @@ from .structure import FlowStructure, StructureSampler
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PIPELINE_TYPE = "1024_cascade"  # when neither the request nor pipeline.json names one
+DEFAULT_PIPELINE_TYPE = protocol.DEFAULT_PIPELINE_TYPE  # when neither the request nor pipeline.json names one
 
 
 class Trellis2Generator:

@@ -11,6 +11,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from backend import protocol
 from backend.pipeline.api import Generator
 from backend.pipeline.model_source import ModelProvenance
 from backend.pipeline.weights import RMBG_REPO, ModelPaths
@@ -33,7 +34,7 @@ class LoadSpec:
     paths: ModelPaths
     device: str = "auto"
     low_vram: bool = False
-    background_removal: str = "none"
+    background_removal: str = protocol.DEFAULT_BACKGROUND_REMOVAL
     allow_model_code: bool = False  # consent to run the background-removal model's own code
     provenance: ModelProvenance | None = None
     commercial_safe: bool = False

@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 QUEUED_REQUESTS = (protocol.Load, protocol.CheckAccess, protocol.Generate, protocol.Retexture)
 BAD_MESSAGE_HINT = f"send one JSON request per line (protocol version {protocol.PROTOCOL_VERSION})"
 PROGRESS_INTERVAL_S = 0.05  # at most ~20 progress events a second within one stage
-BACKGROUND_REMOVAL = ("none", "solid", "rmbg")  # protocol.Load.background_removal
 CHOOSE_ANOTHER_MODEL = "choose another model (add-on preferences: Model Source)"
 
 
@@ -107,8 +106,8 @@ class Service:
             message = protocol.decode_request(raw)
         except protocol.ProtocolError as exc:
             job = exc.job if exc.job is not None and not self._is_active(exc.job) else None
-            self._send(protocol.Error(job=job, code="bad_message", message=str(exc),
-                                      hint=BAD_MESSAGE_HINT))
+            hint = BAD_MESSAGE_HINT if exc.code == "bad_message" else "check the request's values"
+            self._send(protocol.Error(job=job, code=exc.code, message=str(exc), hint=hint))
             if job is not None:
                 self._send(protocol.Done(job=job, status="error"))
             return
@@ -311,9 +310,6 @@ class Service:
             overrides[weights.DINOV3_REPO] = message.image_encoder
         if message.sparse_structure_decoder:
             overrides[weights.SS_DECODER_REPO] = message.sparse_structure_decoder
-        if message.background_removal not in BACKGROUND_REMOVAL:
-            raise jobs.InvalidRequest(f"background_removal must be one of {', '.join(BACKGROUND_REMOVAL)}, "
-                                 f"got {message.background_removal!r}")
         if message.background_remover:
             overrides[weights.RMBG_REPO] = message.background_remover
         elif message.background_removal == "rmbg":  # chosen: resolve it (cached, or download when online)

@@ -89,5 +89,5 @@ def test_every_backend_and_kernels_module_imports_without_blender():
 
 def test_addon_stdlib_modules_import_without_blender():
     """The add-on's client and protocol modules run in tests and tools outside Blender."""
-    loaded = _modules_after_import(["trellis2_blender.protocol", "trellis2_blender.client"])
+    loaded = _modules_after_import(["trellis2_blender.protocol", "trellis2_blender.core.client"])
     assert not loaded & {"bpy", "torch", "triton", "numpy", "backend", "kernels"}

@@ -26,7 +26,7 @@ prefs.device = "cpu"
 addon = sys.modules[PKG]
 scene_io = sys.modules[PKG + ".scene_io"]
 operators = sys.modules[PKG + ".operators"]
-runtime = sys.modules[PKG + ".runtime"]
+runtime = sys.modules[PKG + ".core.runtime"]
 settings = bpy.context.scene.trellis2
 status = bpy.context.window_manager.trellis2_status
 

@@ -11,8 +11,8 @@ any transparent pixel produces a transparent base color (alpha mode BLEND), any 
 Each job reports a few progress steps, then writes a sphere mesh, its textures and
 ``result.json`` (tests.blender.fake_results) per sample (``num_samples`` of them, named
 ``<name>_<k>`` when more than one). It also writes ``received_request.json`` into the output
-folder: the GenerateRequest exactly as the server handed it over, so a test can prove that a
-value set in Blender's panel reached the backend.
+folder: the GenerateRequest or RetextureRequest exactly as the server handed it over, so a test
+can prove that a value set in Blender's panel reached the backend.
 """
 
 from __future__ import annotations
@@ -83,6 +83,9 @@ class FakeGenerator:
         if not Path(request.mesh).is_file():
             raise ValueError(f"cannot read mesh {Path(request.mesh).name}")
         name = request.name or Path(request.mesh).stem
+        Path(request.output_dir).mkdir(parents=True, exist_ok=True)
+        received = json.dumps(dataclasses.asdict(request), default=str, indent=2)
+        (Path(request.output_dir) / "received_request.json").write_text(received)
         seconds = self._steps(on_progress, cancel)
         result = write_result(Path(request.output_dir) / name, name,
                               texture_size=min(request.export.texture_size, 64))

@@ -1,4 +1,4 @@
-"""Direct result folders made by code, in the layout the backend writes (see trellis2_blender.results)."""
+"""Direct result folders made by code, in the layout the backend writes (see core/results.py)."""
 
 from __future__ import annotations
 

@@ -3,8 +3,9 @@ and a check that cannot start says why."""
 
 from __future__ import annotations
 
-from trellis2_blender import access, protocol
-from trellis2_blender.session import BackendSettings
+from trellis2_blender import protocol
+from trellis2_blender.core import access
+from trellis2_blender.core.session import BackendSettings
 
 
 def _repo(repo: str, status: str, size: int = 0) -> protocol.RepoStatus:

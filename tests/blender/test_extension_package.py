@@ -28,6 +28,19 @@ def test_zip_layout(tmp_path):
     assert list(tmp_path.glob("*.tmp")) == []
 
 
+def test_zip_carries_the_contract_from_backend_even_over_a_stale_placed_copy(tmp_path):
+    """The add-on's ``protocol`` module in the zip is ``backend/protocol.py``, once."""
+    placed = build_extension.place_contract()
+    placed.write_text("# a stale copy from an earlier checkout\n")
+    try:
+        with zipfile.ZipFile(build_extension.build(tmp_path)) as zf:
+            entries = [n for n in zf.namelist() if n == "protocol.py"]
+            assert entries == ["protocol.py"]
+            assert zf.read("protocol.py") == (build_extension.ROOT / "backend" / "protocol.py").read_bytes()
+    finally:
+        build_extension.place_contract()
+
+
 INSTALL_SCRIPT = """
 import sys
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""The job history (trellis2_blender.history; no bpy): listing, deleting, the size limit."""
+"""The job history (trellis2_blender.core.history; no bpy): listing, deleting, the size limit."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from trellis2_blender.history import JOB_FILE, delete_job, list_jobs, prune, write_record
+from trellis2_blender.core.history import JOB_FILE, delete_job, list_jobs, prune, write_record
 
 
 def _job(jobs, name, age, size=1000, results=True):

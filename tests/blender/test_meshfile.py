@@ -1,4 +1,4 @@
-"""The add-on's retexture input file (trellis2_blender.meshfile) as the backend reads it.
+"""The add-on's retexture input file (trellis2_blender.core.meshfile) as the backend reads it.
 
 No ``bpy`` needed: the writer is plain numpy, the reader is the backend's own ``read_mesh``.
 """
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from backend.meshio import read_mesh
-from trellis2_blender import meshfile
+from trellis2_blender.core import meshfile
 
 
 def _quad_strip():

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.blender
 LOAD = """
 import importlib
 preferences = importlib.import_module(PKG + ".preferences")
-session_mod = importlib.import_module(PKG + ".session")
+session_mod = importlib.import_module(PKG + ".core.session")
 protocol = importlib.import_module(PKG + ".protocol")
 prefs.use_own_cache = True  # an empty weights cache in the private user folder
 out = {}

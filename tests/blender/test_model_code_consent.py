@@ -19,7 +19,7 @@ pytestmark = pytest.mark.blender
 LOAD = """
 import importlib
 preferences = importlib.import_module(PKG + ".preferences")
-session_mod = importlib.import_module(PKG + ".session")
+session_mod = importlib.import_module(PKG + ".core.session")
 prefs.background_removal = "RMBG"
 prefs.background_model = ARGS["rmbg"]
 out = {}

@@ -1,8 +1,8 @@
-"""New objects go beside what is in the scene (trellis2_blender.placement; no bpy)."""
+"""New objects go beside what is in the scene (trellis2_blender.core.placement; no bpy)."""
 
 from __future__ import annotations
 
-from trellis2_blender.placement import GAP, row_locations
+from trellis2_blender.core.placement import GAP, row_locations
 
 UNIT = ((-0.5, -0.5, -0.5), (0.5, 0.5, 0.5))
 DEFAULT_CUBE = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))

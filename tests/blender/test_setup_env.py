@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from trellis2_blender import setup_env
-from trellis2_blender.paths import venv_python
+from trellis2_blender.core import setup_env
+from trellis2_blender.core.setup_env import venv_python
 
 INDEX = "https://download.pytorch.org/whl"
 NVIDIA_SMI = """\

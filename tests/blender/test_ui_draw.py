@@ -20,7 +20,7 @@ import importlib
 from types import SimpleNamespace
 ui = importlib.import_module(PKG + ".ui")
 operators = importlib.import_module(PKG + ".operators")
-jobs = importlib.import_module(PKG + ".jobs")
+jobs = importlib.import_module(PKG + ".core.jobs")
 seen = {"props": set(), "operators": set(), "progress": [], "labels": []}
 
 
@@ -97,12 +97,12 @@ obj[scene_io.QA_KEY] = scene_io.qa_property({"watertight": False, "boundary_loop
                                              "floaters": 1, "inner_shells": 0, "non_manifold_edges": 0,
                                              "triangles": 1200, "uv_overlap": 0.0, "texel_density": 300.0,
                                              "cleanup": ["filled holes with 3 faces"]})
-history = importlib.import_module(PKG + ".history")
+history = importlib.import_module(PKG + ".core.history")
 history.write_record(Path(ARGS["jobs"]) / "20260101-000000_chair_0001",
                      {"name": "chair", "kind": "generate", "state": "ok", "seed": 5, "results": []})
 operators.refresh_history(bpy.context)
 draw_panel()
-ui.draw_preferences(prefs, bpy.context, Layout())
+importlib.import_module(PKG + ".preferences").draw_preferences(prefs, bpy.context, Layout())
 seen["online_access"] = bpy.app.online_access
 job_operators = (operators.TRELLIS2_OT_generate, operators.TRELLIS2_OT_retexture)
 seen["job_options"] = sorted(set().union(*(op.bl_options for op in job_operators)))

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.blender
 LOAD_FIELDS = """
 import importlib
 preferences = importlib.import_module(PKG + ".preferences")
-session_mod = importlib.import_module(PKG + ".session")
+session_mod = importlib.import_module(PKG + ".core.session")
 logging_setup = importlib.import_module(PKG + ".logging_setup")
 prefs.hf_token = "hf_secret_token_123"
 prefs.image_encoder_dir = ARGS["dino"]

@@ -9,7 +9,7 @@ import pytest
 
 from tests.server.conftest import FAKE, REPO_ROOT
 from trellis2_blender import protocol
-from trellis2_blender.client import BackendClient, BackendConfig
+from trellis2_blender.core.client import BackendClient, BackendConfig
 
 
 def test_an_undecodable_file_name_is_refused_by_the_client_naming_the_field(tmp_path):

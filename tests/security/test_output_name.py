@@ -10,7 +10,7 @@ import pytest
 from backend.pipeline import api
 from backend.pipeline.errors import PipelineError
 from trellis2_blender import protocol as p
-from trellis2_blender.client import BackendClient
+from trellis2_blender.core.client import BackendClient
 
 BAD_NAMES = ["../../escaped", "../escaped", "/tmp/escaped_abs", "a/b", "a\\b", "..", ".", "x\x00y",
              "x\ny", "c:escaped", ""]
@@ -62,11 +62,20 @@ def test_server_still_writes_plain_names(backend: BackendClient, image: Path, tm
 
 
 def test_rejected_request_creates_no_output_dir(backend: BackendClient, image: Path, tmp_path: Path) -> None:
-    bad = [backend.generate([str(image)], str(tmp_path / "g"), export=p.Export(texture_size=1)),
-           backend.generate([str(image)], str(tmp_path / "s"), shape=p.Sampler(steps=0)),
-           backend.retexture(str(image), str(image), str(tmp_path / "r"), resolution=512,
-                             export=p.Export(texture_format="tga"))]
-    for job in bad:
-        events = backend.wait(job, 15)
+    bad = [p.Generate(id="bad-g", images=[str(image)], output_dir=str(tmp_path / "g"),
+                      export=p.Export(texture_size=1)),
+           p.Generate(id="bad-s", images=[str(image)], output_dir=str(tmp_path / "s"),
+                      shape=p.Sampler(steps=0)),
+           p.Retexture(id="bad-r", mesh=str(image), image=str(image), output_dir=str(tmp_path / "r"),
+                       resolution=512, export=p.Export(texture_format="tga"))]
+    with pytest.raises(p.ProtocolError, match="texture_size"):  # the client checks before sending ...
+        backend.generate([str(image)], str(tmp_path / "g"), export=p.Export(texture_size=1))
+    for message in bad:
+        with pytest.raises(p.ProtocolError) as refused:
+            p.check_request(message)
+        assert refused.value.code == "invalid_request"
+        backend._write(p.encode(message))  # ... and the server on arrival, when one is sent anyway
+        events = backend.wait(message.id, 15)
+        assert [e.code for e in events if isinstance(e, p.Error)] == ["invalid_request"], events
         assert events[-1].status == "error", events
     assert not any((tmp_path / d).exists() for d in "gsr")

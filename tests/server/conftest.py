@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trellis2_blender.client import BackendClient, BackendConfig
+from trellis2_blender.core.client import BackendClient, BackendConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FAKE = "tests.server.fake_generator:FakeGenerator"

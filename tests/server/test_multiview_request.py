@@ -29,9 +29,9 @@ def test_wire_multiview_limits(tmp_path):
                                  output_dir=str(tmp_path / "o"), multiview="stochastic")
     with pytest.raises(InvalidRequest, match=f"at most {protocol.MAX_VIEWS} images"):
         to_generate(too_many)
-    with pytest.raises(InvalidRequest, match="multiview must be one of"):
-        to_generate(protocol.Generate(id="j", images=_views(tmp_path, 2), output_dir=str(tmp_path / "o"),
-                                      multiview="vote"))
+    with pytest.raises(protocol.ProtocolError, match="multiview must be one of"):
+        protocol.decode_request(protocol.encode(protocol.Generate(
+            id="j", images=_views(tmp_path, 2), output_dir=str(tmp_path / "o"), multiview="vote")))
     assert not (tmp_path / "o").exists()  # a refused request creates no output folder
 
 

@@ -1,4 +1,4 @@
-"""The protocol module: round trips, validation, limits, the add-on copy and import isolation."""
+"""The protocol module: round trips, validation, limits, the single committed copy and import isolation."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from backend import protocol as p
+from scripts import build_extension
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,14 +85,25 @@ def test_requests_and_events_each_have_unique_types() -> None:
                              "done"}
 
 
-def test_addon_copy_is_byte_identical() -> None:
-    source = (REPO_ROOT / "backend" / "protocol.py").read_bytes()
-    copy = (REPO_ROOT / "trellis2_blender" / "protocol.py").read_bytes()
-    assert source == copy, "run: cp backend/protocol.py trellis2_blender/protocol.py"
+def test_the_contract_is_committed_once() -> None:
+    """The add-on's ``protocol`` module is placed from ``backend/protocol.py``, never committed."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+    assert [path for path in tracked if Path(path).name == "protocol.py"] == ["backend/protocol.py"]
+
+
+def test_placing_the_contract_refreshes_a_stale_copy(tmp_path) -> None:
+    (tmp_path / "backend").mkdir()
+    (tmp_path / "trellis2_blender").mkdir()
+    (tmp_path / "backend" / "protocol.py").write_text("PROTOCOL_VERSION = 2\n")
+    (tmp_path / "trellis2_blender" / "protocol.py").write_text("PROTOCOL_VERSION = 1\n")
+    placed = build_extension.place_contract(tmp_path)
+    assert placed.read_text() == "PROTOCOL_VERSION = 2\n"
+    assert sorted(p.name for p in placed.parent.iterdir()) == ["protocol.py"]  # no temporary file left
 
 
 def test_client_imports_neither_torch_numpy_backend_nor_bpy() -> None:
-    code = ("import sys; import trellis2_blender.client, trellis2_blender.protocol; "
+    code = ("import sys; import trellis2_blender.core.client, trellis2_blender.protocol; "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'backend', 'bpy'));"
             "sys.exit(f'imported: {bad}' if bad else 0)")
     _run_python(code)

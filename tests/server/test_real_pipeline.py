@@ -59,21 +59,23 @@ def test_background_removal_is_chosen_at_load(tmp_path: Path, tiny_checkpoint: P
     client = make_client(tmp_path, DEFAULT_GENERATOR)
     client.start()
     try:
-        (err,) = [e for e in client.wait(client.load(str(tiny_checkpoint), background_removal="magic"), 60)
-                  if isinstance(e, p.Error)]
-        assert err.code == "invalid_request" and "none, solid, rmbg" in err.message
+        with pytest.raises(p.ProtocolError, match="none, solid, rmbg") as refused:  # checked before sending
+            client.load(str(tiny_checkpoint), background_removal="magic")
+        assert refused.value.code == "invalid_request"
         # RMBG-2.0 chosen, offline and not cached: a clear error before anything loads.
         rmbg = dict(background_removal="rmbg", allow_model_code=True)
         (err,) = [e for e in client.wait(client.load(str(tiny_checkpoint), **rmbg), 60)
                   if isinstance(e, p.Error)]
         assert err.code == "model_unavailable" and "RMBG-2.0" in err.message + err.hint, err
         # "none": a picture without transparency is refused, and the hint names the setting.
-        assert client.wait(client.load(str(tiny_checkpoint)), 120)[-1].status == "ok"
+        loaded = client.wait(client.load(str(tiny_checkpoint), background_removal="none"), 120)
+        assert loaded[-1].status == "ok", loaded
         events = client.wait(client.generate([str(image)], str(tmp_path / "none"), **job), 120)
         (err,) = [e for e in events if isinstance(e, p.Error)]
         assert "no transparency" in err.message and "Background Removal" in err.hint
-        # "solid": the plain-background keyer cuts the object out and the job runs.
-        loaded = client.wait(client.load(str(tiny_checkpoint), background_removal="solid"), 120)
+        # "solid", the contract's default: the plain-background keyer cuts the object out and the job runs.
+        assert p.Load(id="l", source="s").background_removal == p.DEFAULT_BACKGROUND_REMOVAL == "solid"
+        loaded = client.wait(client.load(str(tiny_checkpoint)), 120)
         assert loaded[-1].status == "ok", loaded
         events = client.wait(client.generate([str(image)], str(tmp_path / "solid"), **job), 180)
         assert events[-1].status == "ok", events

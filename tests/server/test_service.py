@@ -12,7 +12,7 @@ import pytest
 
 from tests.server.conftest import make_client
 from trellis2_blender import protocol as p  # the client decodes events with its own copy
-from trellis2_blender.client import BackendClient, BackendError
+from trellis2_blender.core.client import BackendClient, BackendError
 
 
 def _by_type(events: list[p.Message], cls: type) -> list:

@@ -112,7 +112,7 @@ def test_the_addon_sums_download_progress_over_repositories():
     """The backend reports each repository's running total (file ""); two repos must not overwrite
     each other in the add-on's progress."""
     from trellis2_blender import protocol as addon_protocol  # the add-on decodes into its own copy
-    from trellis2_blender.session import BackendSession, BackendSettings
+    from trellis2_blender.core.session import BackendSession, BackendSettings
 
     session = BackendSession(BackendSettings(python="p", backend_root="r", log_path="l", model_source="m"))
     download = addon_protocol.Download

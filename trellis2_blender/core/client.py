@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import protocol
+from .. import protocol
 
 log = logging.getLogger(__name__)
 

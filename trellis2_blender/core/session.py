@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import protocol
+from .. import protocol
 from .client import BackendClient, BackendConfig, BackendError
 from .jobs import CANCELLED, Job
 
@@ -39,7 +39,7 @@ class BackendSettings:
     low_vram: bool = False
     offline: bool = False
     cache_dir: str | None = None
-    background_removal: str = "none"  # protocol.Load.background_removal: none | solid | rmbg
+    background_removal: str = protocol.DEFAULT_BACKGROUND_REMOVAL  # protocol.BACKGROUND_REMOVAL_MODES
     background_remover: str | None = None  # a local RMBG-2.0 / BiRefNet folder (rmbg only)
     image_encoder: str | None = None  # a local DINOv3 folder
     sparse_structure_decoder: str | None = None  # a local microsoft/TRELLIS-image-large folder

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from . import protocol
+from .. import protocol
 
 Sampler = tuple  # (steps or None, guidance or None[, guidance rescale or None])
 
@@ -25,17 +25,17 @@ class GenerateSpec:
     image: str
     name: str
     output_dir: str
-    pipeline_type: str = "1024_cascade"
-    seed: int = 42
+    pipeline_type: str = protocol.DEFAULT_PIPELINE_TYPE
+    seed: int = protocol.DEFAULT_SEED
     sparse_structure: Sampler = (None, None)
     shape: Sampler = (None, None)
     texture: Sampler = (None, None)
-    face_target: int = 200_000
-    texture_size: int = 2048
+    face_target: int = protocol.DEFAULT_FACES
+    texture_size: int = protocol.DEFAULT_TEXTURE_SIZE
     num_samples: int = 1
     views: tuple[str, ...] = ()
     multiview: str = protocol.DEFAULT_MULTIVIEW_MODE
-    unwrap: str = "auto"
+    unwrap: str = protocol.Export.unwrap
     remove_floaters: bool = False
     remove_inner_shells: bool = False
     fill_holes: bool = False
@@ -69,10 +69,10 @@ class RetextureSpec:
     image: str
     name: str
     output_dir: str
-    seed: int = 42
-    resolution: int = 1024
+    seed: int = protocol.DEFAULT_SEED
+    resolution: int = protocol.DEFAULT_RETEXTURE_RESOLUTION
     texture: Sampler = (None, None)
-    texture_size: int = 2048
+    texture_size: int = protocol.DEFAULT_TEXTURE_SIZE
     kind: str = "retexture"
 
     def request_fields(self) -> dict:

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from . import protocol
+from .. import protocol
 from .client import BackendClient, BackendConfig, BackendError
 from .session import BackendSettings
 

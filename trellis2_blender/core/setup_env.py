@@ -15,6 +15,7 @@ folders with spaces or non-ASCII user names need no quoting.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -23,8 +24,6 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-from .paths import venv_python
 
 PYTHON_NAMES = ("python3.12", "python3.11", "python3", "python")
 PYTORCH_INDEX = "https://download.pytorch.org/whl"
@@ -44,6 +43,11 @@ class TorchBuild:
     index_url: str | None
     label: str
     reason: str
+
+
+def venv_python(env_dir: Path) -> Path:
+    """The interpreter of the virtual environment in ``env_dir``."""
+    return env_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
 def choose_torch_build(system: str, driver_cuda: tuple[int, int] | None) -> TorchBuild:
