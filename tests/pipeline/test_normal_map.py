@@ -13,6 +13,7 @@ from PIL import Image
 
 from backend.pipeline.api import ExportOptions
 from backend.pipeline.export import export_generated, rasterize_uv
+from backend.pipeline.export.normal_map import DenseSurface, bake_normal_map
 from backend.pipeline.export.tangents import vertex_tangents
 from tests.fixtures.meshes import uv_sphere
 
@@ -167,3 +168,13 @@ def test_no_normal_map_when_turned_off_or_nothing_was_decimated(tmp_path):
         assert "normalTexture" not in doc["materials"][0]
         assert "TANGENT" not in doc["meshes"][0]["primitives"][0]["attributes"]
         assert "normal" not in json.loads(res.direct.read_text())["textures"]
+
+
+def test_a_map_with_no_covered_texel_is_flat():
+    verts, faces = _grid()
+    normals = np.tile([0.0, 0.0, 1.0], (len(verts), 1))
+    tangents = vertex_tangents(verts, faces, verts[:, :2], normals)
+    empty = np.full((8, 8), -1)
+    out = bake_normal_map(faces, normals, tangents, empty, np.zeros((8, 8, 3), np.float32),
+                          DenseSurface.from_mesh(verts, faces), np.zeros((0, 3)), np.zeros(0, np.int64))
+    assert out.dtype == np.uint8 and (out == [128, 128, 255]).all()

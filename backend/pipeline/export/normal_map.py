@@ -103,7 +103,8 @@ def bake_normal_map(faces: np.ndarray, normals: np.ndarray, tangents: np.ndarray
     # point inward; a normal map cannot show a back face, so it is turned to the low-poly side.
     d = np.where((d * n).sum(1, keepdims=True) < 0, -d, d)
     local = np.stack([(d * t).sum(1), (d * b).sum(1), (d * n).sum(1)], 1)  # [M, 3]
-    rgb = np.zeros((*mask.shape, 3), np.float32)
+    rgb = np.empty((*mask.shape, 3), np.float32)
+    rgb[:] = (0.5, 0.5, 1.0)  # flat: what a texture with no covered texel at all keeps
     rgb[mask] = local * 0.5 + 0.5
     filled = dilate(rgb, mask, rings, device)
     return to_u8(_unit(filled.reshape(-1, 3) * 2.0 - 1.0).reshape(filled.shape) * 0.5 + 0.5)
