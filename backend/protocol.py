@@ -152,7 +152,8 @@ class Export:
 
     ``unwrap`` is one of :data:`UNWRAP_METHODS`. ``remove_floaters`` drops small separate
     pieces, ``remove_inner_shells`` pieces enclosed by another closed piece, ``fill_holes``
-    closes small holes. Every asset's ``result.json`` carries a ``qa`` report of the result.
+    closes small holes. ``bake_normal_map`` adds a tangent-space normal map of the full-resolution
+    surface to a decimated mesh. Every asset's ``result.json`` carries a ``qa`` report of the result.
     """
 
     texture_size: int = field(default=DEFAULT_TEXTURE_SIZE,
@@ -165,6 +166,7 @@ class Export:
     remove_floaters: bool = False
     remove_inner_shells: bool = False
     fill_holes: bool = False
+    bake_normal_map: bool = True
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ class PbrMaterial:
     roughness_factor: float = 1.0
     base_color_texture: np.ndarray | None = None  # [H, W, 3|4] uint8, sRGB
     metallic_roughness_texture: np.ndarray | None = None  # [H, W, 3|4] uint8, G=rough, B=metal
+    normal_texture: np.ndarray | None = None  # [H, W, 3] uint8, tangent space, rgb = xyz * 0.5 + 0.5
     alpha_mode: str = "OPAQUE"
     alpha_cutoff: float = 0.5
     double_sided: bool = False
@@ -46,6 +47,7 @@ class PbrMaterial:
         for label, tex in (
             ("base_color_texture", self.base_color_texture),
             ("metallic_roughness_texture", self.metallic_roughness_texture),
+            ("normal_texture", self.normal_texture),
         ):
             if tex is not None and (tex.dtype != np.uint8 or tex.ndim != 3 or tex.shape[2] not in (3, 4)):
                 raise MeshError(f"{label} must be a uint8 [H, W, 3|4] array, got {tex.dtype} {tex.shape}")
@@ -59,6 +61,7 @@ class TriangleMesh:
     faces: np.ndarray  # [F, 3] integer vertex indices
     uvs: np.ndarray | None = None  # [V, 2] float, glTF convention
     normals: np.ndarray | None = None  # [V, 3] float
+    tangents: np.ndarray | None = None  # [V, 4] float: glTF TANGENT, xyz unit, w = +-1 (bitangent sign)
     vertex_colors: np.ndarray | None = None  # [V, 4] float, linear, in [0, 1]
     materials: list[PbrMaterial] = field(default_factory=list)
     face_materials: np.ndarray | None = None  # [F] int index into materials
@@ -97,7 +100,7 @@ class TriangleMesh:
         if not np.isfinite(used).all():
             raise MeshError("the mesh has NaN or infinite vertex coordinates")
         for label, arr, width in (("uvs", self.uvs, 2), ("normals", self.normals, 3),
-                                  ("vertex_colors", self.vertex_colors, 4)):
+                                  ("tangents", self.tangents, 4), ("vertex_colors", self.vertex_colors, 4)):
             if arr is not None and arr.shape != (v.shape[0], width):
                 raise MeshError(f"{label} must have shape [{v.shape[0]}, {width}], got {arr.shape}")
             if arr is not None and not np.isfinite(arr[np.unique(f)]).all():

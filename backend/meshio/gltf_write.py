@@ -70,6 +70,8 @@ def _material_json(mat: PbrMaterial, tex_index) -> dict:
         pbr["metallicRoughnessTexture"] = {"index": tex_index(mat.metallic_roughness_texture)}
     out = {"name": mat.name, "pbrMetallicRoughness": pbr, "alphaMode": mat.alpha_mode,
            "doubleSided": bool(mat.double_sided)}
+    if mat.normal_texture is not None:
+        out["normalTexture"] = {"index": tex_index(mat.normal_texture)}
     if mat.alpha_mode == "MASK":
         out["alphaCutoff"] = float(mat.alpha_cutoff)
     return out
@@ -89,6 +91,8 @@ def build_glb(mesh: TriangleMesh, *, texture_format: str = "png",
     attrs = {"POSITION": b.accessor(pos, "VEC3", _FLOAT, _ARRAY_BUFFER, minmax=True)}
     if mesh.normals is not None:
         attrs["NORMAL"] = b.accessor(_unit_normals(mesh.normals), "VEC3", _FLOAT, _ARRAY_BUFFER)
+    if mesh.tangents is not None:
+        attrs["TANGENT"] = b.accessor(np.asarray(mesh.tangents, np.float32), "VEC4", _FLOAT, _ARRAY_BUFFER)
     if mesh.uvs is not None:
         attrs["TEXCOORD_0"] = b.accessor(mesh.uvs.astype(np.float32), "VEC2", _FLOAT, _ARRAY_BUFFER)
     if mesh.vertex_colors is not None:
@@ -157,9 +161,9 @@ def write_glb(path: str | os.PathLike, mesh: TriangleMesh, *, texture_format: st
               generator: str = "trellis2-blender", encode: ImageEncoder = encode_image) -> None:
     """Write ``mesh`` as a binary glTF 2.0 file, atomically (temp file + ``os.replace``).
 
-    Writes POSITION, NORMAL (renormalised), TEXCOORD_0, COLOR_0 (RGBA float) when present,
-    and per material: baseColorTexture (RGB/RGBA), metallicRoughnessTexture (G = roughness,
-    B = metallic), factors, alphaMode, alphaCutoff (MASK) and doubleSided.
+    Writes POSITION, NORMAL (renormalised), TANGENT, TEXCOORD_0, COLOR_0 (RGBA float) when
+    present, and per material: baseColorTexture (RGB/RGBA), metallicRoughnessTexture (G =
+    roughness, B = metallic), normalTexture, factors, alphaMode, alphaCutoff (MASK) and doubleSided.
 
     Raises:
         MeshError: the mesh is invalid (nothing is written).

@@ -134,6 +134,10 @@ class ExportOptions:
     remove_floaters: bool = False
     remove_inner_shells: bool = False
     fill_holes: bool = False  # close holes smaller than export.asset.SMALL_HOLE_PERIMETER
+    # A tangent-space normal map from the dense surface, when decimation removed faces. On by
+    # default: it reuses the colour bake's projection onto the dense surface (one more texture
+    # and a few array passes), and without it decimation visibly flattens fine relief.
+    bake_normal_map: bool = True
 
     def __post_init__(self) -> None:
         if not protocol.MIN_TEXTURE_SIZE <= self.texture_size <= protocol.MAX_TEXTURE_SIZE:

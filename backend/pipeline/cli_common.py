@@ -81,6 +81,8 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--remove-inner-shells", action="store_true",
                    help="drop pieces enclosed by another closed piece (never seen, they cost triangles)")
     g.add_argument("--fill-holes", action="store_true", help="close small holes in the surface")
+    g.add_argument("--no-normal-map", action="store_true",
+                   help="do not bake a normal map of the full-resolution surface onto the decimated mesh")
     g.add_argument("--no-glb", action="store_true", help="only write the Blender result folder")
     g.add_argument("--no-direct", action="store_true", help="only write the GLB")
 
@@ -107,7 +109,8 @@ def export_options(args: argparse.Namespace) -> ExportOptions:
                          write_glb=not args.no_glb, write_direct=not args.no_direct,
                          alpha_mode=args.alpha_mode, double_sided=args.double_sided,
                          rasterizer=args.rasterizer, unwrap=args.unwrap, remove_floaters=args.remove_floaters,
-                         remove_inner_shells=args.remove_inner_shells, fill_holes=args.fill_holes)
+                         remove_inner_shells=args.remove_inner_shells, fill_holes=args.fill_holes,
+                         bake_normal_map=not args.no_normal_map)
 
 
 def runtime(args: argparse.Namespace, bundled_release: Path | None = BUNDLED_MINI_RELEASE) -> Runtime:

@@ -50,7 +50,7 @@ def _export(e: protocol.Export) -> api.ExportOptions:
     return api.ExportOptions(texture_size=e.texture_size, faces=e.faces, texture_format=e.texture_format,  # type: ignore[arg-type]
                              write_glb=e.write_glb, write_direct=e.write_direct, unwrap=e.unwrap,  # type: ignore[arg-type]
                              remove_floaters=e.remove_floaters, remove_inner_shells=e.remove_inner_shells,
-                             fill_holes=e.fill_holes)
+                             fill_holes=e.fill_holes, bake_normal_map=e.bake_normal_map)
 
 
 def _output_dir(path: str) -> Path:

@@ -40,6 +40,10 @@ NODE_TYPES = {"Material Output": "ShaderNodeOutputMaterial", "Principled BSDF": 
               "Base Color": "ShaderNodeTexImage", "Metallic Roughness": "ShaderNodeTexImage",
               "Separate Metallic Roughness": "ShaderNodeSeparateColor"}
 COLORSPACES = {"Base Color": "sRGB", "Metallic Roughness": "Non-Color"}
+# A generated mesh that the face target decimated also carries the baked normal map.
+NORMAL_MAP_LINKS = {("Normal", "Color", "Normal Map", "Color"),
+                    ("Normal Map", "Normal", "Principled BSDF", "Normal")}
+NORMAL_MAP_NODES = {"Normal": "ShaderNodeTexImage", "Normal Map": "ShaderNodeNormalMap"}
 
 # Small jobs: a few seconds each on two CPU cores.
 SMALL_JOBS = """
@@ -73,19 +77,21 @@ def _run(tmp_path, script, bpy_python, extension_zip, model, **extra):
     return run.result
 
 
-def _check_material(info, alpha_mode):
-    """The wiring the issue asks for, given the backend's alpha verdict for the result."""
-    assert info["node_types"] == NODE_TYPES
+def _check_material(info, alpha_mode, normal_map: bool):
+    """The wiring the issue asks for, given the backend's alpha verdict for the result and whether
+    it baked a normal map."""
+    assert info["node_types"] == NODE_TYPES | (NORMAL_MAP_NODES if normal_map else {})
     assert info["separate_mode"] == "RGB"
-    assert info["colorspaces"] == COLORSPACES
+    assert info["colorspaces"] == COLORSPACES | ({"Normal": "Non-Color"} if normal_map else {})
     assert info["packed"]
     links = {tuple(link) for link in info["links"]}
+    normal_links = NORMAL_MAP_LINKS if normal_map else set()
     if alpha_mode == "OPAQUE":
-        assert links == OPAQUE_LINKS
+        assert links == OPAQUE_LINKS | normal_links
         assert info["render_method"] != "BLENDED"
         assert info["base_transparent"] is False
     else:
-        assert links == TRANSPARENT_LINKS
+        assert links == TRANSPARENT_LINKS | normal_links
         assert info["render_method"] == "BLENDED"
         assert info["base_transparent"] is True
 
@@ -141,7 +147,7 @@ def test_generate_imports_object_with_principled_material(tmp_path, inputs, bpy_
         assert info["ret"] == ["FINISHED"], info
         assert info["new"] == [name]
         assert info["status"] == "FINISHED" and info["backend"] == "READY"
-        _check_material(info, info["alpha_mode"])
+        _check_material(info, info["alpha_mode"], normal_map=True)  # the face target decimated it
         assert info["materials"] == 1
         if name == "leaf":  # an empty scene: at the 3D cursor
             assert info["location"] == [1.0, 2.0, 3.0]
@@ -252,7 +258,7 @@ def test_retexture_keeps_transform_topology_and_uvs(tmp_path, inputs, bpy_python
     # The QA report of the retextured mesh reached the object: a closed, subdivided cube.
     assert res["qa"]["watertight"] and res["qa"]["shells"] == 1 and res["qa"]["triangles"] == 108
     assert res["alpha_mode"] == "BLEND"  # random tiny weights: alpha about 0.5
-    _check_material(res["material"], res["alpha_mode"])
+    _check_material(res["material"], res["alpha_mode"], normal_map=False)  # the mesh is kept as it is
     assert res["settings"]["kind"] == "retexture"
     assert res["settings"]["resolution"] == 512
     assert res["status"] == "FINISHED"

@@ -5,8 +5,10 @@ Two entry points:
 - :func:`export_generated`: a generated mesh in the working frame (Z-up unit
   cube) plus its attribute function; cleaned as ``ExportOptions`` asks (floaters,
   inner shells, small holes), decimated to the face target, re-oriented,
-  unwrapped, baked with re-projection onto the full-resolution mesh, written as
-  a Y-up GLB ``(x, y, z) -> (x, z, -y)`` and as a Z-up direct result.
+  unwrapped, baked with re-projection onto the full-resolution mesh (plus, when
+  decimation removed faces and ``bake_normal_map`` is on, a tangent-space normal
+  map of the full-resolution surface, see :mod:`.normal_map`), written as a Y-up
+  GLB ``(x, y, z) -> (x, z, -y)`` and as a Z-up direct result.
 - :func:`export_retextured`: a user's mesh in its own file frame; topology,
   UVs, normals and placement are kept (UVs are generated only when it has
   none); the bake samples attributes through ``to_work`` (file frame ->
@@ -19,6 +21,7 @@ Both record a QA report of the written mesh in ``result.json`` (``"qa"``: the co
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -37,11 +40,13 @@ from backend.ovoxel.cleanup import fill_holes
 
 from ..api import AssetResult, CancelToken, ExportOptions
 from . import mesh_ops
-from .bake import AttributeFn, SurfaceProjector, bake
+from .bake import AttributeFn, SurfaceProjector, bake, bake_points, texel_points
 from .direct import write_direct
 from .material import TextureSet, material, pack_textures
+from .normal_map import DenseSurface, bake_normal_map
 from .raster import nvdiffrast_available, rasterize_uv, rasterize_uv_nvdiffrast
 from .result_files import StagedAsset
+from .tangents import vertex_tangents
 from .uv import Unwrapped, fast_unwrap, unwrap
 
 log = logging.getLogger(__name__)
@@ -150,7 +155,8 @@ def _encode_once(tex: TextureSet, formats: set[str]) -> Callable[[np.ndarray, st
     The GLB and the direct folder embed the same PNGs, and the encodes run in parallel
     threads (Pillow's zlib releases the GIL): at 2048^2 they were a quarter of export time.
     """
-    jobs = [(img, fmt) for fmt in sorted(formats) for img in (tex.base_color, tex.metallic_roughness)]
+    images = [img for img in (tex.base_color, tex.metallic_roughness, tex.normal) if img is not None]
+    jobs = [(img, fmt) for fmt in sorted(formats) for img in images]
     if not jobs:
         return encode_image
     with ThreadPoolExecutor(len(jobs)) as pool:
@@ -202,15 +208,32 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
     t = timings.mark("unwrap", t)
     step("bake")
     face_img, bary_img = rasterize(uw.uvs, uw.faces, options.texture_size, options, device)
-    attrs, mask = bake(v_uv, uw.faces, face_img, bary_img, attributes, reference,
-                       device=_compute_device(device))
-    tex = pack_textures(attrs, mask, options.alpha_mode)
+    tangents = None
+    if reference is None:
+        attrs, mask = bake(v_uv, uw.faces, face_img, bary_img, attributes, device=_compute_device(device))
+        tex = pack_textures(attrs, mask, options.alpha_mode)
+    else:
+        pts, mask = texel_points(v_uv, uw.faces, face_img, bary_img)
+        hit_points, hit_faces = reference.closest(pts)
+        attrs, mask = bake_points(hit_points, mask, attributes, device=_compute_device(device))
+        tex = pack_textures(attrs, mask, options.alpha_mode)
+        if options.bake_normal_map:
+            tangents = vertex_tangents(v_uv, uw.faces, uw.uvs, normals)
+            normal_tex = bake_normal_map(uw.faces, normals, tangents, face_img, bary_img,
+                                         DenseSurface.from_mesh(hi_v, hi_f), hit_points, hit_faces,
+                                         device=_compute_device(device))
+            tex = dataclasses.replace(tex, normal=normal_tex)
     t = timings.mark("bake", t)
     qa = {**qa_report(v_uv, uw.faces, uw.uvs, face_img, options.texture_size), "cleanup": cleaned}
     result_fields = {**(result_fields or {}), "qa": qa}
     step("write")
+    glb_tangents = None
+    if tangents is not None:  # xyz turn with the frame; w (handedness) is frame-independent
+        glb_tangents = np.concatenate([tangents[:, :3] @ Z_UP_TO_Y_UP.T, tangents[:, 3:]], 1)
+        glb_tangents = glb_tangents.astype(np.float32)
     glb_mesh = TriangleMesh(v_uv @ Z_UP_TO_Y_UP.T, uw.faces, uvs=uw.uvs,
                             normals=(normals.astype(np.float64) @ Z_UP_TO_Y_UP.T).astype(np.float32),
+                            tangents=glb_tangents,
                             materials=[material(tex, options.double_sided)])
     result = _write(glb_mesh, tex, v_uv, normals, out_dir, name, options, options.double_sided,
                     result_fields)

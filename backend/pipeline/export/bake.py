@@ -83,7 +83,13 @@ class SurfaceProjector:
         self.k = min(k, len(faces))
 
     def project(self, points: np.ndarray, chunk: int = 1 << 19) -> np.ndarray:
+        """The closest reference-surface point of each of ``points [N, 3]``."""
+        return self.closest(points, chunk)[0]
+
+    def closest(self, points: np.ndarray, chunk: int = 1 << 19) -> tuple[np.ndarray, np.ndarray]:
+        """``(closest points [N, 3] float64, the reference face each lies on [N] int64)``."""
         out = np.empty_like(points, dtype=np.float64)
+        out_face = np.empty(len(points), dtype=np.int64)
         for s in range(0, len(points), chunk):
             p_np = points[s:s + chunk].astype(np.float64)  # [n, 3]
             _, idx = self.tree.query(p_np, k=self.k, workers=-1)
@@ -91,6 +97,7 @@ class SurfaceProjector:
             p = torch.from_numpy(p_np).to(self.device, self.tri.dtype)
             best = torch.full((len(p),), float("inf"), dtype=p.dtype, device=self.device)
             res = p.clone()
+            face = idx[:, 0].clone()
             for j in range(self.k):
                 t = self.tri[idx[:, j]]  # [n, 3, 3]
                 q = closest_point_on_triangles(p, t[:, 0], t[:, 1], t[:, 2])
@@ -98,8 +105,10 @@ class SurfaceProjector:
                 better = d < best
                 best = torch.where(better, d, best)
                 res = torch.where(better[:, None], q, res)
+                face = torch.where(better, idx[:, j], face)
             out[s:s + chunk] = res.double().cpu().numpy()
-        return out
+            out_face[s:s + chunk] = face.cpu().numpy()
+        return out, out_face
 
 
 def dilate(image: np.ndarray, mask: np.ndarray, rings: int = 4, device: str = "cpu") -> np.ndarray:
@@ -159,7 +168,14 @@ def bake(vertices: np.ndarray, faces: np.ndarray, face_img: np.ndarray, bary_img
     pts, mask = texel_points(vertices, faces, face_img, bary_img)
     if reference is not None and len(pts):
         pts = reference.project(pts)
-    vals = attributes(pts).astype(np.float32)  # [M, C]
+    return bake_points(pts, mask, attributes, rings, device)
+
+
+def bake_points(points: np.ndarray, mask: np.ndarray, attributes: AttributeFn, rings: int = 4,
+                device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Bake ``attributes`` sampled at ``points [M, 3]``, the surface points of the ``M`` texels where
+    ``mask [H, W]`` is True (row-major order); returns what :func:`bake` returns."""
+    vals = attributes(points).astype(np.float32)  # [M, C]
     tex = np.zeros((*mask.shape, vals.shape[1]), np.float32)
     tex[mask] = vals
     return dilate(tex, mask, rings, device), mask

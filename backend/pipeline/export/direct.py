@@ -8,8 +8,9 @@ Layout (read by ``trellis2_blender/results.py``)::
                                                normals [V,3] f32; Blender frame (Z-up)
     <folder>/<name>_base_color.png             sRGB RGB or RGBA (alpha = opacity)
     <folder>/<name>_metallic_roughness.png     glTF packing: G roughness, B metallic
+    <folder>/<name>_normal.png                 when baked: tangent-space normals (glTF encoding)
 
-``result.json``: ``{"name", "mesh", "textures": {"base_color", "metallic_roughness"},
+``result.json``: ``{"name", "mesh", "textures": {"base_color", "metallic_roughness"[, "normal"]},
 "alpha_mode", "double_sided", "stats": {"vertices", "faces", "texture_size"}}`` plus the
 caller's fields, e.g. ``"qa"`` (the QA report, see ``export/asset.py``), ``"seed"``, ``"sample"``,
 ``"model": {"source": "official" | "local" | "bundled-mini", "path"}`` (which
@@ -57,6 +58,9 @@ def write_direct(folder: Path, name: str, positions: np.ndarray | None, faces: n
     files = {"base_color": f"{name}_base_color.png", "metallic_roughness": f"{name}_metallic_roughness.png"}
     write_atomic(folder / files["base_color"], encode(tex.base_color, "png"))
     write_atomic(folder / files["metallic_roughness"], encode(tex.metallic_roughness, "png"))
+    if tex.normal is not None:
+        files["normal"] = f"{name}_normal.png"
+        write_atomic(folder / files["normal"], encode(tex.normal, "png"))
     doc["textures"] = files
     doc.update(fields or {})
     path = folder / "result.json"

@@ -25,6 +25,7 @@ class TextureSet:
     base_color: np.ndarray  # [H, W, 3|4] uint8 sRGB (+ alpha)
     metallic_roughness: np.ndarray  # [H, W, 3] uint8: R 0, G roughness, B metallic
     alpha_mode: str
+    normal: np.ndarray | None = None  # [H, W, 3] uint8 tangent-space normals (see export/normal_map.py)
 
 
 def to_u8(x: np.ndarray) -> np.ndarray:
@@ -56,5 +57,5 @@ def pack_textures(attrs: np.ndarray, mask: np.ndarray, alpha_mode: str = "auto")
 def material(tex: TextureSet, double_sided: bool, name: str = "trellis2") -> PbrMaterial:
     return PbrMaterial(name=name, base_color_factor=(1.0, 1.0, 1.0, 1.0), metallic_factor=1.0,
                        roughness_factor=1.0, base_color_texture=tex.base_color,
-                       metallic_roughness_texture=tex.metallic_roughness, alpha_mode=tex.alpha_mode,
-                       double_sided=double_sided)
+                       metallic_roughness_texture=tex.metallic_roughness, normal_texture=tex.normal,
+                       alpha_mode=tex.alpha_mode, double_sided=double_sided)
