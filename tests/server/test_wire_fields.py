@@ -87,6 +87,7 @@ EXPORT_VALUES = {
     "export.texture_size": 1024, "export.faces": 12_345, "export.texture_format": "webp",
     "export.write_glb": False, "export.write_direct": False, "export.unwrap": "xatlas",
     "export.remove_floaters": True, "export.remove_inner_shells": True, "export.fill_holes": True,
+    "export.bake_normal_map": False,
 }
 
 

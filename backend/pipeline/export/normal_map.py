@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import mesh_ops
+from backend.geometry import topology
+
 from .bake import dilate
 from .material import to_u8
 
@@ -38,8 +39,8 @@ class DenseSurface:
         """Orient ``faces`` first: the extracted surface's winding is not consistent, and vertex
         normals summed over faces wound both ways cancel out."""
         v = np.asarray(vertices, np.float64)
-        f = mesh_ops.orient(v, np.asarray(faces, np.int64))
-        return cls(v, f, mesh_ops.vertex_normals(v, f).astype(np.float64))
+        f = topology.orient_faces(v, np.asarray(faces, np.int64))
+        return cls(v, f, topology.vertex_normals(v, f).astype(np.float64))
 
     def normals_at(self, points: np.ndarray, faces: np.ndarray) -> np.ndarray:
         """Unit normals ``[N, 3]`` at ``points [N, 3]`` lying on the given faces ``[N]``."""
