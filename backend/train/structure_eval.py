@@ -94,9 +94,10 @@ def sample_structures(release: Path, pictures: Sequence[Path], *, device: str, s
     from backend.pipeline.generator import Trellis2Generator
     from backend.pipeline.image import load_and_preprocess
     from backend.pipeline.image_to_3d import stage_params, view_conditions
+    from backend.pipeline.progress import Tracker
     from backend.pipeline.runtime import Runtime
     from backend.pipeline.sampler import make_generator
-    from backend.pipeline.stages import sample_sparse_structure
+    from backend.pipeline.structure import FlowStructure
 
     from .evaluation import _encoder_dependencies
 
@@ -105,15 +106,16 @@ def sample_structures(release: Path, pictures: Sequence[Path], *, device: str, s
     store = Trellis2Generator(runtime).store
     request = GenerateRequest(images=(pictures[0],), output_dir=Path("."))  # default sampler settings
     params = stage_params(store, request).sparse_structure
-    dino = store.conditioner()
-    flow, decoder = store.get("sparse_structure_flow_model"), store.get("sparse_structure_decoder")
+    dino, structure = store.conditioner(), FlowStructure()
     grids = []
     for picture in pictures:
         image = load_and_preprocess(picture, None)
         with store.on_device(dino.model):
             cond, neg = view_conditions(dino, [image], 512, 1, None)
-        with store.on_device(flow, decoder), torch.no_grad():
-            coords = sample_sparse_structure(flow, decoder, cond, neg, params, make_generator(seed), grid)
+        with torch.no_grad():
+            gen, tracker = make_generator(seed), Tracker(None, None)
+            tracker.begin("sparse_structure")
+            coords = structure.occupancy(store, cond, neg, params, gen, grid, tracker)
         occ = np.zeros((grid,) * 3, dtype=bool)
         c = coords[:, 1:].long().cpu().numpy()
         occ[c[:, 0], c[:, 1], c[:, 2]] = True

@@ -489,3 +489,22 @@ def test_the_same_command_trains_with_ddp_on_two_processes(tdata, tmp_path):
     assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])  # ranks draw different noise
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
+
+
+def test_stage_one_evaluation_scores_every_object_against_its_own_occupancy(tdata, flow_runs, tmp_path):
+    from backend.train.structure_eval import STRUCTURE_GRID, evaluate_structure, pooled_occupancy
+
+    release = _assemble(tdata, flow_runs, tmp_path / "release")
+    releases = {"a": release, "b": release}
+    summary = evaluate_structure(releases, tdata.data, tmp_path / "eval", split=None, limit=2, seed=5)
+    out = tmp_path / "eval"
+    rows = [json.loads(line) for line in (out / "structure_results.jsonl").read_text().splitlines()]
+    first_two = sorted(OBJECTS)[:2]
+    assert [(r["release"], r["object_id"]) for r in rows] == [(n, i) for n in "ab" for i in first_two]
+    for row in rows:
+        with np.load(tdata.data / "ss_occupancy" / f"{row['object_id']}.npz") as npz:
+            assert row["occupied"] == int(pooled_occupancy(npz["cells"], STRUCTURE_GRID).sum()) > 0
+        assert 0.0 <= row["iou"] <= row["dilated_iou"] <= 1.0
+    assert rows[:2] == [{**r, "release": "a"} for r in rows[2:]]  # same release, same seed: same structures
+    assert summary["a"]["objects"] == 2
+    assert json.loads((out / "structure_summary.json").read_text()) == summary
