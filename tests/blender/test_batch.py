@@ -83,3 +83,30 @@ def test_batch_manifest_per_item_settings(tmp_path, inputs, bpy_python, fake_bac
     assert single["multiview"] is None and len(single["images"]) == 1
     assert all(set(r["outputs"]) == {"blend"} for r in report["items"])
     assert not list(out.glob("*.glb"))
+    assert single["export"]["write_glb"] is False  # no GLB asked of the backend either
+
+
+def test_batch_glb_is_the_backends_own(tmp_path, inputs, bpy_python, fake_backend_python, model_dir):
+    """One GLB producer: the batch asks the backend for a GLB and hands that file out unchanged
+    (for a generated item and a retexture), instead of exporting the scene with Blender's exporter."""
+    mesh = tmp_path / "old_pot.ply"
+    mesh.write_text("not read by the fake generator beyond its existence")
+    manifest = tmp_path / "jobs.json"
+    manifest.write_text(json.dumps({"items": [{"image": str(inputs["opaque"]), "name": "pot"},
+                                              {"image": str(inputs["opaque"]), "mesh": str(mesh),
+                                               "name": "pot_new"}]}))
+    out = tmp_path / "out"
+    run = run_python([str(REPO / "scripts" / "batch_generate.py"), "--input", str(manifest), "--output",
+                      str(out), "--format", "glb", "--backend-python", str(fake_backend_python),
+                      "--model", str(model_dir)], python=bpy_python, user_dir=tmp_path / "u", timeout=240)
+    assert run.returncode == 0, run.describe()
+    report = json.loads((out / "report.json").read_text())
+    for record in report["items"]:
+        name = record["name"]
+        assert record["status"] == "ok", record
+        assert record["outputs"] == {"glb": str(out / f"{name}.glb")}
+        received = json.loads((out / ".jobs" / name / "received_request.json").read_text())
+        assert received["export"]["write_glb"] is True
+        backend_glb = out / ".jobs" / name / f"{name}.glb"
+        assert (out / f"{name}.glb").read_bytes() == backend_glb.read_bytes()
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
