@@ -647,9 +647,7 @@ class TRELLIS2_OT_backend_start(bpy.types.Operator):
         session = runtime.session_for(settings)
         session.start()
         if bpy.app.background:
-            while session.state in (STARTING, LOADING):
-                session.pump()
-                time.sleep(0.05)
+            session.wait_loaded()
             sync_status(context)
             if session.state == ERROR:
                 self.report({"ERROR"}, session.message)
@@ -845,9 +843,11 @@ classes = (
 )
 
 
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
 def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
+    _register_classes()
 
 
 def unregister() -> None:
@@ -857,6 +857,5 @@ def unregister() -> None:
     _active.clear()
     _history.clear()
     _history_read.clear()
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()
 
