@@ -36,14 +36,13 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from . import protocol
+from .core import atomic
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +158,7 @@ def _manifest_items(path: Path, defaults: dict) -> list[dict]:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-    os.replace(tmp, path)
+    atomic.write_bytes(path, json.dumps(data, indent=2).encode("utf-8"))
 
 
 def _clear_scene(bpy) -> None:
@@ -171,12 +167,12 @@ def _clear_scene(bpy) -> None:
     bpy.data.orphans_purge(do_local_ids=True, do_linked_ids=True, do_recursive=True)
 
 
-def _spec(item: dict, out: Path):
+def _spec(item: dict, out: Path, formats: set[str]):
     from .core import jobs
 
     sampler = {stage: (item["steps"].get(stage), item["guidance"].get(stage)) for stage in STAGES}
     common = dict(image=item["image"], name=item["name"], output_dir=str(out / ".jobs" / item["name"]),
-                  seed=int(item["seed"]), texture_size=int(item["texture_size"]))
+                  seed=int(item["seed"]), texture_size=int(item["texture_size"]), write_glb="glb" in formats)
     if "mesh" in item:
         return jobs.RetextureSpec(mesh=item["mesh"], resolution=int(item["resolution"]),
                                   texture=sampler["texture"], **common)
@@ -198,7 +194,7 @@ def run_item(item: dict, args, session) -> dict:
     if "mesh" in item:
         record["mesh"] = item["mesh"]
     t0 = time.monotonic()
-    spec = _spec(item, out)
+    spec = _spec(item, out, args.formats)
     missing = [f for f in (item["image"], item.get("mesh"), *item.get("views", ()))
                if f and not Path(f).is_file()]
     if missing:
@@ -224,9 +220,7 @@ def run_item(item: dict, args, session) -> dict:
                                 else "OPAQUE")
         record["vertices"], record["faces"] = len(obj.data.vertices), len(obj.data.polygons)
         if "glb" in args.formats:
-            path = out / f"{name}.glb"
-            bpy.ops.export_scene.gltf(filepath=str(path), export_format="GLB", use_selection=True)
-            record["outputs"]["glb"] = str(path)
+            record["outputs"]["glb"] = str(_copy_glb(job.glb_file(), out / f"{name}.glb"))
         if "blend" in args.formats:
             path = out / f"{name}.blend"
             bpy.ops.wm.save_as_mainfile(filepath=str(path), copy=True, compress=True)
@@ -243,6 +237,15 @@ def run_item(item: dict, args, session) -> dict:
     record["seconds"]["import_export"] = round(time.monotonic() - t1, 3)
     record["status"] = "ok"
     return record
+
+
+def _copy_glb(source: str | None, path: Path) -> Path:
+    """The backend's GLB of the item (generate and retexture both write one when asked) at ``path``,
+    whole or not at all. Blender does not export it again: the backend is the one GLB writer."""
+    if not source or not Path(source).is_file():
+        raise FileNotFoundError(f"the backend wrote no GLB for {path.stem} (expected {source or 'one'})")
+    atomic.write_bytes(path, Path(source).read_bytes())
+    return path
 
 
 def _already_done(previous: dict, item: dict) -> bool:

@@ -35,6 +35,17 @@ _history: list[history.HistoryEntry] = []  # what the panel's History lists, new
 _history_read: list[bool] = []  # not empty once the jobs folder has been read
 
 
+# Why a button is greyed out, where two operators share the reason.
+JOB_RUNNING = "A TRELLIS.2 job is running"
+ONLINE_ACCESS_OFF = "Blender's \"Allow Online Access\" is off (Preferences > System > Network)"
+
+
+def _refuse(cls, reason: str) -> bool:
+    """An operator's poll verdict "not now": the button greys out and its tooltip gives ``reason``."""
+    cls.poll_message_set(reason)
+    return False
+
+
 def active_job() -> jobs.Job | None:
     job = _active.get("job")
     return job if job is not None and not job.finished else None
@@ -305,12 +316,10 @@ class TRELLIS2_OT_generate(_JobOperator, bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         if active_job() is not None:
-            cls.poll_message_set("A TRELLIS.2 job is running")
-            return False
+            return _refuse(cls, JOB_RUNNING)
         problem = _image_problem(context.scene.trellis2)
         if problem:
-            cls.poll_message_set(problem)
-            return False
+            return _refuse(cls, problem)
         return True
 
     def make_job(self, context) -> jobs.Job:
@@ -359,22 +368,17 @@ class TRELLIS2_OT_retexture(_JobOperator, bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         if active_job() is not None:
-            cls.poll_message_set("A TRELLIS.2 job is running")
-            return False
+            return _refuse(cls, JOB_RUNNING)
         obj = context.active_object
         if obj is None or obj.type != "MESH" or not obj.select_get():
-            cls.poll_message_set("Select a mesh object")
-            return False
+            return _refuse(cls, "Select a mesh object")
         if not obj.data.uv_layers:
-            cls.poll_message_set("The selected mesh has no UV map: unwrap it first")
-            return False
+            return _refuse(cls, "The selected mesh has no UV map: unwrap it first")
         if context.mode != "OBJECT":
-            cls.poll_message_set("Switch to Object Mode")
-            return False
+            return _refuse(cls, "Switch to Object Mode")
         problem = _image_problem(context.scene.trellis2)
         if problem:
-            cls.poll_message_set(problem)
-            return False
+            return _refuse(cls, problem)
         return True
 
     def _object(self, context):
@@ -437,8 +441,7 @@ class TRELLIS2_OT_keep_variation(bpy.types.Operator):
         obj = context.active_object
         collection = scene_io.variation_set(obj)
         if collection is None or len(collection.objects) < 2:
-            cls.poll_message_set("Select one of a set of generated variations")
-            return False
+            return _refuse(cls, "Select one of a set of generated variations")
         return True
 
     def execute(self, context):
@@ -460,11 +463,9 @@ base color, metallic, roughness and a normal map onto it; the original is hidden
     def poll(cls, context):
         obj = context.active_object
         if obj is None or obj.type != "MESH" or not obj.data.polygons:
-            cls.poll_message_set("Select a mesh object")
-            return False
+            return _refuse(cls, "Select a mesh object")
         if context.mode != "OBJECT":
-            cls.poll_message_set("Switch to Object Mode")
-            return False
+            return _refuse(cls, "Switch to Object Mode")
         return True
 
     def execute(self, context):
@@ -494,8 +495,7 @@ class TRELLIS2_OT_view_add(bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         if len(context.scene.trellis2.views) + 1 >= protocol.MAX_VIEWS:
-            cls.poll_message_set(f"At most {protocol.MAX_VIEWS} pictures of one object")
-            return False
+            return _refuse(cls, f"At most {protocol.MAX_VIEWS} pictures of one object")
         return True
 
     def execute(self, context):
@@ -594,8 +594,7 @@ class TRELLIS2_OT_cancel(bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         if active_job() is None:
-            cls.poll_message_set("No job is running")
-            return False
+            return _refuse(cls, "No job is running")
         return True
 
     def execute(self, context):
@@ -629,13 +628,11 @@ class TRELLIS2_OT_backend_start(bpy.types.Operator):
     def poll(cls, context):
         session = runtime.current()
         if session is not None and session.state in (STARTING, LOADING, READY, BUSY):
-            cls.poll_message_set("The backend is already running")
-            return False
+            return _refuse(cls, "The backend is already running")
         if preferences.resolved_python(preferences.get(context)) is None:
             # Greyed out with the reason; the panel's guide shows the way out.
-            cls.poll_message_set("No backend yet: press Set Up Backend in the TRELLIS.2 panel or set "
-                                 "add-on preferences: Backend Python")
-            return False
+            return _refuse(cls, "No backend yet: press Set Up Backend in the TRELLIS.2 panel or set "
+                                "add-on preferences: Backend Python")
         return True
 
     def execute(self, context):
@@ -647,9 +644,7 @@ class TRELLIS2_OT_backend_start(bpy.types.Operator):
         session = runtime.session_for(settings)
         session.start()
         if bpy.app.background:
-            while session.state in (STARTING, LOADING):
-                session.pump()
-                time.sleep(0.05)
+            session.wait_loaded()
             sync_status(context)
             if session.state == ERROR:
                 self.report({"ERROR"}, session.message)
@@ -670,8 +665,7 @@ class TRELLIS2_OT_backend_stop(bpy.types.Operator):
     def poll(cls, context):
         session = runtime.current()
         if session is None or session.state == STOPPED:
-            cls.poll_message_set("The backend is not running")
-            return False
+            return _refuse(cls, "The backend is not running")
         return True
 
     def execute(self, context):
@@ -695,12 +689,10 @@ class TRELLIS2_OT_download_weights(bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         if not bpy.app.online_access:
-            cls.poll_message_set("Blender's \"Allow Online Access\" is off (Preferences > System > Network)")
-            return False
+            return _refuse(cls, ONLINE_ACCESS_OFF)
         session = runtime.current()
         if session is not None and session.state in (STARTING, LOADING):
-            cls.poll_message_set("The backend is busy loading")
-            return False
+            return _refuse(cls, "The backend is busy loading")
         return True
 
     def invoke(self, context, event):
@@ -753,17 +745,14 @@ class TRELLIS2_OT_setup_backend(bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         if not bpy.app.online_access:
-            cls.poll_message_set("Blender's \"Allow Online Access\" is off (Preferences > System > Network)")
-            return False
+            return _refuse(cls, ONLINE_ACCESS_OFF)
         from . import paths
 
         root = paths.backend_root()
         if root is None or not (root / "pyproject.toml").is_file():
-            cls.poll_message_set("The backend sources are missing from this installation")
-            return False
+            return _refuse(cls, "The backend sources are missing from this installation")
         if context.window_manager.trellis2_status.task_running:
-            cls.poll_message_set("Set-up is already running")
-            return False
+            return _refuse(cls, "Set-up is already running")
         return True
 
     def invoke(self, context, event):
@@ -845,9 +834,11 @@ classes = (
 )
 
 
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
 def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
+    _register_classes()
 
 
 def unregister() -> None:
@@ -857,6 +848,5 @@ def unregister() -> None:
     _active.clear()
     _history.clear()
     _history_read.clear()
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()
 

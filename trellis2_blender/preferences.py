@@ -187,14 +187,8 @@ def download_notice(context=None) -> str:
 classes = (TRELLIS2_AP_preferences,)
 
 
-def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+# Blender's own register/unregister pair for a class tuple (unregistered in reverse).
+register, unregister = bpy.utils.register_classes_factory(classes)
 
 
 def draw_preferences(prefs, context, layout) -> None:

@@ -153,9 +153,11 @@ class TRELLIS2_PG_status(bpy.types.PropertyGroup):
 classes = (TRELLIS2_PG_stage, TRELLIS2_PG_view, TRELLIS2_PG_settings, TRELLIS2_PG_status)
 
 
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
 def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
+    _register_classes()
     bpy.types.Scene.trellis2 = PointerProperty(type=TRELLIS2_PG_settings)
     bpy.types.WindowManager.trellis2_status = PointerProperty(type=TRELLIS2_PG_status)
 
@@ -163,5 +165,4 @@ def register() -> None:
 def unregister() -> None:
     del bpy.types.WindowManager.trellis2_status
     del bpy.types.Scene.trellis2
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()

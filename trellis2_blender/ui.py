@@ -255,19 +255,20 @@ class VIEW3D_PT_trellis2(bpy.types.Panel):
 classes = (VIEW3D_PT_trellis2,)
 
 
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
 def register() -> None:
     import bpy.utils.previews
 
     _previews["files"] = bpy.utils.previews.new()
-    for cls in classes:
-        bpy.utils.register_class(cls)
+    _register_classes()
 
 
 def unregister() -> None:
     import bpy.utils.previews
 
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()
     pcoll = _previews.pop("files", None)
     if pcoll is not None:
         bpy.utils.previews.remove(pcoll)

@@ -64,11 +64,5 @@ class TRELLIS2_OT_check_access(bpy.types.Operator):
 classes = (TRELLIS2_OT_check_access,)
 
 
-def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+# Blender's own register/unregister pair for a class tuple (unregistered in reverse).
+register, unregister = bpy.utils.register_classes_factory(classes)

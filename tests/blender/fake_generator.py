@@ -10,9 +10,10 @@ An image that PIL cannot read fails like the pipeline does (``ValueError``). An 
 any transparent pixel produces a transparent base color (alpha mode BLEND), any other OPAQUE.
 Each job reports a few progress steps, then writes a sphere mesh, its textures and
 ``result.json`` (tests.blender.fake_results) per sample (``num_samples`` of them, named
-``<name>_<k>`` when more than one). It also writes ``received_request.json`` into the output
-folder: the GenerateRequest or RetextureRequest exactly as the server handed it over, so a test
-can prove that a value set in Blender's panel reached the backend.
+``<name>_<k>`` when more than one), and ``<name>.glb`` of the sphere when the export asks for
+one. It also writes ``received_request.json`` into the output folder: the GenerateRequest or
+RetextureRequest exactly as the server handed it over, so a test can prove that a value set in
+Blender's panel reached the backend.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from backend.geometry.mesh import TriangleMesh
+from backend.meshio import write_glb
 from backend.pipeline.api import AssetResult, JobResult, Progress
-from tests.blender.fake_results import write_result
+from tests.blender.fake_results import sphere_arrays, write_result
 
 STAGES = ("sparse_structure", "shape", "texture")
 
@@ -68,14 +71,9 @@ class FakeGenerator:
         received = json.dumps(dataclasses.asdict(request), default=str, indent=2)
         (out / "received_request.json").write_text(received)
         seconds = self._steps(on_progress, cancel)
-        assets = []
-        for k in range(request.num_samples):
-            name = base if request.num_samples == 1 else f"{base}_{k}"
-            fields = {"seed": request.seed, "sample": k}
-            result = write_result(out / name, name, transparent=transparent,
-                                  texture_size=min(request.export.texture_size, 64), fields=fields)
-            assets.append(AssetResult(name=name, direct=result, faces=0, vertices=0, texture_size=64,
-                                      alpha_mode="BLEND" if transparent else "OPAQUE", extra=fields))
+        assets = [_asset(request, out, base if request.num_samples == 1 else f"{base}_{k}",
+                         transparent=transparent, fields={"seed": request.seed, "sample": k})
+                  for k in range(request.num_samples)]
         return JobResult(assets=assets, seconds_per_stage=seconds)
 
 
@@ -87,11 +85,22 @@ class FakeGenerator:
         received = json.dumps(dataclasses.asdict(request), default=str, indent=2)
         (Path(request.output_dir) / "received_request.json").write_text(received)
         seconds = self._steps(on_progress, cancel)
-        result = write_result(Path(request.output_dir) / name, name,
-                              texture_size=min(request.export.texture_size, 64))
-        return JobResult(assets=[AssetResult(name=name, direct=result, faces=0, vertices=0, texture_size=64,
-                                             alpha_mode="OPAQUE", extra={"seed": request.seed})],
-                         seconds_per_stage=seconds)
+        asset = _asset(request, Path(request.output_dir), name, transparent=False,
+                       fields={"seed": request.seed})
+        return JobResult(assets=[asset], seconds_per_stage=seconds)
+
+
+def _asset(request, out: Path, name: str, *, transparent: bool, fields: dict) -> AssetResult:
+    """The sphere as a direct result folder, plus ``<name>.glb`` when the request asks for a GLB."""
+    result = write_result(out / name, name, transparent=transparent,
+                          texture_size=min(request.export.texture_size, 64), fields=fields)
+    glb = None
+    if request.export.write_glb:
+        positions, faces, uvs, normals = sphere_arrays()
+        glb = out / f"{name}.glb"
+        write_glb(glb, TriangleMesh(vertices=positions, faces=faces, uvs=uvs, normals=normals))
+    return AssetResult(name=name, glb=glb, direct=result, faces=0, vertices=0, texture_size=64,
+                       alpha_mode="BLEND" if transparent else "OPAQUE", extra=fields)
 
 
 def factory(spec) -> FakeGenerator:

@@ -56,6 +56,15 @@ def test_batch_folder_report_exit_code_and_rerun(tmp_path, inputs, bpy_python, o
     assert statuses == {"teapot": "skipped", "leaf": "skipped", "broken": "failed"}
 
 
+def _run_fake_batch(manifest, out, formats, bpy_python, fake_backend_python, model_dir) -> dict:
+    """Run the batch script on ``manifest`` with the fake generator; returns its report."""
+    run = run_python([str(REPO / "scripts" / "batch_generate.py"), "--input", str(manifest), "--output",
+                      str(out), "--format", formats, "--backend-python", str(fake_backend_python),
+                      "--model", str(model_dir)], python=bpy_python, user_dir=out.parent / "u", timeout=240)
+    assert run.returncode == 0, run.describe()
+    return json.loads((out / "report.json").read_text())
+
+
 def test_batch_manifest_per_item_settings(tmp_path, inputs, bpy_python, fake_backend_python, model_dir):
     manifest = tmp_path / "jobs.json"
     side = tmp_path / "pot_side.png"
@@ -68,11 +77,7 @@ def test_batch_manifest_per_item_settings(tmp_path, inputs, bpy_python, fake_bac
                    "multiview": "multidiffusion"}],
     }))
     out = tmp_path / "out"
-    run = run_python([str(REPO / "scripts" / "batch_generate.py"), "--input", str(manifest), "--output",
-                      str(out), "--format", "blend", "--backend-python", str(fake_backend_python),
-                      "--model", str(model_dir)], python=bpy_python, user_dir=tmp_path / "u", timeout=240)
-    assert run.returncode == 0, run.describe()
-    report = json.loads((out / "report.json").read_text())
+    report = _run_fake_batch(manifest, out, "blend", bpy_python, fake_backend_python, model_dir)
     assert [(r["name"], r["seed"], r["status"]) for r in report["items"]] == [
         ("pot_a", 11, "ok"), ("pot_b", 12, "ok"), ("pot_c", 13, "ok")]
     # The manifest's views (relative to the manifest) and mode reached the backend.
@@ -83,3 +88,26 @@ def test_batch_manifest_per_item_settings(tmp_path, inputs, bpy_python, fake_bac
     assert single["multiview"] is None and len(single["images"]) == 1
     assert all(set(r["outputs"]) == {"blend"} for r in report["items"])
     assert not list(out.glob("*.glb"))
+    assert single["export"]["write_glb"] is False  # no GLB asked of the backend either
+
+
+def test_batch_glb_is_the_backends_own(tmp_path, inputs, bpy_python, fake_backend_python, model_dir):
+    """One GLB producer: the batch asks the backend for a GLB and hands that file out unchanged
+    (for a generated item and a retexture), instead of exporting the scene with Blender's exporter."""
+    mesh = tmp_path / "old_pot.ply"
+    mesh.write_text("not read by the fake generator beyond its existence")
+    manifest = tmp_path / "jobs.json"
+    manifest.write_text(json.dumps({"items": [{"image": str(inputs["opaque"]), "name": "pot"},
+                                              {"image": str(inputs["opaque"]), "mesh": str(mesh),
+                                               "name": "pot_new"}]}))
+    out = tmp_path / "out"
+    report = _run_fake_batch(manifest, out, "glb", bpy_python, fake_backend_python, model_dir)
+    for record in report["items"]:
+        name = record["name"]
+        assert record["status"] == "ok", record
+        assert record["outputs"] == {"glb": str(out / f"{name}.glb")}
+        received = json.loads((out / ".jobs" / name / "received_request.json").read_text())
+        assert received["export"]["write_glb"] is True
+        backend_glb = out / ".jobs" / name / f"{name}.glb"
+        assert (out / f"{name}.glb").read_bytes() == backend_glb.read_bytes()
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))

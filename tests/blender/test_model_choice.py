@@ -33,10 +33,7 @@ for kind in ("BUNDLED_MINI", "OFFICIAL"):
     settings = preferences.backend_settings(bpy.context, offline=True)
     session = session_mod.BackendSession(settings)
     session.start()
-    deadline = time.monotonic() + 90
-    while session.state not in ("READY", "ERROR") and time.monotonic() < deadline:
-        session.pump()
-        time.sleep(0.05)
+    session.wait_loaded(timeout=90)
     status = [e for e in session.client.wait(session.client.status(), 30)
               if isinstance(e, protocol.StatusReply)]
     out[kind] = {"source": settings.model_source, "state": session.state, "message": session.message,

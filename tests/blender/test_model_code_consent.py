@@ -28,10 +28,7 @@ for allowed in (False, True):
     settings = preferences.backend_settings(bpy.context, offline=True)
     session = session_mod.BackendSession(settings)
     session.start()
-    deadline = time.monotonic() + 90
-    while session.state not in ("READY", "ERROR") and time.monotonic() < deadline:
-        session.pump()
-        time.sleep(0.05)
+    session.wait_loaded(timeout=90)
     out[str(allowed)] = {"sent": settings.allow_model_code, "state": session.state,
                          "message": session.message}
     session.stop()

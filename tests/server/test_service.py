@@ -19,27 +19,16 @@ def _by_type(events: list[p.Message], cls: type) -> list:
     return [e for e in events if isinstance(e, cls)]
 
 
-def _wait_for_progress(client: BackendClient, job: str, timeout: float = 15) -> list[p.Message]:
-    """Poll (as Blender's timer does) until ``job`` has reported progress."""
+def _poll_until(client: BackendClient, job: str, event_type: type, timeout: float = 15) -> list[p.Message]:
+    """Poll (as Blender's timer does) until ``job`` has sent an ``event_type`` event; returns all seen."""
     seen: list[p.Message] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         seen += client.poll()
-        if any(isinstance(e, p.ProgressEvent) and e.job == job for e in seen):
+        if any(isinstance(e, event_type) and e.job == job for e in seen):
             return seen
         time.sleep(0.01)
-    raise AssertionError(f"no progress from {job} in {timeout} s: {seen}")
-
-
-def _poll_until_done(client: BackendClient, job: str, timeout: float = 15) -> list[p.Message]:
-    seen: list[p.Message] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        seen += client.poll()
-        if any(isinstance(e, p.Done) and e.job == job for e in seen):
-            return seen
-        time.sleep(0.01)
-    raise AssertionError(f"no done for {job} in {timeout} s: {seen}")
+    raise AssertionError(f"no {event_type.__name__} from {job} in {timeout} s: {seen}")
 
 
 def _rss_kb(pid: int) -> int:
@@ -135,7 +124,7 @@ def test_cancel_mid_job_then_the_next_job_runs(backend: BackendClient, image: Pa
     out = str(tmp_path / "out")
     slow = backend.generate([str(image)], out, name="slow", shape=p.Sampler(steps=400))  # 20 s uncancelled
     queued = backend.generate([str(image)], out, name="slow", shape=p.Sampler(steps=400))
-    _wait_for_progress(backend, slow)
+    _poll_until(backend, slow, p.ProgressEvent)
     # A queued job is dropped at once, while the first one keeps running.
     events = backend.wait(backend.cancel(queued), 5)
     assert events[-1].status == "ok"
@@ -159,10 +148,10 @@ def test_sigkill_mid_job_is_reported_and_restart_works(backend: BackendClient, i
     out = str(tmp_path / "out")
     job = backend.generate([str(image)], out, name="slow", shape=p.Sampler(steps=400))
     later = backend.generate([str(image)], out)
-    _wait_for_progress(backend, job)
+    _poll_until(backend, job, p.ProgressEvent)
     old_pid = backend.pid
     os.kill(old_pid, signal.SIGKILL)
-    events = _poll_until_done(backend, later)
+    events = _poll_until(backend, later, p.Done)
     for j in (job, later):
         (error,) = [e for e in _by_type(events, p.Error) if e.job == j]
         assert error.code == "backend_died" and "-9" in error.message and "log" in error.hint
@@ -180,7 +169,7 @@ def test_sigkill_mid_job_is_reported_and_restart_works(backend: BackendClient, i
 
 def test_a_crashing_job_reports_the_exit_code(backend: BackendClient, image: Path, tmp_path: Path) -> None:
     job = backend.generate([str(image)], str(tmp_path / "out"), name="exit")
-    events = _poll_until_done(backend, job)
+    events = _poll_until(backend, job, p.Done)
     assert "exit code 3" in _by_type(events, p.Error)[0].message and backend.returncode == 3
     backend.restart()
     assert backend.alive
@@ -242,7 +231,7 @@ def test_shutdown_cancels_the_running_job_and_input_eof_stops_the_server(tmp_pat
     (tmp_path / "m").mkdir()
     client.wait(client.load(str(tmp_path / "m")), 10)
     job = client.generate([str(image)], str(tmp_path / "o"), name="slow", shape=p.Sampler(steps=400))
-    _wait_for_progress(client, job)
+    _poll_until(client, job, p.ProgressEvent)
     assert client.stop(timeout=10) == 0
     events = client.poll()
     assert [d.status for d in _by_type(events, p.Done) if d.job == job] == ["cancelled"]

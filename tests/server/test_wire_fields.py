@@ -231,28 +231,31 @@ def test_every_setting_of_the_addons_jobs_reaches_the_pipeline(tmp_path):
         pipeline_type="1536_cascade", seed=7, sparse_structure=(5, 3.5, 0.25), shape=(3, 4.5, 0.35),
         texture=(7, 5.5, 0.45), face_target=12_345, texture_size=1024, num_samples=3,
         multiview="multidiffusion",
-        unwrap="xatlas", remove_floaters=True, remove_inner_shells=True, fill_holes=True)
+        unwrap="xatlas", remove_floaters=True, remove_inner_shells=True, fill_holes=True, write_glb=True)
     expected_generate = {
         "images": values["images"], "name": "wired", "output_dir": str(tmp_path / "gen"),
         "pipeline_type": "1536_cascade", "seed": 7, "num_samples": 3, "multiview": "multidiffusion",
         **_spec_sampler("sparse_structure", 5, 3.5, 0.25), **_spec_sampler("shape", 3, 4.5, 0.35),
         **_spec_sampler("texture", 7, 5.5, 0.45), "export.faces": 12_345, "export.texture_size": 1024,
         "export.unwrap": "xatlas", "export.remove_floaters": True, "export.remove_inner_shells": True,
-        "export.fill_holes": True,
+        "export.fill_holes": True, "export.write_glb": True,
     }
     files = retexture_values(tmp_path)
     retexture = addon_jobs.RetextureSpec(mesh=files["mesh"], image=files["image"], name="rewired",
                                          output_dir=str(tmp_path / "tex"), seed=8, resolution=512,
-                                         texture=(4, 2.5, 0.15), texture_size=1024)
+                                         texture=(4, 2.5, 0.15), texture_size=1024,
+                                         write_glb=True)
     expected_retexture = {"mesh": files["mesh"], "image": files["image"], "name": "rewired",
                           "output_dir": str(tmp_path / "tex"), "seed": 8, "resolution": 512,
-                          **_spec_sampler("texture", 4, 2.5, 0.15), "export.texture_size": 1024}
+                          **_spec_sampler("texture", 4, 2.5, 0.15), "export.texture_size": 1024,
+                          "export.write_glb": True}
     # Every spec field is a setting on the wire except ``kind`` (which message is sent).
     for spec, expected in ((generate, expected_generate), (retexture, expected_retexture)):
         defaults = {f.name: f.default for f in dataclasses.fields(spec) if f.name != "kind"}
         assert [name for name, default in defaults.items() if getattr(spec, name) == default] == []
         defaults_on_wire = leaf_fields(protocol.Generate if spec.kind == "generate" else protocol.Retexture)
-        assert [p for p, v in expected.items() if v == defaults_on_wire[p]] == []
+        # The add-on's write_glb default (False) is not the wire's (True): the next test sees it arrive.
+        assert [p for p, v in expected.items() if v == defaults_on_wire[p] and p != "export.write_glb"] == []
 
     session = _session(tmp_path)
     try:
@@ -272,12 +275,13 @@ def test_the_addons_backend_settings_reach_the_loaded_generator(tmp_path):
         session.start()
         job = addon_jobs.GenerateSpec(image=generate_values(tmp_path)["images"][0], name="x",
                                       output_dir=str(tmp_path / "gen"), shape=(2, None))
-        _run(session, job)
+        request = _run(session, job)
     finally:
         session.stop()
     loaded = json.loads((tmp_path / "model" / LOAD_SPEC_FILE).read_text())
     assert {name: loaded[name] for name in chosen} == chosen
     assert loaded["device"] == "cpu"
+    assert request["export"]["write_glb"] is False  # the scene import needs no GLB
 
 
 def test_every_field_of_load_reaches_the_resolver_or_the_generator(monkeypatch, tmp_path):

@@ -12,9 +12,10 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import atomic
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,7 @@ class HistoryEntry:
 def write_record(folder: Path, record: dict) -> None:
     """Write ``folder/job.json`` whole or not at all (a temporary file, then a rename)."""
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".job.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(record, handle, indent=2)
-        os.replace(tmp, folder / JOB_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_bytes(folder / JOB_FILE, json.dumps(record, indent=2).encode("utf-8"))
 
 
 def read_entry(folder: Path) -> HistoryEntry | None:

@@ -39,6 +39,7 @@ class GenerateSpec:
     remove_floaters: bool = False
     remove_inner_shells: bool = False
     fill_holes: bool = False
+    write_glb: bool = False  # the scene import reads the direct result; a GLB only when one is wanted
     kind: str = "generate"
 
     @property
@@ -51,8 +52,9 @@ class GenerateSpec:
             multiview=self.multiview if self.views else None,
             sparse_structure=_sampler(self.sparse_structure), shape=_sampler(self.shape),
             texture=_sampler(self.texture),
-            export=protocol.Export(texture_size=self.texture_size, faces=self.face_target, write_glb=False,
-                                   unwrap=self.unwrap, remove_floaters=self.remove_floaters,
+            export=protocol.Export(texture_size=self.texture_size, faces=self.face_target,
+                                   write_glb=self.write_glb, unwrap=self.unwrap,
+                                   remove_floaters=self.remove_floaters,
                                    remove_inner_shells=self.remove_inner_shells, fill_holes=self.fill_holes),
         )
 
@@ -73,12 +75,13 @@ class RetextureSpec:
     resolution: int = protocol.DEFAULT_RETEXTURE_RESOLUTION
     texture: Sampler = (None, None)
     texture_size: int = protocol.DEFAULT_TEXTURE_SIZE
+    write_glb: bool = False
     kind: str = "retexture"
 
     def request_fields(self) -> dict:
         return dict(seed=self.seed, resolution=self.resolution, name=self.name,
                     texture=_sampler(self.texture),
-                    export=protocol.Export(texture_size=self.texture_size, write_glb=False))
+                    export=protocol.Export(texture_size=self.texture_size, write_glb=self.write_glb))
 
     def record(self) -> dict:
         return _record(asdict(self))
@@ -188,6 +191,12 @@ class Job:
         if self.result is None:
             return []
         return [asset.direct for asset in self.result.assets if asset.direct]
+
+    def glb_file(self) -> str | None:
+        """The backend's GLB of the first asset, if the spec asked for one and the job wrote it."""
+        if self.result is None or not self.result.assets:
+            return None
+        return self.result.assets[0].glb
 
     def progress_text(self) -> str:
         return progress_text(self.spec.kind, self.stage, self.step, self.total, self.message)

@@ -267,6 +267,16 @@ class BackendSession:
 
     # --- blocking use (background mode, batch) ------------------------------------------
 
+    def wait_loaded(self, timeout: float | None = None, poll_s: float = 0.05) -> str:
+        """Pump while the backend starts and loads (at most ``timeout`` seconds); returns the state
+        it reached: READY, ERROR, or still STARTING/LOADING when the time ran out."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.state in (STARTING, LOADING) and (deadline is None or time.monotonic() < deadline):
+            self.pump()
+            if self.state in (STARTING, LOADING):
+                time.sleep(poll_s)
+        return self.state
+
     def wait(self, job: Job, timeout: float | None = None, poll_s: float = 0.05,
              on_tick: Callable[[Job], None] | None = None) -> Job:
         """Pump until ``job`` is finished. KeyboardInterrupt cancels the job, then keeps waiting."""
