@@ -60,7 +60,11 @@ class Normalization:
 
 @dataclass(frozen=True)
 class ComponentSpec:
-    """``image_cond_model`` / ``rembg_model``: a class name and its args."""
+    """A registered class name and its (still untyped) constructor args.
+
+    Pipeline components (``image_cond_model`` / ``rembg_model``) and the sections of a training
+    config (each model, the dataset, the trainer).
+    """
 
     name: str
     args: Mapping[str, Any]

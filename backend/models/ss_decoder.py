@@ -78,6 +78,21 @@ class UpsampleBlock3d(nn.Module):
         return pixel_shuffle_3d(self.conv(x), 2)
 
 
+def level_blocks(
+    channels: list[int], num_res_blocks: int, resample: type[nn.Module], dtype: torch.dtype
+) -> nn.ModuleList:
+    """``num_res_blocks`` ResBlocks per level, with a ``resample(ch_i, ch_i+1)`` block between levels.
+
+    The flat order gives the checkpoint keys ``blocks.{k}`` of both dense SS VAE halves.
+    """
+    blocks: list[nn.Module] = []
+    for i, ch in enumerate(channels):
+        blocks.extend(ResBlock3d(ch, dtype) for _ in range(num_res_blocks))
+        if i < len(channels) - 1:
+            blocks.append(resample(ch, channels[i + 1], dtype))
+    return nn.ModuleList(blocks)
+
+
 class SparseStructureDecoder(nn.Module):
     """Dense latent -> occupancy logits.
 
@@ -111,12 +126,7 @@ class SparseStructureDecoder(nn.Module):
         self.input_layer = nn.Conv3d(latent_channels, channels[0], 3, padding=1)
         self.middle_block = nn.Sequential(*[ResBlock3d(channels[0], block_dtype)
                                             for _ in range(num_res_blocks_middle)])
-        blocks: list[nn.Module] = []
-        for i, ch in enumerate(channels):
-            blocks.extend(ResBlock3d(ch, block_dtype) for _ in range(num_res_blocks))
-            if i < len(channels) - 1:
-                blocks.append(UpsampleBlock3d(ch, channels[i + 1], block_dtype))
-        self.blocks = nn.ModuleList(blocks)
+        self.blocks = level_blocks(channels, num_res_blocks, UpsampleBlock3d, block_dtype)
         self.out_layer = nn.Sequential(
             ChannelLayerNorm3d(channels[-1]), nn.SiLU(), nn.Conv3d(channels[-1], out_channels, 3, padding=1)
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .ss_decoder import ChannelLayerNorm3d, ResBlock3d, conv_block_dtype, run_block
+from .ss_decoder import ChannelLayerNorm3d, ResBlock3d, conv_block_dtype, level_blocks, run_block
 
 
 class DownsampleBlock3d(nn.Module):
@@ -57,12 +57,7 @@ class SparseStructureEncoder(nn.Module):
         self.latent_channels = latent_channels
         self.use_checkpoint = use_checkpoint
         self.input_layer = nn.Conv3d(in_channels, channels[0], 3, padding=1)
-        blocks: list[nn.Module] = []
-        for i, ch in enumerate(channels):
-            blocks.extend(ResBlock3d(ch, block_dtype) for _ in range(num_res_blocks))
-            if i < len(channels) - 1:
-                blocks.append(DownsampleBlock3d(ch, channels[i + 1], block_dtype))
-        self.blocks = nn.ModuleList(blocks)
+        self.blocks = level_blocks(channels, num_res_blocks, DownsampleBlock3d, block_dtype)
         self.middle_block = nn.Sequential(*[ResBlock3d(channels[-1], block_dtype)
                                             for _ in range(num_res_blocks_middle)])
         self.out_layer = nn.Sequential(

@@ -25,6 +25,16 @@ def _inside(y) -> bool:
     return (y.min() >= -_INSIDE_EPS) and (y.max() <= 1.0 + _INSIDE_EPS)
 
 
+@njit(cache=True, inline="always")
+def _keep_if_lower(A, b, y, best, best_e):
+    """Copy candidate ``y`` into ``best`` when its energy is below ``best_e``; the new least energy."""
+    e = _energy(A, b, y)
+    if e < best_e:
+        best[:] = y
+        return e
+    return best_e
+
+
 @njit(cache=True)
 def _constrained(A, b):
     """Least-energy point of the unit box on its faces, edges and corners."""
@@ -45,10 +55,7 @@ def _constrained(A, b):
             y[u] = (ru * A[v, v] - rv * A[u, v]) / det
             y[v] = (rv * A[u, u] - ru * A[u, v]) / det
             if _inside(y):
-                e = _energy(A, b, y)
-                if e < best_e:
-                    best_e = e
-                    best[:] = y
+                best_e = _keep_if_lower(A, b, y, best, best_e)
     # edges: one free coordinate
     for f in range(3):
         u = (f + 1) % 3
@@ -61,19 +68,13 @@ def _constrained(A, b):
                 y[v] = vv
                 y[f] = -(b[f] + A[f, u] * vu + A[f, v] * vv) / A[f, f]
                 if _inside(y):
-                    e = _energy(A, b, y)
-                    if e < best_e:
-                        best_e = e
-                        best[:] = y
+                    best_e = _keep_if_lower(A, b, y, best, best_e)
     # corners
     for c in range(8):
         y[0] = c & 1
         y[1] = (c >> 1) & 1
         y[2] = (c >> 2) & 1
-        e = _energy(A, b, y)
-        if e < best_e:
-            best_e = e
-            best[:] = y
+        best_e = _keep_if_lower(A, b, y, best, best_e)
     return best
 
 

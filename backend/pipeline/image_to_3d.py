@@ -99,18 +99,13 @@ def image_to_assets(store: ModelStore, image: Image.Image | Sequence[Image.Image
     log.info("sparse structure: %d voxels on %d^3", len(coords), grid)
 
     tracker.begin("shape")
-    if kind == "512":
-        flow = store.get("shape_slat_flow_model_512")
+    if kind in ("512", "1024"):
+        flow = store.get(f"shape_slat_flow_model_{kind}")
+        cond, neg = (cond512, neg512) if kind == "512" else (cond1024, neg1024)
         with store.on_device(flow):
-            shape = sample_shape(flow, coords, cond512, neg512, params.shape, gen, shape_norm,
+            shape = sample_shape(flow, coords, cond, neg, params.shape, gen, shape_norm,
                                  on_step=tracker.sub("shape"), cancel=tracker.cancel)
-        res = 512
-    elif kind == "1024":
-        flow = store.get("shape_slat_flow_model_1024")
-        with store.on_device(flow):
-            shape = sample_shape(flow, coords, cond1024, neg1024, params.shape, gen, shape_norm,
-                                 on_step=tracker.sub("shape"), cancel=tracker.cancel)
-        res = 1024
+        res = int(kind)
     else:
         lr_flow = store.get("shape_slat_flow_model_512")
         with store.on_device(lr_flow):

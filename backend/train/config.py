@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backend.models.pipeline_config import ComponentSpec
 from backend.models.registry import known_model_names
 
 
@@ -31,26 +32,10 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """One trainable network: official class name and constructor args."""
-
-    name: str
-    args: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class ComponentSpec:
-    """The dataset or trainer section: a registered name and its (still untyped) args."""
-
-    name: str
-    args: dict[str, Any]
-
-
-@dataclass(frozen=True)
 class TrainConfig:
     """A parsed config file. ``path`` is where it was read from (for messages)."""
 
-    models: dict[str, ModelSpec]
+    models: dict[str, ComponentSpec]
     dataset: ComponentSpec
     trainer: ComponentSpec
     path: str = "<config>"
@@ -92,7 +77,7 @@ def parse_config(data: Any, where: str = "<config>") -> TrainConfig:
             )
         if not isinstance(spec["args"], dict):
             raise ConfigError(f"{where}: models.{key}.args: expected an object")
-        models[key] = ModelSpec(spec["name"], dict(spec["args"]))
+        models[key] = ComponentSpec(spec["name"], dict(spec["args"]))
     sections = {}
     for section in ("dataset", "trainer"):
         spec = _object(top[section], f"{where}: {section}", {"name", "args"})

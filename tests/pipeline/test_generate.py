@@ -84,6 +84,14 @@ def test_num_samples_and_cascade(tmp_path, tiny_checkpoint):
     assert all(a.extra["resolution"] == 1024 and a.direct.is_file() for a in res.assets)
 
 
+@pytest.mark.slow
+def test_direct_1024_pipeline_samples_at_1024(tmp_path, tiny_checkpoint):
+    img = images.rgba_transparent(tmp_path / "obj.png")
+    req = _request(tmp_path, img, pipeline_type="1024", export=replace(EXPORT, write_glb=False))
+    (asset,) = _generator(tiny_checkpoint, radius=0.02).generate(req).assets
+    assert asset.extra["resolution"] == 1024 and asset.direct.is_file()
+
+
 def test_cascade_token_cap_rule():
     x = torch.arange(0, 512, 2)
     fine = torch.stack([torch.zeros_like(x), x, torch.zeros_like(x), torch.full_like(x, 7)], 1)  # a line

@@ -4,14 +4,14 @@ Run as ``python -m backend.train.data {prepare,encode,merge} ...``; see :mod:`.l
 folder layout the trainers read.
 """
 
-from .encode import Encoder, EncodeSummary, encode_batch, encode_dataset, load_encoder, occupancy_grid
+from .encode import Encoder, encode_batch, encode_dataset, load_encoder, occupancy_grid
 from .layout import DataLayout, DataToolkitError, list_meshes, read_split
 from .merge import dataset_statistics, latent_statistics, merge_records
-from .prepare import PrepareOptions, PrepareSummary, convert_asset, prepare_dataset, shard
+from .prepare import PrepareOptions, RunSummary, convert_asset, prepare_dataset, shard
 
 __all__ = [
-    "Encoder", "EncodeSummary", "encode_batch", "encode_dataset", "load_encoder", "occupancy_grid",
+    "Encoder", "encode_batch", "encode_dataset", "load_encoder", "occupancy_grid",
     "DataLayout", "DataToolkitError", "list_meshes", "read_split", "dataset_statistics",
-    "latent_statistics", "merge_records", "PrepareOptions", "PrepareSummary", "convert_asset",
+    "latent_statistics", "merge_records", "PrepareOptions", "RunSummary", "convert_asset",
     "prepare_dataset", "shard",
 ]

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .layout import SS_GRID, DataLayout, DataToolkitError, write_json, write_npz
-from .prepare import shard
+from .prepare import RunSummary, shard
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,6 @@ class Encoder:
 
     name: str
     model: nn.Module
-
-
-@dataclass
-class EncodeSummary:
-    total: int = 0
-    done: int = 0
-    skipped: int = 0
-    seconds: float = 0.0
 
 
 def load_encoder(stem: str | Path, device: str | torch.device, conv_backend: str = "torch") -> Encoder:
@@ -157,7 +149,7 @@ def _write_latents(layout: DataLayout, group: list[dict[str, Any]], latents: lis
 
 def encode_dataset(data_dir: str | Path, shape: Encoder | None, pbr: Encoder | None, ss: Encoder | None,
                    device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1,
-                   batch: int = 4) -> EncodeSummary:
+                   batch: int = 4) -> RunSummary:
     """Encode this rank's share of the ok assets; write latents, update records, then (single rank)
     merge and write ``latent_stats.json`` (per-channel mean/std over the train split).
 
@@ -177,7 +169,7 @@ def encode_dataset(data_dir: str | Path, shape: Encoder | None, pbr: Encoder | N
         raise DataToolkitError(f"{layout.records_dir}: no prepared (ok) assets to encode")
     mine = shard(records, rank, world_size)
     todo = [r for r in mine if not _done(layout, r["id"], encoders)]
-    summary = EncodeSummary(total=len(mine), skipped=len(mine) - len(todo))
+    summary = RunSummary(total=len(mine), skipped=len(mine) - len(todo))
     log.info("encode rank %d/%d: %d assets, %d already encoded, %d to do (%s)", rank, world_size,
              len(mine), summary.skipped, len(todo),
              ", ".join(f"{k}={e.name}" for k, e in encoders.items() if e))

@@ -64,7 +64,9 @@ class PrepareOptions:
 
 
 @dataclass
-class PrepareSummary:
+class RunSummary:
+    """Asset counts of one ``prepare`` or ``encode`` run over this rank's shard."""
+
     total: int = 0
     done: int = 0
     skipped: int = 0
@@ -254,7 +256,7 @@ def _run_conversions(jobs: list[tuple[str, Path]], layout: DataLayout, opts: Pre
                     yield asset_id, src, None, f"{src}: {type(exc).__name__}: {exc}"
 
 
-def prepare_dataset(opts: PrepareOptions) -> PrepareSummary:
+def prepare_dataset(opts: PrepareOptions) -> RunSummary:
     """Run ``prepare`` for this rank's shard; returns counts and seconds.
 
     Raises:
@@ -278,7 +280,7 @@ def prepare_dataset(opts: PrepareOptions) -> PrepareSummary:
     layout = DataLayout(opts.output_dir)
     layout.records_dir.mkdir(parents=True, exist_ok=True)
 
-    summary = PrepareSummary(total=len(mine))
+    summary = RunSummary(total=len(mine))
     todo = []
     for p in mine:
         if is_complete(layout, p.stem, opts):
