@@ -91,11 +91,10 @@ def sample_structures(release: Path, pictures: Sequence[Path], *, device: str, s
                       grid: int = STRUCTURE_GRID) -> list[np.ndarray]:
     """Stage 1 of ``release`` for each picture, as generation runs it: bool ``[grid]^3`` each."""
     from backend.pipeline.api import GenerateRequest
-    from backend.pipeline.generator import Trellis2Generator
     from backend.pipeline.image import load_and_preprocess
     from backend.pipeline.image_to_3d import stage_params, view_conditions
     from backend.pipeline.progress import Tracker
-    from backend.pipeline.runtime import Runtime
+    from backend.pipeline.runtime import ModelStore, Runtime
     from backend.pipeline.sampler import make_generator
     from backend.pipeline.structure import FlowStructure
 
@@ -103,7 +102,7 @@ def sample_structures(release: Path, pictures: Sequence[Path], *, device: str, s
 
     runtime = Runtime(model=str(release), device=device, offline=True,
                       dependencies=_encoder_dependencies(release))
-    store = Trellis2Generator(runtime).store
+    store = ModelStore(runtime)
     request = GenerateRequest(images=(pictures[0],), output_dir=Path("."))  # default sampler settings
     params = stage_params(store, request).sparse_structure
     dino, structure = store.conditioner(), FlowStructure()

@@ -60,6 +60,14 @@ def test_varlen_equals_per_sample_and_respects_boundaries():
     assert torch.allclose(packed[0], out, atol=1e-5)
 
 
+def _per_sample_reference(q, k, v, oq, ok):
+    """Packed ``[T, H, D]`` attention computed sample by sample with the plain reference."""
+    return torch.cat(
+        [reference_attention(q[None, a:b], k[None, c:d], v[None, c:d])[0]
+         for a, b, c, d in zip(oq, oq[1:], ok, ok[1:])]
+    )
+
+
 def test_varlen_gradients_match_per_sample_reference():
     oq, ok = [0, 6, 9], [0, 5, 12]
     q, k, v = (t[0].double().requires_grad_() for t in _qkv(1, 9, 12))
@@ -69,14 +77,7 @@ def test_varlen_gradients_match_per_sample_reference():
     got = [t.grad.clone() for t in (q, k, v)]
     for t in (q, k, v):
         t.grad = None
-    ref = torch.cat(
-        [
-            reference_attention(
-                q[None, oq[i] : oq[i + 1]], k[None, ok[i] : ok[i + 1]], v[None, ok[i] : ok[i + 1]]
-            )[0]
-            for i in range(2)
-        ]
-    )
+    ref = _per_sample_reference(q, k, v, oq, ok)
     (ref * weight).sum().backward()
     for g, t in zip(got, (q, k, v)):
         assert torch.allclose(g, t.grad, atol=1e-10)
@@ -138,14 +139,7 @@ def test_gpu_packed_varlen_gradients_match_reference():
     (varlen_attention(q, k, v, layout, AttentionBackend.SDPA).float() * weight).sum().backward()
     got = [t.grad.float() for t in (q, k, v)]
     qr, kr, vr = (t.detach().float().requires_grad_() for t in (q, k, v))
-    ref = torch.cat(
-        [
-            reference_attention(
-                qr[None, oq[i] : oq[i + 1]], kr[None, ok[i] : ok[i + 1]], vr[None, ok[i] : ok[i + 1]]
-            )[0]
-            for i in range(3)
-        ]
-    )
+    ref = _per_sample_reference(qr, kr, vr, oq, ok)
     (ref * weight).sum().backward()
     for g, t in zip(got, (qr, kr, vr)):
         scale = t.grad.abs().max().item()
