@@ -81,7 +81,8 @@ def _done(run: Path) -> bool:
     )
 
 
-def _train_cmds(names, args, work: Path, minutes: float, py: str) -> dict[str, list[str]]:
+def _train_cmds(names, args, work: Path, minutes: float, py: str,
+                encoder: Path | None = None) -> dict[str, list[str]]:
     cmds = {}
     for name in names:
         run = work / "runs" / name
@@ -100,15 +101,13 @@ def _train_cmds(names, args, work: Path, minutes: float, py: str) -> dict[str, l
             work / "data",
             "--device",
             args.device,
-            "--image-encoder",
-            work / "image_encoder",
             "--max-minutes",
             str(minutes),
         ]
+        if encoder is not None:
+            cmd += ["--image-encoder", encoder]
         if (run / "ckpts").is_dir() and any((run / "ckpts").glob("*.pt")):
             cmd.append("--resume")
-        if name.endswith("_vae"):
-            cmd = [c for c in cmd if c not in ("--image-encoder", work / "image_encoder")]
         cmds[name] = cmd
     return cmds
 
@@ -128,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--vae-minutes", type=float, default=5.0)
     p.add_argument("--flow-minutes", type=float, default=8.0)
+    p.add_argument("--ss-flow-minutes", type=float, default=None,
+                   help="the sparse-structure flow's budget when it trains the image encoder "
+                        "(it then runs before the other two flows; default: --flow-minutes)")
     p.add_argument("--eval-limit", type=int, default=0, help="held-out objects to evaluate (0: all)")
     p.add_argument("--skip-eval", action="store_true")
     args = p.parse_args(argv)
@@ -230,7 +232,23 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     stage("encode", encode)
-    stage("flows", lambda: _parallel(_train_cmds(FLOWS, args, work, args.flow_minutes, py), logs))
+    # A flow config may train the image encoder (trainer.args.train_image_encoder): that flow runs
+    # first, and the others, the release and the evaluation use the encoder it exports.
+    encoder = work / "image_encoder"
+    trains_encoder = [
+        n for n in FLOWS
+        if json.loads((CONFIGS / args.family / f"{n}.json").read_text())["trainer"]["args"].get(
+            "train_image_encoder", False)
+    ]
+    if len(trains_encoder) > 1:
+        raise SystemExit(f"only one flow may train the image encoder, got {trains_encoder}")
+    if trains_encoder:
+        first = trains_encoder[0]
+        minutes = args.ss_flow_minutes if args.ss_flow_minutes is not None else args.flow_minutes
+        stage(first, lambda: _parallel(_train_cmds([first], args, work, minutes, py, encoder), logs))
+        encoder = work / "runs" / first / "export" / "image_encoder"
+    rest = [n for n in FLOWS if n not in trains_encoder]
+    stage("flows", lambda: _parallel(_train_cmds(rest, args, work, args.flow_minutes, py, encoder), logs))
     stage(
         "release",
         lambda: _run(
@@ -243,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--data",
                 work / "data",
                 "--image-encoder",
-                work / "image_encoder",
+                encoder,
                 "--runs",
                 *[work / "runs" / n for n in (*VAES, *FLOWS)],
             ],

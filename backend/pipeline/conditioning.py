@@ -44,6 +44,22 @@ def to_pixels(images: Sequence[Image.Image], size: int) -> torch.Tensor:
     return (x - mean) / std
 
 
+def dinov3_tokens(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """The readout of a ``DINOv3ViTModel``: ``[B, T, D]`` float32 tokens for normalised ``pixels``.
+
+    Differentiable (a trainer that fine-tunes the encoder calls it under autograd); inference
+    goes through :meth:`DinoV3Conditioner.features_from_pixels`.
+    """
+    weight = model.embeddings.patch_embeddings.weight
+    pixels = pixels.to(device=weight.device, dtype=weight.dtype)
+    h = model.embeddings(pixels)  # [B, 1 + R + P, D]
+    rope = model.rope_embeddings(pixels)  # (cos, sin), each [P, head_dim]
+    for layer in model.model.layer:
+        h = layer(h, position_embeddings=rope)
+        h = h[0] if isinstance(h, tuple) else h
+    return F.layer_norm(h.float(), h.shape[-1:], eps=1e-5)  # [B, T, D]
+
+
 class DinoV3Conditioner:
     """Wraps a ``DINOv3ViTModel`` and produces ``(cond, neg_cond)`` token tensors.
 
@@ -86,15 +102,7 @@ class DinoV3Conditioner:
     @torch.inference_mode()
     def features_from_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[B, T, D]`` float32 tokens for normalised ``pixels [B, 3, S, S]`` (see :func:`to_pixels`)."""
-        m = self.model
-        weight = m.embeddings.patch_embeddings.weight
-        pixels = pixels.to(device=weight.device, dtype=weight.dtype)
-        h = m.embeddings(pixels)  # [B, 1 + R + P, D]
-        rope = m.rope_embeddings(pixels)  # (cos, sin), each [P, head_dim]
-        for layer in m.model.layer:
-            h = layer(h, position_embeddings=rope)
-            h = h[0] if isinstance(h, tuple) else h
-        return F.layer_norm(h.float(), h.shape[-1:], eps=1e-5)  # [B, T, D]
+        return dinov3_tokens(self.model, pixels)
 
     def condition(self, images: Sequence[Image.Image], resolution: int,
                   num_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

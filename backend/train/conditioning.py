@@ -15,15 +15,18 @@ of the picture; the flows learn to read them).
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from backend.pipeline.conditioning import DinoV3Conditioner, to_pixels
+from backend.pipeline.conditioning import IMAGENET_MEAN, IMAGENET_STD, DinoV3Conditioner, to_pixels
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +53,20 @@ def condition_image_path(data_dir: Path, item_id: str, view: int) -> Path:
 
 
 class ConditionCache:
-    """Encoder tokens for every (item, view), computed once, held on ``device`` in bf16.
+    """Every (item, view) condition, prepared once and held on ``device``.
+
+    Holds the frozen encoder's tokens in bf16 (``lookup`` -> ``[B, T, C]``), or, when the encoder
+    trains with the flow (``pixels=True``), the training crops as uint8 RGB (``lookup`` -> normalised
+    pixels ``[B, 3, S, S]`` for the encoder to read each step).
 
     Args:
-        encoder: the frozen image encoder.
+        encoder: the image encoder (its tokens are cached unless ``pixels``).
         data_dir: the data folder (condition renders under ``renders_cond``).
         item_ids: dataset items in dataset order.
         views: views per item (``[num_items]``); missing views repeat view 0.
         image_size: the encoder's input side.
         device: where the cache lives.
+        pixels: cache crops instead of tokens.
         batch: images per encoder call.
         readers: threads reading and cropping condition renders.
     """
@@ -71,10 +79,13 @@ class ConditionCache:
         views: Sequence[int],
         image_size: int,
         device: torch.device,
+        *,
+        pixels: bool = False,
         batch: int = 64,
         readers: int = 8,
     ) -> None:
         self.max_views = max(1, max(views))
+        self.pixels = pixels
         pairs = [(i, v) for i in range(len(item_ids)) for v in range(self.max_views)]
 
         def load(pair: tuple[int, int]) -> Image.Image:
@@ -82,10 +93,16 @@ class ConditionCache:
             with Image.open(condition_image_path(data_dir, item_ids[i], min(v, views[i] - 1))) as img:
                 return training_crop(img, image_size)
 
+        def prepare(images: list[Image.Image]) -> torch.Tensor:
+            if pixels:
+                return torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in images])).permute(
+                    0, 3, 1, 2)  # [n, 3, S, S] uint8
+            return encoder.features_from_pixels(to_pixels(images, image_size)).to(torch.bfloat16)
+
         # PNG decoding and LANCZOS resizing release the GIL: threads read the next chunk while
         # the encoder runs on this one (on one thread, reading dominated: ~30 ms per 512 px view).
         chunks = [pairs[start : start + batch] for start in range(0, len(pairs), batch)]
-        tokens = None
+        store = None
         with ThreadPoolExecutor(max_workers=readers) as pool:
             pending = pool.map(load, chunks[0]) if chunks else None
             start = 0
@@ -93,24 +110,30 @@ class ConditionCache:
                 images = list(pending)
                 if n + 1 < len(chunks):
                     pending = pool.map(load, chunks[n + 1])
-                feats = encoder.features_from_pixels(to_pixels(images, image_size)).to(torch.bfloat16)
-                if tokens is None:
-                    tokens = torch.empty(len(pairs), *feats.shape[1:], dtype=torch.bfloat16, device=device)
-                tokens[start : start + len(chunk)] = feats.to(device)
+                entries = prepare(images)
+                if store is None:
+                    store = torch.empty(len(pairs), *entries.shape[1:], dtype=entries.dtype, device=device)
+                store[start : start + len(chunk)] = entries.to(device)
                 start += len(chunk)
-        self.tokens = tokens.view(len(item_ids), self.max_views, *tokens.shape[1:])  # [I, V, T, C]
+        self.store = store.view(len(item_ids), self.max_views, *store.shape[1:])  # [I, V, ...]
+        self._mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
         log.info(
-            "condition cache: %d items x %d views, tokens %s (%.2f GiB)",
+            "condition cache: %d items x %d views of %s %s (%.2f GiB)",
             len(item_ids),
             self.max_views,
-            tuple(self.tokens.shape[2:]),
-            self.tokens.numel() * 2 / 2**30,
+            "crops" if pixels else "tokens",
+            tuple(self.store.shape[2:]),
+            self.store.numel() * self.store.element_size() / 2**30,
         )
 
     def lookup(self, item: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
-        """``[B, T, C]`` float32 tokens of the given (item, view) pairs."""
-        dev = self.tokens.device
-        return self.tokens[item.to(dev), view.to(dev).clamp_max(self.max_views - 1)].float()
+        """Float32 ``[B, T, C]`` tokens, or normalised ``[B, 3, S, S]`` pixels, of (item, view) pairs."""
+        dev = self.store.device
+        entries = self.store[item.to(dev), view.to(dev).clamp_max(self.max_views - 1)]
+        if self.pixels:
+            return (entries.float() / 255 - self._mean) / self._std
+        return entries.float()
 
 
 def load_image_encoder(name_or_path: str | Path, device: torch.device) -> DinoV3Conditioner:
@@ -118,6 +141,23 @@ def load_image_encoder(name_or_path: str | Path, device: torch.device) -> DinoV3
     conditioner = DinoV3Conditioner.from_pretrained(name_or_path)
     conditioner.model.to(device).requires_grad_(False)
     return conditioner
+
+
+def save_image_encoder(model: torch.nn.Module, state: dict[str, torch.Tensor], out: str | Path,
+                       dtype: torch.dtype = torch.float16) -> Path:
+    """Write ``model`` with the weights ``state`` (e.g. its EMA) as a ``transformers`` folder at ``out``.
+
+    Written to a sibling temporary folder and renamed, so ``out`` is never half-written.
+    """
+    out = Path(out)
+    copy = deepcopy(model)  # not a fresh model: its random init would draw from the training RNG
+    copy.load_state_dict(state)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    copy.to(dtype).save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
 
 
 def write_image_encoder(

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from backend.pipeline.conditioning import dinov3_tokens
 from backend.sparse import SparseTensor
 
 from .config import ConfigError
@@ -42,6 +43,10 @@ class FlowArgs:
         default_factory=lambda: {"name": "logitNormal", "args": {"mean": 0.0, "std": 1.0}}
     )
     image_cond_model: str = DINOV3_REPO
+    # Train the image encoder with this flow (its EMA weights are exported as ``export/image_encoder``)
+    # instead of reading frozen features: a randomly initialised encoder's tokens say what a patch
+    # shows but hardly where it is (its RoPE is relative), which a flow needs to place shapes.
+    train_image_encoder: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.p_uncond <= 1.0:
@@ -73,22 +78,30 @@ class FlowMatchingObjective(nn.Module):
     """Rectified-flow (v-prediction) loss with classifier-free condition dropout.
 
     Batches carry ``x0`` (dense ``[B, C, R, R, R]``, or sparse feats ``[N, C]`` with ``coords``),
-    ``cond [B, T, Cc]`` (filled in by the loop from the condition cache) and, for the texture
-    flow, ``concat`` (normalised shape latent on the same voxels, never dropped). The loss is the
-    mean over every token and channel of the micro-batch.
+    the condition (filled in by the loop from the condition cache: tokens ``cond [B, T, Cc]``, or
+    ``pixels [B, 3, S, S]`` that the trained ``image_encoder`` turns into tokens) and, for the
+    texture flow, ``concat`` (normalised shape latent on the same voxels, never dropped). The loss
+    is the mean over every token and channel of the micro-batch.
     """
 
     def __init__(self, nets: dict[str, nn.Module], args: FlowArgs) -> None:
         super().__init__()
-        if set(nets) != {"denoiser"}:
-            raise ConfigError(f"flow trainers train one model named 'denoiser', got {sorted(nets)}")
+        expected = {"denoiser", "image_encoder"} if args.train_image_encoder else {"denoiser"}
+        if set(nets) != expected:
+            raise ConfigError(f"this flow trainer trains {sorted(expected)}, got {sorted(nets)}")
         self.nets = nn.ModuleDict(nets)
         self.args = args
+
+    def train(self, mode: bool = True) -> FlowMatchingObjective:
+        super().train(mode)
+        if "image_encoder" in self.nets:  # trained, but never with its train-mode RoPE augmentation
+            self.nets["image_encoder"].eval()
+        return self
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         denoiser = self.nets["denoiser"]
         x0 = batch["x0"]
-        cond = batch["cond"]
+        cond = dinov3_tokens(self.nets["image_encoder"], batch["pixels"]) if "pixels" in batch else batch["cond"]
         B = cond.shape[0]
         device = x0.device
         t = sample_timesteps(self.args.t_schedule, B, device)  # [B]

@@ -38,7 +38,7 @@ from torch import nn
 from backend.fileio import write_atomic
 from backend.models.registry import model_class
 
-from .conditioning import ConditionCache, load_image_encoder
+from .conditioning import ConditionCache, load_image_encoder, save_image_encoder
 from .config import ConfigError, TrainConfig, split_args
 from .datasets import StepBatches, StepPlan, build_dataset
 from .init import initialize
@@ -198,6 +198,14 @@ class Trainer:
                 net.set_gradient_checkpointing(True)
             if self.loop.conv_backend != "auto" and hasattr(net, "set_conv_backend"):
                 net.set_conv_backend(self.loop.conv_backend)
+        trains_encoder = getattr(self.objective_args, "train_image_encoder", False)
+        encoder = None
+        if self.dataset.needs_condition:
+            encoder = load_image_encoder(self.objective_args.image_cond_model, self.device)
+            if trains_encoder:
+                self.nets["image_encoder"] = encoder.model.float().requires_grad_(True)
+        elif trains_encoder:
+            raise ConfigError(f"{config.path}: trainer.args.train_image_encoder: the dataset has no image condition")
         self.objective = objective_cls(self.nets, self.objective_args).to(self.device)
         self.params = [p for p in self.objective.parameters() if p.requires_grad]
         self.ema = {
@@ -217,8 +225,7 @@ class Trainer:
                 self.objective, device_ids=ids, bucket_cap_mb=128
             )
         self.condition = None
-        if self.dataset.needs_condition:
-            encoder = load_image_encoder(self.objective_args.image_cond_model, self.device)
+        if encoder is not None:
             self.condition = ConditionCache(
                 encoder,
                 self.dataset.data_dir,
@@ -226,6 +233,7 @@ class Trainer:
                 [self.dataset.views_of(i) for i in range(len(self.dataset))],
                 self.dataset.args.image_size,
                 self.device,
+                pixels=trains_encoder,
             )
             del encoder
         self.ckpt_dir = self.output / "ckpts"
@@ -292,12 +300,16 @@ class Trainer:
         """EMA weights of every network with a release name, in the official layout, into ``export/``."""
         for key, name in self.loop.release_names.items():
             export_checkpoint(self.config.models[key], self.ema[key], self.output / "export", name)
+        if "image_encoder" in self.nets:
+            save_image_encoder(self.nets["image_encoder"], self.ema["image_encoder"],
+                               self.output / "export" / "image_encoder")
 
     # ------------------------------------------------------------------ the loop
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         out = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         if self.condition is not None:
-            out["cond"] = self.condition.lookup(out.pop("item"), out.pop("view"))
+            key = "pixels" if self.condition.pixels else "cond"
+            out[key] = self.condition.lookup(out.pop("item"), out.pop("view"))
         return out
 
     def _autocast(self):

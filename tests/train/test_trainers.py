@@ -163,6 +163,44 @@ def test_resume_is_bit_identical_and_exports_load(name, tdata, tmp_path):
                 assert t.dtype == torch.float32, k
 
 
+def test_a_flow_that_trains_its_image_encoder_resumes_exactly_and_exports_it(tdata, tmp_path):
+    from backend.pipeline.conditioning import dinov3_tokens
+    from backend.train.conditioning import load_image_encoder
+
+    a = make_trainer("ss_flow", tmp_path / "a", tdata, train_image_encoder=True)
+    assert set(a.nets) == {"denoiser", "image_encoder"} and a.condition.pixels
+    frozen = load_image_encoder(tdata.image_encoder, "cpu").model
+    a.run(max_steps=3)
+    b = make_trainer("ss_flow", tmp_path / "b", tdata, train_image_encoder=True)
+    b.run(max_steps=2)
+    resumed = make_trainer("ss_flow", tmp_path / "b", tdata, train_image_encoder=True, resume=True)
+    resumed.run(max_steps=3)
+    _assert_identical(_state(a), _state(resumed))
+    trained = a.nets["image_encoder"].state_dict()
+    assert any(not torch.equal(t.float(), trained[k]) for k, t in frozen.state_dict().items())
+
+    stored = load_file(str(tmp_path / "a" / "export" / "image_encoder" / "model.safetensors"))
+    assert {t.dtype for t in stored.values()} == {torch.float16}
+    exported = load_image_encoder(tmp_path / "a" / "export" / "image_encoder", "cpu").model
+    loaded = exported.state_dict()
+    assert set(loaded) == set(a.ema["image_encoder"])
+    for k, t in a.ema["image_encoder"].items():
+        assert torch.equal(loaded[k], t.half().float()), k  # the EMA weights, stored in fp16
+    # The exported encoder is what the flow trained with: its tokens match the EMA weights' tokens.
+    batch = _fixed_batch(a)
+    ema_model = type(frozen)(frozen.config)
+    ema_model.load_state_dict(a.ema["image_encoder"])
+    with torch.no_grad():
+        want = dinov3_tokens(ema_model.eval(), batch["pixels"])
+        got = dinov3_tokens(exported, batch["pixels"])
+    torch.testing.assert_close(got, want, atol=2e-2, rtol=0)
+
+
+def test_only_image_conditioned_trainers_train_an_image_encoder(tdata, tmp_path):
+    with pytest.raises(ConfigError, match="train_image_encoder"):
+        make_trainer("ss_vae", tmp_path / "v", tdata, train_image_encoder=True)
+
+
 # ----------------------------------------------------------------------------------- 4. crash recovery
 def test_crash_loses_only_the_steps_since_the_last_checkpoint(tdata, tmp_path):
     name = "ss_flow"
