@@ -99,15 +99,50 @@ class FlowMatchingObjective(nn.Module):
         return self
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        denoiser = self.nets["denoiser"]
-        x0 = batch["x0"]
-        cond = dinov3_tokens(self.nets["image_encoder"], batch["pixels"]) if "pixels" in batch else batch["cond"]
+        cond = self._condition(batch)
         B = cond.shape[0]
-        device = x0.device
+        device = cond.device
         t = sample_timesteps(self.args.t_schedule, B, device)  # [B]
         drop = torch.rand(B) < self.args.p_uncond
         cond = torch.where(drop.to(device)[:, None, None], torch.zeros_like(cond), cond)
-        eps = torch.randn(x0.shape).to(device)
+        eps = torch.randn(batch["x0"].shape).to(device)
+        loss = self._loss(batch, cond, t, eps)
+        return loss, {"loss": loss.item()}
+
+    @torch.no_grad()
+    def condition_gap(self, batch: dict[str, Any], seed: int = 0) -> dict[str, float]:
+        """How much the denoiser reads its condition: the loss with each sample's own condition
+        (``cond_loss``) and how much higher it is with the next sample's (``cond_gap``).
+
+        Same times and noise for both (drawn from a private generator: the training RNG is
+        untouched); no condition dropout. A flow that ignores its picture has a gap of ~0.
+        """
+        cond = self._condition(batch)
+        B, device = cond.shape[0], cond.device
+        if B < 2:
+            return {}
+        gen = torch.Generator().manual_seed(seed)
+        if self.args.t_schedule["name"] == "uniform":
+            t = torch.rand(B, generator=gen)
+        else:
+            a = self.args.t_schedule.get("args", {})
+            t = torch.sigmoid(a.get("mean", 0.0) + a.get("std", 1.0) * torch.randn(B, generator=gen))
+        t = t.to(device)
+        eps = torch.randn(batch["x0"].shape, generator=gen).to(device)
+        own = self._loss(batch, cond, t, eps).item()
+        other = self._loss(batch, cond.roll(1, 0), t, eps).item()
+        return {"cond_loss": own, "cond_gap": other - own}
+
+    def _condition(self, batch: dict[str, Any]) -> torch.Tensor:
+        if "pixels" in batch:
+            return dinov3_tokens(self.nets["image_encoder"], batch["pixels"])
+        return batch["cond"]
+
+    def _loss(self, batch: dict[str, Any], cond: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Mean squared velocity error at times ``t [B]`` with noise ``eps`` (shaped like ``x0``)."""
+        denoiser = self.nets["denoiser"]
+        x0 = batch["x0"]
+        B = cond.shape[0]
         if "coords" in batch:  # sparse: one t per sample, broadcast over its tokens
             coords = batch["coords"]
             t_tok = t[coords[:, 0].long()][:, None]
@@ -119,8 +154,7 @@ class FlowMatchingObjective(nn.Module):
         else:
             x_t, target = noised(x0, eps, t.view(B, *[1] * (x0.ndim - 1)), self.args.sigma_min)
             pred = denoiser(x_t, t * 1000, cond)
-        loss = F.mse_loss(pred.float(), target)
-        return loss, {"loss": loss.item()}
+        return F.mse_loss(pred.float(), target)
 
 
 # --------------------------------------------------------------------------- VAEs

@@ -449,6 +449,9 @@ class Trainer:
                 }
                 if self.device.type == "cuda":
                     record["peak_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+                if self.dist.is_main and hasattr(self.objective, "condition_gap"):
+                    with self._autocast():
+                        record.update(self.objective.condition_gap(self._to_device(micro_batches[0])))
                 window.clear()
                 if self.dist.is_main:
                     with log_path.open("a") as fh:

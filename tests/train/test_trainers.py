@@ -377,6 +377,20 @@ def test_cli_reports_bad_input_with_exit_code_2(tdata, tmp_path, capsys):
     assert "already holds checkpoints: pass --resume" in capsys.readouterr().err
 
 
+def test_condition_gap_measures_how_much_a_flow_reads_its_picture(tdata, tmp_path):
+    trainer = make_trainer("shape_flow", tmp_path / "f", tdata, max_steps=8, i_save=1000, optimizer={"lr": 3e-3})
+    trainer.run()
+    batch = _fixed_batch(trainer)
+    rng = torch.get_rng_state()
+    gap = trainer.objective.condition_gap(batch)
+    assert torch.equal(rng, torch.get_rng_state())  # training draws are untouched
+    assert gap == trainer.objective.condition_gap(batch)  # fixed draws: comparable across steps
+    assert gap["cond_loss"] > 0 and gap["cond_gap"] != 0
+    # Every sample conditioned on the same picture: swapping conditions changes nothing.
+    same = {**batch, "cond": batch["cond"][:1].expand_as(batch["cond"]).contiguous()}
+    assert trainer.objective.condition_gap(same)["cond_gap"] == 0
+
+
 # ----------------------------------------------------------------------------------- 6. logs and plots
 @pytest.mark.parametrize("name", ALL)
 def test_log_and_loss_plot(name, tdata, flow_runs):
@@ -387,7 +401,7 @@ def test_log_and_loss_plot(name, tdata, flow_runs):
         "ss_vae": {"bce", "dice", "kl", "iou"},
         "shape_vae": {"intersected_bce", "vertex_mse", "subdiv_bce", "kl", "flag_acc", "subdiv_acc"},
         "tex_vae": {"l1", "kl", "psnr"},
-    }.get(name, set())
+    }.get(name, {"cond_loss", "cond_gap"})
     for row in rows:
         assert set(row) == {"step", "loss", "grad_norm", "clip", "samples_per_s", "elapsed_s"} | own
         assert all(np.isfinite(v) for v in row.values())
