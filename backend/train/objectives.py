@@ -138,7 +138,8 @@ class FlowMatchingObjective(nn.Module):
             return dinov3_tokens(self.nets["image_encoder"], batch["pixels"])
         return batch["cond"]
 
-    def _loss(self, batch: dict[str, Any], cond: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    def _loss(self, batch: dict[str, Any], cond: torch.Tensor, t: torch.Tensor,
+              eps: torch.Tensor) -> torch.Tensor:
         """Mean squared velocity error at times ``t [B]`` with noise ``eps`` (shaped like ``x0``)."""
         denoiser = self.nets["denoiser"]
         x0 = batch["x0"]

@@ -205,7 +205,8 @@ class Trainer:
             if trains_encoder:
                 self.nets["image_encoder"] = encoder.model.float().requires_grad_(True)
         elif trains_encoder:
-            raise ConfigError(f"{config.path}: trainer.args.train_image_encoder: the dataset has no image condition")
+            raise ConfigError(
+                f"{config.path}: trainer.args.train_image_encoder: the dataset has no image condition")
         self.objective = objective_cls(self.nets, self.objective_args).to(self.device)
         self.params = [p for p in self.objective.parameters() if p.requires_grad]
         self.ema = {

@@ -378,7 +378,8 @@ def test_cli_reports_bad_input_with_exit_code_2(tdata, tmp_path, capsys):
 
 
 def test_condition_gap_measures_how_much_a_flow_reads_its_picture(tdata, tmp_path):
-    trainer = make_trainer("shape_flow", tmp_path / "f", tdata, max_steps=8, i_save=1000, optimizer={"lr": 3e-3})
+    trainer = make_trainer("shape_flow", tmp_path / "f", tdata, max_steps=8, i_save=1000,
+                           optimizer={"lr": 3e-3})
     trainer.run()
     batch = _fixed_batch(trainer)
     rng = torch.get_rng_state()
