@@ -184,6 +184,27 @@ def rope_phases(
     return torch.polar(torch.ones_like(phases), phases)
 
 
+def absolute_position_embedding(coords: torch.Tensor, channels: int) -> torch.Tensor:
+    """Sinusoidal embedding of integer grid coordinates (``pe_mode = "ape"``).
+
+    Per axis ``a`` of ``[x, y, z]``: ``[sin(a * f), cos(a * f)]`` with ``F = channels // 3 // 2``
+    frequencies ``f_j = 10000^(-j / F)``; the axes' blocks are concatenated and zero-padded to
+    ``channels``.
+
+    Args:
+        coords: ``[L, 3]`` integer (x, y, z).
+        channels: embedding width (the model width).
+
+    Returns:
+        float32 ``[L, channels]``.
+    """
+    num_freqs = channels // coords.shape[-1] // 2
+    freqs = 1.0 / 10000 ** (torch.arange(num_freqs, dtype=torch.float32, device=coords.device) / num_freqs)
+    angles = coords.float()[:, :, None] * freqs  # [L, axes, F]
+    emb = torch.cat([angles.sin(), angles.cos()], dim=-1).reshape(coords.shape[0], -1)  # [L, axes * 2F]
+    return F.pad(emb, (0, channels - emb.shape[1]))
+
+
 def apply_rope(x: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
     """Rotate adjacent channel pairs ``(2i, 2i + 1)`` of each head by ``phases[..., i]``, in (at least) fp32.
 

@@ -1,7 +1,9 @@
 """The part both flow DiTs share: embedders, shared AdaLN modulation, blocks, output head.
 
 Mirrors the common body of TRELLIS.2 ``models/sparse_structure_flow.py`` and
-``models/structured_latent_flow.py`` (``share_mod = true``, ``pe_mode = "rope"``).
+``models/structured_latent_flow.py`` (``share_mod = true``; the released models use
+``pe_mode = "rope"``, 3-D RoPE in self-attention; ``"ape"`` adds a sinusoidal embedding of the
+voxel coordinates to the input tokens instead).
 Precision, as the released checkpoints run: ``input_layer``, ``t_embedder``, ``adaLN_modulation``
 and ``out_layer`` are fp32; the blocks run in the configured dtype (bfloat16 in the release).
 """
@@ -49,7 +51,7 @@ class FlowTrunk(nn.Module):
         num_heads: heads; when None, ``C // num_head_channels``.
         num_head_channels: channels per head if ``num_heads`` is None.
         mlp_ratio: MLP hidden = ``int(C * mlp_ratio)``.
-        pe_mode: only ``"rope"`` (the released models) is implemented.
+        pe_mode: ``"rope"`` (the released models) or ``"ape"`` (absolute sinusoidal embedding).
         rope_freq: ``(a, b)`` of the RoPE frequencies ``a / b^(j/F)``.
         dtype: block dtype name; ``use_fp16`` forces float16.
         share_mod: only True (the released models) is implemented.
@@ -88,15 +90,16 @@ class FlowTrunk(nn.Module):
         num_heads = num_heads or model_channels // num_head_channels
         if model_channels % num_heads:
             raise ValueError(f"model_channels {model_channels} is not divisible by num_heads {num_heads}")
-        if pe_mode != "rope":
-            raise ValueError(f"pe_mode {pe_mode!r} is not implemented (the released models use 'rope')")
+        if pe_mode not in ("rope", "ape"):
+            raise ValueError(f"pe_mode must be 'rope' or 'ape', got {pe_mode!r}")
         if not share_mod:
             raise ValueError("share_mod=False is not implemented (the released models use share_mod=True)")
         head_dim = model_channels // num_heads
-        if head_dim % 2 or head_dim // 2 // 3 < 1:
+        if pe_mode == "rope" and (head_dim % 2 or head_dim // 2 // 3 < 1):
             raise ValueError(f"head_dim {head_dim} must be even and >= 6 for 3-D RoPE")
         block_dtype = parse_dtype(dtype, use_fp16)
         self.model_channels = model_channels
+        self.pe_mode = pe_mode
         self.num_heads = num_heads
         self.head_dim = head_dim
         self.rope_freq = (float(rope_freq[0]), float(rope_freq[1]))
@@ -142,6 +145,7 @@ class FlowTrunk(nn.Module):
         cond: torch.Tensor,
         ctx: AttentionContext,
         sample_index: torch.Tensor | None = None,
+        pos_emb: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Everything between the token tensor in and the token tensor out.
 
@@ -151,12 +155,17 @@ class FlowTrunk(nn.Module):
             cond: ``[B, M, Cc]`` (or packed ``[1, B*M, Cc]``).
             ctx: attention settings (backend, RoPE, layouts).
             sample_index: for packed input, int64 ``[T]`` sample of each token; else None.
+            pos_emb: ``pe_mode = "ape"``: fp32 ``[L, C]`` (or ``[T, C]``) added to the input
+                layer's output; else None.
 
         Returns:
             fp32 ``[B, L, Cout]`` (the out layer's dtype).
         """
         dtype = self.dtype
-        h = self.input_layer(tokens.to(self.input_layer.weight.dtype)).to(dtype)  # [B, L, C]
+        h = self.input_layer(tokens.to(self.input_layer.weight.dtype))  # [B, L, C]
+        if pos_emb is not None:
+            h = h + pos_emb.to(h.dtype)
+        h = h.to(dtype)
         mod = self.adaLN_modulation(self.t_embedder(t)).to(dtype)  # [B, 6C]
         mod = mod[:, None] if sample_index is None else mod[sample_index][None]  # [B, 1, 6C] | [1, T, 6C]
         cond = cond.to(dtype)

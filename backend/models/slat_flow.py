@@ -1,8 +1,9 @@
 """``SLatFlowModel``: the sparse DiT of the shape and texture stages.
 
 Mirrors TRELLIS.2 ``models/structured_latent_flow.py``. Self-attention is full attention over
-all voxels of a sample with 3-D RoPE from the voxel coordinates. One sample runs as a dense
-``B = 1`` sequence; several samples are packed and use varlen attention.
+all voxels of a sample with 3-D RoPE from the voxel coordinates (or, with ``pe_mode = "ape"``,
+without RoPE and with the coordinates' sinusoidal embedding added to the input tokens). One
+sample runs as a dense ``B = 1`` sequence; several samples are packed and use varlen attention.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 from ..sparse import SparseTensor
 from .attention import VarlenLayout
 from .dit_blocks import AttentionContext
-from .dit_layers import rope_phases
+from .dit_layers import absolute_position_embedding, rope_phases
 from .flow_trunk import FlowTrunk
 
 
@@ -28,6 +29,11 @@ class SLatFlowModel(FlowTrunk):
         """complex64 ``[N, head_dim // 2]``, built once per coordinate set (shared cache)."""
         key = f"rope_phases:{self.head_dim}:{self.rope_freq}"
         return x.cached(key, lambda: rope_phases(x.coords[:, 1:], self.head_dim, self.rope_freq))
+
+    def _pos_emb(self, x: SparseTensor) -> torch.Tensor:
+        """float32 ``[N, C]`` absolute position embedding of the voxels (shared cache)."""
+        key = f"pos_emb:{self.model_channels}"
+        return x.cached(key, lambda: absolute_position_embedding(x.coords[:, 1:], self.model_channels))
 
     def _layouts(self, x: SparseTensor, cond_len: int) -> tuple[VarlenLayout, VarlenLayout]:
         def build() -> tuple[VarlenLayout, VarlenLayout]:
@@ -65,13 +71,15 @@ class SLatFlowModel(FlowTrunk):
             if len(concat_cond) != len(x):
                 raise ValueError(f"concat_cond has {len(concat_cond)} voxels, x has {len(x)}")
             feats = torch.cat([feats, concat_cond.feats.to(feats.dtype)], dim=-1)  # noise first
-        rope = self._rope(x)[None]  # [1, N, D/2]
+        ape = self.pe_mode == "ape"
+        rope = None if ape else self._rope(x)[None]  # [1, N, D/2]
+        pos_emb = self._pos_emb(x) if ape else None  # [N, C]
         if B == 1:
             ctx = AttentionContext(self.attention_backend, rope=rope)
-            out = self.run_trunk(feats[None], t, cond, ctx)[0]  # [N, Cout]
+            out = self.run_trunk(feats[None], t, cond, ctx, pos_emb=pos_emb)[0]  # [N, Cout]
         else:
             self_layout, cross_layout = self._layouts(x, cond.shape[1])
             ctx = AttentionContext(self.attention_backend, rope, self_layout, cross_layout)
             packed_cond = cond.reshape(1, -1, cond.shape[-1])  # [1, B*M, Cc]
-            out = self.run_trunk(feats[None], t, packed_cond, ctx, x.batch_index)[0]
+            out = self.run_trunk(feats[None], t, packed_cond, ctx, x.batch_index, pos_emb=pos_emb)[0]
         return x.replace(out)

@@ -27,7 +27,20 @@ def _randomise(model: torch.nn.Module, seed: int = 0) -> None:
             p.copy_(torch.randn(p.shape, generator=g) * 0.3 + (1.0 if name.endswith("gamma") else 0.0))
 
 
-def _ref_forward(sd, tokens, t, cond, coords, heads):
+def _ref_ape(coords, channels, dtype):
+    """The official absolute position embedding, spelled out: per axis [sin(c f_j)..., cos(c f_j)...]."""
+    nf = channels // 3 // 2
+    out = torch.zeros(len(coords), channels, dtype=dtype)
+    for i, xyz in enumerate(coords.tolist()):
+        for axis, c in enumerate(xyz):
+            for j in range(nf):
+                f = 1.0 / 10000 ** (j / nf)
+                out[i, axis * 2 * nf + j] = math.sin(c * f)
+                out[i, axis * 2 * nf + nf + j] = math.cos(c * f)
+    return out
+
+
+def _ref_forward(sd, tokens, t, cond, coords, heads, pe_mode="rope"):
     """tokens [L, Cin], t scalar, cond [M, Cc], coords [L, 3] -> [L, Cout] (one sample, tokens' dtype)."""
     dtype = tokens.dtype
     C = sd["input_layer.weight"].shape[0]
@@ -45,6 +58,8 @@ def _ref_forward(sd, tokens, t, cond, coords, heads):
         angles[:, axis * fd:(axis + 1) * fd] = coords[:, axis:axis + 1].to(dtype) * rf
 
     def rope(x):  # x [L, H, D]
+        if pe_mode == "ape":
+            return x
         a, b = x[..., 0::2], x[..., 1::2]
         c, s = torch.cos(angles)[:, None], torch.sin(angles)[:, None]
         out = torch.empty_like(x)
@@ -60,6 +75,8 @@ def _ref_forward(sd, tokens, t, cond, coords, heads):
 
     ln = lambda x: F.layer_norm(x, (C,), eps=1e-6)  # noqa: E731
     h = lin(tokens, "input_layer")
+    if pe_mode == "ape":
+        h = h + _ref_ape(coords, C, dtype)
     nblocks = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
     for i in range(nblocks):
         p = f"blocks.{i}."
@@ -141,6 +158,41 @@ def test_ss_flow_matches_reference_and_flattens_x_slowest():
         tokens = x[b].reshape(3, -1).T  # [64, 3], token i = (x, y, z) = grid[i]
         ref = _ref_forward(sd, tokens, t[b], cond[b], grid, heads=2)
         assert torch.allclose(out[b].reshape(3, -1).T, ref, atol=1e-4, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_ss_flow_with_absolute_positions_matches_reference():
+    ape = {**TINY, "pe_mode": "ape"}
+    model = SparseStructureFlowModel(resolution=4, in_channels=3, out_channels=3, **ape)
+    _randomise(model.eval(), 3)
+    buffers = dict(model.named_buffers())
+    assert set(buffers) == {"pos_emb"} and buffers["pos_emb"].shape == (64, 64)  # the official buffer
+    x, t, cond = torch.randn(2, 3, 4, 4, 4), torch.tensor([10.0, 990.0]), torch.randn(2, 5, 24)
+    out = model(x, t, cond)
+    grid = torch.stack(torch.meshgrid(*[torch.arange(4)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    sd = {k: v for k, v in model.state_dict().items() if k != "pos_emb"}
+    for b in range(2):
+        ref = _ref_forward(sd, x[b].reshape(3, -1).T, t[b], cond[b], grid, heads=2, pe_mode="ape")
+        assert torch.allclose(out[b].reshape(3, -1).T, ref, atol=1e-4, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_slat_flow_with_absolute_positions_matches_reference_packed_and_alone():
+    model = SLatFlowModel(resolution=32, in_channels=8, out_channels=8, **{**TINY, "pe_mode": "ape"}).eval()
+    _randomise(model, 4)
+    x = _sparse_input([30, 17])
+    t, cond = torch.tensor([100.0, 900.0]), torch.randn(2, 9, 24)
+    both = model(x, t, cond)
+    sd = model.state_dict()
+    for b, rows in enumerate([slice(0, 30), slice(30, 47)]):
+        ref = _ref_forward(sd, x.feats[rows], t[b], cond[b], x.coords[rows, 1:], heads=2, pe_mode="ape")
+        assert torch.allclose(both.feats[rows], ref, atol=1e-4, rtol=1e-4)
+
+
+def test_unknown_position_mode_is_refused():
+    with pytest.raises(ValueError, match="pe_mode"):
+        SparseStructureFlowModel(resolution=4, in_channels=3, out_channels=3,
+                                 **{**TINY, "pe_mode": "learned"})
 
 
 @torch.no_grad()

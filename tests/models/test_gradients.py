@@ -164,16 +164,18 @@ def test_sc_vae_blocks_gradcheck(kind):
 def _ref_grads(model, tokens_per_sample, t, cond, coords_per_sample, weights):
     """Grads of ``sum(out * w)`` through ``_ref_forward`` in float64 (params and tokens)."""
     sd = {k: v.detach().double().requires_grad_()
-          for k, v in model.state_dict().items() if k != "rope_phases"}
+          for k, v in model.state_dict().items() if k not in ("rope_phases", "pos_emb")}
     toks = [tk.detach().double().requires_grad_() for tk in tokens_per_sample]
-    loss = sum((_ref_forward(sd, tk, t[b].double(), cond[b].double(), coords_per_sample[b], model.num_heads)
-                * weights[b].double()).sum() for b, tk in enumerate(toks))
+    loss = sum((_ref_forward(sd, tk, t[b].double(), cond[b].double(), coords_per_sample[b], model.num_heads,
+                             pe_mode=model.pe_mode) * weights[b].double()).sum() for b, tk in enumerate(toks))
     loss.backward()
     return {k: v.grad for k, v in sd.items()}, [tk.grad for tk in toks]
 
 
-def test_ss_flow_gradients_match_plain_float64_reference():
-    model = SparseStructureFlowModel(resolution=3, in_channels=3, out_channels=3, **TINY).train()
+@pytest.mark.parametrize("pe_mode", ["rope", "ape"])
+def test_ss_flow_gradients_match_plain_float64_reference(pe_mode):
+    model = SparseStructureFlowModel(resolution=3, in_channels=3, out_channels=3,
+                                     **{**TINY, "pe_mode": pe_mode}).train()
     _randomise(model, 10)
     g = _gen(11)
     x = torch.randn(2, 3, 3, 3, 3, generator=g, requires_grad=True)

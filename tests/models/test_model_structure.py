@@ -120,7 +120,8 @@ def test_ss_decoder_keys_and_shapes():
 
 def test_invalid_configs_fail_at_construction():
     with pytest.raises(ValueError, match="pe_mode"):
-        _meta(SLatFlowModel, resolution=8, in_channels=4, out_channels=4, **{**DIT_ARGS, "pe_mode": "ape"})
+        _meta(SLatFlowModel, resolution=8, in_channels=4, out_channels=4,
+              **{**DIT_ARGS, "pe_mode": "learned"})
     with pytest.raises(ValueError, match="divisible"):
         _meta(SLatFlowModel, resolution=8, in_channels=4, out_channels=4, **{**DIT_ARGS, "num_heads": 7})
     with pytest.raises(TypeError):
