@@ -2,11 +2,13 @@
 
 Every stage is one of the project's own commands, run as a child process, and every stage resumes:
 the toolkit skips finished assets, a finished training is skipped and an unfinished one resumes from
-its last checkpoint, so the script can be interrupted and re-run at any point. The three VAEs train
-concurrently, then the three flows (they share one GPU well at this size).
+its last checkpoint, so the script can be interrupted and re-run at any point. Two chains share the
+GPU: the sparse-structure VAE, its latents and the sparse-structure flow (which may also train the
+image encoder); and the shape and texture VAEs and their latents. Then the shape and texture flows.
 
     python scripts/train_mini.py --work DIR [--family mini|tiny] [--count 960] [--test-count 48]
-        [--resolution 512] [--views 8] [--vae-minutes 5] [--flow-minutes 8] [--device cuda]
+        [--resolution 512] [--views 8] [--vae-minutes 5] [--ss-vae-minutes M] [--flow-minutes 8]
+        [--ss-flow-minutes M] [--device cuda]
 
 Outputs: ``DIR/meshes`` (GLBs + split.json), ``DIR/data`` (training set), ``DIR/runs/<network>``
 (checkpoints, logs, loss.png, exported weights), ``DIR/release`` (the official layout) and
@@ -20,7 +22,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,9 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--vae-minutes", type=float, default=5.0)
     p.add_argument("--flow-minutes", type=float, default=8.0)
+    p.add_argument("--ss-vae-minutes", type=float, default=None,
+                   help="the sparse-structure VAE's budget (default: --vae-minutes); its flow starts "
+                        "when it ends, while the other VAEs train")
     p.add_argument("--ss-flow-minutes", type=float, default=None,
-                   help="the sparse-structure flow's budget when it trains the image encoder "
-                        "(it then runs before the other two flows; default: --flow-minutes)")
+                   help="the sparse-structure flow's budget (default: --flow-minutes); the other "
+                        "flows start after it")
     p.add_argument("--eval-limit", type=int, default=0, help="held-out objects to evaluate (0: all)")
     p.add_argument("--skip-eval", action="store_true")
     args = p.parse_args(argv)
@@ -199,55 +206,59 @@ def main(argv: list[str] | None = None) -> int:
         _run([py, "-m", "backend.train.data", "merge", "--data", work / "data"], logs / "merge.log")
 
     stage("prepare", prepare)
-    stage("vaes", lambda: _parallel(_train_cmds(VAES, args, work, args.vae_minutes, py), logs))
 
     def names(run: str) -> dict[str, str]:
         return json.loads((work / "runs" / run / "config.json").read_text())["trainer"]["args"][
             "release_names"
         ]
 
-    def encode() -> None:
-        ss, shape, tex = names("ss_vae"), names("shape_vae"), names("tex_vae")
-        _run(
-            [
-                py,
-                "-m",
-                "backend.train.data",
-                "encode",
-                "--data",
-                work / "data",
-                "--shape-encoder",
-                work / "runs/shape_vae/export" / shape["encoder"],
-                "--pbr-encoder",
-                work / "runs/tex_vae/export" / tex["encoder"],
-                "--ss-encoder",
-                work / "runs/ss_vae/export" / ss["encoder"],
-                "--device",
-                args.device,
-                "--conv-backend",
-                json.loads((work / "runs/shape_vae/config.json").read_text())["trainer"]["args"].get(
-                    "conv_backend", "torch"),
-            ],
-            logs / "encode.log",
-        )
+    encoding = threading.Lock()  # the two chains' encode steps both rewrite the merged records
 
-    stage("encode", encode)
-    # A flow config may train the image encoder (trainer.args.train_image_encoder): that flow runs
-    # first, and the others, the release and the evaluation use the encoder it exports.
-    encoder = work / "image_encoder"
+    def encode(vaes: dict[str, str]) -> None:
+        """Latents of every prepared object from the named VAE runs (``--ss-encoder``: ``ss_vae``...)."""
+        cmd = [py, "-m", "backend.train.data", "encode", "--data", work / "data", "--device", args.device,
+               "--conv-backend",
+               json.loads((work / "runs/shape_vae/config.json").read_text())["trainer"]["args"].get(
+                   "conv_backend", "torch")]
+        for flag, run in vaes.items():
+            cmd += [flag, work / "runs" / run / "export" / names(run)["encoder"]]
+        with encoding:
+            _run(cmd, logs / "encode.log")
+
+    # A flow config may train the image encoder (trainer.args.train_image_encoder): the other
+    # flows, the release and the evaluation then use the encoder it exports.
     trains_encoder = [
         n for n in FLOWS
         if json.loads((CONFIGS / args.family / f"{n}.json").read_text())["trainer"]["args"].get(
             "train_image_encoder", False)
     ]
-    if len(trains_encoder) > 1:
-        raise SystemExit(f"only one flow may train the image encoder, got {trains_encoder}")
-    if trains_encoder:
-        first = trains_encoder[0]
-        minutes = args.ss_flow_minutes if args.ss_flow_minutes is not None else args.flow_minutes
-        stage(first, lambda: _parallel(_train_cmds([first], args, work, minutes, py, encoder), logs))
-        encoder = work / "runs" / first / "export" / "image_encoder"
-    rest = [n for n in FLOWS if n not in trains_encoder]
+    if trains_encoder not in ([], ["ss_flow"]):
+        raise SystemExit(f"only the sparse-structure flow may train the image encoder, got {trains_encoder}")
+    first_encoder = work / "image_encoder"
+    ss_vae_minutes = args.ss_vae_minutes if args.ss_vae_minutes is not None else args.vae_minutes
+    ss_flow_minutes = args.ss_flow_minutes if args.ss_flow_minutes is not None else args.flow_minutes
+
+    def structure_chain() -> None:
+        # Stage 1 needs only the SS VAE: its flow starts as soon as the SS latents exist, while
+        # the shape and texture VAEs are still training (the flow is the slowest to learn).
+        _parallel(_train_cmds(["ss_vae"], args, work, ss_vae_minutes, py), logs)
+        encode({"--ss-encoder": "ss_vae"})
+        _parallel(_train_cmds(["ss_flow"], args, work, ss_flow_minutes, py, first_encoder), logs)
+
+    def latent_chain() -> None:
+        _parallel(_train_cmds(["shape_vae", "tex_vae"], args, work, args.vae_minutes, py), logs)
+        encode({"--shape-encoder": "shape_vae", "--pbr-encoder": "tex_vae"})
+
+    def vaes_and_structure() -> None:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            chains = [pool.submit(structure_chain), pool.submit(latent_chain)]
+            errors = [c.exception() for c in chains if c.exception() is not None]
+        if errors:
+            raise SystemExit("; ".join(str(e) for e in errors))
+
+    stage("vaes_and_structure", vaes_and_structure)
+    encoder = work / "runs" / "ss_flow" / "export" / "image_encoder" if trains_encoder else first_encoder
+    rest = ["shape_flow", "tex_flow"]
     stage("flows", lambda: _parallel(_train_cmds(rest, args, work, args.flow_minutes, py, encoder), logs))
     stage(
         "release",
