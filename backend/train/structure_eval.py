@@ -15,6 +15,9 @@ structure sampled from its condition picture is compared with the object's own o
   predicted). Occupancy is of the surface, so a cell off by one along the normal counts as a miss:
   IoU is strict; ``dilated_iou`` also counts a prediction within one cell (26-neighbourhood) of the
   truth, and vice versa.
+
+Pictures the pipeline refuses (e.g. a see-through object with no opaque pixel) score as an
+empty prediction with the refusal in ``error``; the summary counts them as ``failed``.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class StructureScore:
     precision: float
     recall: float
     dilated_iou: float
+    error: str = ""  # why the pipeline could not generate from the picture (scored as empty)
 
 
 def pooled_occupancy(cells: np.ndarray, grid: int, source_grid: int = SS_GRID) -> np.ndarray:
@@ -65,7 +69,8 @@ def _dilated(occ: np.ndarray) -> np.ndarray:
     return (F.max_pool3d(t, 3, stride=1, padding=1)[0, 0] > 0).numpy()
 
 
-def score_structure(object_id: str, predicted: np.ndarray, truth: np.ndarray) -> StructureScore:
+def score_structure(object_id: str, predicted: np.ndarray, truth: np.ndarray,
+                    error: str = "") -> StructureScore:
     """Compare two bool occupancy grids of the same size (see the module docstring)."""
     if predicted.shape != truth.shape:
         raise ValueError(f"grids differ: predicted {predicted.shape}, truth {truth.shape}")
@@ -84,13 +89,16 @@ def score_structure(object_id: str, predicted: np.ndarray, truth: np.ndarray) ->
         precision=inter / n_pred if n_pred else 0.0,
         recall=inter / n_true if n_true else 0.0,
         dilated_iou=float(dilated_iou),
+        error=error,
     )
 
 
 def sample_structures(release: Path, pictures: Sequence[Path], *, device: str, seed: int,
-                      grid: int = STRUCTURE_GRID) -> list[np.ndarray]:
-    """Stage 1 of ``release`` for each picture, as generation runs it: bool ``[grid]^3`` each."""
+                      grid: int = STRUCTURE_GRID) -> list[np.ndarray | str]:
+    """Stage 1 of ``release`` for each picture, as generation runs it: bool ``[grid]^3`` each, or
+    the message of the pipeline's refusal of that picture (e.g. no opaque foreground)."""
     from backend.pipeline.api import GenerateRequest
+    from backend.pipeline.errors import InputError
     from backend.pipeline.image import load_and_preprocess
     from backend.pipeline.image_to_3d import stage_params, view_conditions
     from backend.pipeline.progress import Tracker
@@ -108,7 +116,12 @@ def sample_structures(release: Path, pictures: Sequence[Path], *, device: str, s
     dino, structure = store.conditioner(), FlowStructure()
     grids = []
     for picture in pictures:
-        image = load_and_preprocess(picture, None)
+        try:
+            image = load_and_preprocess(picture, None)
+        except InputError as exc:
+            log.warning("%s: %s", picture, exc)
+            grids.append(str(exc))
+            continue
         with store.on_device(dino.model):
             cond, neg = view_conditions(dino, [image], 512, 1, None)
         with torch.no_grad():
@@ -147,10 +160,12 @@ def evaluate_structure(releases: dict[str, Path], data_dir: Path, out_dir: Path,
     for name, release in releases.items():
         log.info("stage 1 of %s on %d held-out objects", name, len(ids))
         predicted = sample_structures(release, pictures, device=device, seed=seed)
-        scores = [score_structure(i, p, t) for i, p, t in zip(ids, predicted, truths)]
+        scores = [score_structure(i, np.zeros_like(t), t, error=p) if isinstance(p, str)
+                  else score_structure(i, p, t) for i, p, t in zip(ids, predicted, truths)]
         lines += [json.dumps({"release": name, **asdict(s)}) for s in scores]
         summary[name] = {
             "objects": len(scores),
+            "failed": sum(1 for s in scores if s.error),
             **{f"{k}_mean": float(np.mean([getattr(s, k) for s in scores])) for k in
                ("iou", "dilated_iou", "precision", "recall")},
             **{f"{k}_median": float(np.median([getattr(s, k) for s in scores]))

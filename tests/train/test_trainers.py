@@ -559,5 +559,29 @@ def test_stage_one_evaluation_scores_every_object_against_its_own_occupancy(tdat
             assert row["occupied"] == int(pooled_occupancy(npz["cells"], STRUCTURE_GRID).sum()) > 0
         assert 0.0 <= row["iou"] <= row["dilated_iou"] <= 1.0
     assert rows[:2] == [{**r, "release": "a"} for r in rows[2:]]  # same release, same seed: same structures
-    assert summary["a"]["objects"] == 2
+    assert summary["a"]["objects"] == 2 and summary["a"]["failed"] == 0
     assert json.loads((out / "structure_summary.json").read_text()) == summary
+
+
+def test_stage_one_evaluation_scores_a_picture_the_pipeline_refuses_as_empty(tdata, flow_runs, tmp_path):
+    import shutil
+
+    from backend.train.structure_eval import evaluate_structure
+
+    release = _assemble(tdata, flow_runs, tmp_path / "release")
+    data = tmp_path / "data"
+    shutil.copytree(tdata.data, data)
+    glass = sorted(OBJECTS)[0]
+    view = data / "renders_cond" / glass / "000.png"
+    with Image.open(view) as img:  # a see-through object: no pixel more than 80% opaque
+        rgba = np.asarray(img.convert("RGBA")).copy()
+    rgba[..., 3] = np.minimum(rgba[..., 3], 100)
+    Image.fromarray(rgba).save(view)
+    summary = evaluate_structure({"a": release}, data, tmp_path / "eval", split=None, limit=2)
+    lines = (tmp_path / "eval" / "structure_results.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert summary["a"]["objects"] == 2 and summary["a"]["failed"] == 1
+    refused, scored = rows
+    assert refused["object_id"] == glass and "opaque" in refused["error"]
+    assert refused["predicted"] == 0 and refused["iou"] == 0.0 and refused["occupied"] > 0
+    assert scored["error"] == "" and scored["predicted"] > 0
