@@ -61,12 +61,17 @@ class FlowArgs:
             raise ValueError(f"t_schedule has unknown keys: {sorted(unknown)}")
 
 
-def sample_timesteps(schedule: dict, n: int, device: torch.device) -> torch.Tensor:
-    """``[n]`` times in (0, 1): uniform, or ``sigmoid(mean + std * N(0, 1))`` (logit-normal)."""
+def sample_timesteps(schedule: dict, n: int, device: torch.device,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """``[n]`` times in (0, 1): uniform, or ``sigmoid(mean + std * N(0, 1))`` (logit-normal).
+
+    Drawn on the CPU from ``generator`` (default: the global one), then moved to ``device``.
+    """
     if schedule["name"] == "uniform":
-        return torch.rand(n).to(device)
+        return torch.rand(n, generator=generator).to(device)
     args = schedule.get("args", {})
-    return torch.sigmoid(args.get("mean", 0.0) + args.get("std", 1.0) * torch.randn(n)).to(device)
+    normal = torch.randn(n, generator=generator)
+    return torch.sigmoid(args.get("mean", 0.0) + args.get("std", 1.0) * normal).to(device)
 
 
 def noised(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, sigma_min: float):
@@ -122,12 +127,7 @@ class FlowMatchingObjective(nn.Module):
         if B < 2:
             return {}
         gen = torch.Generator().manual_seed(seed)
-        if self.args.t_schedule["name"] == "uniform":
-            t = torch.rand(B, generator=gen)
-        else:
-            a = self.args.t_schedule.get("args", {})
-            t = torch.sigmoid(a.get("mean", 0.0) + a.get("std", 1.0) * torch.randn(B, generator=gen))
-        t = t.to(device)
+        t = sample_timesteps(self.args.t_schedule, B, device, gen)
         eps = torch.randn(batch["x0"].shape, generator=gen).to(device)
         own = self._loss(batch, cond, t, eps).item()
         other = self._loss(batch, cond.roll(1, 0), t, eps).item()
