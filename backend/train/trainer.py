@@ -203,7 +203,12 @@ class Trainer:
         if self.dataset.needs_condition:
             encoder = load_image_encoder(self.objective_args.image_cond_model, self.device)
             if trains_encoder:
-                self.nets["image_encoder"] = encoder.model.float().requires_grad_(True)
+                model = encoder.model.float().requires_grad_(True)
+                # The readout never uses the mask token or the final norm (it applies its own
+                # parameter-free LayerNorm): parameters without gradients would stall DDP.
+                for p in (model.embeddings.mask_token, *model.norm.parameters()):
+                    p.requires_grad_(False)
+                self.nets["image_encoder"] = model
         elif trains_encoder:
             raise ConfigError(
                 f"{config.path}: trainer.args.train_image_encoder: the dataset has no image condition")
