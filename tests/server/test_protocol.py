@@ -47,7 +47,8 @@ def test_round_trip(message: p.Message) -> None:
 
 @pytest.mark.parametrize(("line", "job", "text"), [
     (b'{"type":"hello","id":"a"}', "a", "missing key 'version'"),
-    (b'{"type":"hello","id":"a","version":1,"extra":2}', "a", "unknown key 'extra'; known: client, id, version"),
+    (b'{"type":"hello","id":"a","version":1,"extra":2}', "a",
+     "unknown key 'extra'; known: client, id, version"),
     (b'{"type":"hello","id":"a","version":true}', "a", "expected an integer"),
     (b'{"type":"hello","id":"a","version":NaN}', None, "not JSON"),
     (b'{"type":"generate","id":"g","images":"a.png","output_dir":"/o"}', "g", "expected a list"),
