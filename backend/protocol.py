@@ -32,8 +32,9 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 PROTOCOL_VERSION = 1
 MAX_LINE_BYTES = 1 << 20  # one message, newline included
@@ -124,7 +125,7 @@ class ProtocolError(ValueError):
 
 
 # The values a field may hold beyond its type, checked wherever a message is built from the
-# wire or checked before sending (``_build``): the server validates a request once, on arrival.
+# wire or checked before sending (``build_dataclass``): the server validates a request once, on arrival.
 def _one_of(choices: tuple) -> dict[str, Any]:
     return {"choices": choices}
 
@@ -481,7 +482,7 @@ def check_request(message: Message) -> Message:
     For the client, before it sends: :func:`encode` replaces what UTF-8 cannot hold (a file
     name with undecodable bytes), which would make the server look for another file.
     """
-    return _build(type(message), dataclasses.asdict(message), message.TYPE)
+    return _read_wire(type(message), dataclasses.asdict(message), message.TYPE)
 
 
 def decode_request(line: bytes | str) -> Message:
@@ -511,7 +512,7 @@ def _decode(line: bytes | str, table: dict[str, type[Message]], id_key: str) -> 
     if not isinstance(kind, str) or kind not in table:
         raise ProtocolError(f"unknown message type {kind!r}", job)
     try:
-        message = _build(table[kind], obj, kind)
+        message = _read_wire(table[kind], obj, kind)
     except ProtocolError as exc:
         raise ProtocolError(str(exc), job, exc.code) from None
     if id_key == "id" and job is None:
@@ -532,36 +533,60 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
-def _build(cls: type, obj: dict[str, Any], where: str) -> Any:
-    hints = _hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(obj) - set(fields))
-    if unknown:
-        raise ProtocolError(f"{where}: unknown field(s) {', '.join(unknown)}")
-    values = {}
-    for name, f in fields.items():
-        if name in obj:
-            value = _check(obj[name], hints[name], f"{where}.{name}")
-            values[name] = _check_limits(value, f, f"{where}.{name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ProtocolError(f"{where}: missing field '{name}'")
-    return cls(**values)
+# --- JSON objects -> dataclasses -----------------------------------------------------------
+
+_T = TypeVar("_T")
+# How much of a wrong value an error message quotes; a longer one is named by its kind and size.
+_SHOWN_CHARS = 60
+_SHOWN_UNKNOWN_KEYS = 3
 
 
-def _check_limits(value: Any, f: dataclasses.Field, where: str) -> Any:
-    """``value`` if it lies within the field's choices or range (``None`` always passes)."""
-    choices, bounds = f.metadata.get("choices"), f.metadata.get("range")
-    if value is None:
-        return value
-    if choices is not None and value not in choices:
-        raise ProtocolError(f"{where} must be one of {', '.join(map(str, choices))}, got {value!r}",
-                            code="invalid_request")
-    if bounds is not None:
-        low, high = bounds
-        if value < low or (high is not None and value > high):
-            limit = f"in {low}..{high}" if high is not None else f"at least {low}"
-            raise ProtocolError(f"{where} must be {limit}, got {value!r}", code="invalid_request")
-    return value
+def build_dataclass(cls: type[_T], obj: Any, where: str, *,
+                    error: Callable[[str], Exception] = ValueError,
+                    limit_error: Callable[[str], Exception] | None = None,
+                    max_string_chars: int | None = None, max_list_items: int | None = None) -> _T:
+    """Dataclass ``cls`` built from ``obj``, a decoded JSON object, checked against ``cls``'s type hints.
+
+    Every mistake raises ``error(text)``. The text starts with the path of the value: ``where``,
+    then the keys and list indices below it (``generate.export.faces``, ``run.json: trainer.args.lr``).
+    It says what was expected and what was given: ``<path>: unknown key 'x'; known: ...``,
+    ``<path>: missing key 'x'`` (a field without a default), ``<path>: expected an integer, got
+    '3'``. The value of a field declared with ``repr=False`` (a token) is never quoted, only its kind.
+
+    ``limit_error`` (``error`` when not given) raises for a value of the right type that the field
+    refuses: outside its ``choices`` or ``range`` metadata (see :func:`_one_of`, :func:`_between`),
+    or refused by ``cls`` itself (a ``ValueError`` or ``TypeError`` from its ``__post_init__``).
+    ``max_string_chars`` and ``max_list_items`` bound every string and list (``None``: unbounded).
+
+    Type hints understood: ``bool``, ``int``, ``float`` (an integer is taken as a float), ``str``,
+    ``list[X]``, ``dict[str, X]`` and bare ``dict``, unions (``X | None``), ``Any`` and nested
+    dataclasses, built from nested objects. Any other hint raises ``TypeError``: a bug in ``cls``.
+    """
+    reader = _Reader(max_string_chars, max_list_items)
+    try:
+        return reader.build(cls, obj, where, hidden=False)
+    except _Mistake as mistake:
+        raise_as = (limit_error or error) if mistake.refused else error
+        raise raise_as(str(mistake)) from mistake.__cause__
+
+
+def _read_wire(cls: type[_T], obj: Any, where: str) -> _T:
+    """A message of type ``cls`` from its JSON object, within the wire's limits."""
+    return build_dataclass(cls, obj, where, error=ProtocolError, limit_error=_invalid_request,
+                           max_string_chars=MAX_STRING_CHARS, max_list_items=MAX_LIST_ITEMS)
+
+
+def _invalid_request(text: str) -> ProtocolError:
+    return ProtocolError(text, code="invalid_request")
+
+
+class _Mistake(Exception):
+    """What :func:`build_dataclass` turns into the caller's exception; ``refused``: a value the
+    field or class refuses (its ``limit_error``), not a malformed one."""
+
+    def __init__(self, text: str, refused: bool = False) -> None:
+        super().__init__(text)
+        self.refused = refused
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
@@ -573,56 +598,134 @@ def _hints(cls: type) -> dict[str, Any]:
     return _HINTS[cls]
 
 
-def _check(value: Any, hint: Any, where: str) -> Any:
-    """Validate ``value`` against a type hint; returns the value (nested dataclasses built)."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _check(value, option, where)
-            except ProtocolError as exc:
-                errors.append(str(exc))
-        raise ProtocolError(errors[0] if errors else f"{where}: must not be null")
-    if hint is Any:
-        return value
-    if dataclasses.is_dataclass(hint):
+def _shown(value: Any, hidden: bool) -> str:
+    """``value`` as an error message names it: its repr, or its kind when secret or long."""
+    text = repr(value)
+    if not hidden and len(text) <= _SHOWN_CHARS:
+        return text
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return f"a string of {len(value)} chars"
+    if isinstance(value, list | tuple):
+        return f"a list of {len(value)} items"
+    if isinstance(value, dict):
+        return f"an object of {len(value)} keys"
+    return type(value).__name__
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """The bounds of one :func:`build_dataclass` call, passed down the nested values."""
+
+    max_string_chars: int | None
+    max_list_items: int | None
+
+    def build(self, cls: type, obj: Any, where: str, hidden: bool) -> Any:
+        if not isinstance(obj, dict):
+            raise _Mistake(f"{where}: expected an object, got {_shown(obj, hidden)}")
+        hints = _hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(obj) - set(fields), key=str)
+        if unknown:
+            named = ", ".join(_shown(key, False) for key in unknown[:_SHOWN_UNKNOWN_KEYS])
+            more = len(unknown) - _SHOWN_UNKNOWN_KEYS
+            raise _Mistake(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {named}"
+                           f"{f' and {more} more' if more > 0 else ''}; known: {', '.join(sorted(fields))}")
+        values = {}
+        for name, f in fields.items():
+            if name in obj:
+                secret = hidden or not f.repr
+                value = self.check(obj[name], hints[name], f"{where}.{name}", secret)
+                values[name] = _check_limits(value, f, f"{where}.{name}", secret)
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise _Mistake(f"{where}: missing key {name!r}")
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as exc:  # the class's own checks (``__post_init__``)
+            raise _Mistake(f"{where}: {exc}", refused=True) from exc
+
+    def check(self, value: Any, hint: Any, where: str, hidden: bool) -> Any:
+        """``value`` checked against a type hint (nested dataclasses built, integers as floats)."""
+        origin = typing.get_origin(hint)
+        if origin in (typing.Union, types.UnionType):
+            options = [option for option in typing.get_args(hint) if option is not type(None)]
+            if value is None and len(options) < len(typing.get_args(hint)):
+                return None
+            mistakes = []
+            for option in options:
+                try:
+                    return self.check(value, option, where, hidden)
+                except _Mistake as mistake:
+                    mistakes.append(mistake)
+            raise mistakes[0]
+        if hint is Any:
+            return value
+        if dataclasses.is_dataclass(hint):
+            return self.build(hint, value, where, hidden)
+        if origin is list or hint is list:
+            (item,) = typing.get_args(hint) or (Any,)
+            return self._list(value, item, where, hidden)
+        if origin is dict or hint is dict:
+            item = (typing.get_args(hint) or (str, Any))[1]
+            return self._dict(value, item, where, hidden)
+        if hint is bool:
+            if not isinstance(value, bool):
+                raise _Mistake(f"{where}: expected true or false, got {_shown(value, hidden)}")
+            return value
+        if hint is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise _Mistake(f"{where}: expected an integer, got {_shown(value, hidden)}")
+            return value
+        if hint is float:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise _Mistake(f"{where}: expected a number, got {_shown(value, hidden)}")
+            return float(value)
+        if hint is str:
+            return self._string(value, where, hidden)
+        raise TypeError(f"{where}: unsupported type hint {hint!r}")
+
+    def _list(self, value: Any, item: Any, where: str, hidden: bool) -> list:
+        limit = self.max_list_items
+        if not isinstance(value, list | tuple) or (limit is not None and len(value) > limit):
+            expected = "a list" if limit is None else f"a list of at most {limit} items"
+            raise _Mistake(f"{where}: expected {expected}, got {_shown(value, hidden)}")
+        return [self.check(v, item, f"{where}[{i}]", hidden) for i, v in enumerate(value)]
+
+    def _dict(self, value: Any, item: Any, where: str, hidden: bool) -> dict:
         if not isinstance(value, dict):
-            raise ProtocolError(f"{where}: expected an object")
-        return _build(hint, value, where)
-    if origin is list:
-        if not isinstance(value, list) or len(value) > MAX_LIST_ITEMS:
-            raise ProtocolError(f"{where}: expected a list of at most {MAX_LIST_ITEMS} items")
-        (item,) = typing.get_args(hint)
-        return [_check(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        _, item = typing.get_args(hint)
-        if not isinstance(value, dict):
-            raise ProtocolError(f"{where}: expected an object")
-        if not all(_is_unicode(k) for k in value):
-            raise ProtocolError(f"{where}: a key holds an unpaired surrogate (not valid Unicode)")
-        return {k: _check(v, item, f"{where}.{k}") for k, v in value.items()}
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ProtocolError(f"{where}: expected true or false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ProtocolError(f"{where}: expected an integer")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ProtocolError(f"{where}: expected a number")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str) or len(value) > MAX_STRING_CHARS:
-            raise ProtocolError(f"{where}: expected a string of at most {MAX_STRING_CHARS} chars")
+            raise _Mistake(f"{where}: expected an object, got {_shown(value, hidden)}")
+        for key in value:
+            if not isinstance(key, str) or not _is_unicode(key):
+                raise _Mistake(f"{where}: expected keys that are valid Unicode strings, "
+                               f"got {_shown(key, hidden)}")
+        return {k: self.check(v, item, f"{where}.{k}", hidden) for k, v in value.items()}
+
+    def _string(self, value: Any, where: str, hidden: bool) -> str:
+        limit = self.max_string_chars
+        if not isinstance(value, str) or (limit is not None and len(value) > limit):
+            expected = "a string" if limit is None else f"a string of at most {limit} chars"
+            raise _Mistake(f"{where}: expected {expected}, got {_shown(value, hidden)}")
         if not _is_unicode(value):
-            raise ProtocolError(f"{where}: the string holds an unpaired surrogate (not valid Unicode)")
+            raise _Mistake(f"{where}: the string holds an unpaired surrogate (not valid Unicode)")
         return value
-    raise ProtocolError(f"{where}: unsupported type {hint!r}")  # a bug in this module
+
+
+def _check_limits(value: Any, f: dataclasses.Field, where: str, hidden: bool) -> Any:
+    """``value`` if it lies within the field's choices or range (``None`` always passes)."""
+    choices, bounds = f.metadata.get("choices"), f.metadata.get("range")
+    if value is None:
+        return value
+    if choices is not None and value not in choices:
+        raise _Mistake(f"{where} must be one of {', '.join(map(str, choices))}, got {_shown(value, hidden)}",
+                       refused=True)
+    if bounds is not None:
+        low, high = bounds
+        if value < low or (high is not None and value > high):
+            limit = f"in {low}..{high}" if high is not None else f"at least {low}"
+            raise _Mistake(f"{where} must be {limit}, got {_shown(value, hidden)}", refused=True)
+    return value

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from backend.models.pipeline_config import ComponentSpec
 from backend.models.registry import known_model_names
+from backend.protocol import build_dataclass
 
 
 class ConfigError(ValueError):
@@ -100,75 +99,15 @@ def read_config(path: str | Path) -> TrainConfig:
 
 
 # ---------------------------------------------------------------------------- typed args
-def _check_type(value: Any, annotation: Any, where: str) -> Any:
-    """Check ``value`` against a (simple) type annotation; returns it, converting ints to floats."""
-    origin = typing.get_origin(annotation)
-    if annotation is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for option in typing.get_args(annotation):
-            try:
-                return _check_type(value, option, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
-    if annotation is type(None):
-        if value is not None:
-            raise ConfigError(f"{where}: expected null, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    if origin in (list, tuple):
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        (item,) = typing.get_args(annotation)[:1] or (Any,)
-        return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict or annotation is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected an object, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(annotation):
-        return typed_args(annotation, value, where)
-    raise TypeError(f"unsupported annotation {annotation!r} at {where}")
-
-
 def typed_args(cls: type, raw: Any, where: str):
     """Build dataclass ``cls`` from a JSON object; unknown keys and wrong types are ``ConfigError``.
 
-    Fields without a default are required. Nested dataclass fields take nested objects.
+    Fields without a default are required; nested dataclass fields take nested objects; integers
+    are taken where a float is expected. A value the class's ``__post_init__`` refuses is a
+    ``ConfigError`` naming ``where``. The checks and messages are the job contract's
+    (:func:`backend.protocol.build_dataclass`), with no bound on string or list lengths.
     """
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected an object, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; known: {', '.join(sorted(fields))}")
-    values = {}
-    for name, f in fields.items():
-        if name in raw:
-            values[name] = _check_type(raw[name], hints[name], f"{where}.{name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{where}: missing key {name!r}")
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
+    return build_dataclass(cls, raw, where, error=ConfigError)
 
 
 @dataclass(frozen=True)

@@ -46,13 +46,14 @@ def test_round_trip(message: p.Message) -> None:
 
 
 @pytest.mark.parametrize(("line", "job", "text"), [
-    (b'{"type":"hello","id":"a"}', "a", "missing field 'version'"),
-    (b'{"type":"hello","id":"a","version":1,"extra":2}', "a", "unknown field"),
+    (b'{"type":"hello","id":"a"}', "a", "missing key 'version'"),
+    (b'{"type":"hello","id":"a","version":1,"extra":2}', "a",
+     "unknown key 'extra'; known: client, id, version"),
     (b'{"type":"hello","id":"a","version":true}', "a", "expected an integer"),
     (b'{"type":"hello","id":"a","version":NaN}', None, "not JSON"),
     (b'{"type":"generate","id":"g","images":"a.png","output_dir":"/o"}', "g", "expected a list"),
     (b'{"type":"generate","id":"g","images":[],"output_dir":"/o","shape":{"steps":"9"}}', "g", "shape.steps"),
-    (b'{"type":"cancel","id":"c"}', "c", "missing field 'job'"),
+    (b'{"type":"cancel","id":"c"}', "c", "missing key 'job'"),
     (b'{"type":"launch","id":"z"}', "z", "unknown message type"),
     (b'{"id":"z"}', "z", "unknown message type"),
     (b'{"type":"status","id":""}', None, "'id' must be"),
