@@ -724,7 +724,10 @@ def evaluate_release(release_dir: str | Path, data_dir: str | Path, mesh_dir: st
         raise EvaluationError(f"{data_dir}: no held-out objects (split 'test', status 'ok')")
     objects = [_HeldOut(r["id"], condition_image_path(data_dir, r["id"], view), mesh_dir / f"{r['id']}.glb")
                for r in records]
-    export = export or ExportOptions(texture_size=512, faces=50_000, write_direct=False)
+    # No normal map: the scores read geometry and base colour only, and the bake re-projects
+    # every texel onto the dense surface (seconds per object at evaluation sizes).
+    export = export or ExportOptions(texture_size=512, faces=50_000, write_direct=False,
+                                     bake_normal_map=False)
     out_dir.mkdir(parents=True, exist_ok=True)
     nn_device = device if torch.device(device).type == "cuda" else None
     log.info("evaluating %s on %d held-out objects (view %d, seed %d)", release_dir, len(objects), view, seed)
