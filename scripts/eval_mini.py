@@ -16,8 +16,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.pipeline.api import PIPELINE_TYPES, ExportOptions  # noqa: E402
-from backend.train.evaluation import BASELINES, EvaluationError, evaluate_release  # noqa: E402
+from backend.pipeline.api import PIPELINE_TYPES  # noqa: E402
+from backend.train.evaluation import (  # noqa: E402
+    BASELINES,
+    EVAL_FACES,
+    EVAL_TEXTURE_SIZE,
+    EvaluationError,
+    evaluate_release,
+    evaluation_export,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,13 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=int, default=50_000, help="surface samples per mesh")
     parser.add_argument("--baselines", nargs="*", choices=BASELINES, default=list(BASELINES),
                         help="baselines to run besides the release (default: all)")
-    parser.add_argument("--texture-size", type=int, default=512, help="exported texture size")
-    parser.add_argument("--faces", type=int, default=50_000, help="exported face budget")
+    parser.add_argument("--texture-size", type=int, default=EVAL_TEXTURE_SIZE, help="exported texture size")
+    parser.add_argument("--faces", type=int, default=EVAL_FACES, help="exported face budget")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    export = ExportOptions(texture_size=args.texture_size, faces=args.faces, write_direct=False)
+    export = evaluation_export(args.texture_size, args.faces)
     try:
         report = evaluate_release(args.release, args.data, args.meshes, args.out, device=args.device,
                                   view=args.view, seed=args.seed, pipeline_type=args.pipeline,

@@ -49,6 +49,16 @@ from backend.pipeline.api import ExportOptions, GenerateRequest, SamplerOverride
 
 log = logging.getLogger(__name__)
 
+EVAL_TEXTURE_SIZE = 512
+EVAL_FACES = 50_000
+
+
+def evaluation_export(texture_size: int = EVAL_TEXTURE_SIZE, faces: int = EVAL_FACES) -> ExportOptions:
+    """The export of evaluated assets: a GLB only, and no normal map (the scores read geometry and
+    base colour, and the bake re-projects every texel onto the dense surface: seconds per object)."""
+    return ExportOptions(texture_size=texture_size, faces=faces, write_direct=False, bake_normal_map=False)
+
+
 # F-score thresholds as fractions of the ground truth's bounding-box diagonal.
 F_SCORE_FRACTIONS = (0.01, 0.05)
 # Elements of one distance block in the torch nearest-neighbour search (2^26 float32 = 256 MiB).
@@ -724,10 +734,7 @@ def evaluate_release(release_dir: str | Path, data_dir: str | Path, mesh_dir: st
         raise EvaluationError(f"{data_dir}: no held-out objects (split 'test', status 'ok')")
     objects = [_HeldOut(r["id"], condition_image_path(data_dir, r["id"], view), mesh_dir / f"{r['id']}.glb")
                for r in records]
-    # No normal map: the scores read geometry and base colour only, and the bake re-projects
-    # every texel onto the dense surface (seconds per object at evaluation sizes).
-    export = export or ExportOptions(texture_size=512, faces=50_000, write_direct=False,
-                                     bake_normal_map=False)
+    export = export or evaluation_export()
     out_dir.mkdir(parents=True, exist_ok=True)
     nn_device = device if torch.device(device).type == "cuda" else None
     log.info("evaluating %s on %d held-out objects (view %d, seed %d)", release_dir, len(objects), view, seed)

@@ -281,3 +281,26 @@ def test_cli_reports_a_missing_data_folder(tmp_path, capsys):
     code = script.main(["--release", str(tmp_path), "--data", str(tmp_path / "none"),
                         "--meshes", str(tmp_path), "--out", str(tmp_path / "out"), "--device", "cpu"])
     assert code == 1 and "metadata.jsonl" in capsys.readouterr().err
+
+
+def test_cli_export_flags_reach_the_evaluation_without_a_normal_map(tmp_path, monkeypatch):
+    import importlib.util
+
+    path = Path(__file__).parents[2] / "scripts" / "eval_mini.py"
+    spec = importlib.util.spec_from_file_location("eval_mini", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    seen = {}
+
+    def fake_evaluate(*args, export, **kwargs):
+        seen["export"] = export
+        raise ev.EvaluationError("stop here")
+
+    monkeypatch.setattr(script, "evaluate_release", fake_evaluate)
+    common = ["--release", str(tmp_path), "--data", str(tmp_path), "--meshes", str(tmp_path),
+              "--out", str(tmp_path / "out")]
+    assert script.main(common + ["--texture-size", "256", "--faces", "1234"]) == 1
+    assert (seen["export"].texture_size, seen["export"].faces) == (256, 1234)
+    assert not seen["export"].bake_normal_map and not seen["export"].write_direct
+    assert script.main(common) == 1
+    assert (seen["export"].texture_size, seen["export"].faces) == (ev.EVAL_TEXTURE_SIZE, ev.EVAL_FACES)
