@@ -1,7 +1,7 @@
 """Evaluate a trained mini TRELLIS.2 release on the held-out objects of a data folder, with baselines.
 
 Usage: python scripts/eval_mini.py --release DIR --data DATA_DIR --meshes MESH_DIR --out OUT
-       [--device cuda] [--limit N] [--view 0] [--seed 0] [--steps N] [--baselines random retrieval]
+       [--device cuda] [--limit N] [--view N] [--seed 0] [--steps N] [--baselines random retrieval]
 
 Writes OUT/results.jsonl, OUT/summary.json, OUT/table.md and OUT/grid.png (see
 backend/train/evaluation.py for the metrics and their conventions) and prints the table's path.
@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--device", default="cuda", help="torch device for generation, metrics and renders")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N held-out objects")
-    parser.add_argument("--view", type=int, default=0, help="condition view index used as the input picture")
+    parser.add_argument("--view", type=int, default=None,
+                        help="condition view index used as the input picture (default: each object's view "
+                             "nearest 25 degrees above the horizon, like a product photo)")
     parser.add_argument("--seed", type=int, default=0, help="generation and surface-sampling seed")
     parser.add_argument("--pipeline", choices=PIPELINE_TYPES, default="512", help="pipeline type")
     parser.add_argument("--steps", type=int, default=None,

@@ -1,7 +1,7 @@
 """Score stage 1 (sparse-structure flow + decoder) of a release on held-out objects, against random weights.
 
 Usage: python scripts/eval_structure.py --release DIR --data DATA_DIR --out OUT
-       [--device cuda] [--limit N] [--view 0] [--seed 0] [--split test|all] [--no-random]
+       [--device cuda] [--limit N] [--view N] [--seed 0] [--split test|all] [--no-random]
 
 Writes OUT/structure_results.jsonl and OUT/structure_summary.json (IoU, dilated IoU, precision and
 recall of the 32^3 structure against each object's own occupancy; see
@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N objects (by id)")
-    parser.add_argument("--view", type=int, default=0, help="condition view used as the input picture")
+    parser.add_argument("--view", type=int, default=None,
+                        help="condition view used as the input picture (default: each object's view nearest "
+                             "25 degrees above the horizon, like a product photo)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--split", default="test",
                         help="records of this split (default test); 'all' for every prepared object")

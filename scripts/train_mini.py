@@ -5,10 +5,13 @@ the toolkit skips finished assets, a finished training is skipped and an unfinis
 its last checkpoint, so the script can be interrupted and re-run at any point. Two chains share the
 GPU: the sparse-structure VAE, its latents and the sparse-structure flow (which may also train the
 image encoder); and the shape and texture VAEs and their latents. Then the shape and texture flows.
+The sparse-structure chain starts by pretraining the image encoder (``configs/<family>/image_encoder.json``:
+it learns to predict each object's coarse occupancy from its condition pictures) next to the
+sparse-structure VAE; every flow then reads that encoder's frozen tokens.
 
     python scripts/train_mini.py --work DIR [--family mini|tiny] [--count 960] [--test-count 48]
-        [--resolution 512] [--views 8] [--vae-minutes 5] [--ss-vae-minutes M] [--flow-minutes 8]
-        [--ss-flow-minutes M] [--device cuda]
+        [--resolution 512] [--views 8] [--vae-minutes 5] [--ss-vae-minutes M] [--encoder-minutes 3]
+        [--flow-minutes 8] [--ss-flow-minutes M] [--device cuda]
 
 Outputs: ``DIR/meshes`` (GLBs + split.json), ``DIR/data`` (training set), ``DIR/runs/<network>``
 (checkpoints, logs, loss.png, exported weights), ``DIR/release`` (the official layout) and
@@ -80,7 +83,7 @@ def _parallel(cmds: dict[str, list[str]], logs: Path) -> None:
 def _done(run: Path) -> bool:
     return (
         (run / "export").is_dir()
-        and any((run / "export").glob("*.safetensors"))
+        and any((run / "export").rglob("*.safetensors"))  # the encoder's run exports a folder
         and (run / "done.json").exists()
     )
 
@@ -134,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ss-vae-minutes", type=float, default=None,
                    help="the sparse-structure VAE's budget (default: --vae-minutes); its flow starts "
                         "when it ends, while the other VAEs train")
+    p.add_argument("--encoder-minutes", type=float, default=3.0,
+                   help="the image encoder's pretraining budget (beside the sparse-structure VAE)")
     p.add_argument("--ss-flow-minutes", type=float, default=None,
                    help="the sparse-structure flow's budget (default: --flow-minutes); the other "
                         "flows start after it")
@@ -234,14 +239,17 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if trains_encoder not in ([], ["ss_flow"]):
         raise SystemExit(f"only the sparse-structure flow may train the image encoder, got {trains_encoder}")
-    first_encoder = work / "image_encoder"
+    seed_encoder = work / "image_encoder"  # the seed-initialised encoder pretraining starts from
+    first_encoder = work / "runs" / "image_encoder" / "export" / "image_encoder"
     ss_vae_minutes = args.ss_vae_minutes if args.ss_vae_minutes is not None else args.vae_minutes
     ss_flow_minutes = args.ss_flow_minutes if args.ss_flow_minutes is not None else args.flow_minutes
 
     def structure_chain() -> None:
         # Stage 1 needs only the SS VAE: its flow starts as soon as the SS latents exist, while
         # the shape and texture VAEs are still training (the flow is the slowest to learn).
-        _parallel(_train_cmds(["ss_vae"], args, work, ss_vae_minutes, py), logs)
+        cmds = _train_cmds(["ss_vae"], args, work, ss_vae_minutes, py)
+        cmds.update(_train_cmds(["image_encoder"], args, work, args.encoder_minutes, py, seed_encoder))
+        _parallel(cmds, logs)
         encode({"--ss-encoder": "ss_vae"})
         _parallel(_train_cmds(["ss_flow"], args, work, ss_flow_minutes, py, first_encoder), logs)
 

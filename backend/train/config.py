@@ -25,6 +25,8 @@ from backend.models.pipeline_config import ComponentSpec
 from backend.models.registry import known_model_names
 from backend.protocol import build_dataclass
 
+from .probe import TRAINING_ONLY_MODELS
+
 
 class ConfigError(ValueError):
     """A training config (or a value given on the command line) is invalid; says which and why."""
@@ -66,7 +68,7 @@ def parse_config(data: Any, where: str = "<config>") -> TrainConfig:
     if not isinstance(models_raw, dict) or not models_raw:
         raise ConfigError(f"{where}: 'models' must be a non-empty object")
     models = {}
-    known = set(known_model_names())
+    known = set(known_model_names()) | set(TRAINING_ONLY_MODELS)
     for key, spec in models_raw.items():
         spec = _object(spec, f"{where}: models.{key}", {"name", "args"})
         if spec["name"] not in known:

@@ -30,7 +30,7 @@ import torch
 from backend.ovoxel.io import load_ovoxel
 
 from .config import ConfigError
-from .data.layout import SS_GRID
+from .data.layout import SS_GRID, pooled_occupancy
 
 log = logging.getLogger(__name__)
 
@@ -185,20 +185,22 @@ class SparseStructureDataset(TrainingDataset):
     """64^3 occupancy of each asset's O-Voxel (voxel ``c`` -> cell ``c // (R / 64)``), for the SS VAE."""
 
     def collate(self, items: list[int], step: int) -> dict[str, Any]:
-        factor = self.args.resolution // SS_GRID
         occ = torch.zeros(len(items), 1, SS_GRID, SS_GRID, SS_GRID)
         for b, i in enumerate(items):
-            item_id = self.records[i]["id"]
-            path = self.data_dir / "ss_occupancy" / f"{item_id}.npz"
-            if path.is_file():  # written by prepare: a few KB instead of the whole O-Voxel
-                with np.load(path) as f:
-                    cells = f["cells"].astype(np.int64)
-            else:
-                ov = load_ovoxel(_ovoxel_path(self.data_dir, self.args.resolution, item_id))
-                cells = np.unique(ov.coords // factor, axis=0).astype(np.int64)
+            cells = occupied_cells(self.data_dir, self.args.resolution, self.records[i]["id"])
             cells = torch.from_numpy(cells)
             occ[b, 0, cells[:, 0], cells[:, 1], cells[:, 2]] = 1.0
         return {"occupancy": occ}
+
+
+def occupied_cells(data_dir: Path, resolution: int, item_id: str) -> np.ndarray:
+    """``[N, 3]`` int64 occupied cells of an asset's ``SS_GRID^3`` occupancy grid."""
+    path = data_dir / "ss_occupancy" / f"{item_id}.npz"
+    if path.is_file():  # written by prepare: a few KB instead of the whole O-Voxel
+        with np.load(path) as f:
+            return f["cells"].astype(np.int64)
+    ov = load_ovoxel(_ovoxel_path(data_dir, resolution, item_id))
+    return np.unique(ov.coords // (resolution // SS_GRID), axis=0).astype(np.int64)
 
 
 def voxels_at(record: dict, resolution: int) -> int:
@@ -330,6 +332,29 @@ class ImageConditionedSparseStructureLatent(_ConditionedDataset):
         return {"x0": torch.stack(zs), "item": item, "view": view}
 
 
+@dataclass(frozen=True)
+class OccupancyDatasetArgs(DatasetArgs):
+    grid: int = 16  # cells per side of the target occupancy (divides the 64^3 structure grid)
+
+    def __post_init__(self) -> None:
+        if self.grid < 1 or SS_GRID % self.grid:
+            raise ValueError(f"grid must divide {SS_GRID}, got {self.grid}")
+
+
+class ImageConditionedOccupancy(_ConditionedDataset):
+    """Each asset's occupancy at ``grid^3`` (a cell is full when any of its 64^3 cells is) with its
+    condition views: what the image encoder's pretraining predicts from a picture."""
+
+    args_class = OccupancyDatasetArgs
+
+    def collate(self, items: list[int], step: int) -> dict[str, Any]:
+        res, grid = self.args.resolution, self.args.grid
+        occ = np.stack([pooled_occupancy(occupied_cells(self.data_dir, res, self.records[i]["id"]), grid)
+                        for i in items])
+        item, view = self.condition_refs(items, step, self.context.get("seed", 0))
+        return {"occupancy": torch.from_numpy(occ).float(), "item": item, "view": view}
+
+
 class ImageConditionedSLatShape(_ConditionedDataset):
     """Normalised shape latents (sparse, packed) with their condition views."""
 
@@ -397,6 +422,7 @@ DATASETS: dict[str, type[TrainingDataset]] = {
     "FlexiDualGridDataset": FlexiDualGridDataset,
     "SparseVoxelPbrDataset": SparseVoxelPbrDataset,
     "ImageConditionedSparseStructureLatent": ImageConditionedSparseStructureLatent,
+    "ImageConditionedOccupancy": ImageConditionedOccupancy,
     "ImageConditionedSLatShape": ImageConditionedSLatShape,
     "ImageConditionedSLatPbr": ImageConditionedSLatPbr,
 }

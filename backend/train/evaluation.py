@@ -692,14 +692,16 @@ def _write_results(path: Path, results: Sequence[ObjectResult]) -> None:
 
 
 def evaluate_release(release_dir: str | Path, data_dir: str | Path, mesh_dir: str | Path, out_dir: str | Path,
-                     *, device: str = "cuda", view: int = 0, seed: int = 0, pipeline_type: str = "512",
-                     limit: int | None = None, baselines: Sequence[str] = BASELINES, num_points: int = 50_000,
+                     *, device: str = "cuda", view: int | None = None, seed: int = 0,
+                     pipeline_type: str = "512", limit: int | None = None,
+                     baselines: Sequence[str] = BASELINES, num_points: int = 50_000,
                      steps: int | None = None, export: ExportOptions | None = None,
                      grid_cell: int = 256) -> EvaluationReport:
     """Evaluate a release on the held-out objects of a data folder, with baselines; write the reports.
 
     For every record of ``DATA/metadata.jsonl`` with split "test" and status "ok" (sorted by id,
-    the first ``limit``), the condition picture ``DATA/renders_cond/{id}/{view:03d}.png`` is
+    the first ``limit``), the condition picture ``DATA/renders_cond/{id}/{view:03d}.png`` (``view``
+    None: each object's most photo-like view, :meth:`DataLayout.photo_view`) is
     generated into a GLB with the release (networks loaded once, kept warm; ``pipeline_type``;
     ``seed``; ``steps`` sampler steps per stage, None = pipeline.json's), the GLB is read back and
     scored against ``MESH/{id}.glb`` (see the module docstring; ground-truth samples use ``seed``,
@@ -722,6 +724,7 @@ def evaluate_release(release_dir: str | Path, data_dir: str | Path, mesh_dir: st
         backend.train.datasets.DataError: no ``metadata.jsonl``.
     """
     from backend.train.conditioning import condition_image_path
+    from backend.train.data.layout import DataLayout
     from backend.train.datasets import read_records
 
     release_dir, data_dir, mesh_dir, out_dir = (Path(p) for p in (release_dir, data_dir, mesh_dir, out_dir))
@@ -732,12 +735,15 @@ def evaluate_release(release_dir: str | Path, data_dir: str | Path, mesh_dir: st
     records = records[:limit] if limit is not None else records
     if not records:
         raise EvaluationError(f"{data_dir}: no held-out objects (split 'test', status 'ok')")
-    objects = [_HeldOut(r["id"], condition_image_path(data_dir, r["id"], view), mesh_dir / f"{r['id']}.glb")
-               for r in records]
+    layout = DataLayout(data_dir)
+    views = {r["id"]: layout.photo_view(r["id"]) if view is None else view for r in records}
+    objects = [_HeldOut(r["id"], condition_image_path(data_dir, r["id"], views[r["id"]]),
+                        mesh_dir / f"{r['id']}.glb") for r in records]
     export = export or evaluation_export()
     out_dir.mkdir(parents=True, exist_ok=True)
     nn_device = device if torch.device(device).type == "cuda" else None
-    log.info("evaluating %s on %d held-out objects (view %d, seed %d)", release_dir, len(objects), view, seed)
+    log.info("evaluating %s on %d held-out objects (view %s, seed %d)", release_dir, len(objects),
+             "nearest a photo's pitch" if view is None else view, seed)
 
     references: dict[str, SurfaceReference | Exception] = {}
     for obj in objects:
@@ -770,7 +776,7 @@ def evaluate_release(release_dir: str | Path, data_dir: str | Path, mesh_dir: st
 
     summary = summarize(results, methods)
     summary_path = write_atomic(out_dir / "summary.json", json.dumps({
-        "release": str(release_dir), "data": str(data_dir), "meshes": str(mesh_dir), "view": view,
+        "release": str(release_dir), "data": str(data_dir), "meshes": str(mesh_dir), "views": views,
         "seed": seed, "pipeline_type": pipeline_type, "steps": steps, "num_points": num_points,
         "held_out_objects": len(objects), "f_score_fractions_of_gt_diagonal": list(F_SCORE_FRACTIONS),
         "chamfer": "mean of the two directed mean nearest distances, unsquared, canonical normalization",

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backend.pipeline.conditioning import dinov3_tokens
+from backend.pipeline.conditioning import IMAGENET_MEAN, IMAGENET_STD, dinov3_tokens
 from backend.sparse import SparseTensor
 
 from .config import ConfigError
@@ -351,6 +351,66 @@ class PbrVaeObjective(_AutoencoderObjective):
         return loss, {"loss": loss.item(), "l1": l1.item(), "kl": kl.item(), "psnr": psnr}
 
 
+# --------------------------------------------------------------------------- image encoder
+@dataclass(frozen=True)
+class EncoderPretrainArgs:
+    """Image-encoder pretraining: occupancy BCE + dice from the picture, with colour jitter."""
+
+    image_cond_model: str = DINOV3_REPO  # the encoder to start from (a folder or repo id)
+    lambda_dice: float = 1.0
+    # Per-sample, per-channel gain in [1 - j, 1 + j] on the picture's colours: occupancy does not
+    # depend on colour, so the encoder is pushed to read shape rather than remember palettes.
+    color_jitter: float = 0.3
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.color_jitter < 1.0:
+            raise ValueError(f"color_jitter must lie in [0, 1), got {self.color_jitter}")
+
+
+class EncoderPretrainObjective(nn.Module):
+    """Teach the image encoder what its picture shows in 3D: a ``probe`` (:class:`StructureProbe`)
+    reads the ``grid^3`` occupancy of the pictured object from the encoder's tokens.
+
+    Batches carry ``pixels [B, 3, S, S]`` (normalised) and ``occupancy [B, g, g, g]``.
+    """
+
+    always_trains_image_encoder = True
+
+    def __init__(self, nets: dict[str, nn.Module], args: EncoderPretrainArgs) -> None:
+        super().__init__()
+        if set(nets) != {"probe", "image_encoder"}:
+            raise ConfigError(f"this trainer trains 'probe' and the image encoder, got {sorted(nets)}")
+        self.nets = nn.ModuleDict(nets)
+        self.args = args
+        self.register_buffer("_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> EncoderPretrainObjective:
+        super().train(mode)
+        self.nets["image_encoder"].eval()  # as the flows run it: no train-mode RoPE augmentation
+        return self
+
+    def _jitter(self, pixels: torch.Tensor) -> torch.Tensor:
+        j = self.args.color_jitter
+        if not self.training or j == 0:
+            return pixels
+        gain = 1 + j * (2 * torch.rand(pixels.shape[0], 3, 1, 1) - 1)
+        rgb = (pixels * self._std + self._mean) * gain.to(pixels.device)
+        return (rgb.clamp(0, 1) - self._mean) / self._std
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        tokens = dinov3_tokens(self.nets["image_encoder"], self._jitter(batch["pixels"]))
+        logits = self.nets["probe"](tokens).float()
+        target = batch["occupancy"]
+        bce = F.binary_cross_entropy_with_logits(logits, target)
+        dice = dice_loss(logits, target)
+        loss = bce + self.args.lambda_dice * dice
+        with torch.no_grad():
+            pred, full = logits > 0, target > 0.5
+            iou = (pred & full).sum() / (pred | full).sum().clamp_min(1)
+        return loss, {"loss": loss.item(), "bce": bce.item(), "dice": dice.item(), "iou": iou.item()}
+
+
 # name -> (objective, its args dataclass, what the data loader must add)
 TRAINERS: dict[str, tuple[type[nn.Module], type]] = {
     "ImageConditionedFlowMatchingCFGTrainer": (FlowMatchingObjective, FlowArgs),
@@ -358,6 +418,7 @@ TRAINERS: dict[str, tuple[type[nn.Module], type]] = {
     "SparseStructureVaeTrainer": (SparseStructureVaeObjective, SparseStructureVaeArgs),
     "ShapeVaeTrainer": (ShapeVaeObjective, ShapeVaeArgs),
     "PbrVaeTrainer": (PbrVaeObjective, PbrVaeArgs),
+    "ImageEncoderPretrainer": (EncoderPretrainObjective, EncoderPretrainArgs),
 }
 
 

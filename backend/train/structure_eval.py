@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data.layout import SS_GRID, DataLayout
+from .data.layout import DataLayout, pooled_occupancy
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +51,6 @@ class StructureScore:
     recall: float
     dilated_iou: float
     error: str = ""  # why the pipeline could not generate from the picture (scored as empty)
-
-
-def pooled_occupancy(cells: np.ndarray, grid: int, source_grid: int = SS_GRID) -> np.ndarray:
-    """bool ``[grid]^3`` occupancy from ``[K, 3]`` cells of a ``source_grid``^3 grid (any child counts)."""
-    if source_grid % grid:
-        raise ValueError(f"grid {grid} does not divide the source grid {source_grid}")
-    occ = np.zeros((grid,) * 3, dtype=bool)
-    if len(cells):
-        c = np.asarray(cells, dtype=np.int64) // (source_grid // grid)
-        occ[c[:, 0], c[:, 1], c[:, 2]] = True
-    return occ
 
 
 def _dilated(occ: np.ndarray) -> np.ndarray:
@@ -136,12 +125,13 @@ def sample_structures(release: Path, pictures: Sequence[Path], *, device: str, s
 
 
 def evaluate_structure(releases: dict[str, Path], data_dir: Path, out_dir: Path, *, device: str = "cpu",
-                       seed: int = 0, limit: int | None = None, view: int = 0,
+                       seed: int = 0, limit: int | None = None, view: int | None = None,
                        split: str | None = "test") -> dict[str, dict[str, float]]:
     """Score stage 1 of every named release on the objects of ``data_dir``.
 
     Objects: the prepared records of ``split`` (None: every prepared object), sorted by id, the
-    first ``limit``. Writes ``structure_results.jsonl`` (one line per object and release) and
+    first ``limit``; each is shown as its condition view ``view`` (None: its most photo-like view,
+    :meth:`DataLayout.photo_view`). Writes ``structure_results.jsonl`` (one line per object and release) and
     ``structure_summary.json`` (means and medians per release) into ``out_dir``; returns the summary.
     """
     layout = DataLayout(data_dir)
@@ -150,7 +140,7 @@ def evaluate_structure(releases: dict[str, Path], data_dir: Path, out_dir: Path,
     ids = [r["id"] for r in records][:limit]
     if not ids:
         raise ValueError(f"{data_dir}: no prepared objects" + (f" in the {split!r} split" if split else ""))
-    pictures = [layout.render_view(i, view) for i in ids]
+    pictures = [layout.render_view(i, layout.photo_view(i) if view is None else view) for i in ids]
     truths = []
     for i in ids:
         with np.load(layout.ss_occupancy(i)) as npz:

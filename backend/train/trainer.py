@@ -44,6 +44,7 @@ from .datasets import StepBatches, StepPlan, build_dataset
 from .init import initialize
 from .objectives import trainer_entry
 from .plots import plot_losses
+from .probe import TRAINING_ONLY_MODELS
 from .release import export_checkpoint
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,8 @@ def build_networks(config: TrainConfig) -> dict[str, nn.Module]:
     nets = {}
     for key, spec in config.models.items():
         try:
-            nets[key] = model_class(spec.name)(**training_args(spec.args))
+            cls = TRAINING_ONLY_MODELS.get(spec.name) or model_class(spec.name)
+            nets[key] = cls(**training_args(spec.args))
         except (TypeError, ValueError, IndexError, KeyError) as exc:  # e.g. per-level lists too short
             raise ConfigError(f"{config.path}: models.{key}.args: {exc}") from exc
     return nets
@@ -198,7 +200,8 @@ class Trainer:
                 net.set_gradient_checkpointing(True)
             if self.loop.conv_backend != "auto" and hasattr(net, "set_conv_backend"):
                 net.set_conv_backend(self.loop.conv_backend)
-        trains_encoder = getattr(self.objective_args, "train_image_encoder", False)
+        trains_encoder = getattr(objective_cls, "always_trains_image_encoder", False) or getattr(
+            self.objective_args, "train_image_encoder", False)
         encoder = None
         if self.dataset.needs_condition:
             encoder = load_image_encoder(self.objective_args.image_cond_model, self.device)

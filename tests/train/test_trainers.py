@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from backend.train.config import ConfigError, parse_config
 from backend.train.datasets import DataError, StepPlan
 from tests.train.training_data import (
+    ENCODER_PRETRAINING,
     FLOWS,
     OBJECTS,
     ROOT,
@@ -71,7 +72,7 @@ def _fixed_loss(trainer, batch, seeds=(101, 102, 103, 104)) -> float:
 
 
 # ----------------------------------------------------------------------------------- 1. learning
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", [*ALL, ENCODER_PRETRAINING])
 def test_training_lowers_the_loss_on_a_fixed_batch(name, tdata, tmp_path):
     # The flows start from a zero output layer; a higher lr shows their learning within 8 steps.
     lr = 3e-3 if name in FLOWS else 1e-3
@@ -194,6 +195,50 @@ def test_a_flow_that_trains_its_image_encoder_resumes_exactly_and_exports_it(tda
         want = dinov3_tokens(ema_model.eval(), batch["pixels"])
         got = dinov3_tokens(exported, batch["pixels"])
     torch.testing.assert_close(got, want, atol=2e-2, rtol=0)
+
+
+def test_encoder_pretraining_predicts_occupancy_and_exports_an_encoder_the_flows_read(tdata, tmp_path):
+    from backend.train.conditioning import load_image_encoder
+    from backend.train.structure_eval import pooled_occupancy
+
+    a = make_trainer(ENCODER_PRETRAINING, tmp_path / "a", tdata, max_steps=3)
+    assert set(a.nets) == {"probe", "image_encoder"} and a.condition.pixels
+    batch = _fixed_batch(a)
+    grid = a.dataset.args.grid
+    for row, record in zip(batch["occupancy"], a.dataset.records):
+        with np.load(tdata.data / "ss_occupancy" / f"{record['id']}.npz") as npz:
+            want = pooled_occupancy(npz["cells"], grid)
+        assert row.shape == (grid,) * 3 and torch.equal(row.bool(), torch.from_numpy(want))
+    a.objective.train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        jittered = a.objective._jitter(batch["pixels"])
+    assert not torch.equal(jittered, batch["pixels"])
+    a.objective.eval()
+    assert torch.equal(a.objective._jitter(batch["pixels"]), batch["pixels"])  # no jitter outside training
+
+    a.run()
+    b = make_trainer(ENCODER_PRETRAINING, tmp_path / "b", tdata, max_steps=2)
+    b.run()
+    resumed = make_trainer(ENCODER_PRETRAINING, tmp_path / "b", tdata, max_steps=3, resume=True)
+    resumed.run()
+    _assert_identical(_state(a), _state(resumed))
+
+    exported = tmp_path / "a" / "export" / "image_encoder"
+    loaded = load_image_encoder(exported, "cpu").model.state_dict()
+    assert set(loaded) == set(a.ema["image_encoder"])
+    for k, t in a.ema["image_encoder"].items():
+        assert torch.equal(loaded[k], t.half().float()), k
+    assert [p.name for p in (tmp_path / "a" / "export").iterdir()] == ["image_encoder"]  # the probe stays
+
+    # A flow given the pretrained encoder reads its tokens, not the seed encoder's.
+    from backend.train.trainer import Trainer
+
+    frozen = tiny_config("ss_flow", train_image_encoder=False)  # a token cache, not pixels
+    flow = Trainer(frozen, tmp_path / "flow", tdata.data, device="cpu", image_encoder=str(exported))
+    seed_flow = make_trainer("ss_flow", tmp_path / "seed_flow", tdata, config=frozen)
+    assert flow.condition.store.shape == seed_flow.condition.store.shape
+    assert not torch.allclose(flow.condition.store.float(), seed_flow.condition.store.float(), atol=1e-2)
 
 
 def test_only_image_conditioned_trainers_train_an_image_encoder(tdata, tmp_path):

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "backend" / "train" / "configs" / "tiny"
 VAES = ("ss_vae", "shape_vae", "tex_vae")
 FLOWS = ("ss_flow", "shape_flow", "tex_flow")
+ENCODER_PRETRAINING = "image_encoder"  # configs/tiny/image_encoder.json
 RESOLUTION, VIEWS, RENDER_SIZE = 64, 2, 64
 # Thin boxes: longest side 1 after normalisation, so the surface (voxel count) stays small.
 OBJECTS = {"rod_x": (1.0, 0.14, 0.1), "rod_y": (0.12, 1.0, 0.18), "post_z": (0.2, 0.16, 1.0)}
@@ -74,7 +75,8 @@ def make_trainer(name: str, output: Path, tdata: TrainingData, *, resume: bool =
     from backend.train.trainer import Trainer
 
     config = config if config is not None else tiny_config(name, **trainer_args)
-    encoder = str(tdata.image_encoder) if name.endswith("_flow") else None
+    reads_pictures = name.endswith("_flow") or name == ENCODER_PRETRAINING
+    encoder = str(tdata.image_encoder) if reads_pictures else None
     return Trainer(config, output, tdata.data, device="cpu", image_encoder=encoder, resume=resume)
 
 

@@ -33,6 +33,20 @@ SPLITS = ("train", "test")
 
 
 SS_GRID = 64  # the sparse-structure occupancy grid (SS VAE input, SS decoder output)
+# Evaluation pictures look like a product photo: the condition view nearest this pitch above the
+# horizon (the condition sampler puts a quarter of its views below the horizon; view 0 always is).
+PHOTO_PITCH_DEG = 25.0
+
+def pooled_occupancy(cells: np.ndarray, grid: int, source_grid: int = SS_GRID) -> np.ndarray:
+    """bool ``[grid]^3`` occupancy from ``[K, 3]`` cells of a ``source_grid``^3 grid (any child counts)."""
+    if source_grid % grid:
+        raise ValueError(f"grid {grid} does not divide the source grid {source_grid}")
+    occ = np.zeros((grid,) * 3, dtype=bool)
+    if len(cells):
+        c = np.asarray(cells, dtype=np.int64) // (source_grid // grid)
+        occ[c[:, 0], c[:, 1], c[:, 2]] = True
+    return occ
+
 
 class DataToolkitError(RuntimeError):
     """A data folder or mesh folder that cannot be processed; the message names it."""
@@ -77,6 +91,17 @@ class DataLayout:
 
     def transforms(self, asset_id: str) -> Path:
         return self.renders(asset_id) / "transforms.json"
+
+    def photo_view(self, asset_id: str, pitch_deg: float = PHOTO_PITCH_DEG) -> int:
+        """The index of the asset's condition view whose camera pitch is nearest ``pitch_deg``."""
+        path = self.transforms(asset_id)
+        try:
+            pitches = [float(v["pitch"]) for v in json.loads(path.read_text())["views"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataToolkitError(f"{path}: no view pitches to choose a picture from ({exc})") from exc
+        if not pitches:
+            raise DataToolkitError(f"{path}: no condition views")
+        return int(np.argmin([abs(np.degrees(p) - pitch_deg) for p in pitches]))
 
     def latent(self, kind: str, encoder: str, asset_id: str) -> Path:
         """``kind`` is "ss", "shape" or "pbr"."""
