@@ -3,8 +3,9 @@
 Usage: python scripts/eval_mini.py --release DIR --data DATA_DIR --meshes MESH_DIR --out OUT
        [--device cuda] [--limit N] [--view N] [--seed 0] [--steps N] [--baselines random retrieval]
 
-Writes OUT/results.jsonl, OUT/summary.json, OUT/table.md and OUT/grid.png (see
-backend/train/evaluation.py for the metrics and their conventions) and prints the table's path.
+Scores each generated object's decoded mesh (no export). Writes OUT/results.jsonl, OUT/summary.json,
+OUT/table.md and OUT/grid.png (see backend/train/evaluation.py for the metrics and their conventions)
+and prints the table's path.
 """
 
 from __future__ import annotations
@@ -19,11 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.pipeline.api import PIPELINE_TYPES  # noqa: E402
 from backend.train.evaluation import (  # noqa: E402
     BASELINES,
-    EVAL_FACES,
-    EVAL_TEXTURE_SIZE,
     EvaluationError,
     evaluate_release,
-    evaluation_export,
 )
 
 
@@ -45,18 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=int, default=50_000, help="surface samples per mesh")
     parser.add_argument("--baselines", nargs="*", choices=BASELINES, default=list(BASELINES),
                         help="baselines to run besides the release (default: all)")
-    parser.add_argument("--texture-size", type=int, default=EVAL_TEXTURE_SIZE, help="exported texture size")
-    parser.add_argument("--faces", type=int, default=EVAL_FACES, help="exported face budget")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    export = evaluation_export(args.texture_size, args.faces)
     try:
         report = evaluate_release(args.release, args.data, args.meshes, args.out, device=args.device,
                                   view=args.view, seed=args.seed, pipeline_type=args.pipeline,
                                   limit=args.limit, baselines=args.baselines, num_points=args.points,
-                                  steps=args.steps, export=export)
+                                  steps=args.steps)
     except (EvaluationError, ValueError, OSError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -41,6 +42,7 @@ from .rembg import BiRefNetRemover
 from .retexture import retexture_voxels, work_frame
 from .runtime import ModelStore, Runtime
 from .sampler import make_generator
+from .stages import DecodedAsset
 from .structure import FlowStructure, StructureSampler
 
 log = logging.getLogger(__name__)
@@ -109,11 +111,7 @@ class Trellis2Generator:
         with self._job(tracker):
             for i, views in enumerate(objects):
                 tracker.asset = i
-                tracker.begin("preprocess", f"reading {', '.join(Path(p).name for p in views)}")
-                pictures = [load_and_preprocess(path, self.remover) for path in views]
-                gen = make_generator(request.seed)
-                decoded = image_to_assets(store, pictures if request.multiview else pictures[0], request, gen,
-                                          tracker, self.structure)
+                decoded = self._decode_object(store, views, request, tracker)
                 tracker.begin("export")
                 base = request.name or Path(views[0]).stem
                 for k, asset in enumerate(decoded):
@@ -138,6 +136,30 @@ class Trellis2Generator:
                     assets.append(result)
                 tracker.end()
         return JobResult(assets, dict(tracker.seconds), self._peak_memory())
+
+    def decode(self, request: GenerateRequest, cancel: CancelToken | None = None) -> list[DecodedAsset]:
+        """The decoded samples of the first object of ``request`` (all its images with
+        ``request.multiview``): meshes and PBR voxels in the working frame, before the export's
+        cleanup, decimation, unwrapping and baking. Nothing is written (evaluation scores these)."""
+        if not request.images:
+            raise InputError("no input image given")
+        store = self.store
+        if request.pipeline_type is None:
+            request = dataclasses.replace(
+                request, pipeline_type=store.config.default_pipeline_type or DEFAULT_PIPELINE_TYPE)
+        views = request.images if request.multiview else request.images[:1]
+        tracker = Tracker(None, cancel)
+        with self._job(tracker):
+            return self._decode_object(store, views, request, tracker)
+
+    def _decode_object(self, store: ModelStore, views: Sequence[str | Path], request: GenerateRequest,
+                       tracker: Tracker) -> list[DecodedAsset]:
+        """Preprocess one object's pictures and run the three stages and the decoders."""
+        tracker.begin("preprocess", f"reading {', '.join(Path(p).name for p in views)}")
+        pictures = [load_and_preprocess(path, self.remover) for path in views]
+        gen = make_generator(request.seed)
+        return image_to_assets(store, pictures if request.multiview else pictures[0], request, gen,
+                               tracker, self.structure)
 
     def retexture(self, request: RetextureRequest, on_progress: ProgressCallback | None = None,
                   cancel: CancelToken | None = None) -> JobResult:

@@ -20,8 +20,10 @@ Base colour of a surface point: glTF semantics, ``texture (sRGB decoded to linea
 REPEAT wrap) x base_color_factor x vertex colour`` in linear light, re-encoded to sRGB; faces
 without a material use the glTF default material (white).
 
-The driver :func:`evaluate_release` generates one asset per held-out object from one fixed
-condition view with our pipeline, scores it against the object's ground-truth mesh, runs the
+The driver :func:`evaluate_release` generates one asset per held-out object from one condition
+view with our pipeline and scores the *decoded* mesh (the networks' output before the export's
+cleanup, decimation, unwrapping and baking; base colour per vertex from the decoded PBR voxels)
+against the object's ground-truth mesh, runs the
 baselines (the same networks with random weights; nearest-picture retrieval from the training
 split), and writes ``results.jsonl``, ``summary.json``, ``table.md`` and ``grid.png``.
 """
@@ -45,18 +47,9 @@ from PIL import Image, ImageDraw
 from backend.fileio import write_atomic
 from backend.geometry import MeshError, TriangleMesh
 from backend.ovoxel.normalize import normalize_to_unit_cube
-from backend.pipeline.api import ExportOptions, GenerateRequest, SamplerOverrides
+from backend.pipeline.api import GenerateRequest, SamplerOverrides
 
 log = logging.getLogger(__name__)
-
-EVAL_TEXTURE_SIZE = 512
-EVAL_FACES = 50_000
-
-
-def evaluation_export(texture_size: int = EVAL_TEXTURE_SIZE, faces: int = EVAL_FACES) -> ExportOptions:
-    """The export of evaluated assets: a GLB only, and no normal map (the scores read geometry and
-    base colour, and the bake re-projects every texel onto the dense surface: seconds per object)."""
-    return ExportOptions(texture_size=texture_size, faces=faces, write_direct=False, bake_normal_map=False)
 
 
 # F-score thresholds as fractions of the ground truth's bounding-box diagonal.
@@ -514,10 +507,22 @@ def markdown_table(summary: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _score(prediction: Path, reference: SurfaceReference, num_points: int, seed: int,
+def _score(prediction: Path | TriangleMesh, reference: SurfaceReference, num_points: int, seed: int,
            nn_device: str | None) -> SurfaceMetrics:
-    pred = surface_reference(read_mesh_z_up(prediction), num_points, seed + 1)
+    mesh = prediction if isinstance(prediction, TriangleMesh) else read_mesh_z_up(prediction)
+    pred = surface_reference(mesh, num_points, seed + 1)
     return compare_samples(pred.samples, reference.samples, reference.diagonal, nn_device)
+
+
+def decoded_mesh(asset: Any) -> TriangleMesh:
+    """A decoded sample (:class:`backend.pipeline.stages.DecodedAsset`) as a Z-up mesh whose vertex
+    colours (linear, as glTF's) are the base colour its PBR voxels hold (sRGB) at each vertex."""
+    vertices = np.asarray(asset.vertices, dtype=np.float64)
+    if len(asset.faces) == 0:
+        raise MeshError("the decoded shape has no surface")
+    srgb = np.clip(asset.attribute_fn()(vertices.astype(np.float32))[:, :3], 0.0, 1.0)
+    colors = np.concatenate([srgb_to_linear_np(srgb), np.ones((len(vertices), 1))], axis=1)
+    return TriangleMesh(vertices, np.asarray(asset.faces, dtype=np.int64), vertex_colors=colors)
 
 
 def _failed(object_id: str, method: str, exc: BaseException, seconds: float) -> ObjectResult:
@@ -534,9 +539,11 @@ def _succeeded(object_id: str, method: str, metrics: SurfaceMetrics, prediction:
 
 def _generated_results(release: Path, method: str, objects: Sequence[_HeldOut],
                        references: dict[str, SurfaceReference | Exception], out_dir: Path, *, device: str,
-                       seed: int, pipeline_type: str, steps: int | None, export: ExportOptions,
+                       seed: int, pipeline_type: str, steps: int | None,
                        num_points: int, nn_device: str | None) -> list[ObjectResult]:
-    """Generate every object with one generator (networks stay loaded) and score each asset."""
+    """Generate every object with one generator (networks stay loaded) and score each decoded mesh
+    (also written, vertex-coloured, to ``OUT/predictions/{method}/{id}.glb``)."""
+    from backend.meshio import write_glb, z_up_to_y_up
     from backend.pipeline.generator import Trellis2Generator
     from backend.pipeline.runtime import Runtime
 
@@ -555,12 +562,13 @@ def _generated_results(release: Path, method: str, objects: Sequence[_HeldOut],
                 raise reference
             request = GenerateRequest(images=(obj.picture,), output_dir=folder, pipeline_type=pipeline_type,
                                       seed=seed, sparse_structure=overrides, shape=overrides,
-                                      texture=overrides, export=export, name=obj.object_id)
-            job = generator.generate(request)
-            glb = job.assets[0].glb
-            metrics = _score(glb, reference, num_points, seed, nn_device)
+                                      texture=overrides, name=obj.object_id)
+            mesh = decoded_mesh(generator.decode(request)[0])
+            glb = folder / f"{obj.object_id}.glb"
+            write_glb(glb, z_up_to_y_up(mesh))
+            metrics = _score(mesh, reference, num_points, seed, nn_device)
             results.append(_succeeded(obj.object_id, method, metrics, glb, time.perf_counter() - start,
-                                      faces=job.assets[0].faces))
+                                      faces=mesh.num_faces))
         except Exception as exc:  # noqa: BLE001 - one object's failure is a result, not the end of the run
             results.append(_failed(obj.object_id, method, exc, time.perf_counter() - start))
         log.info("%s %d/%d %s: %s", method, number, len(objects), obj.object_id, results[-1].status)
@@ -695,17 +703,17 @@ def evaluate_release(release_dir: str | Path, data_dir: str | Path, mesh_dir: st
                      *, device: str = "cuda", view: int | None = None, seed: int = 0,
                      pipeline_type: str = "512", limit: int | None = None,
                      baselines: Sequence[str] = BASELINES, num_points: int = 50_000,
-                     steps: int | None = None, export: ExportOptions | None = None,
-                     grid_cell: int = 256) -> EvaluationReport:
+                     steps: int | None = None, grid_cell: int = 256) -> EvaluationReport:
     """Evaluate a release on the held-out objects of a data folder, with baselines; write the reports.
 
     For every record of ``DATA/metadata.jsonl`` with split "test" and status "ok" (sorted by id,
     the first ``limit``), the condition picture ``DATA/renders_cond/{id}/{view:03d}.png`` (``view``
     None: each object's most photo-like view, :meth:`DataLayout.photo_view`) is
-    generated into a GLB with the release (networks loaded once, kept warm; ``pipeline_type``;
-    ``seed``; ``steps`` sampler steps per stage, None = pipeline.json's), the GLB is read back and
-    scored against ``MESH/{id}.glb`` (see the module docstring; ground-truth samples use ``seed``,
-    predicted ones ``seed + 1``).
+    generated with the release (networks loaded once, kept warm; ``pipeline_type``; ``seed``;
+    ``steps`` sampler steps per stage, None = pipeline.json's) and its decoded mesh is scored
+    against ``MESH/{id}.glb`` (see the module docstring; ground-truth samples use ``seed``,
+    predicted ones ``seed + 1``). No export runs: its decimation of a dense, badly shaped surface
+    can take minutes on its own, and the scores would then measure the exporter as well.
 
     Baselines (``baselines``, any of "random", "retrieval"):
         random: the same configs with random weights (:func:`write_random_release` into
@@ -717,7 +725,7 @@ def evaluate_release(release_dir: str | Path, data_dir: str | Path, mesh_dir: st
     never stops the run. Writes, atomically, into ``out_dir``: ``results.jsonl`` (one
     :class:`ObjectResult` per object and method), ``summary.json``, ``table.md`` and ``grid.png``
     (the first 8 objects; columns input / ours / retrieval / ground truth). Generated assets go
-    to ``OUT/predictions/{method}/{id}.glb``.
+    to ``OUT/predictions/{method}/{id}.glb`` (the decoded mesh with vertex colours).
 
     Raises:
         EvaluationError: no held-out objects; ValueError: an unknown baseline name;
@@ -739,7 +747,6 @@ def evaluate_release(release_dir: str | Path, data_dir: str | Path, mesh_dir: st
     views = {r["id"]: layout.photo_view(r["id"]) if view is None else view for r in records}
     objects = [_HeldOut(r["id"], condition_image_path(data_dir, r["id"], views[r["id"]]),
                         mesh_dir / f"{r['id']}.glb") for r in records]
-    export = export or evaluation_export()
     out_dir.mkdir(parents=True, exist_ok=True)
     nn_device = device if torch.device(device).type == "cuda" else None
     log.info("evaluating %s on %d held-out objects (view %s, seed %d)", release_dir, len(objects),
@@ -754,7 +761,7 @@ def evaluate_release(release_dir: str | Path, data_dir: str | Path, mesh_dir: st
 
     methods = [METHOD_OURS, *(b for b in BASELINES if b in baselines)]
     results_path = out_dir / "results.jsonl"
-    common = dict(device=device, seed=seed, pipeline_type=pipeline_type, steps=steps, export=export,
+    common = dict(device=device, seed=seed, pipeline_type=pipeline_type, steps=steps,
                   num_points=num_points, nn_device=nn_device)
     results = _generated_results(release_dir, METHOD_OURS, objects, references, out_dir, **common)
     _write_results(results_path, results)

@@ -169,3 +169,17 @@ def test_server_constructor_form(tiny_checkpoint):
     assert gen.runtime.offline and gen.runtime.low_vram and gen.runtime.model == str(tiny_checkpoint)
     assert gen.runtime.device in ("cpu", "cuda")
     assert gen.store.get("tex_slat_decoder") is gen.store.get("tex_slat_decoder")  # loaded once
+
+
+@pytest.mark.slow
+def test_decode_returns_the_decoded_samples_and_writes_nothing(tmp_path, tiny_checkpoint):
+    img = images.rgba_transparent(tmp_path / "obj.png")
+    request = _request(tmp_path, img, num_samples=2)
+    first = _generator(tiny_checkpoint, samples=2, radius=0.05).decode(request)
+    again = _generator(tiny_checkpoint, samples=2, radius=0.05).decode(request)
+    assert len(first) == 2 and not (tmp_path / "out").exists()
+    for a, b in zip(first, again):  # a fixed seed: the same surfaces and voxels
+        assert a.faces.shape[0] > 0 and np.array_equal(a.vertices, b.vertices)
+        assert torch.equal(a.attrs, b.attrs) and a.attrs.shape[1] == 6
+    with pytest.raises(Exception, match="no input image"):
+        _generator(tiny_checkpoint).decode(replace(request, images=()))

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from backend.geometry import PbrMaterial, TriangleMesh
-from backend.pipeline.api import ExportOptions
+from backend.meshio import read_mesh
 from backend.train import evaluation as ev
 from tests.fixtures import tiny_checkpoint as tiny_checkpoint_fixtures
 
@@ -211,8 +211,7 @@ def test_evaluate_release_end_to_end_on_the_tiny_checkpoint(tmp_path, tiny_relea
     data, meshes = _fake_data(tmp_path)
     out = tmp_path / "eval"
     report = ev.evaluate_release(tiny_release, data, meshes, out, device="cpu", view=0, seed=0, steps=2,
-                                 num_points=2000, grid_cell=48,
-                                 export=ExportOptions(texture_size=64, faces=2000, write_direct=False))
+                                 num_points=2000, grid_cell=48)
     assert report.table == out / "table.md" and report.grid == out / "grid.png"
     rows = [json.loads(line) for line in report.results.read_text().splitlines()]
     methods = ("ours", "random", "retrieval")
@@ -229,7 +228,10 @@ def test_evaluate_release_end_to_end_on_the_tiny_checkpoint(tmp_path, tiny_relea
     for method in ("ours", "random"):
         assert by["a", method]["status"] in ("ok", "failed")
         if by["a", method]["status"] == "ok":
-            assert Path(by["a", method]["prediction"]).is_file() and by["a", method]["chamfer"] >= 0
+            written = read_mesh(by["a", method]["prediction"])  # the decoded mesh, vertex-coloured
+            assert written.num_faces == by["a", method]["extra"]["faces"]
+            assert written.vertex_colors is not None
+            assert by["a", method]["chamfer"] >= 0
     summary = json.loads(report.summary.read_text())
     assert list(summary["methods"]) == ["ours", "random", "retrieval"]
     assert summary["held_out_objects"] == 2
@@ -283,7 +285,7 @@ def test_cli_reports_a_missing_data_folder(tmp_path, capsys):
     assert code == 1 and "metadata.jsonl" in capsys.readouterr().err
 
 
-def test_cli_export_flags_reach_the_evaluation_without_a_normal_map(tmp_path, monkeypatch):
+def test_cli_settings_reach_the_evaluation(tmp_path, monkeypatch):
     import importlib.util
 
     path = Path(__file__).parents[2] / "scripts" / "eval_mini.py"
@@ -292,15 +294,31 @@ def test_cli_export_flags_reach_the_evaluation_without_a_normal_map(tmp_path, mo
     spec.loader.exec_module(script)
     seen = {}
 
-    def fake_evaluate(*args, export, **kwargs):
-        seen["export"] = export
+    def fake_evaluate(*args, **kwargs):
+        seen.update(kwargs)
         raise ev.EvaluationError("stop here")
 
     monkeypatch.setattr(script, "evaluate_release", fake_evaluate)
     common = ["--release", str(tmp_path), "--data", str(tmp_path), "--meshes", str(tmp_path),
               "--out", str(tmp_path / "out")]
-    assert script.main(common + ["--texture-size", "256", "--faces", "1234"]) == 1
-    assert (seen["export"].texture_size, seen["export"].faces) == (256, 1234)
-    assert not seen["export"].bake_normal_map and not seen["export"].write_direct
+    assert script.main(common + ["--view", "3", "--steps", "2", "--limit", "5", "--baselines", "random"]) == 1
+    assert (seen["view"], seen["steps"], seen["limit"], seen["baselines"]) == (3, 2, 5, ["random"])
     assert script.main(common) == 1
-    assert (seen["export"].texture_size, seen["export"].faces) == (ev.EVAL_TEXTURE_SIZE, ev.EVAL_FACES)
+    assert seen["view"] is None  # each object's photo-like view
+
+
+def test_decoded_mesh_carries_the_voxels_base_colour():
+    class Decoded:
+        vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float64)
+        faces = np.array([[0, 1, 2]], np.int64)
+
+        def attribute_fn(self):
+            return lambda points: np.tile([0.5, 0.2, 0.9, 0.0, 1.0, 1.0], (len(points), 1)).astype(np.float32)
+
+    mesh = ev.decoded_mesh(Decoded())
+    assert mesh.num_faces == 1 and mesh.vertex_colors.shape == (3, 4)
+    samples = ev.sample_surface(mesh, 20, np.random.default_rng(0))
+    np.testing.assert_allclose(samples.colors, np.tile([0.5, 0.2, 0.9], (20, 1)), atol=1e-6)  # sRGB again
+    Decoded.faces = np.zeros((0, 3), np.int64)
+    with pytest.raises(ev.MeshError, match="no surface"):
+        ev.decoded_mesh(Decoded())
