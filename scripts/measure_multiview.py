@@ -3,12 +3,12 @@
 Quality (needs a trained release and a prepared data folder with several condition views per object):
 
     python scripts/measure_multiview.py --release DIR --data DATA_DIR --meshes MESH_DIR --out OUT \
-        [--views 0 4 8] [--limit 20] [--device cuda]
+        [--views 4 2 6] [--limit 20] [--device cuda]
 
 For every held-out object (split "test") it generates one asset from ``--views[0]`` alone and one
 from all ``--views`` with each multi-view mode, scores each against the ground-truth mesh with the
-held-out metrics of ``backend/train/evaluation.py`` (canonical normalisation, Chamfer, F-score at 1%
-and 5%), and writes OUT/results.jsonl and OUT/table.md (means per method).
+held-out metrics of ``backend/train/evaluation.py`` (the decoded mesh, canonical normalisation,
+Chamfer, F-score at 1% and 5%), and writes OUT/results.jsonl and OUT/table.md (means per method).
 
 Cost (any release, e.g. the tiny test checkpoint; no data folder):
 
@@ -71,7 +71,7 @@ def quality(args) -> int:
 
     from backend.train.conditioning import condition_image_path
     from backend.train.datasets import read_records
-    from backend.train.evaluation import compare_meshes, read_mesh_z_up
+    from backend.train.evaluation import compare_meshes, decoded_mesh, read_mesh_z_up
 
     records = read_records(args.data, "test")[: args.limit]
     if not records:
@@ -86,8 +86,8 @@ def quality(args) -> int:
         for method in METHODS:
             row = {"id": object_id, "method": method}
             try:
-                result = generator.generate(_request(pictures, method, args.out / method, object_id, args))
-                pred = read_mesh_z_up(result.assets[0].glb)
+                request = _request(pictures, method, args.out / method, object_id, args)
+                pred = decoded_mesh(generator.decode(request)[0])
                 metrics = compare_meshes(pred, gt, args.points, args.seed)
                 row.update(chamfer=metrics.chamfer, f_score_1pct=metrics.f_score_1pct,
                            f_score_5pct=metrics.f_score_5pct)
@@ -120,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pictures", type=Path, nargs="+", help="--timing: pictures of one object")
     parser.add_argument("--data", type=Path, help="data folder (metadata.jsonl, renders_cond/)")
     parser.add_argument("--meshes", type=Path, help="folder of ground-truth {id}.glb")
-    parser.add_argument("--views", type=int, nargs="+", default=[0, 4, 8], help="condition view indices")
+    parser.add_argument("--views", type=int, nargs="+", default=[4, 2, 6],
+                        help="condition view indices (of 8 sampled views, 4 looks from 20-30 degrees above "
+                             "the horizon, 2 from 0-10, 6 from 42-56; 0 and 1 look from below)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N held-out objects")
     parser.add_argument("--device", default="cuda", help="torch device")
     parser.add_argument("--seed", type=int, default=0, help="generation and surface-sampling seed")
