@@ -611,13 +611,15 @@ def test_stage_one_evaluation_scores_every_object_against_its_own_occupancy(tdat
 def test_stage_one_evaluation_scores_a_picture_the_pipeline_refuses_as_empty(tdata, flow_runs, tmp_path):
     import shutil
 
+    from backend.train.data.layout import DataLayout
     from backend.train.structure_eval import evaluate_structure
 
     release = _assemble(tdata, flow_runs, tmp_path / "release")
     data = tmp_path / "data"
     shutil.copytree(tdata.data, data)
     glass = sorted(OBJECTS)[0]
-    view = data / "renders_cond" / glass / "000.png"
+    layout = DataLayout(data)
+    view = layout.render_view(glass, layout.photo_view(glass))  # the picture evaluation reads by default
     with Image.open(view) as img:  # a see-through object: no pixel more than 80% opaque
         rgba = np.asarray(img.convert("RGBA")).copy()
     rgba[..., 3] = np.minimum(rgba[..., 3], 100)
