@@ -34,11 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "backend" / "train" / "configs"
 VAES = ("ss_vae", "shape_vae", "tex_vae")
 FLOWS = ("ss_flow", "shape_flow", "tex_flow")
-# image encoder size per config family (its width is the flows' cond_channels)
-ENCODERS = {
-    "mini": {"hidden_size": 128, "layers": 4, "heads": 2},
-    "tiny": {"hidden_size": 32, "layers": 2, "heads": 2},
-}
 
 
 def _child_env() -> dict[str, str]:
@@ -122,7 +117,8 @@ def _train_cmds(names, args, work: Path, minutes: float, py: str,
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, required=True)
-    p.add_argument("--family", default="mini", choices=sorted(ENCODERS))
+    families = sorted(d.name for d in CONFIGS.iterdir() if (d / "image_encoder.json").is_file())
+    p.add_argument("--family", default="mini", choices=families)
     p.add_argument("--count", type=int, default=960, help="procedural objects (train + test)")
     p.add_argument("--test-count", type=int, default=48)
     p.add_argument("--seed", type=int, default=0)
@@ -183,9 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         if (work / "image_encoder" / "config.json").exists():
             return
         sys.path.insert(0, str(ROOT))
-        from backend.train.conditioning import write_image_encoder
+        from backend.train.conditioning import IMAGE_ENCODER_SIZES, write_image_encoder
 
-        write_image_encoder(work / "image_encoder", seed=args.seed, **ENCODERS[args.family])
+        write_image_encoder(work / "image_encoder", seed=args.seed, **IMAGE_ENCODER_SIZES[args.family])
 
     stage("image_encoder", image_encoder)
     def prepare() -> None:

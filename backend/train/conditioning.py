@@ -160,6 +160,14 @@ def save_image_encoder(model: torch.nn.Module, state: dict[str, torch.Tensor], o
     return out
 
 
+# The image encoder's size per config family (its width is the flows' ``cond_channels``):
+# keyword arguments of :func:`write_image_encoder`.
+IMAGE_ENCODER_SIZES: dict[str, dict[str, int]] = {
+    "mini": {"hidden_size": 128, "layers": 4, "heads": 2},
+    "tiny": {"hidden_size": 32, "layers": 2, "heads": 2},
+}
+
+
 def write_image_encoder(
     out: str | Path,
     *,

@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 # Buffers the official files do not carry (the loader computes them from the config).
 NOT_STORED = {"rope_phases"}
 
+# The cap on a release that ships inside the repository (``backend/mini_release``): every clone and
+# the extension carry it.
+BUNDLED_RELEASE_LIMIT_BYTES = 30_000_000
+
 # pipeline.json model key -> (model class, its role in a training run)
 _ROLE_OF_CLASS = {
     "SparseStructureFlowModel": "sparse_structure_flow_model",
@@ -43,15 +47,30 @@ _ROLE_OF_CLASS = {
 }
 
 
+def ships_in_release(class_name: str) -> bool:
+    """Whether a release carries the networks of this class (of the encoders, only the shape one)."""
+    return class_name in _ROLE_OF_CLASS or class_name == "SLatFlowModel"
+
+
 class ReleaseError(ValueError):
     """The runs given cannot make a complete release; says what is missing."""
 
 
+def _stored_state(name: str, args: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The tensors a release stores for class ``name`` built with ``args``, shapes and dtypes only."""
+    with torch.device("meta"):
+        model = model_class(name)(**args)
+    return {k: v for k, v in model.state_dict().items() if k not in NOT_STORED}
+
+
+def stored_bytes(name: str, args: dict[str, Any]) -> int:
+    """Bytes of tensor data :func:`export_checkpoint` writes for class ``name`` built with ``args``."""
+    return sum(v.numel() * v.element_size() for v in _stored_state(name, args).values())
+
+
 def export_checkpoint(spec: Any, state: dict[str, torch.Tensor], out_dir: Path, name: str) -> Path:
     """Write ``out_dir/name.{json,safetensors}`` from fp32 ``state`` for ``spec`` (class, release args)."""
-    with torch.device("meta"):
-        model = model_class(spec.name)(**spec.args)
-    expected = model.state_dict()
+    expected = _stored_state(spec.name, spec.args)
     tensors = {
         k: v.detach().to(device="cpu", dtype=expected[k].dtype).contiguous()
         for k, v in state.items()
@@ -104,14 +123,14 @@ def assemble_release(
     roles: dict[str, str] = {}
     for run in runs:
         for cls, name, _trainer in _exports(Path(run)):
+            if not ships_in_release(cls):
+                continue  # e.g. the sparse-structure encoder: only data preparation needs it
             role = _ROLE_OF_CLASS.get(cls)
             if cls == "SLatFlowModel":
                 config = json.loads((Path(run) / "export" / f"{name}.json").read_text())
                 role = (
                     "tex_slat_flow_model" if config["args"]["in_channels"] == 64 else "shape_slat_flow_model"
                 )
-            if role is None:
-                continue  # e.g. the sparse-structure encoder: only data preparation needs it
             for ext in (".json", ".safetensors"):
                 shutil.copy2(Path(run) / "export" / f"{name}{ext}", ckpts / f"{name}{ext}")
             roles[role] = f"ckpts/{name}"
@@ -174,7 +193,9 @@ def assemble_release(
     }
     write_atomic(output / "pipeline.json", json.dumps(pipeline, indent=2).encode())
     write_atomic(output / "texturing_pipeline.json", json.dumps(texturing, indent=2).encode())
-    log.info("release written to %s", output)
+    size = sum(f.stat().st_size for f in output.rglob("*") if f.is_file())
+    log.info("release written to %s: %.1f MB (a bundled release may hold %.0f MB)",
+             output, size / 1e6, BUNDLED_RELEASE_LIMIT_BYTES / 1e6)
     return output
 
 

@@ -475,6 +475,30 @@ def _assemble(tdata, flow_runs, out: Path) -> Path:
     return assemble_release(out, runs, tdata.data, tdata.image_encoder, steps=2)
 
 
+def test_the_mini_family_release_fits_the_bundled_limit(tmp_path):
+    # A release ships inside the repository: the networks the mini configs define, stored as a
+    # release stores them, plus the mini image encoder must stay under the cap.
+    from backend.train.conditioning import IMAGE_ENCODER_SIZES, write_image_encoder
+    from backend.train.release import BUNDLED_RELEASE_LIMIT_BYTES, ships_in_release, stored_bytes
+
+    configs = Path(__file__).resolve().parents[2] / "backend" / "train" / "configs" / "mini"
+    networks = {}
+    for path in sorted(configs.glob("*.json")):
+        for spec in parse_config(json.loads(path.read_text()), str(path)).models.values():
+            if ships_in_release(spec.name):
+                networks[f"{path.stem}/{spec.name}"] = stored_bytes(spec.name, spec.args)
+    assert sorted(networks) == [
+        "shape_flow/SLatFlowModel", "shape_vae/FlexiDualGridVaeDecoder", "shape_vae/FlexiDualGridVaeEncoder",
+        "ss_flow/SparseStructureFlowModel", "ss_vae/SparseStructureDecoder",
+        "tex_flow/SLatFlowModel", "tex_vae/SparseUnetVaeDecoder",
+    ]
+    encoder = write_image_encoder(tmp_path / "encoder", **IMAGE_ENCODER_SIZES["mini"])
+    encoder_bytes = sum(f.stat().st_size for f in encoder.rglob("*") if f.is_file())
+    total = sum(networks.values()) + encoder_bytes
+    json_room = 1_000_000  # pipeline.json, ckpts/*.json, the encoder's config
+    assert total <= BUNDLED_RELEASE_LIMIT_BYTES - json_room, (networks, encoder_bytes)
+
+
 def test_release_assembles_and_generates_a_glb(tdata, flow_runs, tmp_path, monkeypatch):
     from backend.meshio import read_gltf
     from backend.models.pipeline_config import read_pipeline_config
