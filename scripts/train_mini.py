@@ -3,11 +3,13 @@
 Every stage is one of the project's own commands, run as a child process, and every stage resumes:
 the toolkit skips finished assets, a finished training is skipped and an unfinished one resumes from
 its last checkpoint, so the script can be interrupted and re-run at any point. Two chains share the
-GPU: the sparse-structure VAE, its latents and the sparse-structure flow (which may also train the
-image encoder); and the shape and texture VAEs and their latents. Then the shape and texture flows.
-The sparse-structure chain starts by pretraining the image encoder (``configs/<family>/image_encoder.json``:
-it learns to predict each object's coarse occupancy from its condition pictures) next to the
-sparse-structure VAE; every flow then reads that encoder's frozen tokens.
+GPU: the sparse-structure VAE, its latents and the sparse-structure flow; and the shape and texture
+VAEs, their latents and the shape and texture flows. The sparse-structure chain starts by pretraining
+the image encoder (``configs/<family>/image_encoder.json``: it learns to predict each object's coarse
+occupancy from its condition pictures) next to the sparse-structure VAE; every flow then reads that
+encoder's frozen tokens, so the shape and texture flows start as soon as their latents and the
+encoder exist and train while the sparse-structure flow does. (Where the sparse-structure flow
+trains the encoder further, ``trainer.args.train_image_encoder``, the other two flows wait for it.)
 
     python scripts/train_mini.py --work DIR [--family mini|tiny] [--count 960] [--test-count 48]
         [--resolution 512] [--views 8] [--vae-minutes 5] [--ss-vae-minutes M] [--encoder-minutes 3]
@@ -136,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--encoder-minutes", type=float, default=3.0,
                    help="the image encoder's pretraining budget (beside the sparse-structure VAE)")
     p.add_argument("--ss-flow-minutes", type=float, default=None,
-                   help="the sparse-structure flow's budget (default: --flow-minutes); the other "
-                        "flows start after it")
+                   help="the sparse-structure flow's budget (default: --flow-minutes); the shape and "
+                        "texture flows train beside it")
     p.add_argument("--eval-limit", type=int, default=0, help="held-out objects to evaluate (0: all)")
     p.add_argument("--skip-eval", action="store_true")
     args = p.parse_args(argv)
@@ -240,30 +242,42 @@ def main(argv: list[str] | None = None) -> int:
     ss_vae_minutes = args.ss_vae_minutes if args.ss_vae_minutes is not None else args.vae_minutes
     ss_flow_minutes = args.ss_flow_minutes if args.ss_flow_minutes is not None else args.flow_minutes
 
+    encoder = work / "runs" / "ss_flow" / "export" / "image_encoder" if trains_encoder else first_encoder
+    rest = ["shape_flow", "tex_flow"]
+    encoder_pretraining_ended = threading.Event()
+
     def structure_chain() -> None:
         # Stage 1 needs only the SS VAE: its flow starts as soon as the SS latents exist, while
         # the shape and texture VAEs are still training (the flow is the slowest to learn).
-        cmds = _train_cmds(["ss_vae"], args, work, ss_vae_minutes, py)
-        cmds.update(_train_cmds(["image_encoder"], args, work, args.encoder_minutes, py, seed_encoder))
-        _parallel(cmds, logs)
+        try:
+            cmds = _train_cmds(["ss_vae"], args, work, ss_vae_minutes, py)
+            cmds.update(_train_cmds(["image_encoder"], args, work, args.encoder_minutes, py, seed_encoder))
+            _parallel(cmds, logs)
+        finally:
+            encoder_pretraining_ended.set()  # the other chain waits for it, failed or not
         encode({"--ss-encoder": "ss_vae"})
         _parallel(_train_cmds(["ss_flow"], args, work, ss_flow_minutes, py, first_encoder), logs)
 
     def latent_chain() -> None:
         _parallel(_train_cmds(["shape_vae", "tex_vae"], args, work, args.vae_minutes, py), logs)
         encode({"--shape-encoder": "shape_vae", "--pbr-encoder": "tex_vae"})
+        if trains_encoder:
+            return  # these flows need the encoder the sparse-structure flow exports when it ends
+        encoder_pretraining_ended.wait()
+        if not _done(work / "runs" / "image_encoder"):
+            raise SystemExit(f"the image encoder's pretraining did not finish (see {logs}/image_encoder.log)")
+        _parallel(_train_cmds(rest, args, work, args.flow_minutes, py, encoder), logs)
 
-    def vaes_and_structure() -> None:
+    def chains() -> None:
         with ThreadPoolExecutor(max_workers=2) as pool:
-            chains = [pool.submit(structure_chain), pool.submit(latent_chain)]
-            errors = [c.exception() for c in chains if c.exception() is not None]
+            futures = [pool.submit(structure_chain), pool.submit(latent_chain)]
+            errors = [f.exception() for f in futures if f.exception() is not None]
         if errors:
             raise SystemExit("; ".join(str(e) for e in errors))
 
-    stage("vaes_and_structure", vaes_and_structure)
-    encoder = work / "runs" / "ss_flow" / "export" / "image_encoder" if trains_encoder else first_encoder
-    rest = ["shape_flow", "tex_flow"]
-    stage("flows", lambda: _parallel(_train_cmds(rest, args, work, args.flow_minutes, py, encoder), logs))
+    stage("vaes_and_flows" if not trains_encoder else "vaes_and_structure", chains)
+    if trains_encoder:
+        stage("flows", lambda: _parallel(_train_cmds(rest, args, work, args.flow_minutes, py, encoder), logs))
     stage(
         "release",
         lambda: _run(
