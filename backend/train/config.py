@@ -149,6 +149,7 @@ class LoopArgs:
     grad_clip: GradClipArgs = GradClipArgs()
     mix_precision: str = "bf16"  # "bf16": fp32 master weights, bf16 autocast; "fp32": no autocast
     gradient_checkpointing: bool = False
+    compile: bool = False  # torch.compile each network in place (weights and their names unchanged)
     conv_backend: str = "auto"  # sparse convs: "auto" (Triton on CUDA), "torch", "im2col" or "triton"
     i_log: int = 10
     i_save: int = 1000

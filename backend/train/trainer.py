@@ -200,6 +200,9 @@ class Trainer:
                 net.set_gradient_checkpointing(True)
             if self.loop.conv_backend != "auto" and hasattr(net, "set_conv_backend"):
                 net.set_conv_backend(self.loop.conv_backend)
+            if self.loop.compile:
+                # In place, so state_dict keys, EMA, checkpoints and the export stay as they are.
+                net.compile()
         trains_encoder = getattr(objective_cls, "always_trains_image_encoder", False) or getattr(
             self.objective_args, "train_image_encoder", False)
         encoder = None

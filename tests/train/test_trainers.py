@@ -585,6 +585,20 @@ def test_conv_backend_reaches_every_sparse_convolution(tdata, tmp_path):
                if isinstance(m, SparseConv3d))
 
 
+def test_compiled_networks_compute_the_eager_loss_and_keep_their_weight_names(tdata, tmp_path):
+    eager = make_trainer("ss_flow", tmp_path / "eager", tdata, mix_precision="fp32")
+    compiled = make_trainer("ss_flow", tmp_path / "compiled", tdata, mix_precision="fp32", compile=True)
+    net = compiled.nets["denoiser"]
+    assert net._compiled_call_impl is not None  # the trainer's forward goes through torch.compile
+    assert list(net.state_dict()) == list(eager.nets["denoiser"].state_dict())
+    batch = _fixed_batch(eager)
+    assert _fixed_loss(compiled, batch) == pytest.approx(_fixed_loss(eager, batch), rel=1e-5)
+    compiled.run(max_steps=2)
+    assert compiled.step == 2
+    exported = load_file(tmp_path / "compiled" / "export" / "ss_flow_img_dit_tiny_64_bf16.safetensors")
+    assert set(exported) == set(eager.nets["denoiser"].state_dict()) - {"rope_phases"}
+
+
 def test_profile_steps_write_an_op_table(tdata, tmp_path):
     trainer = make_trainer("ss_vae", tmp_path / "run", tdata, max_steps=4)
     trainer.run(profile_steps=1)
