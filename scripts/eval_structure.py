@@ -1,12 +1,15 @@
 """Score stage 1 (sparse-structure flow + decoder) of a release on held-out objects, against random weights.
 
 Usage: python scripts/eval_structure.py --release DIR --data DATA_DIR --out OUT
-       [--device cuda] [--limit N] [--view N] [--seed 0] [--split test|all] [--no-random]
+       [--device cuda] [--limit N] [--view N] [--seed 0] [--split test|train|all] [--no-random]
+       [--guidance G [G ...]]
 
 Writes OUT/structure_results.jsonl and OUT/structure_summary.json (IoU, dilated IoU, precision and
 recall of the 32^3 structure against each object's own occupancy; see
 backend/train/structure_eval.py) and prints the summary. The random baseline is the same release
-with freshly initialised networks (OUT/random_release).
+with freshly initialised networks (OUT/random_release). ``--guidance`` instead scores the release once
+per stage-1 guidance strength (no random baseline): choose the strength on ``--split train`` objects,
+then set it in the release's pipeline.json (``sparse_structure_sampler.params.guidance_strength``).
 """
 
 from __future__ import annotations
@@ -38,18 +41,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test",
                         help="records of this split (default test); 'all' for every prepared object")
     parser.add_argument("--no-random", action="store_true", help="skip the random-weights baseline")
+    parser.add_argument("--guidance", type=float, nargs="+", default=(),
+                        help="score stage 1 once per guidance strength (no random baseline)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         releases = {"trained": args.release}
-        if not args.no_random:
+        if not args.no_random and not args.guidance:
             random_release = args.out / "random_release"
             releases["random"] = write_random_release(args.release, random_release, seed=args.seed)
         summary = evaluate_structure(releases, args.data, args.out, device=args.device, seed=args.seed,
                                      limit=args.limit, view=args.view,
-                                     split=None if args.split == "all" else args.split)
+                                     split=None if args.split == "all" else args.split,
+                                     guidance=args.guidance)
     except (EvaluationError, ValueError, OSError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1

@@ -83,10 +83,13 @@ def score_structure(object_id: str, predicted: np.ndarray, truth: np.ndarray,
 
 
 def sample_structures(release: Path, pictures: Sequence[Path], *, device: str, seed: int,
-                      grid: int = STRUCTURE_GRID) -> list[np.ndarray | str]:
+                      grid: int = STRUCTURE_GRID, guidance: float | None = None) -> list[np.ndarray | str]:
     """Stage 1 of ``release`` for each picture, as generation runs it: bool ``[grid]^3`` each, or
-    the message of the pipeline's refusal of that picture (e.g. no opaque foreground)."""
-    from backend.pipeline.api import GenerateRequest
+    the message of the pipeline's refusal of that picture (e.g. no opaque foreground).
+
+    ``guidance`` replaces the release's classifier-free guidance strength for stage 1 (None: keep it).
+    """
+    from backend.pipeline.api import GenerateRequest, SamplerOverrides
     from backend.pipeline.errors import InputError
     from backend.pipeline.image import load_and_preprocess
     from backend.pipeline.image_to_3d import stage_params, view_conditions
@@ -100,7 +103,8 @@ def sample_structures(release: Path, pictures: Sequence[Path], *, device: str, s
     runtime = Runtime(model=str(release), device=device, offline=True,
                       dependencies=_encoder_dependencies(release))
     store = ModelStore(runtime)
-    request = GenerateRequest(images=(pictures[0],), output_dir=Path("."))  # default sampler settings
+    request = GenerateRequest(images=(pictures[0],), output_dir=Path("."),
+                              sparse_structure=SamplerOverrides(guidance_strength=guidance))
     params = stage_params(store, request).sparse_structure
     dino, structure = store.conditioner(), FlowStructure()
     grids = []
@@ -126,8 +130,12 @@ def sample_structures(release: Path, pictures: Sequence[Path], *, device: str, s
 
 def evaluate_structure(releases: dict[str, Path], data_dir: Path, out_dir: Path, *, device: str = "cpu",
                        seed: int = 0, limit: int | None = None, view: int | None = None,
-                       split: str | None = "test") -> dict[str, dict[str, float]]:
+                       split: str | None = "test",
+                       guidance: Sequence[float] = ()) -> dict[str, dict[str, float]]:
     """Score stage 1 of every named release on the objects of ``data_dir``.
+
+    ``guidance``: score each release once per stage-1 guidance strength instead of with its own
+    (results named ``NAME@gG``), to choose the strength on training objects before a held-out run.
 
     Objects: the prepared records of ``split`` (None: every prepared object), sorted by id, the
     first ``limit``; each is shown as its condition view ``view`` (None: its most photo-like view,
@@ -147,9 +155,11 @@ def evaluate_structure(releases: dict[str, Path], data_dir: Path, out_dir: Path,
             truths.append(pooled_occupancy(npz["cells"], STRUCTURE_GRID))
     out_dir.mkdir(parents=True, exist_ok=True)
     summary, lines = {}, []
-    for name, release in releases.items():
-        log.info("stage 1 of %s on %d held-out objects", name, len(ids))
-        predicted = sample_structures(release, pictures, device=device, seed=seed)
+    runs = [(f"{name}@g{g:g}", release, g) for name, release in releases.items() for g in guidance] or [
+        (name, release, None) for name, release in releases.items()]
+    for name, release, strength in runs:
+        log.info("stage 1 of %s on %d objects", name, len(ids))
+        predicted = sample_structures(release, pictures, device=device, seed=seed, guidance=strength)
         scores = [score_structure(i, np.zeros_like(t), t, error=p) if isinstance(p, str)
                   else score_structure(i, p, t) for i, p, t in zip(ids, predicted, truths)]
         lines += [json.dumps({"release": name, **asdict(s)}) for s in scores]

@@ -646,6 +646,24 @@ def test_stage_one_evaluation_scores_every_object_against_its_own_occupancy(tdat
     assert json.loads((out / "structure_summary.json").read_text()) == summary
 
 
+def test_stage_one_guidance_sweep_scores_the_release_once_per_strength(tdata, flow_runs, tmp_path):
+    from backend.train.structure_eval import evaluate_structure
+
+    release = _assemble(tdata, flow_runs, tmp_path / "release")
+    summary = evaluate_structure({"a": release}, tdata.data, tmp_path / "eval", split=None, limit=2,
+                                 guidance=(1.0, 7.5, 40.0))
+    lines = (tmp_path / "eval" / "structure_results.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert sorted(summary) == ["a@g1", "a@g40", "a@g7.5"]
+    assert [r["release"] for r in rows] == ["a@g1"] * 2 + ["a@g7.5"] * 2 + ["a@g40"] * 2
+    # The strength reaches the sampler: the release's own (7.5) gives the unswept structures, and
+    # the three strengths do not all give the same ones.
+    default = evaluate_structure({"a": release}, tdata.data, tmp_path / "eval0", split=None, limit=2)
+    assert default["a"] == summary["a@g7.5"]
+    cells = {name: [r["predicted"] for r in rows if r["release"] == name] for name in summary}
+    assert len({tuple(v) for v in cells.values()}) > 1, cells
+
+
 def test_stage_one_evaluation_scores_a_picture_the_pipeline_refuses_as_empty(tdata, flow_runs, tmp_path):
     import shutil
 
