@@ -4,7 +4,7 @@ Usage: python scripts/eval_mini.py --release DIR --data DATA_DIR --meshes MESH_D
        [--device cuda] [--limit N] [--view N] [--seed 0] [--steps N] [--baselines random retrieval]
 
 Scores each generated object's decoded mesh (no export). Writes OUT/results.jsonl, OUT/summary.json,
-OUT/table.md and OUT/grid.png (see backend/train/evaluation.py for the metrics and their conventions)
+OUT/table.md and OUT/grid.png (see backend/train/metrics.py for the metrics and their conventions)
 and prints the table's path.
 """
 

@@ -7,7 +7,7 @@ Quality (needs a trained release and a prepared data folder with several conditi
 
 For every held-out object (split "test") it generates one asset from ``--views[0]`` alone and one
 from all ``--views`` with each multi-view mode, scores each against the ground-truth mesh with the
-held-out metrics of ``backend/train/evaluation.py`` (the decoded mesh, canonical normalisation,
+held-out metrics of ``backend/train/metrics.py`` (the decoded mesh, canonical normalisation,
 Chamfer, F-score at 1% and 5%), and writes OUT/results.jsonl and OUT/table.md (means per method).
 
 Cost (any release, e.g. the tiny test checkpoint; no data folder):
@@ -71,7 +71,8 @@ def quality(args) -> int:
 
     from backend.train.conditioning import condition_image_path
     from backend.train.datasets import read_records
-    from backend.train.evaluation import compare_meshes, decoded_mesh, read_mesh_z_up
+    from backend.train.evaluation import decoded_mesh, read_mesh_z_up
+    from backend.train.metrics import compare_meshes
 
     records = read_records(args.data, "test")[: args.limit]
     if not records:

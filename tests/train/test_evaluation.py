@@ -10,9 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from backend.geometry import PbrMaterial, TriangleMesh
+from backend.geometry import MeshError, PbrMaterial, TriangleMesh
 from backend.meshio import read_mesh
 from backend.train import evaluation as ev
+from backend.train import metrics
 from tests.fixtures import tiny_checkpoint as tiny_checkpoint_fixtures
 
 tiny_release = tiny_checkpoint_fixtures.tiny_checkpoint  # the session's tiny random-weight release folder
@@ -42,8 +43,8 @@ def test_sampling_is_uniform_deterministic_and_on_the_surface():
     # Triangles of area 1/2 and 3/2 (1x1 and 1x3 right triangles): a quarter of the samples land in the first.
     mesh = TriangleMesh(np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [2, 0, 0], [3, 0, 0], [2, 3, 0]], float),
                         np.array([[0, 1, 2], [3, 4, 5]]))
-    a = ev.sample_surface(mesh, 40_000, np.random.default_rng(7))
-    b = ev.sample_surface(mesh, 40_000, np.random.default_rng(7))
+    a = metrics.sample_surface(mesh, 40_000, np.random.default_rng(7))
+    b = metrics.sample_surface(mesh, 40_000, np.random.default_rng(7))
     assert np.array_equal(a.points, b.points) and np.array_equal(a.face_ids, b.face_ids)
     assert abs(np.mean(a.face_ids == 0) - 0.25) < 0.01
     assert (a.barycentrics >= 0).all() and np.allclose(a.barycentrics.sum(1), 1.0)
@@ -59,15 +60,15 @@ def test_sampling_is_uniform_deterministic_and_on_the_surface():
 
 def test_zero_area_is_refused():
     flat = TriangleMesh(np.array([[0, 0, 0], [1, 0, 0], [2, 0, 0]], float), np.array([[0, 1, 2]]))
-    with pytest.raises(ev.MeshError):
-        ev.sample_surface(flat, 10, np.random.default_rng(0))
+    with pytest.raises(MeshError):
+        metrics.sample_surface(flat, 10, np.random.default_rng(0))
 
 
 def test_colours_of_a_two_colour_textured_quad():
     red, blue = (200, 10, 30), (20, 40, 250)
     texture = np.zeros((64, 64, 3), np.uint8)
     texture[:, :32], texture[:, 32:] = red, blue
-    s = ev.sample_surface(_quad(texture), 5000, np.random.default_rng(1))
+    s = metrics.sample_surface(_quad(texture), 5000, np.random.default_rng(1))
     u = s.points[:, 0]
     # Bilinear with REPEAT: pure colours between the texel centres away from the seams at u = 0, 1/2, 1.
     left, right = (u > 1 / 64) & (u < 31 / 64), (u > 33 / 64) & (u < 63 / 64)
@@ -81,23 +82,24 @@ def test_colours_of_a_two_colour_textured_quad():
 
 def test_factor_and_vertex_colours_multiply_in_linear_light():
     grey = np.full((4, 4, 3), 188, np.uint8)  # sRGB 188/255 -> linear ~0.5029
-    linear = ev.srgb_to_linear_np(np.array([188 / 255]))[0]
-    s = ev.sample_surface(_quad(grey, factor=(0.5, 1.0, 1.0, 1.0)), 100, np.random.default_rng(2))
-    expected = ev.linear_to_srgb_np(np.array([0.5 * linear, linear, linear]))
+    linear = metrics.srgb_to_linear_np(np.array([188 / 255]))[0]
+    s = metrics.sample_surface(_quad(grey, factor=(0.5, 1.0, 1.0, 1.0)), 100, np.random.default_rng(2))
+    expected = metrics.linear_to_srgb_np(np.array([0.5 * linear, linear, linear]))
     np.testing.assert_allclose(s.colors, np.tile(expected, (100, 1)), atol=1e-9)
     # Vertex colours alone (no texture): linear RGBA interpolated, then encoded to sRGB.
     vc = np.array([[0.0, 0, 0, 1], [1, 0, 0, 1], [1, 0, 0, 1], [0, 0, 0, 1]])
-    s = ev.sample_surface(_quad(vertex_colors=vc), 500, np.random.default_rng(3))
-    np.testing.assert_allclose(s.colors[:, 0], ev.linear_to_srgb_np(s.points[:, 0]), atol=1e-9)
+    s = metrics.sample_surface(_quad(vertex_colors=vc), 500, np.random.default_rng(3))
+    np.testing.assert_allclose(s.colors[:, 0], metrics.linear_to_srgb_np(s.points[:, 0]), atol=1e-9)
     assert np.allclose(s.colors[:, 1:], 0.0)
 
 
 def test_canonical_normalization_centres_and_scales_the_longest_side_to_one():
     box = TriangleMesh(_cube().vertices * np.array([4.0, 2.0, 1.0]) + 7.0, _cube().faces)
-    lo, hi = ev.canonical_normalize(box).bounds()
+    lo, hi = metrics.canonical_normalize(box).bounds()
     np.testing.assert_allclose(lo, [-0.5, -0.25, -0.125])
     np.testing.assert_allclose(hi, [0.5, 0.25, 0.125])
-    assert ev.bounding_box_diagonal(ev.canonical_normalize(box)) == pytest.approx(np.sqrt(1 + 0.25 + 0.0625))
+    diagonal = metrics.bounding_box_diagonal(metrics.canonical_normalize(box))
+    assert diagonal == pytest.approx(np.sqrt(1 + 0.25 + 0.0625))
 
 
 # ------------------------------------------------------------------------------- metrics
@@ -107,16 +109,16 @@ def test_point_set_metrics_by_hand():
     pred = np.array([[0.0, 0, 0], [1, 0, 0]])
     gt = np.array([[0.0, 0, 0], [0, 0, 3]])
     # pred -> gt: 0, 1 (mean 0.5); gt -> pred: 0, 3 (mean 1.5); Chamfer = 1.
-    assert ev.chamfer_distance(pred, gt) == pytest.approx(1.0)
+    assert metrics.chamfer_distance(pred, gt) == pytest.approx(1.0)
     # At 1.5: precision 1, recall 1/2 -> F = 2/3; at 0.5: precision 1/2, recall 1/2 -> 1/2.
-    assert ev.f_score(pred, gt, 1.5) == pytest.approx(2 / 3)
-    assert ev.f_score(pred, gt, 0.5) == pytest.approx(0.5)
-    assert ev.f_score(pred + 10, gt, 0.5) == 0.0
+    assert metrics.f_score(pred, gt, 1.5) == pytest.approx(2 / 3)
+    assert metrics.f_score(pred, gt, 0.5) == pytest.approx(0.5)
+    assert metrics.f_score(pred + 10, gt, 0.5) == 0.0
     # The torch path (exhaustive cdist) agrees with the k-d tree.
     rng = np.random.default_rng(0)
     q, r = rng.random((500, 3)), rng.random((300, 3))
-    d_tree, i_tree = ev.nearest_neighbors(q, r)
-    d_torch, i_torch = ev.nearest_neighbors(q, r, device="cpu", chunk_elements=1000)
+    d_tree, i_tree = metrics.nearest_neighbors(q, r)
+    d_torch, i_torch = metrics.nearest_neighbors(q, r, device="cpu", chunk_elements=1000)
     np.testing.assert_allclose(d_torch, d_tree, rtol=1e-12)
     assert np.array_equal(i_torch, i_tree)
 
@@ -124,11 +126,11 @@ def test_point_set_metrics_by_hand():
 def test_identical_meshes_score_perfectly():
     texture = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     quad = _quad(texture)
-    m = ev.compare_meshes(quad, quad, num_points=2000, seed=5)
+    m = metrics.compare_meshes(quad, quad, num_points=2000, seed=5)
     assert m.chamfer == 0.0 and m.f_score_1pct == 1.0 and m.f_score_5pct == 1.0 and m.color_error == 0.0
     # Scale and placement do not matter (canonical normalization).
     moved = TriangleMesh(quad.vertices * 3.0 + 2.0, quad.faces, uvs=quad.uvs, materials=quad.materials)
-    m = ev.compare_meshes(moved, quad, num_points=2000, seed=5)
+    m = metrics.compare_meshes(moved, quad, num_points=2000, seed=5)
     assert m.chamfer < 1e-12 and m.f_score_1pct == 1.0 and m.color_error < 1e-12
 
 
@@ -141,20 +143,20 @@ def test_shifted_cube_chamfer_and_f_score():
     d/3 + 2d^3/9. Samples add a small positive bias (the nearest sample is not the nearest point).
     """
     d, n = 0.1, 30_000
-    a = ev.sample_surface(_cube(), n, np.random.default_rng(0))
-    b = ev.sample_surface(_cube(center=(d, 0, 0)), n, np.random.default_rng(1))
-    chamfer = ev.chamfer_distance(a.points, b.points)
+    a = metrics.sample_surface(_cube(), n, np.random.default_rng(0))
+    b = metrics.sample_surface(_cube(center=(d, 0, 0)), n, np.random.default_rng(1))
+    chamfer = metrics.chamfer_distance(a.points, b.points)
     exact = d / 3 + 2 * d**3 / 9
     assert exact - 0.002 < chamfer < exact + 0.008
     assert d / 6 < chamfer < d  # the cruder bounds: the -x face alone, and every point moves by at most d
     # Every point of A is within d of B's surface: F = 1 above d plus the sample spacing.
-    assert ev.f_score(a.points, b.points, 2 * d) == 1.0
+    assert metrics.f_score(a.points, b.points, 2 * d) == 1.0
     # Below d the -x face (1/6 of the area) is out of reach: precision and recall <= 5/6 + noise.
-    assert ev.f_score(a.points, b.points, d / 2) < 5 / 6 + 0.01
+    assert metrics.f_score(a.points, b.points, d / 2) < 5 / 6 + 0.01
     # compare_samples agrees with the separate functions.
-    m = ev.compare_samples(b, a, gt_diagonal=np.sqrt(3))
+    m = metrics.compare_samples(b, a, gt_diagonal=np.sqrt(3))
     assert m.chamfer == pytest.approx(chamfer)
-    assert m.f_score_5pct == pytest.approx(ev.f_score(b.points, a.points, 0.05 * np.sqrt(3)))
+    assert m.f_score_5pct == pytest.approx(metrics.f_score(b.points, a.points, 0.05 * np.sqrt(3)))
     assert m.color_error == 0.0
 
 
@@ -162,7 +164,7 @@ def test_colour_error_uses_the_nearest_predicted_sample():
     red = np.zeros((4, 4, 3), np.uint8)
     red[..., 0] = 255
     black = np.zeros((4, 4, 3), np.uint8)
-    m = ev.compare_meshes(_quad(black), _quad(red), num_points=1000, seed=0)
+    m = metrics.compare_meshes(_quad(black), _quad(red), num_points=1000, seed=0)
     assert m.chamfer == 0.0 and m.color_error == pytest.approx(1 / 3)
     assert torch.get_default_dtype() == torch.float32  # nothing here changed global torch state
 
@@ -317,8 +319,8 @@ def test_decoded_mesh_carries_the_voxels_base_colour():
 
     mesh = ev.decoded_mesh(Decoded())
     assert mesh.num_faces == 1 and mesh.vertex_colors.shape == (3, 4)
-    samples = ev.sample_surface(mesh, 20, np.random.default_rng(0))
+    samples = metrics.sample_surface(mesh, 20, np.random.default_rng(0))
     np.testing.assert_allclose(samples.colors, np.tile([0.5, 0.2, 0.9], (20, 1)), atol=1e-6)  # sRGB again
     Decoded.faces = np.zeros((0, 3), np.int64)
-    with pytest.raises(ev.MeshError, match="no surface"):
+    with pytest.raises(MeshError, match="no surface"):
         ev.decoded_mesh(Decoded())
