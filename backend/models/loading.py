@@ -311,3 +311,35 @@ def load_model(
     model.eval().requires_grad_(False)
     log.info("loaded %s from %s (%d tensors)", config.name, files.weights, len(state))
     return model
+
+
+@torch.no_grad()
+def copy_checkpoint_into(model: nn.Module, source: str | Path) -> int:
+    """Overwrite a built model's weights with a checkpoint's, strictly (the start of a fine-tune).
+
+    ``source`` is a checkpoint stem as :func:`resolve_checkpoint` takes it; its JSON must name the
+    model's class and its tensors must match the model's keys and shapes (buffers the model computes
+    itself may be absent and keep their values). Each tensor is cast to the dtype of the model's own
+    (e.g. bf16 file weights into fp32 training weights). Returns the number of tensors copied.
+
+    Raises:
+        CheckpointError: not found, a pickle, another class, or mismatching keys (all listed).
+    """
+    files = resolve_checkpoint(source)
+    config = read_model_config(files.config)
+    if config.name != type(model).__name__:
+        raise CheckpointError(
+            f"{files.config}: a {config.name} checkpoint, but the model is {type(model).__name__}")
+    expected = model.state_dict()
+    computed = set(model.computed_buffers("cpu")) if hasattr(model, "computed_buffers") else set()
+    state = read_state_dict(files.weights)
+    problems = _mismatch_report(expected, state, computed)
+    if problems:
+        raise CheckpointError(
+            f"{files.weights}: checkpoint does not match {type(model).__name__} "
+            f"({len(problems)} problem(s)):\n  " + "\n  ".join(problems)
+        )
+    for key, value in state.items():
+        expected[key].copy_(value)  # state_dict tensors share storage with the model's
+    log.info("initialised %s from %s (%d tensors)", config.name, files.weights, len(state))
+    return len(state)

@@ -157,6 +157,8 @@ class LoopArgs:
     seed: int = 0
     num_workers: int = 0
     release_names: dict = field(default_factory=dict)  # model key -> released checkpoint name
+    # model key -> checkpoint stem (NAME.json + NAME.safetensors) a new run starts from (fine-tuning)
+    finetune_ckpt: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.max_steps < 1 or self.batch_size_per_gpu < 1 or self.batch_split < 1:

@@ -36,6 +36,7 @@ import torch.distributed as dist
 from torch import nn
 
 from backend.fileio import write_atomic
+from backend.models.loading import CheckpointError, copy_checkpoint_into
 from backend.models.registry import model_class
 
 from .conditioning import ConditionCache, load_image_encoder, save_image_encoder
@@ -177,11 +178,11 @@ class Trainer:
             self.objective_args = type(self.objective_args)(
                 **{**self.objective_args.__dict__, "image_cond_model": image_encoder}
             )
-        unknown = set(self.loop.release_names) - set(config.models)
-        if unknown:
-            raise ConfigError(
-                f"{config.path}: trainer.args.release_names names no model {sorted(unknown)[0]!r}"
-            )
+        for setting in ("release_names", "finetune_ckpt"):
+            unknown = set(getattr(self.loop, setting)) - set(config.models)
+            if unknown:
+                raise ConfigError(
+                    f"{config.path}: trainer.args.{setting} names no model {sorted(unknown)[0]!r}")
 
         torch.manual_seed(self.loop.seed + self.dist.rank)
         np.random.seed(self.loop.seed + self.dist.rank)
@@ -195,6 +196,12 @@ class Trainer:
             torch.manual_seed(self.loop.seed)  # identical initial weights on every rank
             for net in self.nets.values():
                 initialize(net)
+        if not resume:  # a resumed run's weights come from its own checkpoint
+            for key, source in self.loop.finetune_ckpt.items():
+                try:
+                    copy_checkpoint_into(self.nets[key], source)
+                except CheckpointError as exc:
+                    raise ConfigError(f"{config.path}: trainer.args.finetune_ckpt.{key}: {exc}") from exc
         for net in self.nets.values():
             if self.loop.gradient_checkpointing and hasattr(net, "set_gradient_checkpointing"):
                 net.set_gradient_checkpointing(True)

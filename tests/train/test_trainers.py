@@ -393,6 +393,49 @@ def test_resume_errors(tdata, tmp_path):
         make_trainer("tex_vae", tmp_path / "run", tdata, resume=True, config=parse_config(wider, "x.json"))
 
 
+def test_a_new_run_fine_tunes_from_an_exported_checkpoint(tdata, flow_runs, tmp_path):
+    export = flow_runs / "shape_flow" / "export"
+    stem = export / json.loads((flow_runs / "shape_flow" / "config.json").read_text())["trainer"]["args"][
+        "release_names"]["denoiser"]
+    stored = load_file(f"{stem}.safetensors")
+    scratch = make_trainer("shape_flow", tmp_path / "scratch", tdata)
+    tuned = make_trainer("shape_flow", tmp_path / "tuned", tdata, finetune_ckpt={"denoiser": str(stem)})
+    weights = tuned.nets["denoiser"].state_dict()
+    assert set(stored) <= set(weights)
+    for key, value in stored.items():  # bf16/fp16 file tensors, cast into the fp32 training weights
+        assert weights[key].dtype == torch.float32
+        assert torch.equal(weights[key], value.float()), key
+        assert torch.equal(tuned.ema["denoiser"][key], weights[key])  # the EMA starts from them too
+    assert any(not torch.equal(scratch.nets["denoiser"].state_dict()[k], weights[k]) for k in stored)
+    tuned.run(max_steps=2)
+    assert tuned.step == 2 and not tuned.optimizer.state_dict()["state"] == {}
+    # Resuming reads the run's own checkpoint: the fine-tune source is not loaded again.
+    resumed = make_trainer("shape_flow", tmp_path / "tuned", tdata, resume=True,
+                           finetune_ckpt={"denoiser": str(tmp_path / "missing")})
+    _assert_identical(_state(resumed), _state(tuned))
+
+
+@pytest.mark.parametrize("source, match", [
+    ("missing", r"finetune_ckpt\.denoiser: .*missing\.json / \.safetensors: checkpoint not found"),
+    ("weights.pt", r"finetune_ckpt\.denoiser: .*weights\.pt: pickle-based checkpoints .* are refused"),
+    ("ss_flow", r"finetune_ckpt\.denoiser: .*a SparseStructureFlowModel checkpoint, but the model is "
+                "SLatFlowModel"),
+    ("tex_flow", r"(?s)finetune_ckpt\.denoiser: .*does not match SLatFlowModel .*wrong shape for "
+                 r"input_layer\.weight: file \[64, 64\], model \[64, 32\]"),
+])
+def test_fine_tune_errors_name_the_setting_and_the_file(source, match, tdata, flow_runs, tmp_path):
+    if source in FLOWS:
+        config = json.loads((flow_runs / source / "config.json").read_text())
+        source = str(flow_runs / source / "export" / config["trainer"]["args"]["release_names"]["denoiser"])
+    else:
+        source = str(tmp_path / source)
+    with pytest.raises(ConfigError, match=match):
+        make_trainer("shape_flow", tmp_path / "run", tdata, finetune_ckpt={"denoiser": source})
+    with pytest.raises(ConfigError, match=r"trainer\.args\.finetune_ckpt names no model 'decoder'"):
+        make_trainer("shape_flow", tmp_path / "run", tdata, finetune_ckpt={"decoder": source})
+    assert not (tmp_path / "run").exists()
+
+
 def test_cli_reports_bad_input_with_exit_code_2(tdata, tmp_path, capsys):
     from backend.train.__main__ import main
 
