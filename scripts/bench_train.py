@@ -14,7 +14,14 @@ against the measured matmul ceiling of ``scripts/bench_models.py`` (~784 TFLOP/s
 Under ``torchrun --nproc_per_node N`` every rank runs the same step under DDP and the reported
 samples/s is the sum over ranks.
 
+``--config`` times the denoiser of a training config instead (e.g. the mini sparse-structure flow:
+dense ``[batch, C, R, R, R]`` latents, or a sparse flow: ``--tokens`` random voxels per sample), with
+``--batch`` samples per micro-batch and condition tokens of the config's width; ``--compile`` runs
+the network under ``torch.compile`` as ``trainer.args.compile`` does.
+
     python scripts/bench_train.py [--tokens 8192] [--samples 4] [--steps 10] [--checkpointing]
+    python scripts/bench_train.py --config backend/train/configs/mini/ss_flow.json --batch 32 \
+        --samples 1 [--compile]
 """
 
 from __future__ import annotations
@@ -33,7 +40,10 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.models.slat_flow import SLatFlowModel  # noqa: E402
+from backend.models.sparse_structure_flow import SparseStructureFlowModel  # noqa: E402
+from backend.train.config import read_config  # noqa: E402
 from backend.train.objectives import FlowArgs, FlowMatchingObjective  # noqa: E402
+from backend.train.trainer import build_networks  # noqa: E402
 
 PEAK_BF16 = 989e12
 RELEASE_ARGS = {
@@ -53,7 +63,10 @@ RELEASE_ARGS = {
 }
 
 
-def model_flops_per_sample(model: SLatFlowModel, tokens: int, cond_tokens: int) -> float:
+COND_TOKENS = 1029  # 1 class + 4 register + 32^2 patch tokens of a 512 px picture
+
+
+def model_flops_per_sample(model: torch.nn.Module, tokens: int, cond_tokens: int) -> float:
     """Matmul FLOPs of forward + backward (x3) for one sample; cross-attention K/V see the condition only."""
     on_tokens = on_cond = 0
     for block in model.blocks:
@@ -81,6 +94,10 @@ def main() -> int:
     )
     p.add_argument("--depth", type=int, default=30, help="blocks (30 = release)")
     p.add_argument("--device", default="cuda", help="cuda (cuda:LOCAL_RANK under torchrun) or cpu")
+    p.add_argument("--config", type=Path, default=None,
+                   help="time this training config's denoiser instead of the release-size SLat flow")
+    p.add_argument("--batch", type=int, default=1, help="samples per micro-batch")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (in place)")
     args = p.parse_args()
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -91,12 +108,18 @@ def main() -> int:
     if world > 1:
         dist.init_process_group("nccl")
     torch.manual_seed(rank)
-    model = SLatFlowModel(**{**RELEASE_ARGS, "model_channels": args.width, "num_blocks": args.depth}).to(
-        device
-    )
+    if args.config is not None:
+        config = read_config(args.config)
+        model = build_networks(config)["denoiser"].to(device)
+        cond_width = config.models["denoiser"].args["cond_channels"]
+    else:
+        model = SLatFlowModel(**{**RELEASE_ARGS, "model_channels": args.width, "num_blocks": args.depth})
+        model, cond_width = model.to(device), RELEASE_ARGS["cond_channels"]
     model.set_attention_backend(args.attention)
     if args.checkpointing:
         model.set_gradient_checkpointing(True)
+    if args.compile:
+        model.compile()
     flow_args = FlowArgs(t_schedule={"name": "uniform"})
     objective = FlowMatchingObjective({"denoiser": model}, flow_args).to(device)
     wrapped = objective
@@ -105,14 +128,25 @@ def main() -> int:
     params = [q for q in objective.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.01)
 
-    grid = torch.stack(torch.meshgrid(*[torch.arange(64)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    coords = grid[torch.randperm(len(grid))[: args.tokens]].sort(dim=0).values  # any fixed voxel set
-    coords = torch.cat([torch.zeros(args.tokens, 1, dtype=torch.long), coords], 1).int().to(device)
-    batch = {
-        "coords": coords,
-        "x0": torch.randn(args.tokens, 32, device=device),
-        "cond": torch.randn(1, 1029, 1024, device=device),
-    }
+    cond = torch.randn(args.batch, COND_TOKENS, cond_width, device=device)
+    if isinstance(model, SparseStructureFlowModel):
+        tokens = (model.resolution // getattr(model, "patch_size", 1)) ** 3
+        side = model.resolution
+        x0 = torch.randn(args.batch, model.in_channels, side, side, side, device=device)
+        batch = {"x0": x0, "cond": cond}
+    else:
+        tokens = args.tokens
+        axis = torch.arange(model.resolution)
+        grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+        if tokens > len(grid):
+            raise SystemExit(f"--tokens {tokens}: more than the {len(grid)} cells of the "
+                             f"{model.resolution}^3 grid")
+        coords = []
+        for b in range(args.batch):  # any fixed voxel set per sample
+            cells = grid[torch.randperm(len(grid))[:tokens]].sort(dim=0).values
+            coords.append(torch.cat([torch.full((tokens, 1), b, dtype=torch.long), cells], 1))
+        batch = {"coords": torch.cat(coords).int().to(device),
+                 "x0": torch.randn(args.batch * tokens, model.in_channels, device=device), "cond": cond}
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -136,17 +170,20 @@ def main() -> int:
         step()
     sync_device()
     dt = (time.perf_counter() - t0) / args.steps
-    flops = model_flops_per_sample(model, args.tokens, 1029) * args.samples
+    per_step = args.samples * args.batch  # samples per step and rank
+    flops = model_flops_per_sample(model, tokens, COND_TOKENS) * per_step
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "model": str(args.config) if args.config else "release-size SLat flow",
         "world_size": world,
-        "tokens_per_sample": args.tokens,
-        "samples_per_step_per_rank": args.samples,
+        "tokens_per_sample": tokens,
+        "samples_per_step_per_rank": per_step,
         "checkpointing": args.checkpointing,
+        "compile": args.compile,
         "attention": args.attention,
         "step_s": dt,
-        "samples_per_s": args.samples * world / dt,
-        "model_tflop_per_sample": flops / args.samples / 1e12,
+        "samples_per_s": per_step * world / dt,
+        "model_tflop_per_sample": flops / per_step / 1e12,
         "tflops_per_gpu": flops / dt / 1e12,
         "mfu_vs_989": flops / dt / PEAK_BF16,
         "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
