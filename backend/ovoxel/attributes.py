@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from backend.colorspace import linear_to_srgb, srgb_to_linear
 from backend.geometry import PbrMaterial, TriangleMesh
 
-from .texture import MipTexture, linear_to_srgb, srgb_to_linear
+from .texture import MipTexture
 from .types import ATTR_CHANNELS
 
 DEFAULT_MATERIAL = PbrMaterial(name="default", base_color_factor=(0.8, 0.8, 0.8, 1.0),

@@ -8,15 +8,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def srgb_to_linear(c: np.ndarray) -> np.ndarray:
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-
-
-def linear_to_srgb(c: np.ndarray) -> np.ndarray:
-    c = np.clip(c, 0.0, 1.0)
-    return np.where(c <= 0.0031308, c * 12.92, 1.055 * c ** (1 / 2.4) - 0.055)
-
-
 class MipTexture:
     """A uint8 ``[H, W, C]`` image as a float32 mip chain in [0, 1]."""
 

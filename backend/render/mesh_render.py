@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from backend.colorspace import linear_to_srgb, srgb_to_linear
 from backend.geometry import TriangleMesh
 
 from .cameras import Camera
@@ -79,15 +80,6 @@ class RenderResult:
     def rgba_uint8(self) -> np.ndarray:
         """[H, W, 4] uint8 RGBA (background 0) for writing a PNG."""
         return (self.rgba.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
-
-
-def srgb_to_linear(c: torch.Tensor) -> torch.Tensor:
-    return torch.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-
-
-def linear_to_srgb(c: torch.Tensor) -> torch.Tensor:
-    c = c.clamp(0, 1)
-    return torch.where(c <= 0.0031308, c * 12.92, 1.055 * c.clamp_min(1e-12) ** (1 / 2.4) - 0.055)
 
 
 def sample_texture(texture: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from backend.colorspace import srgb_to_linear
 from backend.fileio import write_atomic
 from backend.geometry import MeshError, TriangleMesh
 from backend.pipeline.api import GenerateRequest, SamplerOverrides
@@ -37,7 +38,6 @@ from .metrics import (
     SurfaceReference,
     canonical_normalize,
     compare_samples,
-    srgb_to_linear_np,
     surface_reference,
 )
 
@@ -276,7 +276,8 @@ def decoded_mesh(asset: Any) -> TriangleMesh:
     if len(asset.faces) == 0:
         raise MeshError("the decoded shape has no surface")
     srgb = np.clip(asset.attribute_fn()(vertices.astype(np.float32))[:, :3], 0.0, 1.0)
-    colors = np.concatenate([srgb_to_linear_np(srgb), np.ones((len(vertices), 1))], axis=1)
+    linear = srgb_to_linear(np.asarray(srgb, dtype=np.float64))
+    colors = np.concatenate([linear, np.ones((len(vertices), 1))], axis=1)
     return TriangleMesh(vertices, np.asarray(asset.faces, dtype=np.int64), vertex_colors=colors)
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from backend.colorspace import linear_to_srgb, srgb_to_linear
 from backend.geometry import MeshError, TriangleMesh
 from backend.ovoxel.normalize import normalize_to_unit_cube
 
@@ -95,20 +96,6 @@ def _interpolate(values: np.ndarray, mesh: TriangleMesh, face_ids: np.ndarray,
     return np.einsum("nk,nkc->nc", bary, corners)
 
 
-def srgb_to_linear_np(values: np.ndarray) -> np.ndarray:
-    """sRGB-encoded values in [0, 1] -> linear light (float64), the renderer's transfer function."""
-    from backend.render.mesh_render import srgb_to_linear
-
-    return srgb_to_linear(torch.as_tensor(np.asarray(values, dtype=np.float64))).numpy()
-
-
-def linear_to_srgb_np(values: np.ndarray) -> np.ndarray:
-    """Linear light (clamped to [0, 1]) -> sRGB-encoded values (float64), the renderer's transfer function."""
-    from backend.render.mesh_render import linear_to_srgb
-
-    return linear_to_srgb(torch.as_tensor(np.asarray(values, dtype=np.float64))).numpy()
-
-
 def surface_colors(mesh: TriangleMesh, face_ids: np.ndarray, barycentrics: np.ndarray) -> np.ndarray:
     """[N, 3] float64 sRGB base colour in [0, 1] at the given surface points (see the module docstring)."""
     from backend.render.mesh_render import sample_texture
@@ -124,11 +111,11 @@ def surface_colors(mesh: TriangleMesh, face_ids: np.ndarray, barycentrics: np.nd
         if material.base_color_texture is not None and uv is not None:
             texture = torch.from_numpy(material.base_color_texture.astype(np.float64) / 255.0)
             texel = sample_texture(texture, torch.from_numpy(uv[chosen]))[:, :3]
-            color = color * srgb_to_linear_np(texel.numpy())
+            color = color * srgb_to_linear(texel.numpy())
         linear[chosen] = color
     if mesh.vertex_colors is not None:
         linear = linear * _interpolate(mesh.vertex_colors, mesh, face_ids, barycentrics)[:, :3]
-    return linear_to_srgb_np(linear)
+    return linear_to_srgb(linear)
 
 
 def canonical_normalize(mesh: TriangleMesh) -> TriangleMesh:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from backend.colorspace import linear_to_srgb, srgb_to_linear
 from backend.geometry import MeshError, PbrMaterial, TriangleMesh
 from backend.meshio import read_mesh
 from backend.train import evaluation as ev
@@ -82,14 +83,14 @@ def test_colours_of_a_two_colour_textured_quad():
 
 def test_factor_and_vertex_colours_multiply_in_linear_light():
     grey = np.full((4, 4, 3), 188, np.uint8)  # sRGB 188/255 -> linear ~0.5029
-    linear = metrics.srgb_to_linear_np(np.array([188 / 255]))[0]
+    linear = srgb_to_linear(np.array([188 / 255]))[0]
     s = metrics.sample_surface(_quad(grey, factor=(0.5, 1.0, 1.0, 1.0)), 100, np.random.default_rng(2))
-    expected = metrics.linear_to_srgb_np(np.array([0.5 * linear, linear, linear]))
+    expected = linear_to_srgb(np.array([0.5 * linear, linear, linear]))
     np.testing.assert_allclose(s.colors, np.tile(expected, (100, 1)), atol=1e-9)
     # Vertex colours alone (no texture): linear RGBA interpolated, then encoded to sRGB.
     vc = np.array([[0.0, 0, 0, 1], [1, 0, 0, 1], [1, 0, 0, 1], [0, 0, 0, 1]])
     s = metrics.sample_surface(_quad(vertex_colors=vc), 500, np.random.default_rng(3))
-    np.testing.assert_allclose(s.colors[:, 0], metrics.linear_to_srgb_np(s.points[:, 0]), atol=1e-9)
+    np.testing.assert_allclose(s.colors[:, 0], linear_to_srgb(s.points[:, 0]), atol=1e-9)
     assert np.allclose(s.colors[:, 1:], 0.0)
 
 
