@@ -177,8 +177,10 @@ class _JobOperator:
         return {"RUNNING_MODAL"}
 
     def modal(self, context, event):
+        # Any timer tick follows the job (Blender's events do not say whose timer fired); every
+        # event passes on, so other handlers still get their own ticks, clicks and keys.
         job = self._job
-        if event.type != "TIMER" or event.timer is not self._timer:
+        if event.type != "TIMER":
             return {"PASS_THROUGH"}
         session = runtime.current()
         if session is not None:
@@ -190,7 +192,7 @@ class _JobOperator:
             context.workspace.status_text_set(
                 f"TRELLIS.2: {job.progress_text()} ({job.fraction:.0%}) - Cancel in the TRELLIS.2 panel")
         if not job.finished:
-            return {"RUNNING_MODAL"}
+            return {"PASS_THROUGH"}
         self._end_modal(context)
         return self._finish(context, job)
 
