@@ -139,6 +139,12 @@ class _JobOperator:
         if problem:
             self.report({"ERROR"}, problem)
             return None
+        try:  # importing the result needs numpy: say so now, not after the backend worked a minute
+            import numpy  # noqa: F401
+        except ImportError as exc:
+            self.report({"ERROR"}, f"This Blender has no numpy, which importing results needs ({exc}); "
+                                   "use a Blender build that bundles it (blender.org's do)")
+            return None
         try:
             job = self.make_job(context)
         except (scene_io.InputError, OSError) as exc:
