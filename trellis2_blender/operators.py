@@ -139,6 +139,12 @@ class _JobOperator:
         if problem:
             self.report({"ERROR"}, problem)
             return None
+        try:  # importing the result needs numpy: say so now, not after the backend worked a minute
+            import numpy  # noqa: F401
+        except ImportError as exc:
+            self.report({"ERROR"}, f"This Blender has no numpy, which importing results needs ({exc}); "
+                                   "use a Blender build that bundles it (blender.org's do)")
+            return None
         try:
             job = self.make_job(context)
         except (scene_io.InputError, OSError) as exc:
@@ -177,8 +183,10 @@ class _JobOperator:
         return {"RUNNING_MODAL"}
 
     def modal(self, context, event):
+        # Any timer tick follows the job (Blender's events do not say whose timer fired); every
+        # event passes on, so other handlers still get their own ticks, clicks and keys.
         job = self._job
-        if event.type != "TIMER" or event.timer is not self._timer:
+        if event.type != "TIMER":
             return {"PASS_THROUGH"}
         session = runtime.current()
         if session is not None:
@@ -190,7 +198,7 @@ class _JobOperator:
             context.workspace.status_text_set(
                 f"TRELLIS.2: {job.progress_text()} ({job.fraction:.0%}) - Cancel in the TRELLIS.2 panel")
         if not job.finished:
-            return {"RUNNING_MODAL"}
+            return {"PASS_THROUGH"}
         self._end_modal(context)
         return self._finish(context, job)
 

@@ -30,10 +30,9 @@ def _file_preview_icon(path: str) -> int:
     return pcoll[full].icon_id
 
 
-def _step(layout, done: bool, text: str):
-    row = layout.row()
-    row.label(text=text, icon="CHECKMARK" if done else "RADIOBUT_OFF")
-    return row
+def _step(layout, context, done: bool, text: str) -> None:
+    """One step of the guide, wrapped to the sidebar's width (a plain label is cut mid-line)."""
+    draw_message(layout, context, text, icon="CHECKMARK" if done else "RADIOBUT_OFF")
 
 
 def guide_steps(context) -> tuple[bool, bool, bool]:
@@ -60,18 +59,19 @@ def draw_guide(layout, context) -> None:
     header.prop(prefs, "show_guide", text="", icon="X", emboss=False)
     online = bpy.app.online_access
     system = context.preferences.system
-    if not online and hasattr(system, "use_online_access"):
+    if not online and not (has_backend and loaded) and hasattr(system, "use_online_access"):
+        # Only while a step still may need a download: once the model is loaded it is noise.
         draw_message(box, context, "Blender's \"Allow Online Access\" is off, so nothing can be downloaded. "
                      "Turn it on to set up the backend and fetch the weights:")
         box.prop(system, "use_online_access")
-    _step(box, has_backend, "1. Backend: " + ("found" if has_backend else "not set up yet"))
+    _step(box, context, has_backend, "1. Backend: " + ("found" if has_backend else "not set up yet"))
     if not has_backend:
         box.operator("trellis2.setup_backend", icon="CONSOLE")
         draw_message(box, context, "Or set Backend Python in the add-on's preferences to an environment that "
                      "has the backend installed.")
         show = box.operator("preferences.addon_show", text="Open Preferences", icon="PREFERENCES")
         show.module = __package__
-    _step(box, loaded, "2. Model: " + ("loaded" if loaded else "not loaded yet"))
+    _step(box, context, loaded, "2. Model: " + ("loaded" if loaded else "not loaded yet"))
     if has_backend and not loaded:
         if online:
             box.operator("trellis2.download_weights", icon="IMPORT")
@@ -79,7 +79,7 @@ def draw_guide(layout, context) -> None:
             draw_message(box, context, "Without online access the backend uses the weights already on this "
                          "computer, or the small bundled mini model.")
         box.operator("trellis2.backend_start", text="Start Backend", icon="PLAY")
-    _step(box, made, "3. First result: choose a picture below, press Generate")
+    _step(box, context, made, "3. First result: choose a picture below, press Generate")
 
 
 def draw_views(layout, settings) -> None:

@@ -11,7 +11,8 @@ BACKEND_ICONS = {"STOPPED": "RADIOBUT_OFF", "STARTING": "SORTTIME", "LOADING": "
 
 def draw_backend_status(layout, context) -> None:
     status = context.window_manager.trellis2_status
-    row = layout.row(align=True)
+    # A split, not a row: a row halves the width and cuts "Backend: Stopped" to "Backend: Stop...".
+    row = layout.split(factor=0.65, align=True)
     state = status.backend_state
     text = {"LOADING": f"Loading {status.backend_percent:.0f}%"}.get(state, state.title())
     row.label(text=f"Backend: {text}", icon=BACKEND_ICONS.get(state, "QUESTION"))

@@ -79,6 +79,12 @@ draw_panel()
 settings.image_source = "BLENDER"
 settings.image = bpy.data.images.load(ARGS["image"])
 draw_panel()
+# The backend found and its model loaded: the guide's last step remains, and no download is due.
+status.backend_state = "READY"
+before = len(seen["labels"])
+draw_panel()
+seen["ready_labels"] = seen["labels"][before:]
+status.backend_state = "STOPPED"
 job = jobs.Job(jobs.GenerateSpec(image="x", name="x", output_dir="/tmp"))
 operators._active["job"] = job
 job.stage, job.step, job.total, job.fraction = "shape", 3, 12, 0.4
@@ -124,10 +130,16 @@ def test_panel_and_preferences_draw(tmp_path, inputs, bpy_python, extension_zip,
     assert "Shaping the surface: step 3 of 12" in seen["progress"]
     assert any("out of memory" in line for line in seen["labels"])
     labels = seen["labels"]
+    # Headless, the region's width is unknown and text is wrapped at 40 characters: no label may be
+    # longer (at the default sidebar width, Blender cuts a longer label in the middle with "...").
+    assert [line for line in labels if len(line) > 40] == []
+    assert "3. First result: choose a picture below, press Generate" in " ".join(labels)  # wrapped, whole
     assert "Getting Started" in labels and "1. Backend: found" in labels
     if not seen["online_access"]:  # Blender's default: the guide offers Blender's own switch, by its name
         assert "use_online_access" in seen["props"]
         assert any("Allow Online Access" in line for line in labels)
+    ready = seen["ready_labels"]
+    assert "2. Model: loaded" in ready and not any("Allow Online Access" in line for line in ready)
     assert seen["job_options"] == ["UNDO"]  # no REGISTER: no redo panel or Shift+R running a whole job
     assert "Holes (boundary loops): 1" in labels and "Floaters: 1" in labels and "Watertight: no" in labels
     assert any(line.startswith("chair  ") for line in labels)  # the history lists the earlier job
