@@ -805,8 +805,7 @@ class TRELLIS2_OT_setup_backend(bpy.types.Operator):
             return {"PASS_THROUGH"}
         status = context.window_manager.trellis2_status
         status.task_running, status.fraction = self._task.message, self._task.fraction
-        for area in context.screen.areas if context.screen else ():
-            area.tag_redraw()
+        redraw_panels(context)
         if self._task.state == "running":
             return {"RUNNING_MODAL"}
         context.window_manager.event_timer_remove(self._timer)

@@ -57,3 +57,41 @@ def test_a_timer_tick_advances_the_running_job(tmp_path, bpy_python, extension_z
     # The job keeps running, and other handlers still see the tick.
     assert result["answers"] == [["PASS_THROUGH"], ["PASS_THROUGH"]]
     assert result["progress"] == "Shaping the surface: step 3 of 12"
+
+
+SETUP_MODAL = """
+from types import SimpleNamespace
+
+redrawn = []
+
+
+def region(area, kind):
+    return SimpleNamespace(type=kind, tag_redraw=lambda: redrawn.append(area + "/" + kind))
+
+
+def area(kind, regions):
+    return SimpleNamespace(type=kind, regions=[region(kind, r) for r in regions],
+                           tag_redraw=lambda: redrawn.append(kind))
+
+
+screen = SimpleNamespace(areas=[area("VIEW_3D", ["HEADER", "WINDOW", "UI"]), area("PROPERTIES", ["WINDOW"]),
+                                area("PREFERENCES", ["WINDOW"])])
+context = SimpleNamespace(screen=screen, window_manager=bpy.context.window_manager)
+fields = {p.identifier: None for p in bpy.types.Event.bl_rna.properties if p.identifier != "rna_type"}
+fields.update(type="TIMER", value="NOTHING")
+task = SimpleNamespace(state="running", message="Installing torch", fraction=0.25)
+op = SimpleNamespace(_task=task, _timer=object())
+answer = sorted(operators.TRELLIS2_OT_setup_backend.modal(op, context, SimpleNamespace(**fields)))
+emit({"answer": answer, "redrawn": sorted(redrawn), "text": status.task_running, "fraction": status.fraction})
+"""
+
+
+def test_the_setup_progress_redraws_only_the_panels(tmp_path, bpy_python, extension_zip, model_dir):
+    # Repainting every area (3D viewports included) twice a second stalls a Material Preview viewport.
+    args = {"zip": str(extension_zip), "python": str(PYTHON), "model": str(model_dir),
+            "jobs": str(tmp_path / "jobs")}
+    run = run_bpy(SETUP + SETUP_MODAL, tmp_path, python=bpy_python, args=(json.dumps(args),))
+    assert run.returncode == 0, run.describe()
+    assert run.result["answer"] == ["RUNNING_MODAL"]
+    assert run.result["redrawn"] == ["PREFERENCES", "VIEW_3D/UI"]
+    assert run.result["text"] == "Installing torch" and run.result["fraction"] == pytest.approx(0.25)
