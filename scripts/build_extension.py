@@ -141,6 +141,9 @@ def build(output_dir: Path, root: Path = ROOT) -> Path:
         with zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for file, name in staged_files(root):
                 zf.write(file, name)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp made it private to the owner; a built zip is shared
         os.replace(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -28,6 +28,18 @@ def test_zip_layout(tmp_path):
     assert list(tmp_path.glob("*.tmp")) == []
 
 
+def test_zip_is_readable_by_others_as_any_new_file(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        mode = stat.S_IMODE(build_extension.build(tmp_path).stat().st_mode)
+    finally:
+        os.umask(umask)
+    assert mode == 0o644
+
+
 def test_zip_carries_the_contract_from_backend_even_over_a_stale_placed_copy(tmp_path):
     """The add-on's ``protocol`` module in the zip is ``backend/protocol.py``, once."""
     placed = build_extension.place_contract()
