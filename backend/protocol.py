@@ -57,6 +57,7 @@ DEFAULT_RETEXTURE_RESOLUTION = 1024
 # Decimation target of a generated mesh: about what Blender keeps interactive with a few objects
 # in the scene; the CLI, the batch and the panel start from it.
 DEFAULT_FACES = 200_000
+MIN_FACES = 4  # the fewest faces of a closed surface (a tetrahedron): the decimator's floor
 # Texture side lengths (pixels) ``Export.texture_size`` accepts, and the sizes the panel offers.
 MIN_TEXTURE_SIZE = 16
 MAX_TEXTURE_SIZE = 8192
@@ -159,7 +160,7 @@ class Export:
 
     texture_size: int = field(default=DEFAULT_TEXTURE_SIZE,
                               metadata=_between(MIN_TEXTURE_SIZE, MAX_TEXTURE_SIZE))
-    faces: int = field(default=DEFAULT_FACES, metadata=_between(1))
+    faces: int = field(default=DEFAULT_FACES, metadata=_between(MIN_FACES))
     texture_format: str = field(default=TEXTURE_FORMATS[0], metadata=_one_of(TEXTURE_FORMATS))
     write_glb: bool = True
     write_direct: bool = True

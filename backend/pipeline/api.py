@@ -140,11 +140,14 @@ class ExportOptions:
     bake_normal_map: bool = True
 
     def __post_init__(self) -> None:
+        # The contract's limits (the server already refused these when decoding; the CLI did not).
         if not protocol.MIN_TEXTURE_SIZE <= self.texture_size <= protocol.MAX_TEXTURE_SIZE:
-            raise ValueError(f"texture_size must lie in [{protocol.MIN_TEXTURE_SIZE}, "
-                             f"{protocol.MAX_TEXTURE_SIZE}], got {self.texture_size}")
-        if self.faces < 4:
-            raise ValueError(f"faces must be >= 4, got {self.faces}")
+            raise PipelineError(f"texture size must lie in [{protocol.MIN_TEXTURE_SIZE}, "
+                                f"{protocol.MAX_TEXTURE_SIZE}], got {self.texture_size}",
+                                "choose another --texture-size")
+        if self.faces < protocol.MIN_FACES:
+            raise PipelineError(f"the face target must be at least {protocol.MIN_FACES}, got {self.faces}",
+                                "choose another --faces")
 
 
 @dataclass(frozen=True)

@@ -63,14 +63,22 @@ class SolidBackgroundRemover:
 class BiRefNetRemover:
     """BiRefNet / RMBG-2.0 from a local folder (runs that folder's model code: needs consent).
 
-    Args:
+    :meth:`load` args:
         model_dir: a local snapshot of ``briaai/RMBG-2.0`` or ``ZhengPeng7/BiRefNet``.
         allow_remote_code: explicit consent to execute the Python code shipped in
-            ``model_dir`` (``trust_remote_code``). Without it, construction fails.
+            ``model_dir`` (``trust_remote_code``). Without it, loading fails.
         device: torch device string.
     """
 
-    def __init__(self, model_dir: Path | str, allow_remote_code: bool = False, device: str = "cpu") -> None:
+    def __init__(self, model, device: str = "cpu") -> None:
+        """``model``: a loaded segmentation network (see :meth:`load`), on ``device``."""
+        self.model = model
+        self.device = device
+
+    @classmethod
+    def load(cls, model_dir: Path | str, allow_remote_code: bool = False,
+             device: str = "cpu") -> BiRefNetRemover:
+        """The remover of a local model folder, after the consent check (see the class docstring)."""
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
             raise ModelUnavailableError(
@@ -83,10 +91,9 @@ class BiRefNetRemover:
                 "pass --allow-remote-code to consent, or supply an image with alpha")
         from transformers import AutoModelForImageSegmentation
 
-        self.model = AutoModelForImageSegmentation.from_pretrained(
+        model = AutoModelForImageSegmentation.from_pretrained(
             str(model_dir), trust_remote_code=True, local_files_only=True)
-        self.model.eval().to(device)
-        self.device = device
+        return cls(model.eval().to(device), device)
 
     def __call__(self, image: Image.Image) -> Image.Image:
         import torch
@@ -118,5 +125,5 @@ def make_remover(kind: str | None, model_dir: Path | str | None = None, allow_re
         if model_dir is None:
             raise ModelUnavailableError("background removal with BiRefNet needs a local model folder",
                                         "pass --rembg-model DIR")
-        return BiRefNetRemover(model_dir, allow_remote_code=allow_remote_code, device=device)
+        return BiRefNetRemover.load(model_dir, allow_remote_code=allow_remote_code, device=device)
     raise InputError(f"unknown background remover {kind!r}", "use none, solid or birefnet")

@@ -142,9 +142,10 @@ def test_missing_checkpoint_and_hub_stems_are_not_fetched_here(tmp_path, monkeyp
         load_model(tmp_path, "someone/some-repo/ckpts/nothing")  # a foreign name in a release
 
 
-@pytest.mark.parametrize("dtype", [None, torch.float32])
+@pytest.mark.parametrize("dtype", [None, torch.float32, torch.bfloat16, torch.float16])
 def test_stored_complex_rope_phases_stay_complex_when_loading_with_a_dtype(ckpt_copy, dtype):
-    """A checkpoint that stores ``rope_phases`` (complex64) keeps it complex64 whatever ``dtype`` is.
+    """A checkpoint that stores ``rope_phases`` (complex64) keeps it complex64, bit-exact, whatever
+    ``dtype`` the model loads in (the CPU path loads float32, GPUs bf16 or fp16).
 
     Casting it to a real dtype would keep only the cosine of each phase (RoPE would become a
     scaling), so the loaded buffer must equal the file's exactly, imaginary part included.

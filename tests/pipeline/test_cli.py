@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from backend import protocol
 from backend.__main__ import main
 from backend.geometry import TriangleMesh
 from backend.meshio import read_gltf, write_glb
@@ -27,6 +29,21 @@ def test_generate_into_a_file_fails_before_any_model_is_loaded(tmp_path, capsys)
         err = capsys.readouterr().err
         assert rc == 2 and "-o/--output" in err and "is a file, not a folder" in err
         assert "--model" not in err  # the destination was checked before the model
+
+
+@pytest.mark.parametrize("flag, value, named", [
+    ("--faces", protocol.MIN_FACES - 1, "face target"),
+    ("--texture-size", protocol.MAX_TEXTURE_SIZE + 1, "texture size"),
+    ("--texture-size", protocol.MIN_TEXTURE_SIZE - 1, "texture size"),
+])
+def test_values_outside_the_contracts_limits_are_one_clear_error(tmp_path, capsys, flag, value, named):
+    """The command line takes the limits the server applies (one definition, ``backend/protocol.py``)
+    and reports a value outside them as a one-line error, before any model is loaded."""
+    img = images.rgba_transparent(tmp_path / "a.png")
+    rc = main(["generate", str(img), "-o", str(tmp_path / "out"), flag, str(value), "--offline",
+               "--model", str(tmp_path / "no")])
+    err = capsys.readouterr().err
+    assert rc == 2 and named in err and flag in err and "Traceback" not in err, err
 
 
 def test_retexture_command_writes_glb_and_summary(tmp_path, capsys, tiny_checkpoint):

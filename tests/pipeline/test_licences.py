@@ -29,8 +29,7 @@ def test_generator_applies_the_mode_to_every_job(tmp_path):
     assert safe._licence_checked(ExportOptions()).rasterizer == "ours"
     assert Trellis2Generator(Runtime(model=str(tmp_path), device="cpu"))._licence_checked(
         ExportOptions()).rasterizer == "auto"
-    birefnet = BiRefNetRemover.__new__(BiRefNetRemover)  # no model needed: the check comes first
-    safe.remover = birefnet
+    safe.remover = BiRefNetRemover(model=None)  # never run: the licence check comes first
     request = GenerateRequest(images=(Path("x.png"),), output_dir=tmp_path)
     with pytest.raises(PipelineError, match="RMBG-2.0 / BiRefNet"):
         safe.generate(request)

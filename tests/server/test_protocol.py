@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,52 @@ def _run_python(code: str) -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+# What version 1 of the wire promises a client that leaves a field out: its default and the values it
+# accepts ((low, high) ranges, tuples of choices). A client of this version keeps sending requests
+# without the fields it does not set, so changing one of these changes what those requests do: that
+# is a new protocol version (and a new record here), never an edit of a constant alone.
+_SAMPLER_V1 = {"steps": (None, (1, 1000)), "guidance_strength": None, "guidance_rescale": None,
+               "guidance_interval": None, "rescale_t": None}
+_EXPORT_V1 = {"export.texture_size": (2048, (16, 8192)), "export.faces": (200_000, (4, None)),
+              "export.texture_format": ("png", ("png", "webp")), "export.write_glb": True,
+              "export.write_direct": True, "export.unwrap": ("auto", ("auto", "fast", "xatlas")),
+              "export.remove_floaters": False, "export.remove_inner_shells": False,
+              "export.fill_holes": False, "export.bake_normal_map": True}
+_REMOVAL_V1 = ("solid", ("none", "solid", "rmbg"))
+WIRE_V1 = {
+    "generate": {"pipeline_type": ("1024_cascade", ("512", "1024", "1024_cascade", "1536_cascade")),
+                 "seed": 42, "num_samples": (1, (1, 16)), "max_num_tokens": 49152, "name": None,
+                 "multiview": (None, ("stochastic", "multidiffusion")),
+                 **{f"{stage}.{k}": v for stage in ("sparse_structure", "shape", "texture")
+                    for k, v in _SAMPLER_V1.items()}, **_EXPORT_V1},
+    "retexture": {"seed": 42, "resolution": (1024, (512, 1024, 1536)), "name": None,
+                  **{f"texture.{k}": v for k, v in _SAMPLER_V1.items()}, **_EXPORT_V1},
+    "load": {"revision": None, "image_encoder": None, "background_remover": None,
+             "background_removal": _REMOVAL_V1, "allow_model_code": False, "token": None, "offline": False,
+             "cache_dir": None, "low_vram": False, "sparse_structure_decoder": None,
+             "commercial_safe": False},
+    "check_access": {"image_encoder": None, "sparse_structure_decoder": None, "background_remover": None,
+                     "background_removal": _REMOVAL_V1, "token": None, "offline": False, "cache_dir": None},
+}
+
+
+def _promised(cls: type, prefix: str = "") -> dict[str, object]:
+    """Each optional field of ``cls`` (nested dataclasses opened up) -> default, or (default, limits)."""
+    hints = typing.get_type_hints(cls)
+    found: dict[str, object] = {}
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            found.update(_promised(hints[f.name], f"{prefix}{f.name}."))
+        elif f.default is not dataclasses.MISSING:
+            limits = f.metadata.get("choices", f.metadata.get("range"))
+            found[prefix + f.name] = f.default if limits is None else (f.default, tuple(limits))
+    return found
+
+
+def test_the_defaults_and_limits_of_this_protocol_version_are_kept():
+    assert p.PROTOCOL_VERSION == 1
+    assert {kind: _promised(p.REQUESTS[kind]) for kind in WIRE_V1} == WIRE_V1
+    # the other requests have no settings to default (hello's client name is not one)
+    assert {kind for kind, cls in p.REQUESTS.items() if _promised(cls)} - {"hello"} == set(WIRE_V1)

@@ -178,7 +178,8 @@ def test_message_defaults_are_the_contracts_constants():
     ("export.texture_size", protocol.MAX_TEXTURE_SIZE + 1),
     ("export.texture_size", protocol.MIN_TEXTURE_SIZE - 1),
     ("pipeline_type", "2048"), ("export.texture_format", "jpg"), ("shape.steps", protocol.MAX_STEPS + 1),
-    ("shape.steps", 0), ("num_samples", protocol.MAX_SAMPLES + 1), ("multiview", "vote"), ("export.faces", 0),
+    ("shape.steps", 0), ("num_samples", protocol.MAX_SAMPLES + 1), ("multiview", "vote"),
+    ("export.faces", protocol.MIN_FACES - 1),
     ("export.unwrap", "smart"),
 ])
 def test_the_server_refuses_values_outside_the_contracts_limits(path, value, tmp_path):
