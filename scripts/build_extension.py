@@ -31,11 +31,14 @@ import argparse
 import fnmatch
 import os
 import sys
-import tempfile
 import tomllib
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from backend.fileio import write_atomic  # noqa: E402  (stdlib only: no environment needed)
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = "blender_manifest.toml"
@@ -60,16 +63,7 @@ def place_contract(root: Path = ROOT) -> Path:
     target = root / ADDON_DIR / CONTRACT_MODULE
     if target.is_file() and target.read_bytes() == source:
         return target
-    fd, tmp_name = tempfile.mkstemp(prefix=CONTRACT_MODULE + ".", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(source)
-        os.chmod(tmp_name, source_path.stat().st_mode & 0o777)  # mkstemp makes it private to the owner
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return target
+    return write_atomic(target, source)
 
 
 def read_manifest(root: Path = ROOT) -> dict:
@@ -135,20 +129,13 @@ def build(output_dir: Path, root: Path = ROOT) -> Path:
     manifest = read_manifest(root)
     output_dir.mkdir(parents=True, exist_ok=True)
     target = output_dir / f"{manifest['id']}-{manifest['version']}.zip"
-    fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=output_dir)
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+
+    def write_zip(handle) -> None:
+        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for file, name in staged_files(root):
                 zf.write(file, name)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp made it private to the owner; a built zip is shared
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return target
+
+    return write_atomic(target, write_zip)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,9 @@ def write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # what open() gives, not mkstemp's owner-only 0o600: others read these
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
