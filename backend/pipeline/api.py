@@ -171,6 +171,9 @@ class GenerateRequest:
     def __post_init__(self) -> None:
         if self.name is not None:
             check_output_name(self.name)
+        if not 1 <= self.num_samples <= protocol.MAX_SAMPLES:  # the contract's limit, for the CLI too
+            raise PipelineError(f"the number of variations must lie in [1, {protocol.MAX_SAMPLES}], "
+                                f"got {self.num_samples}", "choose another --samples")
         if self.multiview is not None:
             if self.multiview not in MULTIVIEW_MODES:
                 raise PipelineError(f"multiview must be one of {', '.join(MULTIVIEW_MODES)}, "

@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "TRELLIS.2-4B, 512 for the bundled mini model)")
     p.add_argument("--seed", type=int, default=protocol.DEFAULT_SEED)
     p.add_argument("--samples", type=int, default=1,
-                   help="variations per object (different noise from the same seed)")
+                   help=f"variations per object, 1-{protocol.MAX_SAMPLES} (different noise, same seed)")
     p.add_argument("--multiview", choices=MULTIVIEW_MODES, default=None,
                    help=f"the images are 1-{MAX_VIEWS} pictures of ONE object (front, side, back...): "
                         "'stochastic' conditions each sampler step on one view in turn (costs what one "

@@ -35,6 +35,8 @@ def test_generate_into_a_file_fails_before_any_model_is_loaded(tmp_path, capsys)
     ("--faces", protocol.MIN_FACES - 1, "face target"),
     ("--texture-size", protocol.MAX_TEXTURE_SIZE + 1, "texture size"),
     ("--texture-size", protocol.MIN_TEXTURE_SIZE - 1, "texture size"),
+    ("--samples", protocol.MAX_SAMPLES + 1, "variations"),
+    ("--samples", 0, "variations"),
 ])
 def test_values_outside_the_contracts_limits_are_one_clear_error(tmp_path, capsys, flag, value, named):
     """The command line takes the limits the server applies (one definition, ``backend/protocol.py``)
