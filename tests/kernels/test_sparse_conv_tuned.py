@@ -156,3 +156,23 @@ def test_decoder_conv_shapes_cover_the_release_decoders():
     # ConvNeXt convs at 1024..128 ch, C2S conv1 (C -> 8 C_out) and conv2 (C_out -> C_out) one level down
     assert shapes == {(0, 1024, 1024), (0, 1024, 4096), (1, 512, 512), (1, 512, 2048), (2, 256, 256),
                       (2, 256, 1024), (3, 128, 128), (3, 128, 512), (4, 64, 64)}
+
+
+@pytest.mark.gpu
+def test_table_config_is_launched_without_autotuning(monkeypatch):
+    gen = torch.Generator().manual_seed(5)
+    coords = random_coords((12, 12, 12), batch=1, p=0.3, gen=gen).cuda()
+    nbr = build_neighbor_map(coords)
+    n, ci, co = len(coords), 32, 48  # widths no other test tunes
+    feats = torch.randn(n, ci, generator=gen).half().cuda()
+    weight = (torch.randn(co, 3, 3, 3, ci, generator=gen) / math.sqrt(27 * ci)).half().cuda()
+    bias = torch.randn(co, generator=gen).half().cuda()
+    key = tune_sparse_conv.planned_key(n, ci, co, torch.float16)
+    table = {torch.cuda.get_device_name(): {key: CONFIG}}
+    monkeypatch.setattr(configs, "load_tuned_table", lambda: table)
+
+    out = ops.subm_conv3d(feats, nbr, weight, bias)
+
+    assert key not in {configs.table_key(k) for k in ops.autotuner().cache}  # the table's config ran
+    ref = subm_conv3d_reference(feats, nbr, weight, bias, out_dtype=torch.float32)
+    torch.testing.assert_close(out.float(), ref, rtol=1e-2, atol=1e-2)
