@@ -1,6 +1,7 @@
 """Tune the Triton sparse conv on this GPU and store the winners in the shipped table.
 
-Usage (on the GPU to tune; about a minute on an H200, more with ``--spread``):
+Usage (on the GPU to tune; 27 keys by default, each compiling and timing up to 13 candidates;
+not yet timed on a GPU, the script prints each key's seconds and the total):
     python scripts/tune_sparse_conv.py [--modes 512 1024_cascade 1536_cascade] [--dtypes fp16]
         [--spread 0] [--out kernels/sparse_conv/tuned_configs.json] [--timings out/tune_timings.json]
     python scripts/tune_sparse_conv.py --dry-run --device cpu     # list the keys, tune nothing
