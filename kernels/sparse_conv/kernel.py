@@ -8,6 +8,8 @@ never materialised: each K-step loads one offset's neighbour rows straight from
 
 from __future__ import annotations
 
+import inspect
+
 import triton
 import triton.language as tl
 
@@ -85,16 +87,23 @@ def _subm_conv3d_fwd_kernel(
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=row_mask[:, None] & col_mask[None, :])
 
 
+# What the autotuner keys on, besides the dtypes of the tensor arguments that Triton appends.
+AUTOTUNE_KEY = ("LOGN", "Ci", "Co", "FP32_IEEE")
+
+
 def tuned(configs: list[triton.Config], prune) -> triton.runtime.Autotuner:
     """The kernel wrapped in an autotuner keyed on (bucketed N, Ci, Co, dtype).
 
-    Tuning results are kept in Triton's on-disk cache (``cache_results``): a decoder pass
-    meets ~20 keys, and re-tuning them in every new backend process cost ~25 s on the
-    first job (measured on an H200).
+    Tuning results are kept in Triton's on-disk cache (``cache_results``) where this Triton
+    has that option (3.2 and later): a decoder pass meets ~20 keys, and re-tuning them in
+    every new backend process cost ~25 s on the first job (measured on an H200).
     """
+    options = {}
+    if "cache_results" in inspect.signature(triton.autotune).parameters:
+        options["cache_results"] = True
     return triton.autotune(
         configs=configs,
-        key=["LOGN", "Ci", "Co", "FP32_IEEE"],
+        key=list(AUTOTUNE_KEY),
         prune_configs_by={"early_config_prune": prune},
-        cache_results=True,
+        **options,
     )(_subm_conv3d_fwd_kernel)

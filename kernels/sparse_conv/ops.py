@@ -3,20 +3,69 @@
 from __future__ import annotations
 
 import functools
+import logging
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import triton
 
 from . import configs
-from .kernel import _subm_conv3d_fwd_kernel, tuned
+from .kernel import AUTOTUNE_KEY, _subm_conv3d_fwd_kernel, tuned
+
+log = logging.getLogger(__name__)
 
 KERNEL_VOLUME = 27
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 @functools.cache
-def _autotuned_kernel():
+def autotuner() -> triton.runtime.Autotuner:
+    """The process's autotuned kernel (its ``cache`` maps Triton's keys to the chosen configs)."""
     return tuned(configs.cuda_configs(), configs.prune_configs)
+
+
+@functools.cache
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device)
+
+
+def autotune_key(args: Sequence[Any], meta: dict[str, Any]) -> str:
+    """The table key of a launch: the parts Triton's autotuner keys on, built the way it builds
+    them (the ``AUTOTUNE_KEY`` arguments, then the dtype of every argument that has one, in the
+    kernel's argument order), joined by :func:`configs.table_key`."""
+    named = {**dict(zip(_subm_conv3d_fwd_kernel.arg_names, args)), **meta}
+    parts = [named[name] for name in AUTOTUNE_KEY]
+    parts += [value.dtype for value in named.values() if hasattr(value, "dtype")]
+    return configs.table_key(parts)
+
+
+def kernel_arguments(
+    feats: torch.Tensor,
+    neighbors: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    out: torch.Tensor,
+    allow_tf32: bool,
+) -> tuple[tuple, dict[str, Any]]:
+    """Positional arguments and constexpr meta of one launch (``weight`` is ``[Co, 27, Ci]`` in
+    ``feats.dtype``; inputs already checked by :func:`subm_conv3d`)."""
+    n, ci = feats.shape
+    co = weight.shape[0]
+    args = (
+        feats, weight, bias if bias is not None else out, neighbors, out,
+        n, ci, co, configs.bucket_log2(n),
+        feats.stride(0), feats.stride(1),
+        weight.stride(0), weight.stride(1), weight.stride(2),
+        neighbors.stride(0), neighbors.stride(1),
+        out.stride(0), out.stride(1),
+    )
+    meta = {
+        "V": KERNEL_VOLUME,
+        "HAS_BIAS": bias is not None,
+        "FP32_IEEE": feats.dtype == torch.float32 and not allow_tf32,
+    }
+    return args, meta
 
 
 def subm_conv3d(
@@ -27,6 +76,7 @@ def subm_conv3d(
     *,
     config: dict[str, int] | None = None,
     allow_tf32: bool = False,
+    use_tuned_table: bool = True,
 ) -> torch.Tensor:
     """Submanifold 3x3x3 sparse convolution with the Triton implicit-GEMM kernel.
 
@@ -40,6 +90,9 @@ def subm_conv3d(
             ``num_warps``/``num_stages``) instead of autotuning. CPU tensors (the Triton
             interpreter) always use a fixed small config unless one is given.
         allow_tf32: for fp32 inputs, use TF32 tensor cores instead of exact fp32 products.
+        use_tuned_table: on CUDA without ``config``, launch the config shipped for this GPU and
+            autotune key (``configs.tuned_config``) when there is one: one compile, no
+            benchmarking. False always autotunes (``scripts/tune_sparse_conv.py`` does).
 
     Returns:
         ``[N, Co]`` in ``feats.dtype`` (accumulated in fp32).
@@ -68,24 +121,13 @@ def subm_conv3d(
         return out
     if ci == 0:
         return out.copy_(bias.to(out.dtype).expand(n, co) if bias is not None else torch.zeros_like(out))
-    w = w.to(feats.dtype)
-    args = (
-        feats, w, bias if bias is not None else out, neighbors, out,
-        n, ci, co, configs.bucket_log2(n),
-        feats.stride(0), feats.stride(1),
-        w.stride(0), w.stride(1), w.stride(2),
-        neighbors.stride(0), neighbors.stride(1),
-        out.stride(0), out.stride(1),
-    )
-    meta = {
-        "V": KERNEL_VOLUME,
-        "HAS_BIAS": bias is not None,
-        "FP32_IEEE": feats.dtype == torch.float32 and not allow_tf32,
-    }
+    args, meta = kernel_arguments(feats, neighbors, w.to(feats.dtype), bias, out, allow_tf32)
     if config is None and feats.device.type == "cpu":
         config = configs.INTERPRETER_CONFIG
+    if config is None and use_tuned_table:
+        config = configs.tuned_config(_device_name(feats.device), autotune_key(args, meta))
     if config is None:
-        kernel = _autotuned_kernel()
+        kernel = autotuner()
 
         def grid(m):
             return (triton.cdiv(n, m["BLOCK_N"]), triton.cdiv(co, m["BLOCK_CO"]))
