@@ -37,6 +37,11 @@ def parse_dtype(dtype: str | torch.dtype, use_fp16: bool = False) -> torch.dtype
     return _DTYPES[dtype]
 
 
+def tensor_version(t: torch.Tensor) -> int | None:
+    """``t``'s in-place modification counter; None for inference-mode tensors, which keep none."""
+    return None if t.is_inference() else t._version
+
+
 class CondKVCache:
     """The cross-attention keys and values of condition tokens, kept while the condition is unchanged.
 
@@ -45,7 +50,10 @@ class CondKVCache:
     forward (``cond_kv_cache=``); it is dropped with the call. An entry is keyed by the
     condition tensor object the forward received and how the forward laid it out, and it is
     rebuilt when the tensor was modified in place (its version counter moved) or another model
-    asks. Holding the tensor keeps its ``id`` from being reused while the entry lives.
+    asks. Holding the tensor keeps its ``id`` from being reused while the entry lives. A tensor
+    made under ``torch.inference_mode`` (the image conditioner's output) keeps no version counter:
+    for it an in-place change inside inference mode goes unseen, so such a condition must not be
+    modified while a cache holds it (a sampler never modifies its conditions).
 
     Memory: per entry, ``2 * num_blocks * (tokens of the condition) * C`` values in the block
     dtype (release, 1024-px condition: 4,101 tokens x 1,536 x 30 blocks x 2 x bf16 ~ 0.76 GB a
@@ -53,7 +61,7 @@ class CondKVCache:
     """
 
     def __init__(self) -> None:
-        self._entries: dict[tuple[int, str], tuple[torch.Tensor, int, nn.Module, BlockKV]] = {}
+        self._entries: dict[tuple[int, str], tuple[torch.Tensor, int | None, nn.Module, BlockKV]] = {}
         self.builds = 0  # how many entries were computed (tests count them)
 
     def get(self, model: FlowTrunk, cond: torch.Tensor, layout: str, cond_tokens: torch.Tensor) -> BlockKV:
@@ -61,10 +69,10 @@ class CondKVCache:
         ``cond_tokens`` is that layout, what :meth:`FlowTrunk.run_trunk` receives)."""
         key = (id(cond), layout)
         entry = self._entries.get(key)
-        if entry is not None and entry[0] is cond and entry[1] == cond._version and entry[2] is model:
+        if entry is not None and entry[0] is cond and entry[1] == tensor_version(cond) and entry[2] is model:
             return entry[3]
         kv = model.cond_kv(cond_tokens)
-        self._entries[key] = (cond, cond._version, model, kv)
+        self._entries[key] = (cond, tensor_version(cond), model, kv)
         self.builds += 1
         return kv
 

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from backend.models.flow_trunk import CondKVCache
+from backend.models.flow_trunk import CondKVCache, tensor_version
 from backend.protocol import STAGE_SAMPLER_DEFAULTS
 from backend.sparse import SparseTensor
 
@@ -218,7 +218,7 @@ class StepReuse:
     def __init__(self, model: ModelFn) -> None:
         self.kv_cache = CondKVCache() if getattr(model, "takes_cond_kv_cache", False) else None
         # key: the conditions' ids -> (the conditions, their versions, the stacked tensor)
-        self._stacked: dict[tuple[int, ...], tuple[tuple[torch.Tensor, ...], tuple[int, ...],
+        self._stacked: dict[tuple[int, ...], tuple[tuple[torch.Tensor, ...], tuple[int | None, ...],
                                                    torch.Tensor]] = {}
         self._coords: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, dict[str, Any]]] = {}
 
@@ -232,7 +232,7 @@ class StepReuse:
     def stacked(self, conds: Sequence[torch.Tensor]) -> torch.Tensor:
         """``torch.cat(conds)`` on the batch axis, built once per combination of unchanged tensors."""
         key = tuple(id(c) for c in conds)
-        versions = tuple(c._version for c in conds)
+        versions = tuple(tensor_version(c) for c in conds)
         hit = self._stacked.get(key)
         if hit is None or hit[1] != versions or any(a is not b for a, b in zip(hit[0], conds)):
             hit = (tuple(conds), versions, torch.cat(list(conds)))

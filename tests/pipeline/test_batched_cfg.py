@@ -192,6 +192,13 @@ def test_kv_cache_follows_the_condition():
     x2, conds2, _, _ = _inputs("shape", 2, 1, torch.float32)
     packed = model(x2, torch.tensor([500.0, 20.0]), conds2[0], cond_kv_cache=cache)
     assert torch.equal(packed.feats, model(x2, torch.tensor([500.0, 20.0]), conds2[0]).feats)
+    # The image conditioner's output is an inference tensor (no version counter): cached by identity.
+    with torch.inference_mode():
+        frozen = conds[0] * 2.0
+    builds = cache.builds
+    assert torch.equal(model(x, t, frozen, cond_kv_cache=cache).feats, model(x, t, frozen).feats)
+    assert torch.equal(model(x, t, frozen, cond_kv_cache=cache).feats, model(x, t, frozen).feats)
+    assert cache.builds == builds + 1
 
 
 @torch.no_grad()
@@ -232,3 +239,15 @@ def test_runtime_switch_reaches_every_stage(device, setting, expect, tmp_path):
     request = GenerateRequest(images=(tmp_path / "a.png",), output_dir=tmp_path)
     params = stage_params(store, request)
     assert {p.batched_cfg for p in (params.sparse_structure, params.shape, params.texture)} == {expect}
+
+
+def test_cli_switch_turns_batching_off():
+    import argparse
+
+    from backend.pipeline import cli_common, cli_generate
+
+    p = argparse.ArgumentParser()
+    cli_generate.add_arguments(p)
+    base = ["image.png", "-o", "out", "--device", "cpu", "--offline"]
+    assert cli_common.runtime(p.parse_args(base)).batched_cfg is None  # the device decides
+    assert cli_common.runtime(p.parse_args([*base, "--sequential-cfg"])).batched_cfg is False
