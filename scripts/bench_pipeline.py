@@ -3,7 +3,14 @@
 Usage:
     python scripts/bench_pipeline.py [--modes 512 1024_cascade 1536_cascade] [--steps 12]
         [--texture-size 2048] [--faces 500000] [--vram normal low] [--export-faces 1000000] [--json OUT]
+        [--cfg batched sequential ...]
     python scripts/bench_pipeline.py --tiny --device cpu     # plumbing check with tiny networks
+
+``--cfg`` runs every pipeline type once per entry, in the order given (repeats allowed, so
+``--cfg sequential batched sequential batched`` compares the two after a warm-up run):
+``batched`` runs each guided sampler step's conditional and unconditional passes as one forward,
+``sequential`` as one forward each (``Runtime.batched_cfg``); ``--sequential-cfg`` is
+``--cfg sequential``. Each row (and JSON run) names its setting.
 
 What it measures, per pipeline type: seconds per stage (preprocess/conditioning, sparse
 structure, shape, texture, decode, export) and end to end, with and without low-VRAM mode, and
@@ -166,7 +173,8 @@ def mesh_structure(mesh: TriangleMesh) -> GivenStructure:
     return GivenStructure(coords_at)
 
 
-def run_mode(models, dino, mode: str, low_vram: bool, args, structure: GivenStructure, out: Path) -> dict:
+def run_mode(models, dino, mode: str, low_vram: bool, batched_cfg: bool, args, structure: GivenStructure,
+             out: Path) -> dict:
     """One image -> GLB job; returns seconds per stage, total, peak VRAM and sizes."""
     device = args.device
     home = "cpu" if low_vram else device
@@ -176,7 +184,7 @@ def run_mode(models, dino, mode: str, low_vram: bool, args, structure: GivenStru
         torch.cuda.empty_cache()
     config = parse_pipeline_config(pipeline_json("unused"))
     tex_config = parse_pipeline_config(texturing_pipeline_json("unused"))
-    runtime = Runtime(model="preloaded", device=device, low_vram=low_vram)
+    runtime = Runtime(model="preloaded", device=device, low_vram=low_vram, batched_cfg=batched_cfg)
     store = ModelStore(runtime, Release(config, tex_config), models=models, conditioner=dino)
     gen = Trellis2Generator(runtime, structure=structure, store=store)
     steps = SamplerOverrides(steps=args.steps)
@@ -190,7 +198,8 @@ def run_mode(models, dino, mode: str, low_vram: bool, args, structure: GivenStru
         torch.cuda.synchronize()
     total = time.perf_counter() - t0
     asset = result.assets[0]
-    return {"mode": mode, "low_vram": low_vram, "seconds": result.seconds_per_stage, "total_s": total,
+    return {"mode": mode, "low_vram": low_vram, "cfg": "batched" if batched_cfg else "sequential",
+            "seconds": result.seconds_per_stage, "total_s": total,
             "peak_vram_gib": result.peak_memory_bytes / 2**30, "faces": asset.faces,
             "resolution": asset.extra.get("resolution"),
             "export_breakdown_s": asset.extra.get("export_seconds")}
@@ -222,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--export-faces", type=int, default=1_000_000)
     p.add_argument("--vram", nargs="+", choices=["normal", "low"], default=["normal", "low"],
                    help="memory modes to run per pipeline type (low: models leave the GPU between stages)")
+    p.add_argument("--cfg", nargs="+", choices=["batched", "sequential"], default=["batched"],
+                   help="classifier-free guidance passes per step: one batched forward or one forward "
+                        "each; every pipeline type runs once per entry, in order (repeats allowed)")
+    p.add_argument("--sequential-cfg", action="store_true", help="the same as --cfg sequential")
     p.add_argument("--skip-export-bench", action="store_true")
     p.add_argument("--device", default="cuda")
     p.add_argument("--tiny", action="store_true", help="tiny networks (plumbing check on CPU)")
@@ -232,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="dump every thread's stack to stderr every S seconds (diagnoses a stuck run)")
     p.add_argument("--log-level", default="WARNING", help="logging level of the pipeline (INFO shows stages)")
     args = p.parse_args(argv)
+    if args.sequential_cfg:
+        args.cfg = ["sequential"]
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     if args.watchdog > 0:
         faulthandler.dump_traceback_later(args.watchdog, repeat=True)
@@ -247,16 +262,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"built networks in {time.perf_counter() - t:.1f} s", flush=True)
     report = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device,
               "runs": rows}
-    for mode in args.modes:
-        for low in [v == "low" for v in args.vram]:
-            row = run_mode(models, dino, mode, low, args, structure, args.out)
-            rows.append(row)
-            stages = " ".join(f"{k}={v:.2f}" for k, v in row["seconds"].items())
-            print(f"{mode:>13} low_vram={low!s:<5} total {row['total_s']:7.2f} s  "
-                  f"peak {row['peak_vram_gib']:6.2f} GiB  res {row['resolution']}  faces {row['faces']}  "
-                  f"| {stages}", flush=True)
-            if args.json:
-                args.json.write_text(json.dumps(report, indent=2))
+    lows = [v == "low" for v in args.vram]
+    for cfg, mode, low in [(c, m, lo) for c in args.cfg for m in args.modes for lo in lows]:
+        row = run_mode(models, dino, mode, low, cfg == "batched", args, structure, args.out)
+        rows.append(row)
+        stages = " ".join(f"{k}={v:.2f}" for k, v in row["seconds"].items())
+        print(f"{mode:>13} low_vram={low!s:<5} cfg={cfg:<10} total {row['total_s']:7.2f} s  "
+              f"peak {row['peak_vram_gib']:6.2f} GiB  res {row['resolution']}  faces {row['faces']}  "
+              f"| {stages}", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2))
     if not args.skip_export_bench:
         del models, dino
         if args.device.startswith("cuda"):

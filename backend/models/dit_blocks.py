@@ -88,14 +88,27 @@ class CrossAttention(nn.Module):
         self.qk_rms_norm = qk_rms_norm
         self.to_out = nn.Linear(channels, channels, dtype=dtype)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
-        """``x [B, L, C]``, ``cond [B, M, Cc]`` -> ``[B, L, C]``."""
-        B, L, C = x.shape
-        q = self.to_q(x).view(B, L, self.num_heads, self.head_dim)  # [B, L, H, D]
-        kv = self.to_kv(cond).view(B, cond.shape[1], 2, self.num_heads, self.head_dim)  # [B, M, 2, H, D]
+    def cond_kv(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values of the condition tokens ``cond [B, M, Cc]``: ``([B, M, H, D], [B, M, H, D])``.
+
+        They depend on the condition alone, so a sampler computes them once per job and passes
+        them to every step's :meth:`forward` (``kv``).
+        """
+        kv = self.to_kv(cond).view(*cond.shape[:2], 2, self.num_heads, self.head_dim)  # [B, M, 2, H, D]
         k, v = kv.unbind(2)
         if self.qk_rms_norm:
-            q, k = self.q_rms_norm(q), self.k_rms_norm(k)
+            k = self.k_rms_norm(k)
+        return k, v
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, ctx: AttentionContext,
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``x [B, L, C]``, ``cond [B, M, Cc]`` -> ``[B, L, C]``; ``kv``: :meth:`cond_kv` of ``cond``
+        computed earlier (then ``cond`` is not read)."""
+        B, L, C = x.shape
+        q = self.to_q(x).view(B, L, self.num_heads, self.head_dim)  # [B, L, H, D]
+        k, v = self.cond_kv(cond) if kv is None else kv
+        if self.qk_rms_norm:
+            q = self.q_rms_norm(q)
         out = attention(q, k, v, ctx.backend, ctx.cross_layout)  # [B, L, H, D]
         return self.to_out(out.reshape(B, L, C))
 
@@ -151,7 +164,8 @@ class ModulatedCrossBlock(nn.Module):
         self.modulation = nn.Parameter(torch.randn(6 * channels, dtype=torch.float32) / channels**0.5)
 
     def forward(
-        self, x: torch.Tensor, mod: torch.Tensor, cond: torch.Tensor, ctx: AttentionContext
+        self, x: torch.Tensor, mod: torch.Tensor, cond: torch.Tensor, ctx: AttentionContext,
+        cond_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """One block.
 
@@ -160,6 +174,7 @@ class ModulatedCrossBlock(nn.Module):
             mod: ``[B, 1, 6C]`` (or ``[1, L, 6C]`` per token when packed), block dtype.
             cond: ``[B, M, Cc]`` (or packed ``[1, T_c, Cc]``), block dtype.
             ctx: attention settings for this forward.
+            cond_kv: this block's ``cross_attn.cond_kv(cond)``, computed earlier, or None.
 
         Returns:
             ``[B, L, C]``.
@@ -170,7 +185,7 @@ class ModulatedCrossBlock(nn.Module):
         h = torch.addcmul(shift_msa, layer_norm_fp32(x, BLOCK_NORM_EPS), 1 + scale_msa)
         x = torch.addcmul(x, self.self_attn(h, ctx), gate_msa)
         h = layer_norm_fp32(x, BLOCK_NORM_EPS, self.norm2.weight, self.norm2.bias)
-        x = x + self.cross_attn(h, cond, ctx)
+        x = x + self.cross_attn(h, cond, ctx, cond_kv)
         h = torch.addcmul(shift_mlp, layer_norm_fp32(x, BLOCK_NORM_EPS), 1 + scale_mlp)
         return torch.addcmul(x, self.mlp(h), gate_mlp)
 

@@ -14,7 +14,7 @@ from ..sparse import SparseTensor
 from .attention import VarlenLayout
 from .dit_blocks import AttentionContext
 from .dit_layers import absolute_position_embedding, rope_phases
-from .flow_trunk import FlowTrunk
+from .flow_trunk import CondKVCache, FlowTrunk
 
 
 class SLatFlowModel(FlowTrunk):
@@ -44,14 +44,31 @@ class SLatFlowModel(FlowTrunk):
 
         return x.cached(f"varlen_layouts:{cond_len}", build)
 
+    @staticmethod
+    def _common_length(x: SparseTensor) -> int | None:
+        """The voxel count every sample of ``x`` has, or None when they differ (shared cache)."""
+        def build() -> int | None:
+            if x.batch_size == 1:
+                return len(x)
+            lengths = set(x.seqlens.tolist())
+            return lengths.pop() if len(lengths) == 1 else None
+
+        return x.cached("common_length", build)
+
     def forward(
         self,
         x: SparseTensor,
         t: torch.Tensor,
         cond: torch.Tensor,
         concat_cond: SparseTensor | None = None,
+        *,
+        cond_kv_cache: CondKVCache | None = None,
     ) -> SparseTensor:
         """Predict the flow velocity on the voxels of ``x``.
+
+        Samples with equally many voxels (one sample; or the copies of one sample that a batched
+        classifier-free-guidance step makes) run as a dense batch ``[B, L, C]``; samples of
+        different sizes are packed into one sequence with per-sample (varlen) attention.
 
         Args:
             x: noisy latent, feats ``[N, 32]``.
@@ -59,6 +76,8 @@ class SLatFlowModel(FlowTrunk):
             cond: ``[B, M, Cc]`` condition tokens.
             concat_cond: texture stage only: the normalised shape latent (feats ``[N, 32]``, same
                 coords and order); concatenated after the noise channels.
+            cond_kv_cache: inference: where the cross-attention K/V of ``cond`` are computed
+                once and reused by later calls with the same ``cond`` tensor; None computes them.
 
         Returns:
             fp32 velocity with x's coords and order, feats ``[N, Cout]``.
@@ -72,14 +91,19 @@ class SLatFlowModel(FlowTrunk):
                 raise ValueError(f"concat_cond has {len(concat_cond)} voxels, x has {len(x)}")
             feats = torch.cat([feats, concat_cond.feats.to(feats.dtype)], dim=-1)  # noise first
         ape = self.pe_mode == "ape"
-        rope = None if ape else self._rope(x)[None]  # [1, N, D/2]
+        rope = None if ape else self._rope(x)  # [N, D/2]
         pos_emb = self._pos_emb(x) if ape else None  # [N, C]
-        if B == 1:
-            ctx = AttentionContext(self.attention_backend, rope=rope)
-            out = self.run_trunk(feats[None], t, cond, ctx, pos_emb=pos_emb)[0]  # [N, Cout]
-        else:
-            self_layout, cross_layout = self._layouts(x, cond.shape[1])
-            ctx = AttentionContext(self.attention_backend, rope, self_layout, cross_layout)
-            packed_cond = cond.reshape(1, -1, cond.shape[-1])  # [1, B*M, Cc]
-            out = self.run_trunk(feats[None], t, packed_cond, ctx, x.batch_index, pos_emb=pos_emb)[0]
-        return x.replace(out)
+        length = self._common_length(x)
+        if length is not None:
+            dense = lambda v: None if v is None else v.view(B, length, v.shape[-1])  # noqa: E731  [B, L, *]
+            ctx = AttentionContext(self.attention_backend, rope=dense(rope))
+            kv = None if cond_kv_cache is None else cond_kv_cache.get(self, cond, "dense", cond)
+            out = self.run_trunk(dense(feats), t, cond, ctx, pos_emb=dense(pos_emb), cond_kv=kv)
+            return x.replace(out.reshape(len(x), out.shape[-1]))  # [N, Cout]
+        self_layout, cross_layout = self._layouts(x, cond.shape[1])
+        ctx = AttentionContext(self.attention_backend, None if rope is None else rope[None],
+                               self_layout, cross_layout)
+        packed_cond = cond.reshape(1, -1, cond.shape[-1])  # [1, B*M, Cc]
+        kv = None if cond_kv_cache is None else cond_kv_cache.get(self, cond, "packed", packed_cond)
+        out = self.run_trunk(feats[None], t, packed_cond, ctx, x.batch_index, pos_emb=pos_emb, cond_kv=kv)
+        return x.replace(out[0])

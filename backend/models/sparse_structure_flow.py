@@ -12,7 +12,7 @@ import torch
 
 from .dit_blocks import AttentionContext
 from .dit_layers import absolute_position_embedding, rope_phases
-from .flow_trunk import FlowTrunk
+from .flow_trunk import CondKVCache, FlowTrunk
 
 
 class SparseStructureFlowModel(FlowTrunk):
@@ -42,13 +42,16 @@ class SparseStructureFlowModel(FlowTrunk):
             return {"pos_emb": absolute_position_embedding(self._grid(device), self.model_channels)}
         return {"rope_phases": self.compute_rope_phases(device)}
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, *,
+                cond_kv_cache: CondKVCache | None = None) -> torch.Tensor:
         """Predict the flow velocity.
 
         Args:
             x: ``[B, Cin, R, R, R]`` noisy latent.
             t: ``[B]`` timesteps (x1000).
             cond: ``[B, M, Cc]`` condition tokens.
+            cond_kv_cache: inference: where the cross-attention K/V of ``cond`` are computed
+                once and reused by later calls with the same ``cond`` tensor; None computes them.
 
         Returns:
             fp32 ``[B, Cout, R, R, R]``.
@@ -57,10 +60,11 @@ class SparseStructureFlowModel(FlowTrunk):
         if cond.shape[0] != B:
             raise ValueError(f"cond batch {cond.shape[0]} differs from x batch {B}")
         tokens = x.reshape(B, C, -1).transpose(1, 2)  # [B, R^3, Cin]
+        kv = None if cond_kv_cache is None else cond_kv_cache.get(self, cond, "dense", cond)
         if self.pe_mode == "ape":
             ctx = AttentionContext(self.attention_backend)
-            h = self.run_trunk(tokens, t, cond, ctx, pos_emb=self.pos_emb)  # [B, R^3, Cout]
+            h = self.run_trunk(tokens, t, cond, ctx, pos_emb=self.pos_emb, cond_kv=kv)  # [B, R^3, Cout]
         else:
             ctx = AttentionContext(self.attention_backend, rope=self.rope_phases[None])
-            h = self.run_trunk(tokens, t, cond, ctx)
+            h = self.run_trunk(tokens, t, cond, ctx, cond_kv=kv)
         return h.transpose(1, 2).reshape(B, -1, *spatial)

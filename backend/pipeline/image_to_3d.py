@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from PIL import Image
@@ -22,7 +22,7 @@ from PIL import Image
 from .api import DEFAULT_MULTIVIEW_MODE, GenerateRequest, SamplerOverrides
 from .errors import PipelineError
 from .progress import Tracker
-from .runtime import ModelStore
+from .runtime import ModelStore, Runtime
 from .sampler import DEFAULT_SHAPE, DEFAULT_SS, DEFAULT_TEX, Condition, MultiViewCond, SamplerParams
 from .stages import DecodedAsset, LatentNorm, decode, sample_shape, sample_texture
 from .structure import StructureSampler
@@ -36,17 +36,19 @@ class StageParams:
     texture: SamplerParams
 
 
-def sampler_params(cfg, fallback: SamplerParams, overrides: SamplerOverrides) -> SamplerParams:
-    """``pipeline.json``'s sampler entry (a ``backend.models.SamplerConfig``) with per-call overrides."""
+def sampler_params(cfg, fallback: SamplerParams, overrides: SamplerOverrides,
+                   runtime: Runtime) -> SamplerParams:
+    """``pipeline.json``'s sampler entry (a ``backend.models.SamplerConfig``) with per-call overrides,
+    run as ``runtime`` says (``batched_cfg``)."""
     base = fallback if cfg is None else SamplerParams.from_config(cfg)
-    return base.with_overrides(overrides)
+    return replace(base.with_overrides(overrides), batched_cfg=runtime.use_batched_cfg)
 
 
 def stage_params(store: ModelStore, request: GenerateRequest) -> StageParams:
-    c = store.config
-    return StageParams(sampler_params(c.sparse_structure_sampler, DEFAULT_SS, request.sparse_structure),
-                       sampler_params(c.shape_slat_sampler, DEFAULT_SHAPE, request.shape),
-                       sampler_params(c.tex_slat_sampler, DEFAULT_TEX, request.texture))
+    c, rt = store.config, store.runtime
+    return StageParams(sampler_params(c.sparse_structure_sampler, DEFAULT_SS, request.sparse_structure, rt),
+                       sampler_params(c.shape_slat_sampler, DEFAULT_SHAPE, request.shape, rt),
+                       sampler_params(c.tex_slat_sampler, DEFAULT_TEX, request.texture, rt))
 
 
 def norms(config) -> tuple[LatentNorm, LatentNorm]:

@@ -71,7 +71,7 @@ def retexture_voxels(store: ModelStore, image: Image.Image, mesh: TriangleMesh, 
     res = check_resolution(request.resolution)
     config = store.tex_config or store.config
     shape_norm, tex_norm = norms(config)
-    params = sampler_params(config.tex_slat_sampler, DEFAULT_TEX, request.texture)
+    params = sampler_params(config.tex_slat_sampler, DEFAULT_TEX, request.texture, store.runtime)
 
     tracker.begin("preprocess", "conditioning")
     dino = store.conditioner()

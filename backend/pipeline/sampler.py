@@ -29,6 +29,16 @@ of two ways (both as in TRELLIS v1's multi-image samplers):
 - ``"multidiffusion"``: every step averages the conditional velocities of all views,
   then applies guidance against one unconditional pass (the negative condition is
   the same for every view); a guided step costs ``V + 1`` network passes instead of 2.
+
+The passes of one step (conditional, unconditional, each view) run one network call each, or,
+with ``SamplerParams.batched_cfg``, as ONE call on a batch of their copies (dense latents: the
+copies concatenated on the batch axis; sparse latents: the tokens repeated with their batch
+indices offset by ``B`` per copy; per-sample keyword arguments such as ``concat_cond`` repeated
+the same way), whose output is split back. The guidance arithmetic is the same either way.
+
+What is constant over a ``sample()`` call is built once (:class:`StepReuse`): the condition
+tokens' cross-attention K/V of a flow DiT (a :class:`~backend.models.CondKVCache`, for both
+guidance branches), and for batched steps the stacked conditions and the copies' coordinates.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from backend.models.flow_trunk import CondKVCache, tensor_version
 from backend.protocol import STAGE_SAMPLER_DEFAULTS
 from backend.sparse import SparseTensor
 
@@ -87,7 +98,15 @@ def cond_device(cond: Condition) -> torch.device:
 
 @dataclass(frozen=True)
 class SamplerParams:
-    """One stage's sampler settings (``pipeline.json``'s ``*_sampler.params`` + ``args``)."""
+    """One stage's sampler settings (``pipeline.json``'s ``*_sampler.params`` + ``args``), and how
+    the network passes of a step run.
+
+    ``batched_cfg``: a guided step's conditional and unconditional passes (and multidiffusion's
+    views) run as one network call on a batch of their copies instead of one call each. Same
+    velocities up to float rounding; fewer, larger kernels (faster where launches dominate, as on
+    a GPU), and the activations of all passes are alive at once. ``pipeline.json`` does not set
+    it: the pipeline takes it from :attr:`backend.pipeline.runtime.Runtime.batched_cfg`.
+    """
 
     steps: int = 12
     guidance_strength: float = 7.5
@@ -95,6 +114,7 @@ class SamplerParams:
     guidance_interval: tuple[float, float] = (0.0, 1.0)
     rescale_t: float = 1.0
     sigma_min: float = 1e-5
+    batched_cfg: bool = False
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -181,26 +201,108 @@ def sample_std(x: Latent) -> torch.Tensor:
     return std[idx][:, None].to(x.feats.dtype)  # [N, 1]
 
 
+class StepReuse:
+    """What one :func:`sample` call builds once and every step reuses.
+
+    * the cross-attention K/V of each condition tensor, when the model's forward takes a
+      ``cond_kv_cache`` (the flow DiTs): one :class:`~backend.models.CondKVCache` for the call,
+      shared by both guidance branches;
+    * for batched steps: the stacked conditions (one tensor per combination of conditions, so the
+      K/V cache sees the same tensor at every step) and the copies' sparse coordinates with their
+      coordinate cache (RoPE phases, attention layouts).
+
+    Args:
+        model: the network of this call (one stage).
+    """
+
+    def __init__(self, model: ModelFn) -> None:
+        self.kv_cache = CondKVCache() if getattr(model, "takes_cond_kv_cache", False) else None
+        # key: the conditions' ids -> (the conditions, their versions, the stacked tensor)
+        self._stacked: dict[tuple[int, ...], tuple[tuple[torch.Tensor, ...], tuple[int | None, ...],
+                                                   torch.Tensor]] = {}
+        self._coords: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, dict[str, Any]]] = {}
+
+    def call(self, model: ModelFn, x: Latent, t_model: torch.Tensor, cond: torch.Tensor,
+             kwargs: dict[str, Any]) -> Latent:
+        """``model(x, t_model, cond, **kwargs)``, with the K/V cache where the model takes one."""
+        if self.kv_cache is not None:
+            return model(x, t_model, cond, cond_kv_cache=self.kv_cache, **kwargs)
+        return model(x, t_model, cond, **kwargs)
+
+    def stacked(self, conds: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``torch.cat(conds)`` on the batch axis, built once per combination of unchanged tensors."""
+        key = tuple(id(c) for c in conds)
+        versions = tuple(tensor_version(c) for c in conds)
+        hit = self._stacked.get(key)
+        if hit is None or hit[1] != versions or any(a is not b for a, b in zip(hit[0], conds)):
+            hit = (tuple(conds), versions, torch.cat(list(conds)))
+            self._stacked[key] = hit
+        return hit[2]
+
+    def copies(self, x: Latent, n: int) -> Latent:
+        """``n`` copies of every sample of ``x`` as one batch of ``n * B`` (copy ``k``: samples ``kB..``)."""
+        if not isinstance(x, SparseTensor):
+            return torch.cat([x] * n)
+        key = (id(x.coords), n)
+        hit = self._coords.get(key)
+        if hit is None or hit[0] is not x.coords:
+            coords = x.coords.repeat(n, 1)  # [n N, 4]; copy k's batch indices shifted by k B
+            shift = torch.arange(n, dtype=coords.dtype, device=coords.device).repeat_interleave(len(x))
+            coords[:, 0] += shift * x.batch_size
+            hit = (x.coords, coords, {})  # the dict is the copies' coordinate cache, kept for the call
+            self._coords[key] = hit
+        return SparseTensor(hit[1], x.feats.repeat(n, 1), n * x.batch_size, hit[2])
+
+    def copies_of_kwarg(self, value: Any, n: int, batch: int) -> Any:
+        """A per-sample keyword argument for the batch of ``n`` copies: sparse tensors and tensors
+        with ``batch`` rows are repeated like the latent; anything else is passed as it is."""
+        if isinstance(value, SparseTensor):
+            return self.copies(value, n)
+        if isinstance(value, torch.Tensor):
+            if value.ndim == 0 or value.shape[0] != batch:
+                raise ValueError(f"cannot batch a tensor argument of shape {tuple(value.shape)} for "
+                                 f"{batch} samples; run the passes one by one (batched_cfg off)")
+            return torch.cat([value] * n)
+        return value
+
+    def passes(self, model: ModelFn, x: Latent, t_model: torch.Tensor, conds: Sequence[torch.Tensor],
+               batched: bool, kwargs: dict[str, Any]) -> list[torch.Tensor]:
+        """The velocity features of ``x`` under each condition of ``conds``, in order."""
+        if not batched or len(conds) == 1 or len({tuple(c.shape) for c in conds}) != 1:
+            # Conditions of different token counts cannot share a batch: one call each.
+            return [_feats(self.call(model, x, t_model, c, kwargs)) for c in conds]
+        n, b = len(conds), _batch_size(x)
+        kw = {k: self.copies_of_kwarg(v, n, b) for k, v in kwargs.items()}
+        out = _feats(self.call(model, self.copies(x, n), t_model.repeat(n), self.stacked(conds), kw))
+        rows = out.shape[0] // n  # sparse: N tokens per copy; dense: B samples per copy
+        return [out[k * rows:(k + 1) * rows] for k in range(n)]
+
+
 def guided_velocity(model: ModelFn, x: Latent, t: float, cond: torch.Tensor | Sequence[torch.Tensor],
-                    neg_cond: torch.Tensor, strength: float, rescale: float, sigma_min: float,
-                    **kwargs: Any) -> Latent:
+                    neg_cond: torch.Tensor, strength: float, rescale: float, sigma_min: float, *,
+                    batched: bool = False, reuse: StepReuse | None = None, **kwargs: Any) -> Latent:
     """The network's velocity at ``(x, t)`` with CFG of ``strength`` and guidance ``rescale``.
 
     ``cond`` may be a sequence of view conditions: their conditional velocities are averaged
-    (multidiffusion) before guidance.
+    (multidiffusion) before guidance. ``batched``: the passes run as one network call (see the
+    module docstring). ``reuse``: the :func:`sample` call's :class:`StepReuse` (None: a new one,
+    nothing reused). ``kwargs`` go to every network call.
     """
+    reuse = StepReuse(model) if reuse is None else reuse
     t_model = torch.full((_batch_size(x),), 1000.0 * t, dtype=torch.float32, device=_feats(x).device)
     views = [cond] if isinstance(cond, torch.Tensor) else list(cond)
     if strength == 0.0:
-        return model(x, t_model, neg_cond, **kwargs)
-    v_pos = _feats(model(x, t_model, views[0], **kwargs))
-    for view in views[1:]:
-        v_pos = v_pos + _feats(model(x, t_model, view, **kwargs))
+        return reuse.call(model, x, t_model, neg_cond, kwargs)
+    guided = strength != 1.0
+    outs = reuse.passes(model, x, t_model, [*views, neg_cond] if guided else views, batched, kwargs)
+    v_pos = outs[0]
+    for v_view in outs[1:len(views)]:
+        v_pos = v_pos + v_view
     if len(views) > 1:
         v_pos = v_pos / len(views)
-    if strength == 1.0:
+    if not guided:
         return _wrap(x, v_pos)
-    v_neg = _feats(model(x, t_model, neg_cond, **kwargs))
+    v_neg = outs[-1]
     v = strength * v_pos + (1 - strength) * v_neg
     if rescale > 0:
         xt = _feats(x)
@@ -238,15 +340,19 @@ def sample(model: ModelFn, noise: Latent, cond: Condition, neg_cond: torch.Tenso
         on_step: called after every step with ``(done, total)``.
         cancel: checked before every step (raises :class:`Cancelled`).
         kwargs: passed to every model call (e.g. ``concat_cond`` for the texture model).
+
+    ``params.batched_cfg`` chooses how a step's passes run (see the module docstring).
     """
     ts = time_grid(params.steps, params.rescale_t)
+    reuse = StepReuse(model)  # dropped with this call: the K/V of this stage's conditions
     x = noise
     for i in range(params.steps):
         if cancel is not None:
             cancel.check()
         t, t_next = float(ts[i]), float(ts[i + 1])
         v = guided_velocity(model, x, t, step_condition(cond, i), neg_cond, strength_at(t, params),
-                            params.guidance_rescale, params.sigma_min, **kwargs)
+                            params.guidance_rescale, params.sigma_min, batched=params.batched_cfg,
+                            reuse=reuse, **kwargs)
         x = _wrap(x, _feats(x) - (t - t_next) * _feats(v))
         if on_step is not None:
             on_step(i + 1, params.steps)
