@@ -9,8 +9,8 @@ Usage:
 ``--cfg`` runs every pipeline type once per entry, in the order given (repeats allowed, so
 ``--cfg sequential batched sequential batched`` compares the two after a warm-up run):
 ``batched`` runs each guided sampler step's conditional and unconditional passes as one forward,
-``sequential`` as one forward each (``Runtime.batched_cfg``); ``--sequential-cfg`` is
-``--cfg sequential``. Each row (and JSON run) names its setting.
+``sequential`` as one forward each (``Runtime.batched_cfg``, off in the product until this
+comparison has been made on a GPU). Each row (and JSON run) names its setting.
 
 What it measures, per pipeline type: seconds per stage (preprocess/conditioning, sparse
 structure, shape, texture, decode, export) and end to end, with and without low-VRAM mode, and
@@ -231,10 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--export-faces", type=int, default=1_000_000)
     p.add_argument("--vram", nargs="+", choices=["normal", "low"], default=["normal", "low"],
                    help="memory modes to run per pipeline type (low: models leave the GPU between stages)")
-    p.add_argument("--cfg", nargs="+", choices=["batched", "sequential"], default=["batched"],
+    p.add_argument("--cfg", nargs="+", choices=["batched", "sequential"], default=["sequential"],
                    help="classifier-free guidance passes per step: one batched forward or one forward "
                         "each; every pipeline type runs once per entry, in order (repeats allowed)")
-    p.add_argument("--sequential-cfg", action="store_true", help="the same as --cfg sequential")
     p.add_argument("--skip-export-bench", action="store_true")
     p.add_argument("--device", default="cuda")
     p.add_argument("--tiny", action="store_true", help="tiny networks (plumbing check on CPU)")
@@ -245,8 +244,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="dump every thread's stack to stderr every S seconds (diagnoses a stuck run)")
     p.add_argument("--log-level", default="WARNING", help="logging level of the pipeline (INFO shows stages)")
     args = p.parse_args(argv)
-    if args.sequential_cfg:
-        args.cfg = ["sequential"]
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     if args.watchdog > 0:
         faulthandler.dump_traceback_later(args.watchdog, repeat=True)

@@ -42,9 +42,9 @@ def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--low-vram", action="store_true", help="move each network to the GPU only for its stage")
     g.add_argument("--offline", action="store_true", help="never download; the model must be local/cached")
     g.add_argument("--attention", default=None, help="attention backend for the flow models (e.g. sdpa)")
-    g.add_argument("--sequential-cfg", action="store_true",
-                   help="run each guided sampler step's conditional and unconditional passes as two "
-                        "network calls (default on CUDA: one batched call; elsewhere always two)")
+    g.add_argument("--batched-cfg", action="store_true",
+                   help="run each guided sampler step's conditional and unconditional passes as one "
+                        "batched network call (same results; not yet timed on a GPU, so off by default)")
     g.add_argument("--image-encoder", default=None, metavar="DIR",
                    help=f"local copy of {DINOV3_REPO} (gated on Hugging Face), used instead of the hub")
     g.add_argument("--ss-decoder", default=None, metavar="DIR",
@@ -122,7 +122,7 @@ def runtime(args: argparse.Namespace, bundled_release: Path | None = BUNDLED_MIN
     return Runtime(model=args.model, device=device, low_vram=args.low_vram, offline=args.offline,
                    attention_backend=args.attention, bundled_release=bundled_release,
                    dependencies=local_copies(args), commercial_safe=args.commercial_safe,
-                   batched_cfg=False if args.sequential_cfg else None)
+                   batched_cfg=args.batched_cfg)
 
 
 def local_copies(args: argparse.Namespace) -> dict[str, str]:

@@ -41,7 +41,7 @@ def sampler_params(cfg, fallback: SamplerParams, overrides: SamplerOverrides,
     """``pipeline.json``'s sampler entry (a ``backend.models.SamplerConfig``) with per-call overrides,
     run as ``runtime`` says (``batched_cfg``)."""
     base = fallback if cfg is None else SamplerParams.from_config(cfg)
-    return replace(base.with_overrides(overrides), batched_cfg=runtime.use_batched_cfg)
+    return replace(base.with_overrides(overrides), batched_cfg=runtime.batched_cfg)
 
 
 def stage_params(store: ModelStore, request: GenerateRequest) -> StageParams:

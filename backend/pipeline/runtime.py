@@ -75,11 +75,11 @@ class Runtime:
         provenance: what results record as their ``"model"``; None derives it from ``model``
             (callers that resolved the weights themselves, like the server, pass theirs).
         batched_cfg: run each sampler step's conditional and unconditional passes (and
-            multi-view passes) as one batched network call (``SamplerParams.batched_cfg``). None
-            chooses per device (:attr:`use_batched_cfg`): on for CUDA, where a step of the 512
-            pipeline is launch-bound and one call of twice the batch costs less than two; off
-            elsewhere, since a CPU (or MPS) forward is compute-bound, so the batch saves nothing
-            there and only holds both passes' activations at once.
+            multi-view passes) as one batched network call (``SamplerParams.batched_cfg``). Off by
+            default: it gives the sequential path's results (tested on the CPU), and it may pay on a
+            GPU, where a step of the 512 pipeline is launch-bound, but it has not been timed there
+            yet; on a CPU the forward is compute-bound, so batching saves nothing and only holds
+            both passes' activations at once.
     """
 
     model: str = DEFAULT_MODEL
@@ -94,14 +94,7 @@ class Runtime:
     provenance: ModelProvenance | None = None
     token: str | None = field(default=None, repr=False)
     commercial_safe: bool = False
-    batched_cfg: bool | None = None
-
-    @property
-    def use_batched_cfg(self) -> bool:
-        """Whether the sampler batches a step's passes (``batched_cfg``, or the device's default)."""
-        if self.batched_cfg is not None:
-            return self.batched_cfg
-        return torch.device(self.device).type == "cuda"
+    batched_cfg: bool = False
 
     @property
     def load_dtype(self) -> torch.dtype | None:
