@@ -197,8 +197,9 @@ def draw_preferences(prefs, context, layout) -> None:
     col.use_property_split = True
     col.prop(prefs, "backend_python")
     python = resolved_python(prefs)
-    col.label(text=f"Using: {python}" if python else "No backend Python found yet",
-              icon="CHECKMARK" if python else "INFO")
+    # Wrapped to the region: a long path would otherwise be cut in its middle.
+    draw_message(col, context, f"Using: {python}" if python else "No backend Python found yet",
+                 icon="CHECKMARK" if python else "INFO")
     col.prop(prefs, "model_kind")
     if prefs.model_kind == "LOCAL":
         col.prop(prefs, "model_source")

@@ -117,7 +117,11 @@ emit({k: sorted(v) if isinstance(v, set) else v for k, v in seen.items()})
 
 
 def test_panel_and_preferences_draw(tmp_path, inputs, bpy_python, extension_zip, model_dir):
-    args = {"zip": str(extension_zip), "python": str(PYTHON), "model": str(model_dir),
+    # A backend Python at a long path, as in a user's home or a CI checkout: its label must not overflow.
+    deep = tmp_path / "a folder with a rather long name" / "backend environment" / "bin"
+    deep.mkdir(parents=True)
+    (deep / "python").symlink_to(PYTHON)
+    args = {"zip": str(extension_zip), "python": str(deep / "python"), "model": str(model_dir),
             "jobs": str(tmp_path / "jobs"), "image": str(inputs["opaque"])}
     run = run_bpy(SETUP + DRAW, tmp_path, python=bpy_python, args=(json.dumps(args),))
     assert run.returncode == 0, run.describe()
