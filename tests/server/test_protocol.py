@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-import typing
 from pathlib import Path
 
 import pytest
 
 from backend import protocol as p
 from scripts import build_extension
+from tests.server.test_wire_fields import leaf_field_items
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -156,16 +156,13 @@ WIRE_V1 = {
 }
 
 
-def _promised(cls: type, prefix: str = "") -> dict[str, object]:
+def _promised(cls: type) -> dict[str, object]:
     """Each optional field of ``cls`` (nested dataclasses opened up) -> default, or (default, limits)."""
-    hints = typing.get_type_hints(cls)
     found: dict[str, object] = {}
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            found.update(_promised(hints[f.name], f"{prefix}{f.name}."))
-        elif f.default is not dataclasses.MISSING:
+    for path, f in leaf_field_items(cls):
+        if f.default is not dataclasses.MISSING:
             limits = f.metadata.get("choices", f.metadata.get("range"))
-            found[prefix + f.name] = f.default if limits is None else (f.default, tuple(limits))
+            found[path] = f.default if limits is None else (f.default, tuple(limits))
     return found
 
 

@@ -28,19 +28,26 @@ from trellis2_blender.core.session import BackendSession, BackendSettings
 RECORDING = "tests.server.recording_generator:RecordingGenerator"
 
 
-def leaf_fields(cls: type, prefix: str = "") -> dict[str, object]:
-    """Dotted path -> default of every field of ``cls``, nested dataclasses opened up."""
+def leaf_field_items(cls: type, prefix: str = ""):
+    """``(dotted path, dataclasses.Field)`` of every leaf field of ``cls``, nested dataclasses opened up."""
     hints = typing.get_type_hints(cls)
-    found: dict[str, object] = {}
     for f in dataclasses.fields(cls):
         if dataclasses.is_dataclass(hints[f.name]):
-            found.update(leaf_fields(hints[f.name], f"{prefix}{f.name}."))
-        elif f.default is not dataclasses.MISSING:
-            found[prefix + f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            found[prefix + f.name] = f.default_factory()
+            yield from leaf_field_items(hints[f.name], f"{prefix}{f.name}.")
         else:
-            found[prefix + f.name] = dataclasses.MISSING
+            yield prefix + f.name, f
+
+
+def leaf_fields(cls: type) -> dict[str, object]:
+    """Dotted path -> default of every field of ``cls`` (``dataclasses.MISSING`` when it has none)."""
+    found: dict[str, object] = {}
+    for path, f in leaf_field_items(cls):
+        if f.default is not dataclasses.MISSING:
+            found[path] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            found[path] = f.default_factory()
+        else:
+            found[path] = dataclasses.MISSING
     return found
 
 
