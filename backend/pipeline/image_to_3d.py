@@ -39,9 +39,10 @@ class StageParams:
 def sampler_params(cfg, fallback: SamplerParams, overrides: SamplerOverrides,
                    runtime: Runtime) -> SamplerParams:
     """``pipeline.json``'s sampler entry (a ``backend.models.SamplerConfig``) with per-call overrides,
-    run as ``runtime`` says (``batched_cfg``)."""
+    run as ``runtime`` says (``batched_cfg``; low-VRAM mode keeps no condition K/V between steps)."""
     base = fallback if cfg is None else SamplerParams.from_config(cfg)
-    return replace(base.with_overrides(overrides), batched_cfg=runtime.batched_cfg)
+    return replace(base.with_overrides(overrides), batched_cfg=runtime.batched_cfg,
+                   cache_cond_kv=not runtime.low_vram)
 
 
 def stage_params(store: ModelStore, request: GenerateRequest) -> StageParams:

@@ -106,6 +106,10 @@ class SamplerParams:
     velocities up to float rounding; fewer, larger kernels (faster where launches dominate, as on
     a GPU), and the activations of all passes are alive at once. ``pipeline.json`` does not set
     it: the pipeline takes it from :attr:`backend.pipeline.runtime.Runtime.batched_cfg`.
+
+    ``cache_cond_kv``: keep each condition's cross-attention K/V for the whole call instead of
+    projecting it again at every step (identical results; at release size about 0.76 GB per
+    1,024-px condition, so the pipeline turns it off in low-VRAM mode).
     """
 
     steps: int = 12
@@ -115,6 +119,7 @@ class SamplerParams:
     rescale_t: float = 1.0
     sigma_min: float = 1e-5
     batched_cfg: bool = False
+    cache_cond_kv: bool = True
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -213,10 +218,12 @@ class StepReuse:
 
     Args:
         model: the network of this call (one stage).
+        cache_kv: keep the K/V (``SamplerParams.cache_cond_kv``); False projects them at every step.
     """
 
-    def __init__(self, model: ModelFn) -> None:
-        self.kv_cache = CondKVCache() if getattr(model, "takes_cond_kv_cache", False) else None
+    def __init__(self, model: ModelFn, cache_kv: bool = True) -> None:
+        takes_cache = cache_kv and getattr(model, "takes_cond_kv_cache", False)
+        self.kv_cache = CondKVCache() if takes_cache else None
         # key: the conditions' ids -> (the conditions, their versions, the stacked tensor)
         self._stacked: dict[tuple[int, ...], tuple[tuple[torch.Tensor, ...], tuple[int | None, ...],
                                                    torch.Tensor]] = {}
@@ -344,7 +351,7 @@ def sample(model: ModelFn, noise: Latent, cond: Condition, neg_cond: torch.Tenso
     ``params.batched_cfg`` chooses how a step's passes run (see the module docstring).
     """
     ts = time_grid(params.steps, params.rescale_t)
-    reuse = StepReuse(model)  # dropped with this call: the K/V of this stage's conditions
+    reuse = StepReuse(model, params.cache_cond_kv)  # dropped with this call, and the K/V with it
     x = noise
     for i in range(params.steps):
         if cancel is not None:

@@ -250,3 +250,17 @@ def test_cli_switch_turns_batching_on():
     base = ["image.png", "-o", "out", "--device", "cpu", "--offline"]
     assert cli_common.runtime(p.parse_args(base)).batched_cfg is False  # off until timed on a GPU
     assert cli_common.runtime(p.parse_args([*base, "--batched-cfg"])).batched_cfg is True
+
+
+@pytest.mark.parametrize("low_vram", [False, True])
+def test_low_vram_keeps_no_condition_kv_between_steps(low_vram, tmp_path):
+    from backend.models.pipeline_config import parse_pipeline_config
+    from backend.models.tiny_checkpoint import pipeline_json
+
+    runtime = Runtime(model="x", device="cpu", low_vram=low_vram)
+    store = SimpleNamespace(config=parse_pipeline_config(pipeline_json("/x/dinov3")), runtime=runtime)
+    params = stage_params(store, GenerateRequest(images=(tmp_path / "a.png",), output_dir=tmp_path))
+    stages = (params.sparse_structure, params.shape, params.texture)
+    assert {p.cache_cond_kv for p in stages} == {not low_vram}
+    model = _model("shape", torch.float32)
+    assert (StepReuse(model, params.shape.cache_cond_kv).kv_cache is None) is low_vram
