@@ -252,7 +252,13 @@ class FlexiDualGridDataset(_OVoxelDataset):
 
 
 class SparseVoxelPbrDataset(_OVoxelDataset):
-    """PBR attributes per voxel (base colour 3, metallic, roughness, alpha in [0, 1]), for the texture VAE."""
+    """PBR attributes per voxel (base colour 3, metallic, roughness, alpha in [0, 1]), for the texture VAE.
+
+    The batch also carries each voxel's dual vertex and intersection flags and the grid
+    resolution: the texture VAE's rendered losses draw the attributes on the O-Voxel's own
+    surface, which they extract from these (the arrays are in the same file, so it costs no
+    extra read).
+    """
 
     def collate(self, items: list[int], step: int) -> dict[str, Any]:
         ovs = self._load(items)
@@ -265,7 +271,10 @@ class SparseVoxelPbrDataset(_OVoxelDataset):
         return {
             "coords": _pack([ov.coords for ov in ovs]),
             "attributes": torch.from_numpy(np.concatenate([ov.attributes for ov in ovs])).float(),
+            "vertices": torch.from_numpy(np.concatenate([ov.dual_vertices for ov in ovs])).float(),
+            "intersected": torch.from_numpy(np.concatenate([ov.intersected for ov in ovs])).float(),
             "batch_size": len(items),
+            "resolution": self.args.resolution,
         }
 
 

@@ -25,7 +25,7 @@ from backend.sparse import SparseTensor
 
 from .config import ConfigError
 from .image_losses import load_lpips, lpips_problem
-from .render_losses import RenderedShapeLoss, RenderLossWeights
+from .render_losses import PbrRenderLossWeights, RenderedPbrLoss, RenderedShapeLoss, RenderLossWeights
 
 DINOV3_REPO = "facebook/dinov3-vitl16-pretrain-lvd1689m"
 MAX_RENDER_VIEWS = 64
@@ -270,12 +270,7 @@ class ShapeVaeObjective(_AutoencoderObjective):
     def __init__(self, nets: dict[str, nn.Module], args: ShapeVaeArgs) -> None:
         super().__init__(nets, args)
         weights = args.render_weights()
-        lpips = None
-        if weights.lpips > 0:
-            try:
-                lpips = load_lpips(args.lpips_vgg_weights)
-            except ValueError as exc:
-                raise ConfigError(f"trainer.args.lpips_vgg_weights: {exc}") from exc
+        lpips = _lpips_for(args, weights.enabled and weights.lpips > 0)
         self.rendered = RenderedShapeLoss(weights, lpips) if weights.enabled else None
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -322,33 +317,88 @@ class ShapeVaeObjective(_AutoencoderObjective):
 
 @dataclass(frozen=True)
 class PbrVaeArgs:
-    """Texture SC-VAE: L1 on ``attr * 2 - 1`` plus KL (rendered losses: not part of this objective)."""
+    """Texture SC-VAE: L1 on ``attr * 2 - 1``, KL, and optional rendered losses.
+
+    The reference: KL 1e-6; rendered losses off at grid 256 and ``lambda_render`` 1 in the 512
+    fine-tune, with ``0.2 (1 - SSIM) + 0.2 LPIPS`` of a base-colour and a material image, one
+    view of 512 px (:class:`~.render_losses.RenderedPbrLoss`, which also says how our images
+    differ from the reference's). ``lambda_ssim`` and ``lambda_lpips`` weigh their part inside
+    ``lambda_render``; all three default to 0 (off). LPIPS also needs ``lpips_vgg_weights``
+    (see :mod:`.image_losses`).
+    """
 
     lambda_kl: float = 1e-6
-    lambda_render: float = 0.0
+    lambda_render: float = 0.0  # overall weight of the rendered terms
+    lambda_ssim: float = 0.0  # scales 1 - SSIM of each image inside the rendered term
+    lambda_lpips: float = 0.0  # scales LPIPS of each image inside the rendered term
+    lpips_vgg_weights: str = ""  # torchvision VGG16 state dict, needed when lambda_lpips > 0
+    render_views: int = 1  # loss views per sample and step
+    render_resolution: int = 512  # square loss renders, pixels per side
 
     def __post_init__(self) -> None:
-        if self.lambda_render != 0.0:
-            raise ValueError(
-                "rendered losses are not implemented for the texture VAE; set lambda_render to 0"
-            )
+        for name in ("lambda_kl", "lambda_render", "lambda_ssim", "lambda_lpips"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if not 1 <= self.render_views <= MAX_RENDER_VIEWS:
+            raise ValueError(f"render_views must lie in [1, {MAX_RENDER_VIEWS}], got {self.render_views}")
+        if not MIN_RENDER_RESOLUTION <= self.render_resolution <= MAX_RENDER_RESOLUTION:
+            raise ValueError(f"render_resolution must lie in [{MIN_RENDER_RESOLUTION}, "
+                             f"{MAX_RENDER_RESOLUTION}], got {self.render_resolution}")
+        for name in ("lambda_ssim", "lambda_lpips"):
+            if getattr(self, name) > 0 and self.lambda_render == 0:
+                raise ValueError(f"{name} scales a part of the rendered term, so it needs lambda_render > 0")
+        if self.lambda_render > 0 and self.lambda_ssim == 0 and self.lambda_lpips == 0:
+            raise ValueError("lambda_render > 0 weighs the SSIM and LPIPS terms, so it needs "
+                             "lambda_ssim > 0 or lambda_lpips > 0")
+        if self.lambda_lpips > 0:
+            problem = lpips_problem(self.lpips_vgg_weights)
+            if problem:
+                raise ValueError(f"lambda_lpips > 0: LPIPS {problem}")
+
+    def render_weights(self) -> PbrRenderLossWeights:
+        return PbrRenderLossWeights(self.lambda_render, self.lambda_ssim, self.lambda_lpips,
+                                    self.render_views, self.render_resolution)
+
+
+def _lpips_for(args: Any, enabled: bool):
+    """The LPIPS network the args ask for, or None; a bad weights file is a config error."""
+    if not enabled:
+        return None
+    try:
+        return load_lpips(args.lpips_vgg_weights)
+    except ValueError as exc:
+        raise ConfigError(f"trainer.args.lpips_vgg_weights: {exc}") from exc
 
 
 class PbrVaeObjective(_AutoencoderObjective):
     """PBR attribute autoencoder on the O-Voxel's voxels, teacher-forced like the shape VAE."""
+
+    def __init__(self, nets: dict[str, nn.Module], args: PbrVaeArgs) -> None:
+        super().__init__(nets, args)
+        weights = args.render_weights()
+        lpips = _lpips_for(args, weights.enabled and weights.lpips > 0)
+        self.rendered = RenderedPbrLoss(weights, lpips) if weights.enabled else None
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         x = batch["attributes"] * 2 - 1
         inp = SparseTensor(batch["coords"], x, batch["batch_size"])
         mean, logvar, maps = self.nets["encoder"].encode_posterior(inp)
         z = mean.replace(reparameterize(mean.feats.float(), logvar.feats.float()))
-        recon = self.nets["decoder"](z, s2c_maps=maps).feats.float()
+        out = self.nets["decoder"](z, s2c_maps=maps)
+        recon = out.feats.float()
         l1 = (recon - x).abs().mean()
         kl = kl_divergence(mean.feats.float(), logvar.feats.float())
         loss = l1 + self.args.lambda_kl * kl
+        rendered_logs: dict[str, float] = {}
+        if self.rendered is not None:
+            if not torch.equal(out.coords, batch["coords"]):
+                raise RuntimeError("teacher-forced decoder output is not row-aligned with the input voxels")
+            rendered, rendered_logs = self.rendered(batch, recon)
+            loss = loss + rendered
         with torch.no_grad():
             psnr = -10 * math.log10(max(F.mse_loss(recon * 0.5, x * 0.5).item(), 1e-12))
-        return loss, {"loss": loss.item(), "l1": l1.item(), "kl": kl.item(), "psnr": psnr}
+        return loss, {"loss": loss.item(), "l1": l1.item(), "kl": kl.item(), "psnr": psnr, **rendered_logs}
 
 
 # --------------------------------------------------------------------------- image encoder
