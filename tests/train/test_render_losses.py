@@ -1,4 +1,4 @@
-"""The shape SC-VAE's rendered losses: gradients of each term against float64 finite
+"""The SC-VAEs' rendered losses (shape and texture): gradients against float64 finite
 differences, training with them lowers them, their config keys are validated, and the shipped
 configs set them as documented.
 
@@ -19,8 +19,13 @@ from backend.ovoxel import save_ovoxel
 from backend.train.config import ConfigError, parse_config, split_args
 from backend.train.datasets import _pack
 from backend.train.image_losses import ssim
-from backend.train.objectives import ShapeVaeArgs
-from backend.train.render_losses import RenderedShapeLoss, RenderLossWeights
+from backend.train.objectives import PbrVaeArgs, ShapeVaeArgs
+from backend.train.render_losses import (
+    PbrRenderLossWeights,
+    RenderedPbrLoss,
+    RenderedShapeLoss,
+    RenderLossWeights,
+)
 from tests.fixtures.ovoxels import sphere_ovoxel
 from tests.train.training_data import ROOT, tiny_config_dict
 
@@ -299,3 +304,148 @@ def test_lpips_loads_the_named_vgg_weights_and_compares_in_minus_one_to_one(tmp_
     _, logs = objective(_batch(("ball_a",)))
     assert "render_normal_lpips" in logs and calls[-1][2] is False  # still eval inside a training objective
     assert not any("lpips" in name or "slice" in name for name, _ in objective.named_parameters())
+
+
+# ----------------------------------------------------------------------------------- texture VAE
+PBR_RENDERED = {"lambda_render": 1.0, "lambda_ssim": 0.2, "render_resolution": 24}
+
+
+def _pbr_batch(names=tuple(SPHERES), dtype=torch.float32) -> dict:
+    """Sphere O-Voxels with smooth, varied attributes in [0, 1] (alpha varies too)."""
+    ovs = [sphere_ovoxel(SPHERES[n][0], 64, SPHERES[n][1]) for n in names]
+    c = np.concatenate([ov.coords for ov in ovs]).astype(np.float64) / 64
+    attributes = np.stack([c[:, 0], c[:, 1], 1 - c[:, 2], 0.5 + 0.5 * np.sin(25 * c[:, 0]),
+                           0.5 + 0.5 * np.cos(19 * c[:, 1]), 0.6 + 0.4 * np.sin(13 * c[:, 2])], 1)
+    return {**_batch(names, dtype), "attributes": torch.from_numpy(attributes).to(dtype)}
+
+
+def _pbr_loss(loss_fn, batch, predicted, seed=5):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the same cameras every time
+        return loss_fn(batch, predicted)
+
+
+def test_pbr_images_of_identical_attributes_agree_and_perturbations_cost_in_order():
+    batch = _pbr_batch()
+    loss_fn = RenderedPbrLoss(PbrRenderLossWeights(render=1.0, ssim=0.2, views=2, resolution=32))
+    x = batch["attributes"] * 2 - 1
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        pred, target = loss_fn.images(batch, x)
+    assert pred.shape == target.shape == (4, 6, 32, 32)  # 2 samples x 2 views
+    covered = target[:, 5] > 0  # alpha > 0 on the surface, 0 on background
+    assert 0.02 < float(covered.float().mean()) < 0.9
+    # Equal up to the rounding of (a * 2 - 1) * 0.5 + 0.5.
+    assert torch.allclose(pred, target, rtol=0, atol=1e-6)
+    loss, logs = _pbr_loss(loss_fn, batch, x)
+    assert set(logs) == {"render_base_color_ssim", "render_material_ssim"}
+    assert float(loss) == pytest.approx(0.0, abs=1e-7) and max(logs.values()) == pytest.approx(0.0, abs=1e-6)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    values = []
+    for scale in (0.4, 0.1, 0.02):
+        value, logs = _pbr_loss(loss_fn, batch, x + scale * noise)
+        assert logs["render_base_color_ssim"] > 0 and logs["render_material_ssim"] > 0
+        total = logs["render_base_color_ssim"] + logs["render_material_ssim"]
+        assert float(value) == pytest.approx(0.2 * total, rel=1e-5)
+        values.append(float(value))
+    assert values[0] > values[1] > values[2] > 0, values
+
+
+def test_pbr_loss_has_the_gradient_of_finite_differences_and_none_for_the_geometry():
+    batch = _pbr_batch(("ball_a",), torch.float64)
+    batch["vertices"].requires_grad_(True)
+    loss_fn = RenderedPbrLoss(PbrRenderLossWeights(render=1.0, ssim=0.2, views=1, resolution=20))
+    gen = torch.Generator().manual_seed(2)
+    offsets = 0.3 * torch.rand(batch["attributes"].shape, generator=gen, dtype=torch.float64) - 0.15
+    predicted = (batch["attributes"] * 2 - 1 + offsets).requires_grad_(True)
+    value, _ = _pbr_loss(loss_fn, batch, predicted)
+    grad, geometry = torch.autograd.grad(value, (predicted, batch["vertices"]), allow_unused=True)
+    assert geometry is None  # the surface is the ground truth's: nothing flows into it
+    assert grad[:, 0:3].abs().max() > 0 and grad[:, 3:6].abs().max() > 0
+    # Voxels away from every rendered surface point get none (a hidden sphere's back half).
+    assert 0 < int((grad.abs().sum(1) > 0).sum()) < len(grad)
+    eps = 1e-6
+    picks = [int(i) for i in torch.topk(grad.abs().reshape(-1), 6).indices]
+    picks += [int(i) for i in torch.nonzero(grad.reshape(-1))[torch.randint(0, 100, (3,), generator=gen)]]
+    for i in picks:
+        with torch.no_grad():
+            hi, lo = predicted.detach().clone(), predicted.detach().clone()
+            hi.view(-1)[i] += eps
+            lo.view(-1)[i] -= eps
+            reference = (_pbr_loss(loss_fn, batch, hi)[0] - _pbr_loss(loss_fn, batch, lo)[0]) / (2 * eps)
+        assert float(grad.reshape(-1)[i]) == pytest.approx(float(reference), rel=1e-4, abs=1e-9), i
+
+
+def test_pbr_objective_adds_the_weighted_rendered_terms():
+    from backend.train.objectives import PbrVaeObjective
+    from backend.train.trainer import build_networks
+
+    raw = tiny_config_dict("tex_vae")
+    raw["trainer"]["args"].update({**PBR_RENDERED, "lambda_render": 2.0})
+    config = parse_config(raw, "tiny/tex_vae.json")
+    _, args = split_args(config.trainer.args, PbrVaeArgs, "x")
+    torch.manual_seed(0)
+    objective = PbrVaeObjective(build_networks(config), args)
+    plain = PbrVaeObjective(build_networks(config), PbrVaeArgs())
+    plain.load_state_dict(objective.state_dict())
+    assert objective.rendered is not None and plain.rendered is None
+    grads = []
+    for obj in (objective, plain):
+        torch.manual_seed(1)  # the same posterior noise for both
+        loss, logs = obj(_pbr_batch())
+        loss.backward()
+        grads.append(obj.nets["decoder"].output_layer.weight.grad)
+    torch.manual_seed(1)
+    loss, logs = objective(_pbr_batch())
+    assert logs["render_base_color_ssim"] > 0 and logs["render_material_ssim"] > 0
+    rendered = logs["render_base_color_ssim"] + logs["render_material_ssim"]
+    expected = logs["l1"] + 1e-6 * logs["kl"] + 2.0 * 0.2 * rendered
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+    # The rendered terms add their own gradient at the decoder's output layer.
+    assert (grads[0] - grads[1]).abs().max() > 1e-6 * grads[1].abs().max()
+
+
+def test_pbr_rendered_losses_are_off_by_default():
+    from backend.train.objectives import PbrVaeObjective
+    from backend.train.trainer import build_networks
+
+    config = parse_config(tiny_config_dict("tex_vae"), "tiny/tex_vae.json")
+    _, args = split_args(config.trainer.args, PbrVaeArgs, "x")
+    assert not args.render_weights().enabled and args.lambda_lpips == 0
+    objective = PbrVaeObjective(build_networks(config), args)
+    assert objective.rendered is None
+    _, logs = objective(_pbr_batch())
+    assert not any(k.startswith("render_") for k in logs)
+
+
+@pytest.mark.parametrize("override, match", [
+    ({"lambda_render": -1.0}, r"x\.json: trainer\.args: lambda_render must be a finite number >= 0"),
+    ({"lambda_ssim": "a lot"}, r"x\.json: trainer\.args\.lambda_ssim: expected a number"),
+    ({"render_views": 65}, r"x\.json: trainer\.args: render_views must lie in \[1, 64\]"),
+    ({"render_resolution": 4097}, r"x\.json: trainer\.args: render_resolution must lie in \[16, 4096\]"),
+    ({"lambda_render": 0.0}, r"x\.json: trainer\.args: lambda_ssim scales a part of the rendered term"),
+    ({"lambda_ssim": 0.0}, r"x\.json: trainer\.args: lambda_render > 0 weighs the SSIM and LPIPS terms"),
+    ({"lambda_lpips": 0.2}, r"x\.json: trainer\.args: lambda_lpips > 0: LPIPS (needs|lpips_vgg_weights)"),
+    ({"render_viewz": 2}, r"x\.json: trainer\.args: unknown key 'render_viewz'"),
+])
+def test_bad_pbr_render_settings_name_the_key(override, match):
+    raw = tiny_config_dict("tex_vae")
+    raw["trainer"]["args"].update({**PBR_RENDERED, **override})
+    with pytest.raises(ConfigError, match=match):
+        split_args(raw["trainer"]["args"], PbrVaeArgs, "x.json: trainer.args")
+
+
+def test_shipped_texture_vae_configs():
+    configs = ROOT / "backend" / "train" / "configs"
+    for family in ("release", "mini", "tiny"):
+        path = configs / family / "tex_vae.json"
+        loop, parsed = split_args(json.loads(path.read_text())["trainer"]["args"], PbrVaeArgs, str(path))
+        assert not parsed.render_weights().enabled and not loop.finetune_ckpt, path
+    path = configs / "release" / "tex_vae_ft512.json"
+    raw = json.loads(path.read_text())
+    loop, parsed = split_args(raw["trainer"]["args"], PbrVaeArgs, str(path))
+    assert (parsed.lambda_render, parsed.lambda_ssim, parsed.lambda_lpips) == (1.0, 0.2, 0.0)
+    assert (parsed.render_views, parsed.render_resolution) == (1, 512)
+    assert set(loop.finetune_ckpt) == {"encoder", "decoder"} and loop.optimizer.lr == 1e-5
+    base = json.loads((configs / "release" / "tex_vae.json").read_text())
+    assert raw["models"] == base["models"] and raw["dataset"]["args"]["resolution"] == 512
