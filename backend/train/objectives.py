@@ -13,6 +13,7 @@ draws exactly what an uninterrupted one would.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -216,6 +217,28 @@ class SparseStructureVaeObjective(_AutoencoderObjective):
         }
 
 
+def _check_render_settings(args: Any, weights: Sequence[str], *, outer: str, term: str) -> None:
+    """The checks a VAE's rendered-loss settings share: ``weights`` (plus ``lambda_ssim`` and
+    ``lambda_lpips``) finite and >= 0, views and resolution in range, SSIM/LPIPS only inside a
+    weighted ``outer`` term, and LPIPS only with its weights file."""
+    for name in (*weights, "lambda_ssim", "lambda_lpips"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    if not 1 <= args.render_views <= MAX_RENDER_VIEWS:
+        raise ValueError(f"render_views must lie in [1, {MAX_RENDER_VIEWS}], got {args.render_views}")
+    if not MIN_RENDER_RESOLUTION <= args.render_resolution <= MAX_RENDER_RESOLUTION:
+        raise ValueError(f"render_resolution must lie in [{MIN_RENDER_RESOLUTION}, "
+                         f"{MAX_RENDER_RESOLUTION}], got {args.render_resolution}")
+    for name in ("lambda_ssim", "lambda_lpips"):
+        if getattr(args, name) > 0 and getattr(args, outer) == 0:
+            raise ValueError(f"{name} scales a part of the {term}, so it needs {outer} > 0")
+    if args.lambda_lpips > 0:
+        problem = lpips_problem(args.lpips_vgg_weights)
+        if problem:
+            raise ValueError(f"lambda_lpips > 0: LPIPS {problem}")
+
+
 @dataclass(frozen=True)
 class ShapeVaeArgs:
     """Shape SC-VAE loss weights and render settings.
@@ -241,23 +264,9 @@ class ShapeVaeArgs:
     render_resolution: int = 512  # square loss renders, pixels per side
 
     def __post_init__(self) -> None:
-        for name in ("lambda_intersected", "lambda_vertex", "lambda_subdiv", "lambda_kl", "lambda_mask",
-                     "lambda_depth", "lambda_normal", "lambda_ssim", "lambda_lpips"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-        if not 1 <= self.render_views <= MAX_RENDER_VIEWS:
-            raise ValueError(f"render_views must lie in [1, {MAX_RENDER_VIEWS}], got {self.render_views}")
-        if not MIN_RENDER_RESOLUTION <= self.render_resolution <= MAX_RENDER_RESOLUTION:
-            raise ValueError(f"render_resolution must lie in [{MIN_RENDER_RESOLUTION}, "
-                             f"{MAX_RENDER_RESOLUTION}], got {self.render_resolution}")
-        for name in ("lambda_ssim", "lambda_lpips"):
-            if getattr(self, name) > 0 and self.lambda_normal == 0:
-                raise ValueError(f"{name} scales a part of the normal term, so it needs lambda_normal > 0")
-        if self.lambda_lpips > 0:
-            problem = lpips_problem(self.lpips_vgg_weights)
-            if problem:
-                raise ValueError(f"lambda_lpips > 0: LPIPS {problem}")
+        _check_render_settings(self, ("lambda_intersected", "lambda_vertex", "lambda_subdiv", "lambda_kl",
+                                      "lambda_mask", "lambda_depth", "lambda_normal"),
+                               outer="lambda_normal", term="normal term")
 
     def render_weights(self) -> RenderLossWeights:
         return RenderLossWeights(self.lambda_mask, self.lambda_depth, self.lambda_normal, self.lambda_ssim,
@@ -336,25 +345,11 @@ class PbrVaeArgs:
     render_resolution: int = 512  # square loss renders, pixels per side
 
     def __post_init__(self) -> None:
-        for name in ("lambda_kl", "lambda_render", "lambda_ssim", "lambda_lpips"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-        if not 1 <= self.render_views <= MAX_RENDER_VIEWS:
-            raise ValueError(f"render_views must lie in [1, {MAX_RENDER_VIEWS}], got {self.render_views}")
-        if not MIN_RENDER_RESOLUTION <= self.render_resolution <= MAX_RENDER_RESOLUTION:
-            raise ValueError(f"render_resolution must lie in [{MIN_RENDER_RESOLUTION}, "
-                             f"{MAX_RENDER_RESOLUTION}], got {self.render_resolution}")
-        for name in ("lambda_ssim", "lambda_lpips"):
-            if getattr(self, name) > 0 and self.lambda_render == 0:
-                raise ValueError(f"{name} scales a part of the rendered term, so it needs lambda_render > 0")
+        _check_render_settings(self, ("lambda_kl", "lambda_render"), outer="lambda_render",
+                               term="rendered term")
         if self.lambda_render > 0 and self.lambda_ssim == 0 and self.lambda_lpips == 0:
             raise ValueError("lambda_render > 0 weighs the SSIM and LPIPS terms, so it needs "
                              "lambda_ssim > 0 or lambda_lpips > 0")
-        if self.lambda_lpips > 0:
-            problem = lpips_problem(self.lpips_vgg_weights)
-            if problem:
-                raise ValueError(f"lambda_lpips > 0: LPIPS {problem}")
 
     def render_weights(self) -> PbrRenderLossWeights:
         return PbrRenderLossWeights(self.lambda_render, self.lambda_ssim, self.lambda_lpips,
