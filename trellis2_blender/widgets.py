@@ -57,7 +57,9 @@ def _wrap(text: str, width: int, max_lines: int = 8) -> list[str]:
 
 
 def draw_message(layout, context, text: str, icon: str = "NONE") -> None:
-    """``text`` wrapped to the region's width, one label per line (the first with ``icon``)."""
+    """``text`` wrapped to the region's width, one label per line (the first with ``icon``; the
+    others indented by a blank icon so that the text stays in one column)."""
     col = layout.column(align=True)
+    rest = "NONE" if icon == "NONE" else "BLANK1"
     for i, line in enumerate(_wrap(text, text_width(context))):
-        col.label(text=line, icon=icon if i == 0 else "NONE")
+        col.label(text=line, icon=icon if i == 0 else rest)

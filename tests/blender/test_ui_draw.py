@@ -21,7 +21,9 @@ from types import SimpleNamespace
 ui = importlib.import_module(PKG + ".ui")
 operators = importlib.import_module(PKG + ".operators")
 jobs = importlib.import_module(PKG + ".core.jobs")
-seen = {"props": set(), "operators": set(), "progress": [], "labels": []}
+seen = {"props": set(), "operators": set(), "progress": [], "labels": [], "icons": []}
+ICON_PARAMETER = bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"]
+LABEL_ICONS = {item.identifier for item in ICON_PARAMETER.enum_items}
 
 
 class Layout:
@@ -49,8 +51,10 @@ class Layout:
         seen["operators"].add(idname)
         return SimpleNamespace()
 
-    def label(self, text="", **kwargs):
+    def label(self, text="", icon="NONE", **kwargs):
+        assert icon in LABEL_ICONS, f"no icon {icon}"
         seen["labels"].append(text)
+        seen["icons"].append(icon)
 
     def progress(self, factor=0.0, text="", **kwargs):
         assert 0.0 <= factor <= 1.0
@@ -138,6 +142,9 @@ def test_panel_and_preferences_draw(tmp_path, inputs, bpy_python, extension_zip,
     # longer (at the default sidebar width, Blender cuts a longer label in the middle with "...").
     assert [line for line in labels if len(line) > 40] == []
     assert "3. First result: choose a picture below, press Generate" in " ".join(labels)  # wrapped, whole
+    # A wrapped step's later lines are indented like its first, past the step's icon.
+    first = next(i for i, line in enumerate(labels) if line.startswith("3. First result"))
+    assert seen["icons"][first] == "RADIOBUT_OFF" and seen["icons"][first + 1] == "BLANK1"
     assert "Getting Started" in labels and "1. Backend: found" in labels
     if not seen["online_access"]:  # Blender's default: the guide offers Blender's own switch, by its name
         assert "use_online_access" in seen["props"]
