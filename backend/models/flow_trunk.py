@@ -76,9 +76,6 @@ class CondKVCache:
         self.builds += 1
         return kv
 
-    def clear(self) -> None:
-        self._entries.clear()
-
 
 class FlowTrunk(nn.Module):
     """Timestep/condition handling, ``num_blocks`` modulated cross blocks and the final head.

@@ -125,7 +125,9 @@ def subm_conv3d(
     if config is None and feats.device.type == "cpu":
         config = configs.INTERPRETER_CONFIG
     if config is None and use_tuned_table:
-        config = configs.tuned_config(_device_name(feats.device), autotune_key(args, meta))
+        device = _device_name(feats.device)
+        if device in configs.load_tuned_table():  # the key is built per launch only where it can match
+            config = configs.tuned_config(device, autotune_key(args, meta))
     if config is None:
         kernel = autotuner()
 
