@@ -191,6 +191,9 @@ class SparseStructureVaeArgs:
 
     lambda_kl: float = 1e-6
     lambda_dice: float = 1.0
+    # Export the encoder and decoder with each latent channel's RMS folded in, so the latents come
+    # out at unit scale for the structure flow (backend.train.latent_scale); training is unchanged.
+    standardize_latents: bool = False
 
 
 class SparseStructureVaeObjective(_AutoencoderObjective):

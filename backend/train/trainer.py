@@ -43,6 +43,7 @@ from .conditioning import ConditionCache, load_image_encoder, save_image_encoder
 from .config import ConfigError, TrainConfig, split_args
 from .datasets import StepBatches, StepPlan, build_dataset
 from .init import initialize
+from .latent_scale import channel_rms, describe, fold_latent_scale
 from .objectives import trainer_entry
 from .plots import plot_losses
 from .probe import TRAINING_ONLY_MODELS
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 CKPT_PREFIX = "step_"
 PROFILE_WARMUP_STEPS = 3
+LATENT_SCALE_ITEMS = 256  # training objects the exported SS VAE's latent scale is measured on
 
 
 @dataclass(frozen=True)
@@ -316,12 +318,42 @@ class Trainer:
         return path
 
     def export(self) -> None:
-        """EMA weights of every network with a release name, in the official layout, into ``export/``."""
+        """:meth:`export_state` of every network with a release name, in the official layout, into
+        ``export/``."""
+        state = self.export_state()
         for key, name in self.loop.release_names.items():
-            export_checkpoint(self.config.models[key], self.ema[key], self.output / "export", name)
+            export_checkpoint(self.config.models[key], state[key], self.output / "export", name)
         if "image_encoder" in self.nets:
             save_image_encoder(self.nets["image_encoder"], self.ema["image_encoder"],
                                self.output / "export" / "image_encoder")
+
+    def export_state(self) -> dict[str, dict[str, torch.Tensor]]:
+        """What the export writes: the EMA weights, with the SS VAE's latent scale folded in when
+        ``trainer.args.standardize_latents`` is on (see :meth:`_unit_scale_latents`)."""
+        if getattr(self.objective_args, "standardize_latents", False):
+            return self._unit_scale_latents(self.ema)
+        return self.ema
+
+    def _unit_scale_latents(self, ema: dict[str, dict[str, torch.Tensor]]
+                            ) -> dict[str, dict[str, torch.Tensor]]:
+        """``ema`` with the SS VAE's latent RMS, measured on the first training objects, folded into
+        its encoder and decoder (written to ``latent_scale.json`` too); the training weights stay."""
+        items = list(range(min(len(self.dataset), LATENT_SCALE_ITEMS)))
+        size = self.loop.batch_size_per_gpu
+        batches = (self.dataset.collate(items[i:i + size], 0)["occupancy"]
+                   for i in range(0, len(items), size))
+        encoder = self.nets["encoder"]
+        was_training = encoder.training
+        encoder.eval()
+        try:
+            scale = channel_rms(encoder, ema["encoder"], batches, self.device)
+        finally:
+            encoder.train(was_training)
+        log.info("step %d: %s", self.step, describe(scale))
+        write_atomic(self.output / "latent_scale.json",
+                     json.dumps({"step": self.step, "items": len(items), "rms": scale.tolist()}).encode())
+        encoder_state, decoder_state = fold_latent_scale(ema["encoder"], ema["decoder"], scale)
+        return {**ema, "encoder": encoder_state, "decoder": decoder_state}
 
     # ------------------------------------------------------------------ the loop
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:

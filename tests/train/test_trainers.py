@@ -180,14 +180,45 @@ def test_resume_is_bit_identical_and_exports_load(name, tdata, tmp_path):
         low = torch.bfloat16 if name.endswith("_flow") else torch.float16
         dtypes = {str(t.dtype) for k, t in stored.items() if k.startswith("blocks.")}
         assert str(low) in dtypes
+        exported = a.export_state()[key]  # the EMA weights (a scale folded in for the SS VAE)
         for k, t in stored.items():
-            ema = a.ema[key][k]
+            ema = exported[k]
             assert torch.equal(t, ema.to(t.dtype)), k  # the EMA weights, in the stored dtype
             assert loaded[k].dtype == t.dtype and torch.equal(loaded[k], t), k
             if t.dtype == low:
                 assert k.startswith(("blocks.", "middle_block.")), k
             elif not k.startswith("blocks."):
                 assert t.dtype == torch.float32, k
+
+
+def test_the_ss_vae_exports_unit_scale_latents_with_the_same_reconstruction(tdata, tmp_path):
+    from backend.models.loading import load_model
+    from backend.models.ss_decoder import SparseStructureDecoder
+    from backend.models.ss_encoder import SparseStructureEncoder
+
+    trainer = make_trainer("ss_vae", tmp_path / "run", tdata)
+    assert trainer.objective_args.standardize_latents  # on in the tiny and mini configs
+    trainer.run(max_steps=2)
+    occ = trainer.dataset.collate(list(range(len(trainer.dataset))), 0)["occupancy"]
+    names = trainer.loop.release_names
+    exported_enc = load_model(tmp_path / "run" / "export" / names["encoder"]).float().eval()
+    exported_dec = load_model(tmp_path / "run" / "export" / names["decoder"]).float().eval()
+    models = trainer.config.models
+    raw_enc = SparseStructureEncoder(**{**models["encoder"].args, "dtype": "float32"}).eval()
+    raw_dec = SparseStructureDecoder(**{**models["decoder"].args, "dtype": "float32"}).eval()
+    raw_enc.load_state_dict({k: t.float() for k, t in trainer.ema["encoder"].items()})
+    raw_dec.load_state_dict({k: t.float() for k, t in trainer.ema["decoder"].items()})
+    with torch.no_grad():
+        raw_mean = raw_enc(occ)
+        mean = exported_enc(occ)
+        raw_logits, logits = raw_dec(raw_mean), exported_dec(mean)
+    scale = torch.tensor(json.loads((tmp_path / "run" / "latent_scale.json").read_text())["rms"])
+    assert scale.shape == (raw_mean.shape[1],)
+    assert not torch.allclose(scale, torch.ones_like(scale), rtol=0.1)  # a two-step VAE is far from unit
+    rms = mean.square().mean(dim=(0, 2, 3, 4)).sqrt()
+    torch.testing.assert_close(rms, torch.ones_like(rms), rtol=2e-2, atol=0)  # fp16 blocks as stored
+    torch.testing.assert_close(logits, raw_logits, rtol=2e-2, atol=2e-2)
+    assert ((logits > 0) == (raw_logits > 0)).float().mean() > 0.999
 
 
 def test_a_flow_that_trains_its_image_encoder_resumes_exactly_and_exports_it(tdata, tmp_path):
