@@ -45,7 +45,7 @@ def fold_latent_scale(encoder_state: dict[str, torch.Tensor], decoder_state: dic
                       scale: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """New state dicts whose encoder gives ``mean / scale`` (log-variance ``- 2 log scale``) and whose
     decoder reads such latents as the old one read ``mean``. Inputs are not modified; dtypes kept."""
-    scale = scale.double().clamp_min(MIN_SCALE)
+    scale = scale.double().clamp_min(MIN_SCALE).to(encoder_state[ENCODER_OUT_WEIGHT].device)
     channels = scale.numel()
     enc, dec = dict(encoder_state), dict(decoder_state)
     weight, bias = enc[ENCODER_OUT_WEIGHT], enc[ENCODER_OUT_BIAS]

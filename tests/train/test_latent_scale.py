@@ -72,3 +72,13 @@ def test_fold_keeps_dtypes_and_rejects_a_scale_of_the_wrong_width():
         fold_latent_scale(enc.state_dict(), dec.state_dict(), torch.ones(LATENT + 1))
     with pytest.raises(ValueError, match="no occupancy batches"):
         channel_rms(enc, enc.state_dict(), [], "cpu")
+
+
+def test_fold_works_where_the_weights_live_not_where_the_scale_was_measured():
+    # The scale comes back on the CPU; the EMA weights of a GPU run live on the GPU. "meta" stands
+    # in for that other device here (the first GPU run failed exactly so: cuda:0 and cpu).
+    enc, dec = _pair()
+    enc_state = {k: t.to("meta") for k, t in enc.state_dict().items()}
+    dec_state = {k: t.to("meta") for k, t in dec.state_dict().items()}
+    folded_enc, folded_dec = fold_latent_scale(enc_state, dec_state, torch.full((LATENT,), 2.0))
+    assert {t.device.type for t in (*folded_enc.values(), *folded_dec.values())} == {"meta"}
