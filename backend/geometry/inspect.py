@@ -96,17 +96,21 @@ def find_shells(vertices: np.ndarray, faces: np.ndarray) -> Shells:
     order = np.argsort(label, kind="stable")
     bounds = np.searchsorted(label[order], np.arange(count + 1))
     shell_faces = [faces[order[bounds[s]:bounds[s + 1]]] for s in range(count)]
-    lows = [vertices[sf].reshape(-1, 3).min(0) for sf in shell_faces]
-    highs = [vertices[sf].reshape(-1, 3).max(0) for sf in shell_faces]
     inner = np.zeros(count, dtype=bool)
-    for s in range(count):
-        origin = vertices[shell_faces[s][0, 0]]
-        for o in np.flatnonzero(closed):
-            if o == s or not (np.all(lows[o] <= lows[s]) and np.all(highs[s] <= highs[o])):
-                continue
-            if _ray_crossings(origin, vertices[shell_faces[o]]) % 2 == 1:
-                inner[s] = True
-                break
+    if count:
+        corners = vertices[faces[order]]  # [F, 3, 3], faces grouped by shell
+        lows = np.minimum.reduceat(corners.min(1), bounds[:-1])  # [count, 3] bounding boxes
+        highs = np.maximum.reduceat(corners.max(1), bounds[:-1])
+        containers = np.flatnonzero(closed)
+        # Only a closed shell whose box holds this shell's box can hold it: one vectorised test per
+        # shell keeps meshes of tens of thousands of crumbs (an undertrained decoder's) to seconds.
+        for s in range(count):
+            holds = np.all(lows[containers] <= lows[s], 1) & np.all(highs[s] <= highs[containers], 1)
+            origin = vertices[shell_faces[s][0, 0]]
+            for o in containers[holds]:
+                if o != s and _ray_crossings(origin, vertices[shell_faces[o]]) % 2 == 1:
+                    inner[s] = True
+                    break
     floater = ~inner & (area < FLOATER_AREA_SHARE * (area.max() if count else 0.0))
     return Shells(label, area, closed, inner, floater)
 

@@ -414,8 +414,8 @@ def _picture_cell(path: Path, side: int) -> Image.Image:
 
 
 def write_grid(path: Path, rows: Sequence[tuple[str, Path, dict[str, Path | None]]], cell: int,
-               device: str) -> Path:
-    """A PNG of one row per object and the columns of ``GRID_COLUMNS``, written atomically.
+               device: str, columns: Sequence[str] = GRID_COLUMNS) -> Path:
+    """A PNG of one row per object and ``columns`` (of ``GRID_COLUMNS``), written atomically.
 
     Args:
         rows: ``(object id, condition picture, {column: mesh file or None})`` per row; the
@@ -425,13 +425,13 @@ def write_grid(path: Path, rows: Sequence[tuple[str, Path, dict[str, Path | None
         cell: side of one cell in pixels.
     """
     header = 16
-    grid = Image.new("RGB", (cell * len(GRID_COLUMNS), header + cell * len(rows)), (255, 255, 255))
+    grid = Image.new("RGB", (cell * len(columns), header + cell * len(rows)), (255, 255, 255))
     draw = ImageDraw.Draw(grid)
-    for c, title in enumerate(GRID_COLUMNS):
+    for c, title in enumerate(columns):
         draw.text((c * cell + 4, 2), title, fill=(0, 0, 0))
     for r, (object_id, picture, meshes) in enumerate(rows):
         top = header + r * cell
-        for c, column in enumerate(GRID_COLUMNS):
+        for c, column in enumerate(columns):
             if column == "input":
                 image = _picture_cell(picture, cell)
                 ImageDraw.Draw(image).text((3, 3), object_id, fill=(0, 0, 160))
@@ -558,6 +558,8 @@ def evaluate_release(release_dir: str | Path, data_dir: str | Path, mesh_dir: st
                                       BASELINE_RETRIEVAL: prediction(o.object_id, BASELINE_RETRIEVAL),
                                       "ground truth": o.gt_mesh if o.gt_mesh.is_file() else None})
             for o in objects[:GRID_ROWS]]
-    grid_path = write_grid(out_dir / "grid.png", rows, grid_cell, device)
+    # The retrieval column only where that baseline ran (a grey "n/a" column would read as failures).
+    columns = [c for c in GRID_COLUMNS if c != BASELINE_RETRIEVAL or BASELINE_RETRIEVAL in baselines]
+    grid_path = write_grid(out_dir / "grid.png", rows, grid_cell, device, columns)
     log.info("evaluation written to %s", out_dir)
     return EvaluationReport(results_path, summary_path, table_path, grid_path, summary)

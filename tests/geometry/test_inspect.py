@@ -105,3 +105,31 @@ class _NumpyWith:
 
     def __getattr__(self, name):
         return self._replaced.get(name) or getattr(np, name)
+
+
+def test_many_shells_match_a_pairwise_reference():
+    """Nested, overlapping and separate boxes, some open: inner shells as a plain all-pairs test
+    (box inside box and an odd count of ray crossings) finds them."""
+    from backend.geometry.inspect import _ray_crossings, find_shells
+
+    rng = np.random.default_rng(5)
+    parts = []
+    for _ in range(40):
+        centre, size = rng.uniform(-1, 1, 3), rng.uniform(0.05, 0.8, 3)
+        b = box(size=tuple(size))
+        parts.append((b.vertices + centre, b.faces[:-1] if rng.random() < 0.2 else b.faces))  # some open
+    verts, faces, offset = [], [], 0
+    for v, f in parts:
+        verts.append(v)
+        faces.append(f + offset)
+        offset += len(v)
+    v, f = welded(np.concatenate(verts), np.concatenate(faces))
+    shells = find_shells(v, f)
+    groups = [f[shells.label == s] for s in range(shells.count)]
+    low = [v[g].reshape(-1, 3).min(0) for g in groups]
+    high = [v[g].reshape(-1, 3).max(0) for g in groups]
+    expected = [any(o != s and shells.closed[o] and np.all(low[o] <= low[s]) and np.all(high[s] <= high[o])
+                    and _ray_crossings(v[groups[s][0, 0]], v[groups[o]]) % 2 == 1
+                    for o in range(shells.count)) for s in range(shells.count)]
+    assert shells.inner.tolist() == expected
+    assert 0 < sum(expected) < shells.count  # the scene has inner shells and outer ones

@@ -325,3 +325,15 @@ def test_decoded_mesh_carries_the_voxels_base_colour():
     Decoded.faces = np.zeros((0, 3), np.int64)
     with pytest.raises(MeshError, match="no surface"):
         ev.decoded_mesh(Decoded())
+
+
+def test_grid_shows_only_the_columns_asked_for(tmp_path):
+    picture = tmp_path / "p.png"
+    Image.new("RGBA", (32, 32), (200, 10, 10, 255)).save(picture)
+    rows = [("a", picture, {"ours": None, "ground truth": None})]
+    columns = [c for c in ev.GRID_COLUMNS if c != ev.BASELINE_RETRIEVAL]
+    grid = Image.open(ev.write_grid(tmp_path / "g.png", rows, 40, "cpu", columns))
+    assert grid.size == (3 * 40, 16 + 40)
+    full = Image.open(ev.write_grid(tmp_path / "f.png", rows, 40, "cpu"))
+    assert full.size == (4 * 40, 16 + 40)
+    assert (np.asarray(grid.convert("RGB"))[16 + 20, 20] == (200, 10, 10)).all()  # the input picture
