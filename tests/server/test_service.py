@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server.conftest import make_client
+from tests.server.conftest import FAKE, make_client
 from trellis2_blender import protocol as p  # the client decodes events with its own copy
 from trellis2_blender.core.client import BackendClient, BackendError
 
@@ -89,7 +89,8 @@ def test_jobs_run_in_order_and_failures_do_not_kill_the_server(backend: BackendC
 
 
 def test_request_errors(tmp_path: Path, image: Path) -> None:
-    client = make_client(tmp_path)
+    # No bundled release: an unavailable official model is an error here, not a fallback.
+    client = make_client(tmp_path, FAKE, "--bundled-release", str(tmp_path / "no_mini"))
     client.start()
     try:
         events = client.wait(client.generate([str(image)], str(tmp_path / "o")), 10)
@@ -100,7 +101,7 @@ def test_request_errors(tmp_path: Path, image: Path) -> None:
         assert "absolute" in _by_type(events, p.Error)[0].message
         events = client.wait(client.load(str(tmp_path / "no-such-folder")), 10)
         assert _by_type(events, p.Error)[0].code == "model_unavailable"
-        events = client.wait(client.load("microsoft/TRELLIS.2-4B"), 10)  # the server runs --offline
+        events = client.wait(client.load("microsoft/TRELLIS.2-4B"), 10)  # offline, nothing to fall back on
         error = _by_type(events, p.Error)[0]
         assert error.code == "model_unavailable" and "offline" in error.message
         bad = tmp_path / "bad-model"
