@@ -2,6 +2,7 @@
 
 Usage: python scripts/eval_mini.py --release DIR --data DATA_DIR --meshes MESH_DIR --out OUT
        [--device cuda] [--limit N] [--view N] [--seed 0] [--steps N] [--baselines random retrieval]
+       [--structure flow|true]
 
 Scores each generated object's decoded mesh (no export). Writes OUT/results.jsonl, OUT/summary.json,
 OUT/table.md and OUT/grid.png (see backend/train/metrics.py for the metrics and their conventions)
@@ -20,6 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.pipeline.api import PIPELINE_TYPES  # noqa: E402
 from backend.train.evaluation import (  # noqa: E402
     BASELINES,
+    STRUCTURE_FLOW,
+    STRUCTURES,
     EvaluationError,
     evaluate_release,
 )
@@ -43,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=int, default=50_000, help="surface samples per mesh")
     parser.add_argument("--baselines", nargs="*", choices=BASELINES, default=list(BASELINES),
                         help="baselines to run besides the release (default: all)")
+    parser.add_argument("--structure", choices=STRUCTURES, default=STRUCTURE_FLOW,
+                        help="stage 1: the release's flow, or each object's true occupancy from "
+                             "DATA/ss_occupancy (an ablation that shows what stage 1 costs)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
@@ -51,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate_release(args.release, args.data, args.meshes, args.out, device=args.device,
                                   view=args.view, seed=args.seed, pipeline_type=args.pipeline,
                                   limit=args.limit, baselines=args.baselines, num_points=args.points,
-                                  steps=args.steps)
+                                  steps=args.steps, structure=args.structure)
     except (EvaluationError, ValueError, OSError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1

@@ -49,6 +49,10 @@ BASELINE_RANDOM = "random"
 BASELINE_RETRIEVAL = "retrieval"
 BASELINES = (BASELINE_RANDOM, BASELINE_RETRIEVAL)
 
+STRUCTURE_FLOW = "flow"  # stage 1 as the release predicts it (the product)
+STRUCTURE_TRUE = "true"  # stage 1 answered by each object's own occupancy (an ablation)
+STRUCTURES = (STRUCTURE_FLOW, STRUCTURE_TRUE)
+
 GRID_ROWS = 8
 GRID_COLUMNS = ("input", METHOD_OURS, BASELINE_RETRIEVAL, "ground truth")
 RETRIEVAL_PICTURE_SIDE = 32
@@ -202,6 +206,7 @@ class _HeldOut:
     object_id: str
     picture: Path
     gt_mesh: Path
+    occupancy: Path  # the data toolkit's 64^3 cells of the object (``ss_occupancy``)
 
 
 def read_mesh_z_up(path: str | Path) -> TriangleMesh:
@@ -293,19 +298,51 @@ def _succeeded(object_id: str, method: str, metrics: SurfaceMetrics, prediction:
                         prediction=str(prediction), seconds=seconds, extra=dict(extra))
 
 
+class TrueOccupancy:
+    """A structure sampler that answers stage 1 with the object's own occupancy.
+
+    An ablation: with a perfect sparse structure, the scores measure the shape and texture flows
+    and the decoders alone, so the gap to the product's scores is what stage 1 costs. ``cells``
+    (``[K, 3]`` cells of the 64^3 grid, set before each object) are max-pooled to the asked grid,
+    like stage 1 pools its decoded occupancy. The cascades' high-resolution grid stays the
+    release's (the shape decoder's subdivision of the generated shape).
+    """
+
+    def __init__(self) -> None:
+        from backend.pipeline.structure import FlowStructure
+
+        self.cells: np.ndarray | None = None
+        self._flow = FlowStructure()
+
+    def occupancy(self, store, cond, neg_cond, params, gen, grid, tracker) -> torch.Tensor:
+        from backend.train.data.layout import pooled_occupancy
+
+        if self.cells is None:
+            raise EvaluationError("TrueOccupancy: no object's occupancy was set")
+        xyz = torch.from_numpy(pooled_occupancy(self.cells, grid)).nonzero().int()  # [K, 3]
+        samples = neg_cond.shape[0]  # one unconditional row per sample, whatever the views
+        batch = torch.arange(samples, dtype=torch.int32).repeat_interleave(len(xyz))[:, None]
+        return torch.cat([batch, xyz.repeat(samples, 1)], dim=1).to(neg_cond.device)
+
+    def cascade(self, store, low_res_shape, target, max_tokens):
+        return self._flow.cascade(store, low_res_shape, target, max_tokens)
+
+
 def _generated_results(release: Path, method: str, objects: Sequence[_HeldOut],
                        references: dict[str, SurfaceReference | Exception], out_dir: Path, *, device: str,
                        seed: int, pipeline_type: str, steps: int | None,
-                       num_points: int, nn_device: str | None) -> list[ObjectResult]:
+                       num_points: int, nn_device: str | None, structure: str) -> list[ObjectResult]:
     """Generate every object with one generator (networks stay loaded) and score each decoded mesh
-    (also written, vertex-coloured, to ``OUT/predictions/{method}/{id}.glb``)."""
+    (also written, vertex-coloured, to ``OUT/predictions/{method}/{id}.glb``). ``structure``: one
+    of :data:`STRUCTURES`."""
     from backend.meshio import write_glb, z_up_to_y_up
     from backend.pipeline.generator import Trellis2Generator
     from backend.pipeline.runtime import Runtime
 
     runtime = Runtime(model=str(release), device=device, offline=True,
                       dependencies=_encoder_dependencies(release))
-    generator = Trellis2Generator(runtime)
+    true_occupancy = TrueOccupancy() if structure == STRUCTURE_TRUE else None
+    generator = Trellis2Generator(runtime, structure=true_occupancy)
     overrides = SamplerOverrides(steps=steps)
     folder = out_dir / "predictions" / method
     folder.mkdir(parents=True, exist_ok=True)
@@ -316,6 +353,9 @@ def _generated_results(release: Path, method: str, objects: Sequence[_HeldOut],
             reference = references[obj.object_id]
             if isinstance(reference, Exception):
                 raise reference
+            if true_occupancy is not None:
+                with np.load(obj.occupancy) as npz:
+                    true_occupancy.cells = npz["cells"]
             request = GenerateRequest(images=(obj.picture,), output_dir=folder, pipeline_type=pipeline_type,
                                       seed=seed, sparse_structure=overrides, shape=overrides,
                                       texture=overrides, name=obj.object_id)
@@ -459,7 +499,8 @@ def evaluate_release(release_dir: str | Path, data_dir: str | Path, mesh_dir: st
                      *, device: str = "cuda", view: int | None = None, seed: int = 0,
                      pipeline_type: str = "512", limit: int | None = None,
                      baselines: Sequence[str] = BASELINES, num_points: int = 50_000,
-                     steps: int | None = None, grid_cell: int = 256) -> EvaluationReport:
+                     steps: int | None = None, grid_cell: int = 256,
+                     structure: str = STRUCTURE_FLOW) -> EvaluationReport:
     """Evaluate a release on the held-out objects of a data folder, with baselines; write the reports.
 
     For every record of ``DATA/metadata.jsonl`` with split "test" and status "ok" (sorted by id,
@@ -470,6 +511,10 @@ def evaluate_release(release_dir: str | Path, data_dir: str | Path, mesh_dir: st
     against ``MESH/{id}.glb`` (see the module docstring; ground-truth samples use ``seed``,
     predicted ones ``seed + 1``). No export runs: its decimation of a dense, badly shaped surface
     can take minutes on its own, and the scores would then measure the exporter as well.
+
+    ``structure`` "flow" runs stage 1 as the release does; "true" answers it with each object's
+    own occupancy (``DATA/ss_occupancy/{id}.npz``, :class:`TrueOccupancy`) for the release and
+    the random baseline alike: an ablation that shows what stage 1 costs.
 
     Baselines (``baselines``, any of "random", "retrieval"):
         random: the same configs with random weights (:func:`write_random_release` into
@@ -492,6 +537,8 @@ def evaluate_release(release_dir: str | Path, data_dir: str | Path, mesh_dir: st
     from backend.train.datasets import read_records
 
     release_dir, data_dir, mesh_dir, out_dir = (Path(p) for p in (release_dir, data_dir, mesh_dir, out_dir))
+    if structure not in STRUCTURES:
+        raise ValueError(f"unknown structure {structure!r} (choose from {', '.join(STRUCTURES)})")
     unknown = sorted(set(baselines) - set(BASELINES))
     if unknown:
         raise ValueError(f"unknown baseline {unknown[0]!r} (choose from {', '.join(BASELINES)})")
@@ -502,7 +549,7 @@ def evaluate_release(release_dir: str | Path, data_dir: str | Path, mesh_dir: st
     layout = DataLayout(data_dir)
     views = {r["id"]: layout.photo_view(r["id"]) if view is None else view for r in records}
     objects = [_HeldOut(r["id"], condition_image_path(data_dir, r["id"], views[r["id"]]),
-                        mesh_dir / f"{r['id']}.glb") for r in records]
+                        mesh_dir / f"{r['id']}.glb", layout.ss_occupancy(r["id"])) for r in records]
     out_dir.mkdir(parents=True, exist_ok=True)
     nn_device = device if torch.device(device).type == "cuda" else None
     log.info("evaluating %s on %d held-out objects (view %s, seed %d)", release_dir, len(objects),
@@ -518,7 +565,7 @@ def evaluate_release(release_dir: str | Path, data_dir: str | Path, mesh_dir: st
     methods = [METHOD_OURS, *(b for b in BASELINES if b in baselines)]
     results_path = out_dir / "results.jsonl"
     common = dict(device=device, seed=seed, pipeline_type=pipeline_type, steps=steps,
-                  num_points=num_points, nn_device=nn_device)
+                  num_points=num_points, nn_device=nn_device, structure=structure)
     results = _generated_results(release_dir, METHOD_OURS, objects, references, out_dir, **common)
     _write_results(results_path, results)
     if BASELINE_RANDOM in baselines:
@@ -541,6 +588,7 @@ def evaluate_release(release_dir: str | Path, data_dir: str | Path, mesh_dir: st
     summary_path = write_atomic(out_dir / "summary.json", json.dumps({
         "release": str(release_dir), "data": str(data_dir), "meshes": str(mesh_dir), "views": views,
         "seed": seed, "pipeline_type": pipeline_type, "steps": steps, "num_points": num_points,
+        "stage_1": "each object's true occupancy" if structure == STRUCTURE_TRUE else "the release's flow",
         "held_out_objects": len(objects), "f_score_fractions_of_gt_diagonal": list(F_SCORE_FRACTIONS),
         "chamfer": "mean of the two directed mean nearest distances, unsquared, canonical normalization",
         "color_error": "mean absolute sRGB [0, 1] difference, GT sample -> nearest predicted sample",

@@ -252,6 +252,47 @@ def test_evaluate_release_end_to_end_on_the_tiny_checkpoint(tmp_path, tiny_relea
     assert (out / "random_release" / "pipeline.json").is_file()
 
 
+def test_true_occupancy_pools_the_cells_and_repeats_them_per_sample():
+    cells = np.array([[0, 0, 0], [1, 1, 1], [63, 2, 5], [62, 3, 4]], np.uint8)  # 64^3 cells
+    sampler = ev.TrueOccupancy()
+    with pytest.raises(ev.EvaluationError, match="no object's occupancy"):
+        sampler.occupancy(None, None, torch.zeros(1, 3, 4), None, None, 32, None)
+    sampler.cells = cells
+    coords = sampler.occupancy(None, None, torch.zeros(2, 3, 4), None, None, 32, None)
+    expected = {(0, 0, 0), (31, 1, 2)}  # both pairs of neighbours share a 2^3 block
+    assert coords.dtype == torch.int32 and coords.shape == (4, 4)
+    assert {tuple(c[1:]) for c in coords.tolist()} == expected
+    assert sorted(coords[:, 0].tolist()) == [0, 0, 1, 1]
+
+
+@pytest.mark.slow
+def test_the_true_structure_ablation_generates_on_each_objects_own_voxels(tmp_path, tiny_release, monkeypatch):
+    from backend.pipeline import image_to_3d
+
+    data, meshes = _fake_data(tmp_path)
+    occupancy = data / "ss_occupancy"
+    occupancy.mkdir()
+    cells = np.array([[x, y, z] for x in range(20, 28) for y in range(24, 30) for z in range(30, 34)], np.uint8)
+    np.savez(occupancy / "a.npz", cells=cells)
+    np.savez(occupancy / "b.npz", cells=cells)
+    seen = []
+    original = image_to_3d.sample_shape
+
+    def spy(flow, coords, *args, **kwargs):
+        seen.append(coords.cpu())
+        return original(flow, coords, *args, **kwargs)
+
+    monkeypatch.setattr(image_to_3d, "sample_shape", spy)
+    report = ev.evaluate_release(tiny_release, data, meshes, tmp_path / "eval", device="cpu", view=0, steps=1,
+                                 num_points=500, grid_cell=32, baselines=(), limit=1, structure="true")
+    (coords,) = seen  # only "a" (limit 1), with the 4 x 3 x 2 blocks its 8 x 6 x 4 cells fill on 32^3
+    assert sorted(map(tuple, coords[:, 1:].tolist())) == [
+        (x, y, z) for x in range(10, 14) for y in range(12, 15) for z in range(15, 17)]
+    assert json.loads(report.summary.read_text())["stage_1"] == "each object's true occupancy"
+    with pytest.raises(ValueError, match="unknown structure"):
+        ev.evaluate_release(tiny_release, data, meshes, tmp_path / "eval2", device="cpu", structure="oracle")
+
+
 def test_random_release_has_the_same_configs_and_new_weights(tmp_path, tiny_release):
     from safetensors.torch import load_file
 
@@ -306,6 +347,8 @@ def test_cli_settings_reach_the_evaluation(tmp_path, monkeypatch):
               "--out", str(tmp_path / "out")]
     assert script.main(common + ["--view", "3", "--steps", "2", "--limit", "5", "--baselines", "random"]) == 1
     assert (seen["view"], seen["steps"], seen["limit"], seen["baselines"]) == (3, 2, 5, ["random"])
+    assert seen["structure"] == "flow"
+    assert script.main(common + ["--structure", "true"]) == 1 and seen["structure"] == "true"
     assert script.main(common) == 1
     assert seen["view"] is None  # each object's photo-like view
 
