@@ -190,6 +190,12 @@ class VIEW3D_PT_trellis2(bpy.types.Panel):
         layout = self.layout
         settings = context.scene.trellis2
         status = context.window_manager.trellis2_status
+        running = operators.active_job() is not None
+        if running:
+            # First, so Stop stays in view while the guide and the settings fill the sidebar.
+            layout.progress(factor=status.fraction, type="BAR",
+                            text=status.progress_text or "Waiting for the backend")
+            layout.operator("trellis2.cancel", icon="CANCEL")
         draw_guide(layout, context)
         draw_backend_status(layout, context)
 
@@ -230,7 +236,6 @@ class VIEW3D_PT_trellis2(bpy.types.Panel):
                 sub.prop(stage, "rescale")
             body.prop(settings, "retexture_resolution", text="Retexture Resolution")
 
-        running = operators.active_job() is not None
         col = layout.column(align=True)
         col.scale_y = 1.4
         col.operator("trellis2.generate", icon="MESH_MONKEY")
@@ -238,11 +243,7 @@ class VIEW3D_PT_trellis2(bpy.types.Panel):
         layout.prop(settings, "replace_materials")
         if scene_io.variation_set(context.active_object) is not None:
             layout.operator("trellis2.keep_variation", icon="CHECKMARK")
-        if running:
-            layout.progress(factor=status.fraction, type="BAR",
-                            text=status.progress_text or "Waiting for the backend")
-            layout.operator("trellis2.cancel", icon="CANCEL")
-        elif status.job_state == "FAILED" and status.message:
+        if not running and status.job_state == "FAILED" and status.message:
             box = layout.box()
             box.label(text="Last job failed:", icon="ERROR")
             draw_message(box, context, status.message)

@@ -163,8 +163,10 @@ class FlowTrunk(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        """The dtype the blocks compute in (that of their linear weights)."""
-        return self.blocks[0].mlp.mlp[0].weight.dtype
+        """The dtype the blocks compute in (that of their linear weights; an FP8 linear keeps the
+        dtype its weights had as ``activation_dtype``)."""
+        layer = self.blocks[0].mlp.mlp[0]
+        return layer.weight.dtype if hasattr(layer, "weight") else layer.activation_dtype
 
     def set_gradient_checkpointing(self, enabled: bool = True, num_blocks: int | None = None) -> None:
         """Recompute blocks in backward instead of storing their activations.

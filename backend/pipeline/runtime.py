@@ -24,7 +24,7 @@ import torch
 from . import weights
 from .accelerator import conv_backend_for, triton_importable
 from .api import CancelToken
-from .errors import ModelUnavailableError
+from .errors import ModelUnavailableError, PipelineError
 from .model_source import (
     BUNDLED_MINI,
     BUNDLED_MINI_MODEL,
@@ -80,6 +80,10 @@ class Runtime:
             GPU, where a step of the 512 pipeline is launch-bound, but it has not been timed there
             yet; on a CPU the forward is compute-bound, so batching saves nothing and only holds
             both passes' activations at once.
+        fp8: run the linears of the flow models' transformer blocks as FP8 (e4m3) matmuls
+            (:mod:`backend.models.fp8`): for GPUs with FP8 tensor cores (compute capability 8.9+:
+            Ada, Hopper); the CPU runs it too, slowly (to measure its quality cost). Opt-in: it
+            changes results slightly (README: FP8).
     """
 
     model: str = DEFAULT_MODEL
@@ -95,6 +99,7 @@ class Runtime:
     token: str | None = field(default=None, repr=False)
     commercial_safe: bool = False
     batched_cfg: bool = False
+    fp8: bool = False
 
     @property
     def load_dtype(self) -> torch.dtype | None:
@@ -227,6 +232,13 @@ class ModelStore:
         self.config, self.tex_config = release.config, release.tex_config
         self.root, self.provenance = release.root, release.provenance
         self.dependencies: Mapping[str, str] = release.dependencies
+        if runtime.fp8:
+            from backend.models.fp8 import Fp8Unsupported, check_fp8_device
+
+            try:
+                check_fp8_device(runtime.device)
+            except Fp8Unsupported as e:
+                raise PipelineError(str(e), "run without --fp8") from e
         self.conv_backend = runtime.conv_backend or conv_backend_for(runtime.device, triton_importable())
         log.info("sparse convolution: %s path on %s", self.conv_backend, runtime.device)
         self._models: dict[str, torch.nn.Module] = {}
@@ -315,12 +327,18 @@ class ModelStore:
         return self._models[key]
 
     def _configured(self, model: torch.nn.Module) -> torch.nn.Module:
-        """``model`` on the runtime's sparse-convolution path and attention backend."""
+        """``model`` on the runtime's sparse-convolution path and attention backend (and, with
+        ``Runtime.fp8``, a flow model's block linears in FP8)."""
+        from backend.models.flow_trunk import FlowTrunk
         from backend.sparse.conv import set_conv_backend
 
         set_conv_backend(model, self.conv_backend)
         if self.runtime.attention_backend and hasattr(model, "set_attention_backend"):
             model.set_attention_backend(self.runtime.attention_backend)
+        if self.runtime.fp8 and isinstance(model, FlowTrunk):
+            from backend.models.fp8 import convert_blocks_to_fp8
+
+            convert_blocks_to_fp8(model)
         return model
 
     def conditioner(self):

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 ui = importlib.import_module(PKG + ".ui")
 operators = importlib.import_module(PKG + ".operators")
 jobs = importlib.import_module(PKG + ".core.jobs")
-seen = {"props": set(), "operators": set(), "progress": [], "labels": [], "icons": []}
+seen = {"props": set(), "operators": set(), "progress": [], "labels": [], "icons": [], "sequence": []}
 ICON_PARAMETER = bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"]
 LABEL_ICONS = {item.identifier for item in ICON_PARAMETER.enum_items}
 
@@ -49,12 +49,14 @@ class Layout:
         category, name = idname.split(".")
         getattr(getattr(bpy.ops, category), name).get_rna_type()
         seen["operators"].add(idname)
+        seen["sequence"].append(idname)
         return SimpleNamespace()
 
     def label(self, text="", icon="NONE", **kwargs):
         assert icon in LABEL_ICONS, f"no icon {icon}"
         seen["labels"].append(text)
         seen["icons"].append(icon)
+        seen["sequence"].append(text)
 
     def progress(self, factor=0.0, text="", **kwargs):
         assert 0.0 <= factor <= 1.0
@@ -93,7 +95,9 @@ job = jobs.Job(jobs.GenerateSpec(image="x", name="x", output_dir="/tmp"))
 operators._active["job"] = job
 job.stage, job.step, job.total, job.fraction = "shape", 3, 12, 0.4
 operators.sync_status(bpy.context, job)
+before = len(seen["sequence"])
 draw_panel()
+seen["running_sequence"] = seen["sequence"][before:]
 operators._active.clear()
 status.job_state, status.message = "FAILED", "out of memory: lower the resolution"
 status.backend_state, status.backend_message = "ERROR", "The backend stopped unexpectedly (exit code 9)"
@@ -136,6 +140,10 @@ def test_panel_and_preferences_draw(tmp_path, inputs, bpy_python, extension_zip,
             "guidance", "backend_python", "model_kind", "model_source", "device", "low_vram",
             "output_dir"} <= set(seen["props"])
     assert "Shaping the surface: step 3 of 12" in seen["progress"]
+    # While a job runs, Cancel is drawn before everything else (the guide, the settings, Generate).
+    running = seen["running_sequence"]
+    assert running[0] == "trellis2.cancel" and "Getting Started" in running
+    assert running.count("trellis2.cancel") == 1
     assert any("out of memory" in line for line in seen["labels"])
     labels = seen["labels"]
     # Headless, the region's width is unknown and text is wrapped at 40 characters: no label may be

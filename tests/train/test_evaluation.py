@@ -266,13 +266,15 @@ def test_true_occupancy_pools_the_cells_and_repeats_them_per_sample():
 
 
 @pytest.mark.slow
-def test_the_true_structure_ablation_generates_on_each_objects_own_voxels(tmp_path, tiny_release, monkeypatch):
+def test_the_true_structure_ablation_generates_on_each_objects_own_voxels(tmp_path, tiny_release,
+                                                                          monkeypatch):
     from backend.pipeline import image_to_3d
 
     data, meshes = _fake_data(tmp_path)
     occupancy = data / "ss_occupancy"
     occupancy.mkdir()
-    cells = np.array([[x, y, z] for x in range(20, 28) for y in range(24, 30) for z in range(30, 34)], np.uint8)
+    block = [[x, y, z] for x in range(20, 28) for y in range(24, 30) for z in range(30, 34)]
+    cells = np.array(block, np.uint8)
     np.savez(occupancy / "a.npz", cells=cells)
     np.savez(occupancy / "b.npz", cells=cells)
     seen = []
