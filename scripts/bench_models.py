@@ -35,6 +35,7 @@ from backend.models import (  # noqa: E402
     SparseStructureFlowModel,
 )
 from backend.models.attention import dense_attention  # noqa: E402
+from backend.models.fp8 import convert_blocks_to_fp8  # noqa: E402
 from backend.sparse import SparseTensor  # noqa: E402
 
 DIT = dict(model_channels=1536, cond_channels=1024, num_blocks=30, num_heads=12, mlp_ratio=5.3334,
@@ -118,9 +119,12 @@ def build(cls, **kwargs) -> torch.nn.Module:
     return model.eval().requires_grad_(False)
 
 
-def maybe_compile(model: torch.nn.Module, enabled: bool) -> None:
-    """Opt-in: compile each block (static shapes; one compile per token count)."""
-    if enabled and hasattr(model, "blocks"):
+def prepare_blocks(model: torch.nn.Module, compile_blocks: bool, fp8: bool) -> None:
+    """Opt-in: FP8 block linears (as ``--fp8`` in the product), then compile each block (static
+    shapes; one compile per token count)."""
+    if fp8:
+        convert_blocks_to_fp8(model)
+    if compile_blocks and hasattr(model, "blocks"):
         for block in model.blocks:
             block.compile(dynamic=False)
 
@@ -133,10 +137,10 @@ def measure(fn: Callable[[], object], warmup: int, iters: int) -> tuple[float, f
     return ms, (torch.cuda.max_memory_allocated() - base) / 2**30
 
 
-def bench_ss(backend, compile_blocks: bool, w: int, it: int) -> tuple[float, float]:
+def bench_ss(backend, compile_blocks: bool, fp8: bool, w: int, it: int) -> tuple[float, float]:
     model = build(SparseStructureFlowModel, resolution=16, in_channels=8, out_channels=8, **DIT)
     model.set_attention_backend(backend)
-    maybe_compile(model, compile_blocks)
+    prepare_blocks(model, compile_blocks, fp8)
     x, t = torch.randn(1, 8, 16, 16, 16, device="cuda"), torch.tensor([500.0], device="cuda")
     cond = torch.randn(1, 1029, COND_C, device="cuda")
     return measure(lambda: model(x, t, cond), w, it)
@@ -188,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grids", type=int, nargs="+", default=[32, 64, 96])
     parser.add_argument("--backend", default="sdpa_cudnn", help="attention backend of the models")
     parser.add_argument("--compile", action="store_true", help="torch.compile each DiT block (opt-in)")
+    parser.add_argument("--fp8", action="store_true",
+                        help="FP8 (e4m3) block linears, as the pipeline's --fp8 (compute capability 8.9+)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -199,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     w, it = args.warmup, args.iters
     mm = matmul_ceiling(w, it)
     results: dict[str, object] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                                  "backend": backend.value, "compile": args.compile, "matmul_tflops": mm}
+                                  "backend": backend.value, "compile": args.compile, "fp8": args.fp8,
+                                  "matmul_tflops": mm}
     print(f"device {results['device']}  torch {torch.__version__}  backend {backend.value}  "
           f"compile {args.compile}")
     print(f"matmul ceiling (bf16 8192^3): {mm:.0f} TFLOP/s\n")
@@ -224,12 +231,12 @@ def main(argv: list[str] | None = None) -> int:
         return ratio, ideal
 
     with torch.inference_mode():
-        report("ss_flow", 4096, 1029, *bench_ss(backend, args.compile, w, it))
+        report("ss_flow", 4096, 1029, *bench_ss(backend, args.compile, args.fp8, w, it))
         report("ss_decoder", 4096, 0, *bench_ss_decoder(w, it), dit=False)
         for in_ch, label in ((32, "shape"), (64, "texture")):
             model = build(SLatFlowModel, resolution=64, in_channels=in_ch, out_channels=32, **DIT)
             model.set_attention_backend(backend)
-            maybe_compile(model, args.compile)
+            prepare_blocks(model, args.compile, args.fp8)
             for grid in args.grids if label == "shape" else [g for g in args.grids if g == 64]:
                 n, m, ms, gib = bench_slat(model, grid, w, it)
                 ratio, ideal = report(f"slat_{label} grid {grid}", n, m, ms, gib)

@@ -184,7 +184,8 @@ def run_mode(models, dino, mode: str, low_vram: bool, batched_cfg: bool, args, s
         torch.cuda.empty_cache()
     config = parse_pipeline_config(pipeline_json("unused"))
     tex_config = parse_pipeline_config(texturing_pipeline_json("unused"))
-    runtime = Runtime(model="preloaded", device=device, low_vram=low_vram, batched_cfg=batched_cfg)
+    runtime = Runtime(model="preloaded", device=device, low_vram=low_vram, batched_cfg=batched_cfg,
+                      fp8=args.fp8, compile_blocks=args.compile)
     store = ModelStore(runtime, Release(config, tex_config), models=models, conditioner=dino)
     gen = Trellis2Generator(runtime, structure=structure, store=store)
     steps = SamplerOverrides(steps=args.steps)
@@ -199,6 +200,7 @@ def run_mode(models, dino, mode: str, low_vram: bool, batched_cfg: bool, args, s
     total = time.perf_counter() - t0
     asset = result.assets[0]
     return {"mode": mode, "low_vram": low_vram, "cfg": "batched" if batched_cfg else "sequential",
+            "fp8": args.fp8, "compile": args.compile,
             "seconds": result.seconds_per_stage, "total_s": total,
             "peak_vram_gib": result.peak_memory_bytes / 2**30, "faces": asset.faces,
             "resolution": asset.extra.get("resolution"),
@@ -234,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cfg", nargs="+", choices=["batched", "sequential"], default=["sequential"],
                    help="classifier-free guidance passes per step: one batched forward or one forward "
                         "each; every pipeline type runs once per entry, in order (repeats allowed)")
+    p.add_argument("--fp8", action="store_true",
+                   help="FP8 block linears in the flow models (Runtime.fp8; converts the shared networks "
+                        "in place, so every run of this invocation uses it)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the flow models' blocks (Runtime.compile_blocks; the first run of "
+                        "each pipeline type includes compiling: repeat --cfg entries for the steady state)")
     p.add_argument("--skip-export-bench", action="store_true")
     p.add_argument("--device", default="cuda")
     p.add_argument("--tiny", action="store_true", help="tiny networks (plumbing check on CPU)")
@@ -264,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         row = run_mode(models, dino, mode, low, cfg == "batched", args, structure, args.out)
         rows.append(row)
         stages = " ".join(f"{k}={v:.2f}" for k, v in row["seconds"].items())
-        print(f"{mode:>13} low_vram={low!s:<5} cfg={cfg:<10} total {row['total_s']:7.2f} s  "
+        print(f"{mode:>13} low_vram={low!s:<5} cfg={cfg:<10} fp8={args.fp8!s:<5} compile={args.compile!s:<5} "
+              f"total {row['total_s']:7.2f} s  "
               f"peak {row['peak_vram_gib']:6.2f} GiB  res {row['resolution']}  faces {row['faces']}  "
               f"| {stages}", flush=True)
         if args.json:

@@ -49,6 +49,9 @@ def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
                    help="FP8 (e4m3) matmuls in the flow models' transformer blocks: faster on GPUs with FP8 "
                         "tensor cores (compute capability 8.9+: Ada, Hopper), results change slightly "
                         "(see the README's FP8 section)")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the flow models' transformer blocks (the first job compiles them; "
+                        "not yet timed in the pipeline on a GPU, so off by default)")
     g.add_argument("--image-encoder", default=None, metavar="DIR",
                    help=f"local copy of {DINOV3_REPO} (gated on Hugging Face), used instead of the hub")
     g.add_argument("--ss-decoder", default=None, metavar="DIR",
@@ -126,7 +129,7 @@ def runtime(args: argparse.Namespace, bundled_release: Path | None = BUNDLED_MIN
     return Runtime(model=args.model, device=device, low_vram=args.low_vram, offline=args.offline,
                    attention_backend=args.attention, bundled_release=bundled_release,
                    dependencies=local_copies(args), commercial_safe=args.commercial_safe,
-                   batched_cfg=args.batched_cfg, fp8=args.fp8)
+                   batched_cfg=args.batched_cfg, fp8=args.fp8, compile_blocks=args.compile)
 
 
 def local_copies(args: argparse.Namespace) -> dict[str, str]:

@@ -84,6 +84,10 @@ class Runtime:
             (:mod:`backend.models.fp8`): for GPUs with FP8 tensor cores (compute capability 8.9+:
             Ada, Hopper); the CPU runs it too, slowly (to measure its quality cost). Opt-in: it
             changes results slightly (README: FP8).
+        compile_blocks: ``torch.compile`` each flow model's transformer blocks (one compiled
+            program shared by all blocks; after the first job whose token count differs, the
+            token count is symbolic, so later jobs reuse it). Opt-in until it is timed in the
+            product path on a GPU; if compiling fails, the blocks run eagerly (logged).
     """
 
     model: str = DEFAULT_MODEL
@@ -100,6 +104,7 @@ class Runtime:
     commercial_safe: bool = False
     batched_cfg: bool = False
     fp8: bool = False
+    compile_blocks: bool = False
 
     @property
     def load_dtype(self) -> torch.dtype | None:
@@ -339,6 +344,9 @@ class ModelStore:
             from backend.models.fp8 import convert_blocks_to_fp8
 
             convert_blocks_to_fp8(model)
+        if self.runtime.compile_blocks and isinstance(model, FlowTrunk):
+            for block in model.blocks:
+                compile_with_eager_fallback(block)
         return model
 
     def conditioner(self):
@@ -371,3 +379,25 @@ class ModelStore:
 
     def loaded(self) -> list[str]:
         return sorted(self._models)
+
+
+def compile_with_eager_fallback(module: torch.nn.Module) -> None:
+    """``module.compile()`` in place; if compiling fails at its first call (no C compiler, an
+    unsupported op), the module runs eagerly from then on and the failure is logged once.
+    A module compiled already is left as it is (a store may be handed the same networks again)."""
+    if module._compiled_call_impl is not None:
+        return
+    module.compile()
+    compiled = module._compiled_call_impl  # what Module.__call__ runs once compile() was called
+
+    def call(*args, **kwargs):
+        try:
+            return compiled(*args, **kwargs)
+        except Exception as exc:  # the compiler's errors share no base class, only their modules
+            if not type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                raise
+            log.warning("torch.compile failed for %s, running it eagerly: %s", type(module).__name__, exc)
+            module._compiled_call_impl = None
+            return module._call_impl(*args, **kwargs)
+
+    module._compiled_call_impl = call

@@ -65,6 +65,11 @@ def sample_sparse_structure(flow: torch.nn.Module, decoder: torch.nn.Module, con
     b, r = cond_batch(cond), int(flow.resolution)
     noise = _noise(gen, (b, int(flow.in_channels), r, r, r), device)  # [B, 8, 16, 16, 16]
     z = sample(flow, noise, cond, neg_cond, params, on_step=on_step, cancel=cancel)
+    return occupied_voxels(decoder, z, grid)
+
+
+def occupied_voxels(decoder: torch.nn.Module, z: torch.Tensor, grid: int) -> torch.Tensor:
+    """Stage 1's latent ``z [B, C, r, r, r]`` -> occupied voxels ``[N, 4]`` int32 on a ``grid``^3 grid."""
     occ = decoder(z) > 0  # [B, 1, 64, 64, 64]
     if occ.shape[-1] != grid:
         k = occ.shape[-1] // grid
