@@ -13,7 +13,7 @@ trains the encoder further, ``trainer.args.train_image_encoder``, the other two 
 
     python scripts/train_mini.py --work DIR [--family mini|tiny] [--count 960] [--test-count 48]
         [--resolution 512] [--views 8] [--vae-minutes 5] [--ss-vae-minutes M] [--encoder-minutes 3]
-        [--flow-minutes 8] [--ss-flow-minutes M] [--device cuda]
+        [--flow-minutes 8] [--ss-flow-minutes M] [--init-from RELEASE] [--device cuda]
 
 Outputs: ``DIR/meshes`` (GLBs + split.json), ``DIR/data`` (training set), ``DIR/runs/<network>``
 (checkpoints, logs, loss.png, exported weights), ``DIR/release`` (the official layout) and
@@ -87,6 +87,9 @@ def _done(run: Path) -> bool:
 
 def _train_cmds(names, args, work: Path, minutes: float, py: str,
                 encoder: Path | None = None) -> dict[str, list[str]]:
+    """The training command of each unfinished run of ``names`` (a started one resumes; a new one
+    starts from ``--init-from``'s weights where given: the image encoder's pretraining from the
+    release's encoder, passed as ``encoder``)."""
     cmds = {}
     for name in names:
         run = work / "runs" / name
@@ -112,6 +115,8 @@ def _train_cmds(names, args, work: Path, minutes: float, py: str,
             cmd += ["--image-encoder", encoder]
         if (run / "ckpts").is_dir() and any((run / "ckpts").glob("*.pt")):
             cmd.append("--resume")
+        elif args.init_from is not None and name != "image_encoder":
+            cmd += ["--init-from", args.init_from]
         cmds[name] = cmd
     return cmds
 
@@ -140,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ss-flow-minutes", type=float, default=None,
                    help="the sparse-structure flow's budget (default: --flow-minutes); the shape and "
                         "texture flows train beside it")
+    p.add_argument("--init-from", type=Path, default=None, metavar="RELEASE",
+                   help="start every network from this release's weights where it has them (e.g. "
+                        "backend/mini_release: training continues across GPU sessions), the image "
+                        "encoder's pretraining from RELEASE/image_encoder")
     p.add_argument("--eval-limit", type=int, default=0, help="held-out objects to evaluate (0: all)")
     p.add_argument("--skip-eval", action="store_true")
     args = p.parse_args(argv)
@@ -238,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     if trains_encoder not in ([], ["ss_flow"]):
         raise SystemExit(f"only the sparse-structure flow may train the image encoder, got {trains_encoder}")
     seed_encoder = work / "image_encoder"  # the seed-initialised encoder pretraining starts from
+    if args.init_from is not None:
+        args.init_from = args.init_from.resolve()
+        if (args.init_from / "image_encoder" / "config.json").is_file():
+            seed_encoder = args.init_from / "image_encoder"
     first_encoder = work / "runs" / "image_encoder" / "export" / "image_encoder"
     ss_vae_minutes = args.ss_vae_minutes if args.ss_vae_minutes is not None else args.vae_minutes
     ss_flow_minutes = args.ss_flow_minutes if args.ss_flow_minutes is not None else args.flow_minutes

@@ -1,4 +1,4 @@
-"""``python -m backend.train --config CONFIG.json --output DIR --data DATA_DIR [--resume]``.
+"""``python -m backend.train --config CONFIG.json --output DIR --data DATA [--resume | --init-from RELEASE]``.
 
 The same command trains on one device or, launched with ``torchrun --nproc_per_node N`` (and
 ``--nnodes/--node_rank/--master_addr`` for several hosts), on N GPUs with DDP: torchrun's RANK,
@@ -33,6 +33,14 @@ def _parser() -> argparse.ArgumentParser:
         "--data", type=Path, required=True, help="data-toolkit folder (python -m backend.train.data)"
     )
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        metavar="RELEASE",
+        help="start a new run from a release folder's weights (each network named in "
+        "trainer.args.release_names that RELEASE/ckpts has; ignored with --resume)",
+    )
     p.add_argument(
         "--image-encoder",
         default=None,
@@ -93,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             dist_info=info,
             image_encoder=args.image_encoder,
             resume=args.resume,
+            init_from=args.init_from,
         )
         trainer.run(args.max_steps, max_minutes=args.max_minutes, profile_steps=args.profile_steps)
     except (ConfigError, DataError) as exc:

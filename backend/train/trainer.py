@@ -137,6 +137,25 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def release_sources(release: str | Path, release_names: dict[str, str],
+                    config_path: Path | str) -> dict[str, str]:
+    """Model key -> checkpoint stem in ``release/ckpts`` for every released name found there.
+
+    Raises:
+        ConfigError: the config names no released networks, or none of them is in the release.
+    """
+    ckpts = Path(release) / "ckpts"
+    if not release_names:
+        raise ConfigError(
+            f"--init-from: {config_path} names no released networks (trainer.args.release_names)")
+    found = {key: str(ckpts / name) for key, name in release_names.items()
+             if (ckpts / f"{name}.json").is_file() and (ckpts / f"{name}.safetensors").is_file()}
+    if not found:
+        names = ", ".join(f"{n}.json" for n in release_names.values())
+        raise ConfigError(f"--init-from: {ckpts} has none of this run's networks ({names})")
+    return found
+
+
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     found = sorted(ckpt_dir.glob(f"{CKPT_PREFIX}*.pt"))
     return found[-1] if found else None
@@ -153,6 +172,10 @@ class Trainer:
         dist_info: rank / world size (1 process: the default).
         image_encoder: overrides ``trainer.args.image_cond_model`` (flows only).
         resume: continue from the newest checkpoint in ``output/ckpts`` (error if there is none).
+        init_from: a release folder (the official layout) to start a new run from: each network
+            whose ``trainer.args.release_names`` entry is in ``init_from/ckpts`` starts from those
+            weights (:func:`release_sources`); ``finetune_ckpt`` entries take precedence. A resumed
+            run ignores it.
     """
 
     def __init__(
@@ -165,6 +188,7 @@ class Trainer:
         dist_info: DistInfo = DistInfo(),  # noqa: B008
         image_encoder: str | None = None,
         resume: bool = False,
+        init_from: str | Path | None = None,
     ) -> None:
         self.config = config
         self.output = Path(output)
@@ -199,7 +223,12 @@ class Trainer:
             for net in self.nets.values():
                 initialize(net)
         if not resume:  # a resumed run's weights come from its own checkpoint
-            for key, source in self.loop.finetune_ckpt.items():
+            sources = dict(self.loop.finetune_ckpt)
+            if init_from is not None:
+                sources = {**release_sources(init_from, self.loop.release_names, config.path), **sources}
+            for key in sorted(set(self.nets) - set(sources)):
+                log.info("%s starts from its initialisation", key)
+            for key, source in sources.items():
                 try:
                     copy_checkpoint_into(self.nets[key], source)
                 except CheckpointError as exc:

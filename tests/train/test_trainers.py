@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -470,6 +471,49 @@ def test_a_new_run_fine_tunes_from_an_exported_checkpoint(tdata, flow_runs, tmp_
     resumed = make_trainer("shape_flow", tmp_path / "tuned", tdata, resume=True,
                            finetune_ckpt={"denoiser": str(tmp_path / "missing")})
     _assert_identical(_state(resumed), _state(tuned))
+
+
+def test_init_from_a_release_starts_the_networks_it_holds(tdata, tmp_path):
+    run = tdata.runs / "shape_vae"
+    names = json.loads((run / "config.json").read_text())["trainer"]["args"]["release_names"]
+    release = tmp_path / "release"
+    (release / "ckpts").mkdir(parents=True)
+    for suffix in (".json", ".safetensors"):  # a release with the decoder only, as a shipped one may be
+        shutil.copy(run / "export" / f"{names['decoder']}{suffix}", release / "ckpts")
+    stored = load_file(str(release / "ckpts" / f"{names['decoder']}.safetensors"))
+    scratch = make_trainer("shape_vae", tmp_path / "scratch", tdata)
+    started = make_trainer("shape_vae", tmp_path / "started", tdata, init_from=release)
+    decoder = started.nets["decoder"].state_dict()
+    assert all(torch.equal(decoder[k], v.float()) for k, v in stored.items())
+    assert any(not torch.equal(scratch.nets["decoder"].state_dict()[k], decoder[k]) for k in stored)
+    encoder, fresh = started.nets["encoder"].state_dict(), scratch.nets["encoder"].state_dict()
+    assert all(torch.equal(encoder[k], fresh[k]) for k in fresh)  # not in the release: its initialisation
+    listed = rf"\({names['encoder']}\.json, {names['decoder']}\.json\)"
+    with pytest.raises(ConfigError, match=rf"--init-from: {tmp_path}/empty/ckpts has none of this run's "
+                                          rf"networks {listed}"):
+        make_trainer("shape_vae", tmp_path / "other", tdata, init_from=tmp_path / "empty")
+
+
+def test_the_init_from_flag_reaches_the_trainer(tmp_path, monkeypatch):
+    from backend.train import __main__ as cli
+    from backend.train import trainer as trainer_module
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_trainer(*args, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(trainer_module, "Trainer", fake_trainer)
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps(tiny_config_dict("shape_flow")))
+    with pytest.raises(Stop):
+        cli.main(["--config", str(config), "--output", str(tmp_path / "o"), "--data", str(tmp_path),
+                  "--device", "cpu", "--init-from", str(tmp_path / "rel")])
+    assert seen["init_from"] == tmp_path / "rel" and seen["resume"] is False
 
 
 @pytest.mark.parametrize("source, match", [

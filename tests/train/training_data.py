@@ -70,14 +70,15 @@ class TrainingData:
 
 
 def make_trainer(name: str, output: Path, tdata: TrainingData, *, resume: bool = False,
-                 config: TrainConfig | None = None, **trainer_args: Any):
+                 config: TrainConfig | None = None, init_from: Path | None = None, **trainer_args: Any):
     """A :class:`~backend.train.trainer.Trainer` of the tiny config ``name`` on ``tdata`` (CPU)."""
     from backend.train.trainer import Trainer
 
     config = config if config is not None else tiny_config(name, **trainer_args)
     reads_pictures = name.endswith("_flow") or name == ENCODER_PRETRAINING
     encoder = str(tdata.image_encoder) if reads_pictures else None
-    return Trainer(config, output, tdata.data, device="cpu", image_encoder=encoder, resume=resume)
+    return Trainer(config, output, tdata.data, device="cpu", image_encoder=encoder, resume=resume,
+                   init_from=init_from)
 
 
 def build_training_data(root: Path) -> TrainingData:
