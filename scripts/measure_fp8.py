@@ -4,6 +4,7 @@
         [--limit 8] [--device cuda] [--seed 0]
 
 For every held-out object (split "test", its photo-like condition view) the release runs twice
+(pipeline type 512, as the held-out evaluation runs it)
 with the same seed: in the device's own precision (bf16 blocks on CUDA, float32 on the CPU) and
 with ``Runtime(fp8=True)``. Per stage, each FP8 flow gets exactly the reference's inputs (the
 same picture tokens, noise, and the reference's structure / shape latent), so the numbers are
@@ -67,7 +68,7 @@ def psnr(value: torch.Tensor, reference: torch.Tensor) -> float:
 def per_stage(generators: dict[str, Trellis2Generator], picture: Path, seed: int) -> dict[str, float]:
     """Each stage's FP8 error on the reference's inputs (see the module docstring)."""
     ref = generators["reference"].store
-    request = GenerateRequest(images=(picture,), output_dir=picture.parent, seed=seed)
+    request = GenerateRequest(images=(picture,), output_dir=picture.parent, seed=seed, pipeline_type="512")
     params = stage_params(ref, request)
     shape_norm, tex_norm = norms(ref.config)
     dino = ref.conditioner()
@@ -110,7 +111,8 @@ def end_to_end(generators: dict[str, Trellis2Generator], picture: Path, gt_mesh:
     gt = read_mesh_z_up(gt_mesh)
     meshes, out = {}, {}
     for name, generator in generators.items():
-        request = GenerateRequest(images=(picture,), output_dir=picture.parent, seed=seed)
+        request = GenerateRequest(images=(picture,), output_dir=picture.parent, seed=seed,
+                                  pipeline_type="512")
         meshes[name] = decoded_mesh(generator.decode(request)[0])
         metrics = compare_meshes(meshes[name], gt, points, seed)
         out[f"{name}_chamfer"], out[f"{name}_f_score_5pct"] = metrics.chamfer, metrics.f_score_5pct
