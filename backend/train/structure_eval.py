@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend.pipeline.api import SamplerOverrides
+
 from .data.layout import DataLayout, pooled_occupancy
 
 log = logging.getLogger(__name__)
@@ -82,14 +84,25 @@ def score_structure(object_id: str, predicted: np.ndarray, truth: np.ndarray,
     )
 
 
+_LABELS = (("guidance_strength", "g"), ("steps", "s"), ("rescale_t", "t"), ("guidance_rescale", "r"))
+
+
+def sampler_label(overrides: SamplerOverrides) -> str:
+    """Short name of the settings ``overrides`` sets, e.g. ``g5,s25`` (``default`` when none)."""
+    parts = [f"{short}{getattr(overrides, field):g}" for field, short in _LABELS
+             if getattr(overrides, field) is not None]
+    return ",".join(parts) or "default"
+
+
 def sample_structures(release: Path, pictures: Sequence[Path], *, device: str, seed: int,
-                      grid: int = STRUCTURE_GRID, guidance: float | None = None) -> list[np.ndarray | str]:
+                      grid: int = STRUCTURE_GRID,
+                      overrides: SamplerOverrides | None = None) -> list[np.ndarray | str]:
     """Stage 1 of ``release`` for each picture, as generation runs it: bool ``[grid]^3`` each, or
     the message of the pipeline's refusal of that picture (e.g. no opaque foreground).
 
-    ``guidance`` replaces the release's classifier-free guidance strength for stage 1 (None: keep it).
+    ``overrides`` replace the release's stage-1 sampler settings (None: keep them).
     """
-    from backend.pipeline.api import GenerateRequest, SamplerOverrides
+    from backend.pipeline.api import GenerateRequest
     from backend.pipeline.errors import InputError
     from backend.pipeline.image import load_and_preprocess
     from backend.pipeline.image_to_3d import stage_params, view_conditions
@@ -104,7 +117,7 @@ def sample_structures(release: Path, pictures: Sequence[Path], *, device: str, s
                       dependencies=_encoder_dependencies(release))
     store = ModelStore(runtime)
     request = GenerateRequest(images=(pictures[0],), output_dir=Path("."),
-                              sparse_structure=SamplerOverrides(guidance_strength=guidance))
+                              sparse_structure=overrides or SamplerOverrides())
     params = stage_params(store, request).sparse_structure
     dino, structure = store.conditioner(), FlowStructure()
     grids = []
@@ -131,11 +144,12 @@ def sample_structures(release: Path, pictures: Sequence[Path], *, device: str, s
 def evaluate_structure(releases: dict[str, Path], data_dir: Path, out_dir: Path, *, device: str = "cpu",
                        seed: int = 0, limit: int | None = None, view: int | None = None,
                        split: str | None = "test",
-                       guidance: Sequence[float] = ()) -> dict[str, dict[str, float]]:
+                       samplers: Sequence[SamplerOverrides] = ()) -> dict[str, dict[str, float]]:
     """Score stage 1 of every named release on the objects of ``data_dir``.
 
-    ``guidance``: score each release once per stage-1 guidance strength instead of with its own
-    (results named ``NAME@gG``), to choose the strength on training objects before a held-out run.
+    ``samplers``: score each release once per set of stage-1 sampler settings instead of with its
+    own (results named ``NAME@`` + :func:`sampler_label`), to choose them on training objects
+    before a held-out run.
 
     Objects: the prepared records of ``split`` (None: every prepared object), sorted by id, the
     first ``limit``; each is shown as its condition view ``view`` (None: its most photo-like view,
@@ -155,11 +169,11 @@ def evaluate_structure(releases: dict[str, Path], data_dir: Path, out_dir: Path,
             truths.append(pooled_occupancy(npz["cells"], STRUCTURE_GRID))
     out_dir.mkdir(parents=True, exist_ok=True)
     summary, lines = {}, []
-    runs = [(f"{name}@g{g:g}", release, g) for name, release in releases.items() for g in guidance] or [
-        (name, release, None) for name, release in releases.items()]
-    for name, release, strength in runs:
+    runs = [(f"{name}@{sampler_label(o)}", release, o) for name, release in releases.items()
+            for o in samplers] or [(name, release, None) for name, release in releases.items()]
+    for name, release, overrides in runs:
         log.info("stage 1 of %s on %d objects", name, len(ids))
-        predicted = sample_structures(release, pictures, device=device, seed=seed, guidance=strength)
+        predicted = sample_structures(release, pictures, device=device, seed=seed, overrides=overrides)
         scores = [score_structure(i, np.zeros_like(t), t, error=p) if isinstance(p, str)
                   else score_structure(i, p, t) for i, p, t in zip(ids, predicted, truths)]
         lines += [json.dumps({"release": name, **asdict(s)}) for s in scores]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -44,3 +46,35 @@ def test_scores_of_exact_partial_and_shifted_predictions():
 def test_mismatched_grids_are_an_error():
     with pytest.raises(ValueError, match="grids differ"):
         score_structure("a", np.zeros((8, 8, 8), bool), np.zeros((4, 4, 4), bool))
+
+
+def test_sampler_labels_name_the_settings_given():
+    from backend.pipeline.api import SamplerOverrides
+    from backend.train.structure_eval import sampler_label
+
+    assert sampler_label(SamplerOverrides()) == "default"
+    assert sampler_label(SamplerOverrides(guidance_strength=5.0, steps=25)) == "g5,s25"
+    assert sampler_label(SamplerOverrides(rescale_t=3.0, guidance_rescale=0.0)) == "t3,r0"
+
+
+def test_the_sweep_flags_reach_the_evaluation_as_every_combination(tmp_path, monkeypatch):
+    import importlib.util
+
+    from backend.pipeline.api import SamplerOverrides
+
+    path = Path(__file__).parents[2] / "scripts" / "eval_structure.py"
+    spec = importlib.util.spec_from_file_location("eval_structure", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    seen = {}
+
+    def fake_evaluate(releases, *args, **kwargs):
+        seen.update(kwargs, releases=releases)
+        return {}
+
+    monkeypatch.setattr(script, "evaluate_structure", fake_evaluate)
+    common = ["--release", str(tmp_path), "--data", str(tmp_path), "--out", str(tmp_path / "out")]
+    assert script.main(common + ["--guidance", "3", "5", "--steps", "25", "--rescale-t", "1", "3"]) == 0
+    assert seen["samplers"] == [SamplerOverrides(guidance_strength=g, steps=25, rescale_t=t)
+                                for g in (3.0, 5.0) for t in (1.0, 3.0)]
+    assert list(seen["releases"]) == ["trained"]  # a sweep has no random baseline
