@@ -18,6 +18,7 @@ import torch
 
 from backend import protocol
 from backend.geometry.axes import to_z_up_matrix
+from backend.sparse import SparseTensor
 
 from .accelerator import resolve_device
 from .api import (
@@ -33,7 +34,7 @@ from .errors import InputError, OutOfMemoryError
 from .export import export_generated, export_retextured
 from .export.result_files import free_name
 from .image import BackgroundRemover, load_and_preprocess
-from .image_to_3d import image_to_assets
+from .image_to_3d import image_to_assets, norms
 from .licences import check_background_removal, commercial_safe_export
 from .model_source import ModelProvenance
 from .process_memory import peak_rss_bytes
@@ -42,7 +43,7 @@ from .rembg import BiRefNetRemover
 from .retexture import retexture_voxels, work_frame
 from .runtime import ModelStore, Runtime
 from .sampler import make_generator
-from .stages import DecodedAsset
+from .stages import LR_RESOLUTION, DecodedAsset, decode
 from .structure import FlowStructure, StructureSampler
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,31 @@ class Trellis2Generator:
                     assets.append(result)
                 tracker.end()
         return JobResult(assets, dict(tracker.seconds), self._peak_memory())
+
+    def warm_up(self, cancel: CancelToken | None = None) -> bool:
+        """Compile (and tune) the GPU kernels a first job would, so it does not wait for them.
+
+        Where the sparse convolutions run as Triton kernels, the shape and texture decoders run once
+        on a 4^3 block of latent voxels with random latents: that compiles every kernel variant (layer
+        widths, precision) a decode of any size launches, and Triton's disk cache keeps them for later
+        processes. Elsewhere nothing is compiled, and False is returned.
+        """
+        store = self.store
+        if store.conv_backend != "triton":
+            return False
+        shape_decoder, tex_decoder = store.get("shape_slat_decoder"), store.get("tex_slat_decoder")
+        shape_norm, tex_norm = norms(store.config)
+        block = torch.stack(torch.meshgrid(*[torch.arange(14, 18)] * 3, indexing="ij"), -1).reshape(-1, 3)
+        coords = torch.cat([torch.zeros(len(block), 1, dtype=torch.long), block], 1).int().to(store.device)
+        gen = make_generator(0)
+        noise = [torch.randn(len(block), n.mean.shape[1], generator=gen) for n in (shape_norm, tex_norm)]
+        with torch.no_grad(), store.on_device(shape_decoder, tex_decoder):
+            shape = shape_norm.denormalize(SparseTensor(coords, noise[0].to(store.device), batch_size=1))
+            texture = tex_norm.denormalize(shape.replace(noise[1].to(store.device)))
+            if cancel is not None:
+                cancel.check()
+            decode(shape_decoder, tex_decoder, shape, texture, LR_RESOLUTION)
+        return True
 
     def decode(self, request: GenerateRequest, cancel: CancelToken | None = None) -> list[DecodedAsset]:
         """The decoded samples of the first object of ``request`` (all its images with

@@ -390,3 +390,24 @@ class Service:
         self._send(protocol.Log(job=job.id, level="info",
                                 message=f"models loaded from {paths.model_dir} ({provenance.source}) "
                                         f"in {seconds:.1f} s"))
+        self._warm_up(job)
+
+    def _warm_up(self, job: _Job) -> None:
+        """Let the loaded generator compile its GPU kernels now (``warm_up()``, where it has one), so
+        the first generation does not wait for them; a failure is only logged (that job would then
+        compile them itself, or report the same error)."""
+        warm_up = getattr(self._generator, "warm_up", None)
+        if warm_up is None:
+            return
+        started = time.monotonic()
+        try:
+            compiled = warm_up()
+        except Exception as exc:  # noqa: BLE001 - the models are loaded; the first job will tell
+            log.warning("kernel warm-up failed: %s", exc, exc_info=True)
+            self._send(protocol.Log(job=job.id, level="warning",
+                                    message=f"GPU kernel warm-up failed ({type(exc).__name__}: {exc}); the "
+                                            "first job compiles them instead"))
+            return
+        if compiled:
+            self._send(protocol.Log(job=job.id, level="info",
+                                    message=f"GPU kernels ready in {time.monotonic() - started:.1f} s"))

@@ -10,6 +10,9 @@ request's ``name`` picks a behaviour:
 - ``"oom"``: raise an exception named ``OutOfMemoryError`` (as torch's is);
 - ``"noisy"``: print to stdout and write straight to file descriptor 1 (must not reach the protocol);
 - ``"exit"``: end the process at once with exit code 3 (a crash).
+
+After loading, the server calls :meth:`FakeGenerator.warm_up`, which fails when the model folder
+holds a ``warm_up_fails`` file.
 """
 
 from __future__ import annotations
@@ -36,6 +39,14 @@ class FakeGenerator:
         marker = spec.paths.model_dir / "fail_to_load"
         if marker.exists():
             raise RuntimeError(f"cannot load: {marker.read_text()}")
+
+    def warm_up(self) -> bool:
+        """Like the pipeline's: True after "compiling"; a ``warm_up_fails`` file in the model folder
+        makes it raise with that file's text."""
+        marker = self.spec.paths.model_dir / "warm_up_fails"
+        if marker.exists():
+            raise RuntimeError(marker.read_text())
+        return True
 
     def generate(self, request: api.GenerateRequest, on_progress: api.ProgressCallback,
                  cancel: api.CancelToken) -> api.JobResult:

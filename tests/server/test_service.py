@@ -88,6 +88,27 @@ def test_jobs_run_in_order_and_failures_do_not_kill_the_server(backend: BackendC
     assert backend.alive
 
 
+def test_kernels_are_warmed_up_after_loading_and_a_failed_warm_up_only_warns(tmp_path: Path,
+                                                                               image: Path) -> None:
+    client = make_client(tmp_path)
+    client.start()
+    try:
+        model = tmp_path / "model"
+        model.mkdir()
+        events = client.wait(client.load(str(model)), 30)
+        logs = [e.message for e in _by_type(events, p.Log)]
+        assert events[-1].status == "ok" and any(m.startswith("GPU kernels ready in ") for m in logs)
+        (model / "warm_up_fails").write_text("no triton for this GPU")
+        events = client.wait(client.load(str(model)), 30)
+        warnings = [e.message for e in _by_type(events, p.Log) if e.level == "warning"]
+        assert events[-1].status == "ok"  # the models are loaded; the warm-up is only a head start
+        assert any("warm-up failed (RuntimeError: no triton for this GPU)" in m for m in warnings)
+        events = client.wait(client.generate([str(image)], str(tmp_path / "o")), 30)
+        assert events[-1].status == "ok"
+    finally:
+        assert client.stop() == 0
+
+
 def test_request_errors(tmp_path: Path, image: Path) -> None:
     # No bundled release: an unavailable official model is an error here, not a fallback.
     client = make_client(tmp_path, FAKE, "--bundled-release", str(tmp_path / "no_mini"))
