@@ -16,7 +16,8 @@ K log2-buckets on either side of each count (objects differ in size).
 
 Each case runs the production autotuner (``kernels.sparse_conv.ops.autotuner``, the shipped
 table bypassed); the winners are read from its ``cache`` and merged into the table under
-``torch.cuda.get_device_name()``, written atomically (temporary file, then rename). Existing
+``torch.cuda.get_device_name()``, written atomically (temporary file, then rename) after every key,
+so a run cut short keeps the keys it finished. Existing
 entries of other devices and other keys are kept; a key tuned again is replaced.
 """
 
@@ -149,8 +150,9 @@ def merge_into_table(path: Path, device_name: str, entries: dict[str, dict[str, 
     return table
 
 
-def tune(cases, log) -> tuple[dict[str, dict[str, int]], dict[str, list]]:
-    """Autotune each case; the winners and the candidates' timings, by table key."""
+def tune(cases, log, on_key=None) -> tuple[dict[str, dict[str, int]], dict[str, list]]:
+    """Autotune each case; the winners and the candidates' timings, by table key. ``on_key(entries)``
+    runs after each key (the caller stores what is done, so a cut-short run keeps it)."""
     from backend.sparse.neighbors import build_neighbor_map
     from kernels.sparse_conv.ops import autotuner, subm_conv3d
 
@@ -182,6 +184,8 @@ def tune(cases, log) -> tuple[dict[str, dict[str, int]], dict[str, list]]:
                               key=lambda ct: ct[1] if isinstance(ct[1], float) else ct[1][0])
         log(f"{key}  N={n:,} level {shape.level}  -> {entries[key]}  ({time.perf_counter() - start:.1f} s)")
         del feats, weight, bias
+        if on_key is not None:
+            on_key(entries)
     return entries, timings
 
 
@@ -210,8 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("tune_sparse_conv: needs a CUDA GPU (or --dry-run)")
     device_name = torch.cuda.get_device_name()
     log(f"tuning on {device_name!r}")
-    entries, timings = tune(cases, log)
-    merge_into_table(args.out, device_name, entries)
+    entries, timings = tune(cases, log, lambda done: merge_into_table(args.out, device_name, done))
     log(f"wrote {len(entries)} configs for {device_name!r} to {args.out}:")
     log(json.dumps(entries, indent=1, sort_keys=True))
     if args.timings:
