@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             row["error"] = f"{type(exc).__name__}: {exc}"
         rows.append(row)
         log.info("%s", row)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        args.out.mkdir(parents=True, exist_ok=True)  # after every object: a run cut short keeps them
+        (args.out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     ok = [r for r in rows if "error" not in r]
     lines = [f"FP8 block linears vs the {args.device}'s own precision: {len(ok)} of {len(rows)} held-out "
              f"objects, seed {args.seed}", "", "| measure | mean | median |", "|---|---|---|"]
