@@ -791,11 +791,12 @@ def test_stage_one_evaluation_scores_every_object_against_its_own_occupancy(tdat
 
 
 def test_stage_one_guidance_sweep_scores_the_release_once_per_strength(tdata, flow_runs, tmp_path):
+    from backend.pipeline.api import SamplerOverrides
     from backend.train.structure_eval import evaluate_structure
 
     release = _assemble(tdata, flow_runs, tmp_path / "release")
     summary = evaluate_structure({"a": release}, tdata.data, tmp_path / "eval", split=None, limit=2,
-                                 guidance=(1.0, 7.5, 40.0))
+                                 samplers=[SamplerOverrides(guidance_strength=g) for g in (1.0, 7.5, 40.0)])
     lines = (tmp_path / "eval" / "structure_results.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines]
     assert sorted(summary) == ["a@g1", "a@g40", "a@g7.5"]
