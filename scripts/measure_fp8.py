@@ -41,9 +41,9 @@ from backend.pipeline.image_to_3d import norms, stage_params, view_conditions  #
 from backend.pipeline.runtime import Runtime  # noqa: E402
 from backend.pipeline.sampler import make_generator, sample  # noqa: E402
 from backend.pipeline.stages import decode, occupied_voxels, sample_shape, sample_texture  # noqa: E402
+from backend.train.structure_eval import STRUCTURE_GRID  # noqa: E402
 
 log = logging.getLogger("measure_fp8")
-STRUCTURE_GRID = 32  # the 512 pipeline's stage-1 grid
 PATHS = ("reference", "fp8")
 
 

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import torch
 
-SCRIPT = Path(__file__).parents[2] / "scripts" / "measure_fp8.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("measure_fp8", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.fixtures.scripts import load_script
 
 
 def test_measures():
-    m = _script()
+    m = load_script("measure_fp8")
     ref = torch.tensor([3.0, 4.0])
     assert m.relative_error(ref, ref) == 0.0
     assert math.isclose(m.relative_error(torch.tensor([3.0, 4.5]), ref), 0.1)  # |(0, .5)| / 5

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -58,14 +56,10 @@ def test_sampler_labels_name_the_settings_given():
 
 
 def test_the_sweep_flags_reach_the_evaluation_as_every_combination(tmp_path, monkeypatch):
-    import importlib.util
-
     from backend.pipeline.api import SamplerOverrides
+    from tests.fixtures.scripts import load_script
 
-    path = Path(__file__).parents[2] / "scripts" / "eval_structure.py"
-    spec = importlib.util.spec_from_file_location("eval_structure", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("eval_structure")
     seen = {}
 
     def fake_evaluate(releases, *args, **kwargs):

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
-SCRIPT = Path(__file__).parents[2] / "scripts" / "train_mini.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("train_mini", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.fixtures.scripts import load_script
 
 
 def test_new_runs_start_from_the_release_and_started_ones_resume(tmp_path):
-    script = _script()
+    script = load_script("train_mini")
     release = tmp_path / "release"
     args = SimpleNamespace(family="mini", device="cuda", init_from=release)
     started = tmp_path / "runs" / "shape_vae" / "ckpts"
