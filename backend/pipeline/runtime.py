@@ -84,10 +84,10 @@ class Runtime:
             (:mod:`backend.models.fp8`): for GPUs with FP8 tensor cores (compute capability 8.9+:
             Ada, Hopper); the CPU runs it too, slowly (to measure its quality cost). Opt-in: it
             changes results slightly (README: FP8).
-        compile_blocks: ``torch.compile`` each flow model's transformer blocks (one compiled
-            program shared by all blocks; after the first job whose token count differs, the
-            token count is symbolic, so later jobs reuse it). Opt-in until it is timed in the
-            product path on a GPU; if compiling fails, the blocks run eagerly (logged).
+        compile_blocks: ``torch.compile`` each flow model's transformer blocks (torch's automatic
+            dynamic shapes are meant to make the token count symbolic after the first job with
+            another count; how often it recompiles is not measured yet). Opt-in until it is timed
+            in the product path on a GPU; if compiling fails, the blocks run eagerly (logged).
     """
 
     model: str = DEFAULT_MODEL
