@@ -24,12 +24,23 @@ AttributeFn = Callable[[np.ndarray], np.ndarray]  # points [N, 3] -> attributes 
 
 def texel_points(vertices: np.ndarray, faces: np.ndarray, face_img: np.ndarray,
                  bary_img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """3-D points of covered texels. Returns ``(points [M, 3] float64, mask [H, W] bool)``."""
+    """3-D points of covered texels. Returns ``(points [M, 3] float64, mask [H, W] bool)``.
+
+    Each point is ``v0 w0 + v1 w1 + v2 w2`` in float64, added in that order. Coordinates are
+    gathered one axis at a time from contiguous columns: the ``[M, 3, 3]`` gather and
+    reduction this replaces took ~0.8 s for 2.4M texels, this ~0.3 s, with the same bits.
+    """
     mask = face_img >= 0
-    f = faces[face_img[mask]]  # [M, 3]
-    w = bary_img[mask].astype(np.float64)  # [M, 3]
-    pts = (vertices[f] * w[..., None]).sum(1)  # [M, 3]
-    return pts, mask
+    texels = np.flatnonzero(mask)
+    f = faces[face_img.reshape(-1)[texels]].T  # [3, M]
+    w = bary_img.reshape(-1, 3)[texels].T.astype(np.float64)  # [3, M]
+    columns = np.ascontiguousarray(np.asarray(vertices).T, np.float64)  # [3, V]
+    pts = np.empty((3, len(texels)))
+    for axis, c in enumerate(columns):
+        np.multiply(c[f[0]], w[0], out=pts[axis])
+        pts[axis] += c[f[1]] * w[1]
+        pts[axis] += c[f[2]] * w[2]
+    return np.ascontiguousarray(pts.T), mask
 
 
 def closest_point_on_triangles(p, a, b, c):
@@ -114,40 +125,89 @@ class SurfaceProjector:
 def dilate(image: np.ndarray, mask: np.ndarray, rings: int = 4, device: str = "cpu") -> np.ndarray:
     """Fill texels outside ``mask``: ``rings`` of 8-neighbour averaging, then the nearest texel.
 
-    The rings run in torch on ``device`` as exact float32 shifted sums (no convolution,
-    so no TF32 rounding); at 2048^2 x 6 channels scipy's float64 version took ~6 s on a
-    CPU core, a quarter of a 1M-face export.
+    Each ring gives every unfilled texel that touches a filled one the mean of its filled
+    3x3 neighbours, summed in float32 in a fixed order (row sums left to right, then rows top
+    to bottom). Only the ring's texels are visited (a few percent of a packed atlas): the
+    dense whole-image version took ~2 s of a 1M-face, 2048^2 export on 2 CPU cores, this one
+    gives the same bits in a few tens of milliseconds. The rest take the value of the
+    nearest filled texel (an exact Euclidean distance transform).
 
     Args:
         image: ``[H, W, C]`` float array; values outside ``mask`` are ignored.
         mask: ``[H, W]`` bool, True where ``image`` is valid.
+        device: accepted for callers that pass one; the work runs in numpy on the CPU.
     """
+    del device  # the ring work is too small to be worth a device round trip
     if mask.all() or not mask.any():
         return image.copy()
-    known = torch.from_numpy(np.ascontiguousarray(mask)).to(device)  # [H, W]
-    img = torch.from_numpy(np.ascontiguousarray(image, np.float32)).to(device)  # [H, W, C]
-    img = torch.where(known[..., None], img, 0.0)
-    for _ in range(rings):
-        sums = _box_sum(torch.cat([img, known[..., None].float()], -1))  # [H, W, C + 1]
-        total, count = sums[..., :-1], sums[..., -1:]
-        grow = ~known & (count[..., 0] > 0)
-        if not grow.any():
+    h, w = mask.shape
+    known = np.array(mask, dtype=bool)  # [H, W], grows ring by ring
+    out = np.array(image, dtype=np.float32)  # [H, W, C]; unfilled values are never read
+    ring = np.flatnonzero(_touches(known) & ~known)  # flat texels of the first ring
+    for r in range(rings):
+        if not len(ring):
             break
-        img = torch.where(grow[..., None], total / count.clamp(min=1.0), img)
-        known = known | grow
-    out, known_np = img.cpu().numpy(), known.cpu().numpy()
-    if not known_np.all():
-        _, (ri, ci) = ndimage.distance_transform_edt(~known_np, return_indices=True)
-        out = out[ri, ci]
-    return out.astype(image.dtype)
+        total, count = _neighbour_sums(out, known, ring // w, ring % w)
+        out.reshape(h * w, -1)[ring] = total / np.maximum(count, np.float32(1))[:, None]
+        known.reshape(-1)[ring] = True
+        if r + 1 < rings:  # the next ring: unfilled neighbours of this one
+            ring = _unknown_neighbours(known, ring // w, ring % w)
+    if not known.all():
+        ri, ci = ndimage.distance_transform_edt(~known, return_distances=False, return_indices=True)
+        hole = np.flatnonzero(~known)  # filled texels are their own nearest: only holes move
+        flat = out.reshape(h * w, -1)
+        flat[hole] = flat[ri.reshape(-1)[hole] * w + ci.reshape(-1)[hole]]
+    return out.astype(image.dtype, copy=False)
 
 
-def _box_sum(x: torch.Tensor) -> torch.Tensor:
-    """Sum over each texel's 3x3 neighbourhood (zeros outside the image) of ``x [H, W, C]``."""
-    h, w = x.shape[:2]
-    p = torch.nn.functional.pad(x, (0, 0, 1, 1, 1, 1))
-    rows = p[:, :w] + p[:, 1:w + 1] + p[:, 2:w + 2]  # [H + 2, W, C]; separable: 4 adds, not 8
-    return rows[:h] + rows[1:h + 1] + rows[2:h + 2]
+def _touches(known: np.ndarray) -> np.ndarray:
+    """``[H, W]`` True where a texel or one of its 8 neighbours is in ``known``."""
+    near = known.copy()
+    near[1:] |= known[:-1]
+    near[:-1] |= known[1:]
+    rows = near.copy()  # vertical neighbours first, then both of those shifted sideways
+    near[:, 1:] |= rows[:, :-1]
+    near[:, :-1] |= rows[:, 1:]
+    return near
+
+
+def _neighbour_sums(values: np.ndarray, known: np.ndarray, ii: np.ndarray,
+                    jj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of ``values [H, W, C]`` and of ``known`` over the 3x3 neighbourhood of texels ``(ii, jj)``.
+
+    Texels outside the image or ``known`` add zero; float32, added as a separable box sum over
+    a zero-filled image adds them (each row left + centre + right, then top + middle + bottom
+    rows), so results match it bit for bit.
+    """
+    h, w = known.shape
+    total = count = None
+    for di in (-1, 0, 1):
+        row_total = row_count = None
+        for dj in (-1, 0, 1):
+            i, j = ii + di, jj + dj
+            inside = (i >= 0) & (i < h) & (j >= 0) & (j < w)
+            i, j = np.clip(i, 0, h - 1), np.clip(j, 0, w - 1)
+            use = inside & known[i, j]
+            v = np.where(use[:, None], values[i, j], np.float32(0))  # [N, C]
+            k = use.astype(np.float32)  # [N]
+            row_total = v if row_total is None else row_total + v
+            row_count = k if row_count is None else row_count + k
+        total = row_total if total is None else total + row_total
+        count = row_count if count is None else count + row_count
+    return total, count
+
+
+def _unknown_neighbours(known: np.ndarray, ii: np.ndarray, jj: np.ndarray) -> np.ndarray:
+    """Sorted flat indices of the texels outside ``known`` among the 8 neighbours of ``(ii, jj)``."""
+    h, w = known.shape
+    found = []
+    for di in (-1, 0, 1):
+        for dj in (-1, 0, 1):
+            i, j = ii + di, jj + dj
+            inside = (i >= 0) & (i < h) & (j >= 0) & (j < w)
+            flat = i[inside] * w + j[inside]
+            found.append(flat[~known.reshape(-1)[flat]])
+    return np.unique(np.concatenate(found))
 
 
 def bake(vertices: np.ndarray, faces: np.ndarray, face_img: np.ndarray, bary_img: np.ndarray,
