@@ -8,6 +8,8 @@ neighbourhood shows up here.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -99,3 +101,33 @@ def test_texel_points_match_the_plain_reduction_bit_for_bit(atlas):
     assert np.array_equal(pts32, _texel_points_reference(v.astype(np.float32), faces, face, bary)[0])
     empty = np.full_like(face, -1)
     assert texel_points(v, faces, empty, bary)[0].shape == (0, 3)
+
+
+def _colours(points: np.ndarray) -> np.ndarray:
+    """Smooth attributes by position, with alpha below one on part of the surface (BLEND)."""
+    p = np.asarray(points, np.float64)
+    out = np.concatenate([np.clip(p + 0.5, 0, 1), np.clip(p[:, :2] * 2 + 0.5, 0, 1),
+                          np.where(p[:, 2:] > 0.2, 0.4, 1.0)], 1)
+    return out.astype(np.float32)
+
+
+@pytest.mark.parametrize("faces", [1_500, 100_000])  # decimated (with a normal map) and not
+def test_export_files_do_not_depend_on_the_worker_threads(tmp_path, faces):
+    from backend.pipeline.api import ExportOptions
+    from backend.pipeline.export import export_generated
+
+    m = uv_sphere(radius=0.4, rings=32, segments=64)
+    opts = ExportOptions(texture_size=128, faces=faces, unwrap="fast")
+    files = {}
+    for workers in (0, 3):
+        res = export_generated(m.vertices, m.faces, _colours, tmp_path / str(workers), "ball", opts,
+                               workers=workers)
+        files[workers] = {p.relative_to(tmp_path / str(workers)): p.read_bytes()
+                          for p in sorted((tmp_path / str(workers)).rglob("*")) if p.is_file()}
+        assert res.alpha_mode == "BLEND"
+    assert files[0].keys() == files[3].keys() and len(files[0]) >= 4
+    assert all(files[0][k] == files[3][k] for k in files[0])
+    # result.json (compared above) holds the QA report: the one made beside the bake equals the
+    # one made in line.
+    doc = json.loads(files[3][next(k for k in files[3] if k.name == "result.json")])
+    assert doc["qa"]["triangles"] == res.faces and doc["qa"]["shells"] >= 1

@@ -21,11 +21,12 @@ Both record a QA report of the written mesh in ``result.json`` (``"qa"``: the co
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +35,7 @@ import torch
 
 from backend.geometry import TriangleMesh, topology
 from backend.geometry.axes import Z_UP_TO_Y_UP
-from backend.geometry.inspect import mesh_report, remove_shells, uv_report
+from backend.geometry.inspect import MeshReport, mesh_report, remove_shells, uv_report
 from backend.meshio.images import encode_image
 from backend.ovoxel.cleanup import fill_holes
 
@@ -116,23 +117,37 @@ def clean_generated(vertices: np.ndarray, faces: np.ndarray,
 
 
 def qa_report(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, face_img: np.ndarray,
-              texture_size: int) -> dict:
-    """The asset's QA report (``result.json``'s ``"qa"``): topology and UV facts of the written mesh."""
+              texture_size: int, topology_report: MeshReport | None = None) -> dict:
+    """The asset's QA report (``result.json``'s ``"qa"``): topology and UV facts of the written mesh.
+
+    ``topology_report`` is ``mesh_report(vertices, faces)`` when the caller already has it.
+    """
     covered = float((face_img >= 0).mean())
-    return {**mesh_report(vertices, faces).as_json(),
-            **uv_report(vertices, faces, uvs, covered, texture_size)}
+    report = topology_report if topology_report is not None else mesh_report(vertices, faces)
+    return {**report.as_json(), **uv_report(vertices, faces, uvs, covered, texture_size)}
+
+
+def _start(pool: ThreadPoolExecutor | None, fn: Callable, *args) -> Future:
+    """``fn(*args)`` on ``pool``; without a pool it runs now and the future is already done."""
+    if pool is not None:
+        return pool.submit(fn, *args)
+    done: Future = Future()
+    done.set_result(fn(*args))
+    return done
 
 
 def _write(mesh: TriangleMesh, tex: TextureSet, blender_positions: np.ndarray | None,
            blender_normals: np.ndarray | None, out_dir: Path, name: str, options: ExportOptions,
-           double_sided: bool, result_fields: Mapping[str, object] | None = None) -> AssetResult:
+           double_sided: bool, result_fields: Mapping[str, object] | None = None,
+           pool: ThreadPoolExecutor | None = None) -> AssetResult:
     """GLB of ``mesh`` (already in the GLB frame, material attached) and the direct result folder
     (``result_fields`` are added to its ``result.json``). ``name`` must be one safe file-name
     component (see :func:`backend.pipeline.api.check_output_name`): every file lands inside
-    ``out_dir``. The files replace an earlier asset of the same name as a whole, or not at all."""
+    ``out_dir``. The files replace an earlier asset of the same name as a whole, or not at all.
+    With a ``pool`` the textures are encoded on it while the mesh buffers are written."""
     wanted = ((options.texture_format, options.write_glb), ("png", options.write_direct))
     formats = {fmt for fmt, on in wanted if on}
-    encode = _encode_once(tex, formats)
+    encode = _encode_once(tex, formats, pool)
     result = AssetResult(name=name, faces=mesh.num_faces, vertices=mesh.num_vertices,
                          texture_size=int(tex.base_color.shape[0]), alpha_mode=tex.alpha_mode)
     with StagedAsset(out_dir, name) as staged:  # all files in place, or none
@@ -149,22 +164,21 @@ def _write(mesh: TriangleMesh, tex: TextureSet, blender_positions: np.ndarray | 
     return result
 
 
-def _encode_once(tex: TextureSet, formats: set[str]) -> Callable[[np.ndarray, str], bytes]:
+def _encode_once(tex: TextureSet, formats: set[str],
+                 pool: ThreadPoolExecutor | None = None) -> Callable[[np.ndarray, str], bytes]:
     """An encoder that hands out each texture's file bytes, encoded once per format.
 
-    The GLB and the direct folder embed the same PNGs, and the encodes run in parallel
-    threads (Pillow's zlib releases the GIL): at 2048^2 they were a quarter of export time.
+    The GLB and the direct folder embed the same PNGs. With a ``pool`` every encode starts
+    on it at once (Pillow's zlib releases the GIL; at 2048^2 they were a quarter of export
+    time) and the encoder waits for the one asked for; without one they run here, in turn.
     """
     images = [img for img in (tex.base_color, tex.metallic_roughness, tex.normal) if img is not None]
-    jobs = [(img, fmt) for fmt in sorted(formats) for img in images]
-    if not jobs:
-        return encode_image
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        encoded = dict(zip([(id(img), fmt) for img, fmt in jobs], pool.map(lambda j: encode_image(*j), jobs)))
+    encoded = {(id(img), fmt): _start(pool, encode_image, img, fmt)
+               for fmt in sorted(formats) for img in images}
 
     def encode(img: np.ndarray, fmt: str) -> bytes:
-        cached = encoded.get((id(img), fmt))
-        return cached if cached is not None else encode_image(img, fmt)
+        job = encoded.get((id(img), fmt))
+        return job.result() if job is not None else encode_image(img, fmt)
 
     return encode
 
@@ -173,7 +187,7 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
                      name: str, options: ExportOptions, device: str = "cpu",
                      on_step: Callable[[str], None] | None = None,
                      result_fields: Mapping[str, object] | None = None,
-                     cancel: CancelToken | None = None) -> AssetResult:
+                     cancel: CancelToken | None = None, workers: int = 3) -> AssetResult:
     """Export a generated mesh given in the working frame (Z-up, unit cube).
 
     Args:
@@ -182,7 +196,20 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
         on_step: called with the name of each sub-step as it starts (for progress).
         result_fields: extra top-level fields of the direct result's ``result.json`` (``"model"``).
         cancel: stops the job while decimation or UV unwrapping runs.
+        workers: threads for the steps that run beside the main line (the QA topology report
+            during the bake, the texture encodes during the mesh write; three cover all of
+            them); 0 runs all in turn. The files do not depend on it.
     """
+    with ThreadPoolExecutor(workers) if workers > 0 else contextlib.nullcontext() as pool:
+        return _export_generated(vertices, faces, attributes, out_dir, name, options, device, on_step,
+                                 result_fields, cancel, pool)
+
+
+def _export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: AttributeFn, out_dir: Path,
+                      name: str, options: ExportOptions, device: str,
+                      on_step: Callable[[str], None] | None, result_fields: Mapping[str, object] | None,
+                      cancel: CancelToken | None, pool: ThreadPoolExecutor | None) -> AssetResult:
+    """:func:`export_generated` with its thread pool (None: every step in turn)."""
     step = on_step or (lambda _s: None)
     timings = ExportTimings()
     t = time.perf_counter()
@@ -205,6 +232,7 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
     uw = _unwrap(v, f, options, cancel)
     v_uv = v[uw.vmap]  # [V', 3] seam-split vertices
     normals = topology.vertex_normals(v, f)[uw.vmap]  # smooth normals shared across seams
+    topology_qa = _start(pool, mesh_report, v_uv, uw.faces)  # needs nothing of the bake: runs beside it
     t = timings.mark("unwrap", t)
     step("bake")
     face_img, bary_img = rasterize(uw.uvs, uw.faces, options.texture_size, options, device)
@@ -224,7 +252,8 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
                                          device=_compute_device(device))
             tex = dataclasses.replace(tex, normal=normal_tex)
     t = timings.mark("bake", t)
-    qa = {**qa_report(v_uv, uw.faces, uw.uvs, face_img, options.texture_size), "cleanup": cleaned}
+    qa = {**qa_report(v_uv, uw.faces, uw.uvs, face_img, options.texture_size, topology_qa.result()),
+          "cleanup": cleaned}
     result_fields = {**(result_fields or {}), "qa": qa}
     step("write")
     glb_tangents = None
@@ -236,7 +265,7 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
                             tangents=glb_tangents,
                             materials=[material(tex, options.double_sided)])
     result = _write(glb_mesh, tex, v_uv, normals, out_dir, name, options, options.double_sided,
-                    result_fields)
+                    result_fields, pool)
     timings.mark("write", t)
     result.extra["export_seconds"] = timings.seconds
     result.extra["coverage"] = float(mask.mean())
@@ -250,7 +279,7 @@ def export_retextured(mesh: TriangleMesh, to_work: Callable[[np.ndarray], np.nda
                       attributes: AttributeFn, out_dir: Path, name: str, options: ExportOptions,
                       to_blender: np.ndarray, device: str = "cpu",
                       result_fields: Mapping[str, object] | None = None,
-                      cancel: CancelToken | None = None) -> AssetResult:
+                      cancel: CancelToken | None = None, workers: int = 3) -> AssetResult:
     """Bake new PBR textures onto ``mesh`` (its own frame), keeping topology, UVs and placement.
 
     Args:
@@ -259,6 +288,7 @@ def export_retextured(mesh: TriangleMesh, to_work: Callable[[np.ndarray], np.nda
         to_blender: 3x3 rotation from the file frame to Blender's Z-up frame (direct result).
         result_fields: extra top-level fields of the direct result's ``result.json`` (``"model"``).
         cancel: stops the job while UV unwrapping runs.
+        workers: threads that encode the textures while the mesh is written; 0 encodes in turn.
     """
     verts = np.asarray(mesh.vertices, np.float64)
     faces = np.asarray(mesh.faces, np.int64)
@@ -282,8 +312,9 @@ def export_retextured(mesh: TriangleMesh, to_work: Callable[[np.ndarray], np.nda
     out = TriangleMesh(out_v, out_f, uvs=uvs, normals=np.asarray(normals, np.float32),
                        materials=[material(tex, double_sided=True)])
     blender_normals = (np.asarray(normals, np.float64) @ to_blender.T).astype(np.float32)
-    result = _write(out, tex, out_v @ to_blender.T, blender_normals, out_dir, name, options, True,
-                    result_fields)
+    with ThreadPoolExecutor(workers) if workers > 0 else contextlib.nullcontext() as pool:
+        result = _write(out, tex, out_v @ to_blender.T, blender_normals, out_dir, name, options, True,
+                        result_fields, pool)
     result.extra["coverage"] = float(mask.mean())
     result.extra["kept_uvs"] = mesh.uvs is not None
     result.extra["qa"] = qa
