@@ -16,7 +16,8 @@ import torch
 from scipy import ndimage
 
 from backend.pipeline.export import dilate, rasterize_uv
-from backend.pipeline.export.bake import texel_points
+from backend.pipeline.export.bake import bake_points, texel_points
+from backend.pipeline.export.material import to_u8
 from backend.pipeline.export.uv import fast_unwrap
 from tests.fixtures.meshes import uv_sphere
 
@@ -101,6 +102,26 @@ def test_texel_points_match_the_plain_reduction_bit_for_bit(atlas):
     assert np.array_equal(pts32, _texel_points_reference(v.astype(np.float32), faces, face, bary)[0])
     empty = np.full_like(face, -1)
     assert texel_points(v, faces, empty, bary)[0].shape == (0, 3)
+
+
+def test_bake_points_fill_matches_scatter_then_dense_dilation(atlas):
+    _, _, face, _ = atlas
+    mask = face >= 0
+    vals = np.random.default_rng(5).random((int(mask.sum()), 6)).astype(np.float32)
+    tex, out_mask = bake_points(np.zeros((len(vals), 3)), mask, lambda p: vals)
+    ref = np.zeros((*mask.shape, 6), np.float32)
+    ref[mask] = vals
+    assert out_mask is mask and np.array_equal(tex, _dense_dilate(ref, mask))
+    none = np.zeros_like(mask)
+    assert not bake_points(np.zeros((0, 3)), none, lambda p: np.zeros((0, 6)))[0].any()
+
+
+def test_to_u8_matches_the_one_expression_form(rng):
+    x = rng.random((64, 64, 6)) * 1.4 - 0.2  # out of range on both sides
+    x.reshape(-1)[:4] = [0.5 / 255, 1.5 / 255, 254.5 / 255, 1.0]  # ties round to even
+    for dtype in (np.float32, np.float64):
+        xd = x.astype(dtype)
+        assert np.array_equal(to_u8(xd), np.clip(np.rint(xd * 255.0), 0, 255).astype(np.uint8))
 
 
 def _colours(points: np.ndarray) -> np.ndarray:

@@ -140,9 +140,15 @@ def dilate(image: np.ndarray, mask: np.ndarray, rings: int = 4, device: str = "c
     del device  # the ring work is too small to be worth a device round trip
     if mask.all() or not mask.any():
         return image.copy()
+    out = np.array(image, dtype=np.float32)  # [H, W, C]; unfilled values are never read
+    _fill_in_place(out, mask, rings)
+    return out.astype(image.dtype, copy=False)
+
+
+def _fill_in_place(out: np.ndarray, mask: np.ndarray, rings: int) -> None:
+    """:func:`dilate` on a float32 ``out [H, W, C]`` itself (no copy of the image)."""
     h, w = mask.shape
     known = np.array(mask, dtype=bool)  # [H, W], grows ring by ring
-    out = np.array(image, dtype=np.float32)  # [H, W, C]; unfilled values are never read
     ring = np.flatnonzero(_touches(known) & ~known)  # flat texels of the first ring
     for r in range(rings):
         if not len(ring):
@@ -157,7 +163,6 @@ def dilate(image: np.ndarray, mask: np.ndarray, rings: int = 4, device: str = "c
         hole = np.flatnonzero(~known)  # filled texels are their own nearest: only holes move
         flat = out.reshape(h * w, -1)
         flat[hole] = flat[ri.reshape(-1)[hole] * w + ci.reshape(-1)[hole]]
-    return out.astype(image.dtype, copy=False)
 
 
 def _touches(known: np.ndarray) -> np.ndarray:
@@ -235,7 +240,10 @@ def bake_points(points: np.ndarray, mask: np.ndarray, attributes: AttributeFn, r
                 device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Bake ``attributes`` sampled at ``points [M, 3]``, the surface points of the ``M`` texels where
     ``mask [H, W]`` is True (row-major order); returns what :func:`bake` returns."""
-    vals = attributes(points).astype(np.float32)  # [M, C]
+    del device  # see dilate
+    vals = attributes(points).astype(np.float32, copy=False)  # [M, C]
     tex = np.zeros((*mask.shape, vals.shape[1]), np.float32)
-    tex[mask] = vals
-    return dilate(tex, mask, rings, device), mask
+    tex.reshape(-1, vals.shape[1])[np.flatnonzero(mask)] = vals
+    if mask.any() and not mask.all():
+        _fill_in_place(tex, mask, rings)  # the texture is ours: no copy, as dilate would make
+    return tex, mask

@@ -29,7 +29,11 @@ class TextureSet:
 
 
 def to_u8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+    """``[0, 1]`` floats -> uint8 (rounded, clipped); the steps run in place on one temporary."""
+    scaled = np.multiply(x, 255.0)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, 0, 255, out=scaled)
+    return scaled.astype(np.uint8)
 
 
 def decide_alpha_mode(alpha_u8: np.ndarray, mask: np.ndarray, requested: str = "auto") -> str:
