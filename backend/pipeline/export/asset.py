@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -216,6 +217,13 @@ def _export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attri
     step("clean")
     hi_v, hi_f = mesh_ops.weld(np.asarray(vertices, np.float64), np.asarray(faces, np.int64))
     hi_v, hi_f, cleaned = clean_generated(hi_v, hi_f, options)
+    projector = dense = None
+    if len(hi_f) > options.faces:  # decimation will move the surface: the bake re-projects onto this one
+        # Built while the decimation's child process runs (this process only waits for it).
+        build = functools.partial(SurfaceProjector, device=_compute_device(device))
+        projector = _start(pool, build, hi_v, hi_f)
+        if options.bake_normal_map:
+            dense = _start(pool, DenseSurface.from_mesh, hi_v, hi_f)
     v, f = mesh_ops.decimate(hi_v, hi_f, options.faces, cancel)
     if (options.remove_floaters or options.remove_inner_shells) and len(f) < len(hi_f):
         # Decimation can break thin parts into crumbs: the result must be free of what was asked.
@@ -224,7 +232,7 @@ def _export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attri
             cleaned.append(f"removed {len(f) - len(kept)} faces of floaters/inner shells after decimation")
             f = kept
     # Re-projection onto the full-resolution surface only matters when decimation moved it.
-    reference = SurfaceProjector(hi_v, hi_f, device=_compute_device(device)) if len(f) < len(hi_f) else None
+    reference = projector if projector is not None and len(f) < len(hi_f) else None
     v, f, _ = topology.remove_unreferenced(v, f)
     f = topology.orient_faces(v, f)
     t = timings.mark("clean_decimate", t)
@@ -242,13 +250,13 @@ def _export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attri
         tex = pack_textures(attrs, mask, options.alpha_mode)
     else:
         pts, mask = texel_points(v_uv, uw.faces, face_img, bary_img)
-        hit_points, hit_faces = reference.closest(pts)
+        hit_points, hit_faces = reference.result().closest(pts)
         attrs, mask = bake_points(hit_points, mask, attributes, device=_compute_device(device))
         tex = pack_textures(attrs, mask, options.alpha_mode)
         if options.bake_normal_map:
             tangents = vertex_tangents(v_uv, uw.faces, uw.uvs, normals)
             normal_tex = bake_normal_map(uw.faces, normals, tangents, face_img, bary_img,
-                                         DenseSurface.from_mesh(hi_v, hi_f), hit_points, hit_faces,
+                                         dense.result(), hit_points, hit_faces,
                                          device=_compute_device(device))
             tex = dataclasses.replace(tex, normal=normal_tex)
     t = timings.mark("bake", t)
