@@ -138,6 +138,10 @@ class ExportOptions:
     # default: it reuses the colour bake's projection onto the dense surface (one more texture
     # and a few array passes), and without it decimation visibly flattens fine relief.
     bake_normal_map: bool = True
+    # Threads for the export steps that run beside its main line (the QA topology report during
+    # the bake, the texture encodes during the mesh write; three cover all of them); 0 runs all in
+    # turn. The files written do not depend on it.
+    threads: int = 3
 
     def __post_init__(self) -> None:
         # The contract's limits (the server already refused these when decoding; the CLI did not).
@@ -148,6 +152,9 @@ class ExportOptions:
         if self.faces < protocol.MIN_FACES:
             raise PipelineError(f"the face target must be at least {protocol.MIN_FACES}, got {self.faces}",
                                 "choose another --faces")
+        if self.threads < 0:
+            raise PipelineError(f"export threads must be 0 or more, got {self.threads}",
+                                "choose another ExportOptions.threads")
 
 
 @dataclass(frozen=True)

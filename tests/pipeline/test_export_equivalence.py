@@ -138,11 +138,10 @@ def test_export_files_do_not_depend_on_the_worker_threads(tmp_path, faces):
     from backend.pipeline.export import export_generated
 
     m = uv_sphere(radius=0.4, rings=32, segments=64)
-    opts = ExportOptions(texture_size=128, faces=faces, unwrap="fast")
     files = {}
     for workers in (0, 3):
-        res = export_generated(m.vertices, m.faces, _colours, tmp_path / str(workers), "ball", opts,
-                               workers=workers)
+        opts = ExportOptions(texture_size=128, faces=faces, unwrap="fast", threads=workers)
+        res = export_generated(m.vertices, m.faces, _colours, tmp_path / str(workers), "ball", opts)
         files[workers] = {p.relative_to(tmp_path / str(workers)): p.read_bytes()
                           for p in sorted((tmp_path / str(workers)).rglob("*")) if p.is_file()}
         assert res.alpha_mode == "BLEND"
@@ -152,3 +151,11 @@ def test_export_files_do_not_depend_on_the_worker_threads(tmp_path, faces):
     # one made in line.
     doc = json.loads(files[3][next(k for k in files[3] if k.name == "result.json")])
     assert doc["qa"]["triangles"] == res.faces and doc["qa"]["shells"] >= 1
+
+
+def test_negative_export_threads_are_refused_naming_the_setting():
+    from backend.pipeline.api import ExportOptions, PipelineError
+
+    with pytest.raises(PipelineError, match="export threads") as err:
+        ExportOptions(threads=-1)
+    assert "ExportOptions.threads" in str(err.value.hint)

@@ -188,7 +188,7 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
                      name: str, options: ExportOptions, device: str = "cpu",
                      on_step: Callable[[str], None] | None = None,
                      result_fields: Mapping[str, object] | None = None,
-                     cancel: CancelToken | None = None, workers: int = 3) -> AssetResult:
+                     cancel: CancelToken | None = None) -> AssetResult:
     """Export a generated mesh given in the working frame (Z-up, unit cube).
 
     Args:
@@ -197,11 +197,8 @@ def export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attrib
         on_step: called with the name of each sub-step as it starts (for progress).
         result_fields: extra top-level fields of the direct result's ``result.json`` (``"model"``).
         cancel: stops the job while decimation or UV unwrapping runs.
-        workers: threads for the steps that run beside the main line (the QA topology report
-            during the bake, the texture encodes during the mesh write; three cover all of
-            them); 0 runs all in turn. The files do not depend on it.
     """
-    with ThreadPoolExecutor(workers) if workers > 0 else contextlib.nullcontext() as pool:
+    with ThreadPoolExecutor(options.threads) if options.threads > 0 else contextlib.nullcontext() as pool:
         return _export_generated(vertices, faces, attributes, out_dir, name, options, device, on_step,
                                  result_fields, cancel, pool)
 
@@ -287,7 +284,7 @@ def export_retextured(mesh: TriangleMesh, to_work: Callable[[np.ndarray], np.nda
                       attributes: AttributeFn, out_dir: Path, name: str, options: ExportOptions,
                       to_blender: np.ndarray, device: str = "cpu",
                       result_fields: Mapping[str, object] | None = None,
-                      cancel: CancelToken | None = None, workers: int = 3) -> AssetResult:
+                      cancel: CancelToken | None = None) -> AssetResult:
     """Bake new PBR textures onto ``mesh`` (its own frame), keeping topology, UVs and placement.
 
     Args:
@@ -296,7 +293,6 @@ def export_retextured(mesh: TriangleMesh, to_work: Callable[[np.ndarray], np.nda
         to_blender: 3x3 rotation from the file frame to Blender's Z-up frame (direct result).
         result_fields: extra top-level fields of the direct result's ``result.json`` (``"model"``).
         cancel: stops the job while UV unwrapping runs.
-        workers: threads that encode the textures while the mesh is written; 0 encodes in turn.
     """
     verts = np.asarray(mesh.vertices, np.float64)
     faces = np.asarray(mesh.faces, np.int64)
@@ -320,7 +316,7 @@ def export_retextured(mesh: TriangleMesh, to_work: Callable[[np.ndarray], np.nda
     out = TriangleMesh(out_v, out_f, uvs=uvs, normals=np.asarray(normals, np.float32),
                        materials=[material(tex, double_sided=True)])
     blender_normals = (np.asarray(normals, np.float64) @ to_blender.T).astype(np.float32)
-    with ThreadPoolExecutor(workers) if workers > 0 else contextlib.nullcontext() as pool:
+    with ThreadPoolExecutor(options.threads) if options.threads > 0 else contextlib.nullcontext() as pool:
         result = _write(out, tex, out_v @ to_blender.T, blender_normals, out_dir, name, options, True,
                         result_fields, pool)
     result.extra["coverage"] = float(mask.mean())
