@@ -105,6 +105,9 @@ def shared_edge_pairs(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
 
     An edge used by ``k`` faces gives ``k - 1`` pairs, a chain in face order, and ``uses`` holds
     that ``k`` for each pair. Pairs come sorted by edge (low vertex, then high vertex).
+    Flipping faces' windings moves half-edges within their faces but leaves the face pairs
+    ``(ha // 3, hb // 3)`` and ``uses`` as they were, so callers that only need those (UV
+    charts after :func:`orient_faces`) can reuse the pairs of the unflipped faces.
     """
     _, key = half_edges(faces)
     order = np.argsort(key, kind="stable")
@@ -115,13 +118,15 @@ def shared_edge_pairs(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     return order[:-1][same], order[1:][same], uses[:-1][same]
 
 
-def manifold_face_pairs(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def manifold_face_pairs(faces: np.ndarray, pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The faces across each edge used by exactly two (different) faces: ``(fa, fb, disagree)``.
 
     ``disagree`` is True where both faces traverse the shared edge in the same direction, i.e.
     their windings are inconsistent. Non-manifold edges (three or more uses) are left out.
+    ``pairs`` is ``shared_edge_pairs(faces)`` when the caller already has it.
     """
-    ha, hb, uses = shared_edge_pairs(faces)
+    ha, hb, uses = pairs if pairs is not None else shared_edge_pairs(faces)
     ha, hb = ha[uses == 2], hb[uses == 2]
     fa, fb = ha // 3, hb // 3
     ok = fa != fb
@@ -129,19 +134,21 @@ def manifold_face_pairs(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     return fa[ok], fb[ok], (start[ha] == start[hb])[ok]
 
 
-def orient_faces(vertices: np.ndarray, faces: np.ndarray, outward: bool = True) -> np.ndarray:
+def orient_faces(vertices: np.ndarray, faces: np.ndarray, outward: bool = True,
+                 pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Faces flipped so that neighbours across every manifold edge agree on orientation.
 
     Works per connected component (through manifold edges); non-manifold edges impose no
     constraint and a non-orientable piece keeps its windings. With ``outward``, components
     with negative signed volume are flipped as a whole (for closed components this makes
-    normals point outside).
+    normals point outside). ``pairs`` is ``shared_edge_pairs(faces)`` when the caller has it
+    (the export computes it once for this and for the UV charts).
     """
     f = np.asarray(faces, np.int64)
     nf = len(f)
     if nf == 0:
         return f.copy()
-    fa, fb, disagree = manifold_face_pairs(f)
+    fa, fb, disagree = manifold_face_pairs(f, pairs)
     # Doubled graph: node i is face i as stored, node i + nf the same face flipped. Agreeing
     # neighbours join like with like, disagreeing ones join each to the other's flip.
     state = connected_labels(np.stack([np.concatenate([fa, fa + nf]),

@@ -109,3 +109,26 @@ def test_shared_edge_pairs_chain_the_faces_of_each_edge():
     for a, b, n in zip(ha, hb, uses):
         edge = tuple(sorted(corners[a]))
         assert edge == tuple(sorted(corners[b])) and count[edge] == n and a // 3 < b // 3
+
+
+def test_face_pairs_of_shared_edges_do_not_change_when_windings_flip(rng):
+    from backend.pipeline.export.uv import fast_unwrap
+
+    m = uv_sphere(rings=12, segments=24)
+    extra = np.array([[0, 1, 30], [1, 0, 31], [5, 5, 6]])  # a non-manifold fin pair and a degenerate face
+    faces = np.concatenate([m.faces, extra])
+    flip = rng.random(len(faces)) < 0.5
+    flipped = np.where(flip[:, None], faces[:, ::-1], faces)
+    ha, hb, uses = shared_edge_pairs(faces)
+    fa, fb, f_uses = shared_edge_pairs(flipped)
+    assert not np.array_equal(ha, fa)  # half-edges moved within their faces...
+    assert np.array_equal(ha // 3, fa // 3) and np.array_equal(hb // 3, fb // 3)  # ...faces did not
+    assert np.array_equal(uses, f_uses)
+    pairs = shared_edge_pairs(flipped)
+    oriented = orient_faces(m.vertices, flipped, pairs=pairs)
+    assert np.array_equal(oriented, orient_faces(m.vertices, flipped))
+    # The export reuses the pairs of the faces before orienting for the UV charts.
+    reused = fast_unwrap(m.vertices, oriented, texture_size=128, pairs=pairs)
+    fresh = fast_unwrap(m.vertices, oriented, texture_size=128)
+    for got, want in zip((reused.vmap, reused.faces, reused.uvs), (fresh.vmap, fresh.faces, fresh.uvs)):
+        assert np.array_equal(got, want)

@@ -91,13 +91,13 @@ def _compute_device(device: str) -> str:
 
 
 def _unwrap(vertices: np.ndarray, faces: np.ndarray, options: ExportOptions,
-            cancel: CancelToken | None = None) -> Unwrapped:
+            cancel: CancelToken | None = None, pairs: tuple | None = None) -> Unwrapped:
     method = options.unwrap
     if method == "auto":
         method = "xatlas" if len(faces) <= XATLAS_MAX_FACES else "fast"
     if method == "xatlas":
         return unwrap(vertices, faces, options.texture_size, cancel=cancel)
-    return fast_unwrap(vertices, faces, options.texture_size)
+    return fast_unwrap(vertices, faces, options.texture_size, pairs=pairs)
 
 
 def clean_generated(vertices: np.ndarray, faces: np.ndarray,
@@ -231,10 +231,11 @@ def _export_generated(vertices: np.ndarray, faces: np.ndarray, attributes: Attri
     # Re-projection onto the full-resolution surface only matters when decimation moved it.
     reference = projector if projector is not None and len(f) < len(hi_f) else None
     v, f, _ = topology.remove_unreferenced(v, f)
-    f = topology.orient_faces(v, f)
+    pairs = topology.shared_edge_pairs(f)  # for orienting and for the UV charts
+    f = topology.orient_faces(v, f, pairs=pairs)
     t = timings.mark("clean_decimate", t)
     step("unwrap")
-    uw = _unwrap(v, f, options, cancel)
+    uw = _unwrap(v, f, options, cancel, pairs)
     v_uv = v[uw.vmap]  # [V', 3] seam-split vertices
     normals = topology.vertex_normals(v, f)[uw.vmap]  # smooth normals shared across seams
     topology_qa = _start(pool, mesh_report, v_uv, uw.faces)  # needs nothing of the bake: runs beside it

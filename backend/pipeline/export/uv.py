@@ -92,7 +92,8 @@ _PLANE = {0: (1, 2, 1.0), 1: (1, 2, -1.0), 2: (2, 0, 1.0), 3: (2, 0, -1.0), 4: (
 
 
 def fast_unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int = 2048,
-                padding: int = 2, fill: float = 1.0) -> Unwrapped:
+                padding: int = 2, fill: float = 1.0,
+                pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Unwrapped:
     """Axis-projection charts + shelf packing: seconds for a million faces (xatlas takes minutes).
 
     Each face joins the one of six axis directions its normal is closest to; isolated faces
@@ -101,6 +102,9 @@ def fast_unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int = 204
     faces with equal direction become charts, projected orthographically along that axis.
     Charts keep one texel density and are packed in shelves with ``padding`` texels around
     each (less padding when there are too many charts for it; see :func:`_shelf_pack`).
+    ``pairs`` is :func:`backend.geometry.topology.shared_edge_pairs` of ``faces``, or of the
+    same faces before windings were flipped (only the face of each half-edge is used), when
+    the caller already has it.
     """
     from scipy import sparse
     from scipy.sparse import csgraph
@@ -110,7 +114,7 @@ def fast_unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int = 204
     normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # [F, 3]
     cosines = normal @ _AXES.T / np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-30)  # [F, 6]
     # Face pairs sharing an edge.
-    ha, hb, _ = shared_edge_pairs(faces)
+    ha, hb, _ = pairs if pairs is not None else shared_edge_pairs(faces)
     a, b = ha // 3, hb // 3
     label = _smooth_labels(np.argmax(cosines, axis=1), cosines, a, b)
     # Charts: faces sharing an edge and a label.
