@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-
 CPU_CHUNK_POINTS = 1 << 16  # points per pass on the CPU: the temporaries stay in cache
 
 
@@ -53,7 +52,8 @@ class CoordIndex:
         """[..., 3] coords -> [...] int64 row index into the original coords, -1 where absent."""
         return self.find_z_pairs(self.keys(coords), with_up=False)[0]
 
-    def find_z_pairs(self, keys: torch.Tensor, with_up: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def find_z_pairs(self, keys: torch.Tensor,
+                     with_up: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Rows of the voxels with keys ``keys`` and ``keys + 1`` (the z neighbour), -1 where absent.
 
         ``keys`` are keys of the padded grid (see the class) or -1, which finds nothing.
@@ -91,7 +91,9 @@ def _sample_torch(coords: torch.Tensor, attrs: torch.Tensor, resolution: int, po
              for s in range(0, len(points), chunk)]
     if len(parts) == 1:
         return parts[0]
-    return torch.cat(parts) if parts else torch.zeros(0, attrs.shape[1], dtype=attrs.dtype, device=attrs.device)
+    if not parts:
+        return torch.zeros(0, attrs.shape[1], dtype=attrs.dtype, device=attrs.device)
+    return torch.cat(parts)
 
 
 def _sample_chunk(attrs: torch.Tensor, index: CoordIndex, points: torch.Tensor, origin: torch.Tensor,

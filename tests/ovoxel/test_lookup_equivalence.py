@@ -102,8 +102,8 @@ def test_lookup_matches_the_eight_corner_reference_bit_for_bit(rng, resolution):
     assert (got[:n].abs().sum(1) > 0).float().mean() > 0.5  # most probes do see voxels
     # float64 attributes, and the numpy entry point (float32 attributes)
     a64 = attrs.double()
-    assert _same_bits(sample_attributes(coords, a64, resolution, points), _reference_sample(coords, a64, resolution,
-                                                                                            points))
+    ref64 = _reference_sample(coords, a64, resolution, points)
+    assert _same_bits(sample_attributes(coords, a64, resolution, points), ref64)
     got_np = sample_attributes(coords.numpy(), attrs.numpy(), resolution, points.numpy())
     assert np.array_equal(got_np.view(np.uint32), ref.numpy().view(np.uint32))
 
@@ -113,7 +113,8 @@ def test_lookup_matches_the_reference_with_repeated_and_out_of_grid_voxels(rng):
     coords = torch.from_numpy(rng.integers(-2, r + 2, (3000, 3)))  # repeats and out-of-grid rows
     attrs = torch.from_numpy(rng.random((len(coords), 6)).astype(np.float32))
     points = torch.from_numpy(rng.uniform(-0.6, 0.6, (20_000, 3)).astype(np.float32))
-    assert _same_bits(sample_attributes(coords, attrs, r, points), _reference_sample(coords, attrs, r, points))
+    ref = _reference_sample(coords, attrs, r, points)
+    assert _same_bits(sample_attributes(coords, attrs, r, points), ref)
     queries = torch.from_numpy(rng.integers(-3, r + 3, (5000, 3)))
     assert torch.equal(CoordIndex(coords, r).find(queries), _ReferenceIndex(coords, r).find(queries))
 

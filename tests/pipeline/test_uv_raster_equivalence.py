@@ -5,9 +5,11 @@ box is a candidate for the edge-function test. The current one only enumerates, 
 row, the centres within the triangle's span (plus a slack). Output must match exactly (face
 ids and barycentric bits), which also checks that overlapping triangles still resolve to the
 later face: on a packed atlas, on random triangles from sub-texel to texture size, on needles
-and slivers, on edges that run through texel centres, and with UVs outside [0, 1]. The reference runs in one thread: its assignment with repeated
-targets (texel centres on shared edges) left the winner to thread timing, which the current one
-resolves as "later face wins" in any thread count.
+and slivers, on edges that run through texel centres, and with UVs outside [0, 1].
+
+The reference runs in one thread: its assignment with repeated targets (texel centres on
+shared edges) left the winner to thread timing, which the current one resolves as "later
+face wins" in any thread count.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ def _reference_rasterize(uvs, faces, height, width):
 
 
 def _assert_same(uvs: np.ndarray, faces: np.ndarray, height: int, width: int, **kwargs) -> torch.Tensor:
-    u, f = torch.from_numpy(np.ascontiguousarray(uvs, np.float32)), torch.from_numpy(np.asarray(faces, np.int64))
+    u = torch.from_numpy(np.ascontiguousarray(uvs, np.float32))
+    f = torch.from_numpy(np.asarray(faces, np.int64))
     face, bary = rasterize_uv(u, f, height, width, **kwargs)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -110,7 +113,8 @@ def test_row_spans_match_on_needles_slivers_and_edges_through_texel_centres(rng)
 
 def test_shared_texels_go_to_the_later_face_in_any_thread_count(rng):
     n, size = 20_000, 64  # many triangles on few texels: most texels are covered many times
-    uvs = (rng.uniform(0, 1, (n, 1, 2)) + rng.normal(0, 4 / size, (n, 3, 2))).reshape(-1, 2).astype(np.float32)
+    uvs = rng.uniform(0, 1, (n, 1, 2)) + rng.normal(0, 4 / size, (n, 3, 2))
+    uvs = uvs.reshape(-1, 2).astype(np.float32)
     u, f = torch.from_numpy(uvs), torch.arange(3 * n).reshape(-1, 3)
     threads = torch.get_num_threads()
     try:

@@ -87,7 +87,6 @@ def _row_spans(tri, area2, j0, j1, i0, rows, start, stop):
     px): a bound on how far rounding can move the inside test's edges, which for needles
     reaches whole texels; clipped to the bounding box.
     """
-    ids = torch.arange(start, stop, device=tri.device)
     n = rows[start:stop]
     local = torch.repeat_interleave(torch.arange(len(n), device=tri.device), n)  # [R] face - start
     offsets = torch.cumsum(n, 0) - n
@@ -102,7 +101,8 @@ def _row_spans(tri, area2, j0, j1, i0, rows, start, stop):
     px = torch.where(usable, t[..., 0], torch.zeros_like(dx))
     py = torch.where(usable, t[..., 1], torch.zeros_like(dy))
     diagonal = (t.amax(1) - t.amin(1)).norm(dim=1) + 1
-    slack = (SPAN_SLACK_PX + 64 * torch.finfo(torch.float64).eps * diagonal**2 / edges.norm(dim=2).amin(1))[:, None]
+    shortest = edges.norm(dim=2).amin(1)
+    slack = (SPAN_SLACK_PX + 64 * torch.finfo(torch.float64).eps * diagonal**2 / shortest)[:, None]
     inward = torch.sign(area2[start:stop])[:, None] * dy  # < 0: a lower bound, > 0: an upper bound
     inf = torch.full_like(slope, float("inf"))
     below = torch.where(usable & (inward < 0), -slack, -inf)
