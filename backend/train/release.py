@@ -4,12 +4,14 @@
 ``NAME.safetensors`` in the dtypes the release stores (bf16 DiT block linears, fp16 VAE blocks, fp32
 elsewhere), exactly what ``backend.models.loading.load_model`` reads. :func:`assemble_release`
 puts the exported networks of the six training runs, the image encoder and the latent statistics
-together into ``pipeline.json`` + ``texturing_pipeline.json`` + ``ckpts/``.
+together into ``pipeline.json`` + ``texturing_pipeline.json`` + ``ckpts/``. Given a ``base``
+release, the runs may cover only some networks: every role they do not export is copied from the
+base (with its latent normalization), and the base's sampler settings are kept.
 
 Command line::
 
     python -m backend.train.release --output RELEASE --data DATA_DIR --image-encoder DIR \\
-        --runs RUN_DIR [RUN_DIR ...]
+        --runs RUN_DIR [RUN_DIR ...] [--base OLD_RELEASE]
 """
 
 from __future__ import annotations
@@ -45,6 +47,27 @@ _ROLE_OF_CLASS = {
     "FlexiDualGridVaeEncoder": "shape_slat_encoder",
     "SparseUnetVaeDecoder": "tex_slat_decoder",
 }
+
+
+# Every role a release needs, and where each sits in a release's (pipeline.json,
+# texturing_pipeline.json) "models" (one entry per role is enough to read a base release).
+_ROLE_KEYS = {
+    "sparse_structure_flow_model": ("pipeline", "sparse_structure_flow_model"),
+    "sparse_structure_decoder": ("pipeline", "sparse_structure_decoder"),
+    "shape_slat_flow_model": ("pipeline", "shape_slat_flow_model_512"),
+    "shape_slat_decoder": ("pipeline", "shape_slat_decoder"),
+    "tex_slat_flow_model": ("pipeline", "tex_slat_flow_model_512"),
+    "tex_slat_decoder": ("pipeline", "tex_slat_decoder"),
+    "shape_slat_encoder": ("texturing", "shape_slat_encoder"),
+}
+# The roles whose latents a normalization describes: it comes from the data's latent statistics
+# when any of them is newly trained, else from the base release (whose networks it was made for).
+_NORMALIZED_ROLES = {
+    "shape_slat_normalization": (
+        "shape", {"shape_slat_flow_model", "shape_slat_decoder", "shape_slat_encoder"}),
+    "tex_slat_normalization": ("pbr", {"tex_slat_flow_model", "tex_slat_decoder"}),
+}
+_SAMPLERS = ("sparse_structure_sampler", "shape_slat_sampler", "tex_slat_sampler")
 
 
 def ships_in_release(class_name: str) -> bool:
@@ -113,11 +136,40 @@ def _exports(run: Path) -> list[tuple[str, str, str]]:
     return out
 
 
+def _read_base(base: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """A base release's (pipeline args, texturing args, role -> ``ckpts/NAME``)."""
+    docs = {kind: json.loads((base / f"{kind}.json").read_text())["args"]
+            for kind in ("pipeline", "texturing_pipeline")}
+    docs["texturing"] = docs.pop("texturing_pipeline")
+    roles = {}
+    for role, (kind, key) in _ROLE_KEYS.items():
+        ref = docs[kind]["models"].get(key)
+        if ref is None:
+            raise ReleaseError(f"{base}: the base release has no {key} in its {kind} models")
+        roles[role] = ref
+    return docs["pipeline"], docs["texturing"], roles
+
+
 def assemble_release(
-    output: Path, runs: list[Path], data_dir: Path, image_encoder: Path, *, steps: int = 12
+    output: Path,
+    runs: list[Path],
+    data_dir: Path,
+    image_encoder: Path,
+    *,
+    steps: int = 12,
+    base: Path | None = None,
 ) -> Path:
-    """Build the release folder (see the module docstring); returns ``output``."""
+    """Build the release folder (see the module docstring); returns ``output``.
+
+    Without ``base`` the runs must export every role a release needs (else :class:`ReleaseError`).
+    With ``base`` (a release folder) each role the runs do not export is copied from it, a latent
+    normalization comes from the base when none of the networks it describes is new (the data
+    folder may then hold no statistics for those latents), and the base's sampler settings are
+    kept (``steps`` is then unused: they were chosen for the base's networks).
+    """
     output = Path(output)
+    if base is not None and Path(base).resolve() == output.resolve():
+        raise ReleaseError(f"{output}: the output must not be the base release")
     ckpts = output / "ckpts"
     ckpts.mkdir(parents=True, exist_ok=True)
     roles: dict[str, str] = {}
@@ -134,19 +186,36 @@ def assemble_release(
             for ext in (".json", ".safetensors"):
                 shutil.copy2(Path(run) / "export" / f"{name}{ext}", ckpts / f"{name}{ext}")
             roles[role] = f"ckpts/{name}"
-    needed = {
-        "sparse_structure_flow_model",
-        "sparse_structure_decoder",
-        "shape_slat_flow_model",
-        "shape_slat_decoder",
-        "tex_slat_flow_model",
-        "tex_slat_decoder",
-        "shape_slat_encoder",
-    }
-    missing = sorted(needed - set(roles))
+    new_roles = set(roles)
+    base_pipeline: dict[str, Any] = {}
+    base_texturing: dict[str, Any] = {}
+    if base is not None:
+        base = Path(base)
+        base_pipeline, base_texturing, base_roles = _read_base(base)
+        for role in sorted(set(base_roles) - new_roles):
+            ref = base_roles[role]
+            (output / ref).parent.mkdir(parents=True, exist_ok=True)
+            for ext in (".json", ".safetensors"):
+                shutil.copy2(base / f"{ref}{ext}", output / f"{ref}{ext}")
+            roles[role] = ref
+        log.info("from the runs: %s; from %s: %s", ", ".join(sorted(new_roles)) or "nothing", base,
+                 ", ".join(sorted(set(roles) - new_roles)) or "nothing")
+    missing = sorted(set(_ROLE_KEYS) - set(roles))
     if missing:
         raise ReleaseError(f"the runs given export no network for {', '.join(missing)}")
-    stats = json.loads((Path(data_dir) / "latent_stats.json").read_text())
+    normalization = {}
+    for key, (kind, described) in _NORMALIZED_ROLES.items():
+        if base is not None and not described & new_roles:
+            normalization[key] = base_pipeline[key]
+        else:
+            stats = json.loads((Path(data_dir) / "latent_stats.json").read_text())
+            normalization[key] = {"mean": stats[kind]["mean"], "std": stats[kind]["std"]}
+    samplers = {
+        "sparse_structure_sampler": _sampler(7.5, 0.7, [0.6, 1.0], 5.0, steps),
+        "shape_slat_sampler": _sampler(7.5, 0.5, [0.6, 1.0], 3.0, steps),
+        "tex_slat_sampler": _sampler(1.0, 0.0, [0.6, 0.9], 3.0, steps),
+    }
+    samplers.update({k: base_pipeline[k] for k in _SAMPLERS if k in base_pipeline})
     encoder_dir = output / "image_encoder"
     if encoder_dir.exists():
         shutil.rmtree(encoder_dir)
@@ -163,9 +232,7 @@ def assemble_release(
         "tex_slat_decoder": roles["tex_slat_decoder"],
     }
     common = {
-        "tex_slat_sampler": _sampler(1.0, 0.0, [0.6, 0.9], 3.0, steps),
-        "shape_slat_normalization": {"mean": stats["shape"]["mean"], "std": stats["shape"]["std"]},
-        "tex_slat_normalization": {"mean": stats["pbr"]["mean"], "std": stats["pbr"]["std"]},
+        **normalization,
         "image_cond_model": {"name": "DinoV3FeatureExtractor", "args": {"model_name": "image_encoder"}},
         "rembg_model": {"name": "BiRefNet", "args": {"model_name": "briaai/RMBG-2.0"}},
     }
@@ -173,8 +240,9 @@ def assemble_release(
         "name": "Trellis2ImageTo3DPipeline",
         "args": {
             "models": models,
-            "sparse_structure_sampler": _sampler(7.5, 0.7, [0.6, 1.0], 5.0, steps),
-            "shape_slat_sampler": _sampler(7.5, 0.5, [0.6, 1.0], 3.0, steps),
+            "sparse_structure_sampler": samplers["sparse_structure_sampler"],
+            "shape_slat_sampler": samplers["shape_slat_sampler"],
+            "tex_slat_sampler": samplers["tex_slat_sampler"],
             **common,
             "default_pipeline_type": "512",
         },
@@ -188,6 +256,7 @@ def assemble_release(
                 "tex_slat_flow_model_512": roles["tex_slat_flow_model"],
                 "tex_slat_flow_model_1024": roles["tex_slat_flow_model"],
             },
+            "tex_slat_sampler": base_texturing.get("tex_slat_sampler", samplers["tex_slat_sampler"]),
             **common,
         },
     }
@@ -207,11 +276,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="data folder (for latent_stats.json)")
     parser.add_argument("--image-encoder", type=Path, required=True, help="the image encoder folder to ship")
     parser.add_argument("--runs", type=Path, nargs="+", required=True, help="finished training run folders")
-    parser.add_argument("--steps", type=int, default=12, help="sampler steps per stage in pipeline.json")
+    parser.add_argument("--steps", type=int, default=12,
+                        help="sampler steps per stage in pipeline.json (without --base)")
+    parser.add_argument("--base", type=Path, default=None, metavar="RELEASE",
+                        help="take every network the runs do not export from this release (and keep "
+                             "its sampler settings)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        assemble_release(args.output, args.runs, args.data, args.image_encoder, steps=args.steps)
+        assemble_release(args.output, args.runs, args.data, args.image_encoder, steps=args.steps,
+                         base=args.base)
     except (ReleaseError, OSError, KeyError, ValueError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1

@@ -698,6 +698,72 @@ def test_release_assembles_and_generates_a_glb(tdata, flow_runs, tmp_path, monke
         assemble_release(tmp_path / "partial", partial, tdata.data, tdata.image_encoder)
 
 
+def _altered_release(tdata, flow_runs, out: Path) -> Path:
+    """A full release of the tiny runs whose weights, normalizations and sampler settings all
+    differ from the runs' (so anything a later release takes from it is recognisable)."""
+    from safetensors.torch import save_file
+
+    release = _assemble(tdata, flow_runs, out)
+    for weights in (release / "ckpts").glob("*.safetensors"):
+        save_file({k: v * 0.5 for k, v in load_file(weights).items()}, str(weights))
+    for doc_name in ("pipeline.json", "texturing_pipeline.json"):
+        doc = json.loads((release / doc_name).read_text())
+        for key in ("shape_slat_normalization", "tex_slat_normalization"):
+            doc["args"][key]["mean"] = [m + 0.25 for m in doc["args"][key]["mean"]]
+        for key in ("sparse_structure_sampler", "shape_slat_sampler", "tex_slat_sampler"):
+            if key in doc["args"]:  # the texturing pipeline has the texture sampler only
+                doc["args"][key]["params"]["guidance_strength"] = 5.0
+        (release / doc_name).write_text(json.dumps(doc))
+    return release
+
+
+def test_release_takes_the_networks_the_runs_do_not_export_from_a_base(tdata, flow_runs, tmp_path):
+    """Stage 1 retrained alone: its networks come from the runs, the shape/texture networks (byte
+    for byte), their normalizations and the sampler settings from the base release."""
+    from backend.pipeline.runtime import ModelStore, Runtime
+    from backend.train.release import ReleaseError, assemble_release
+
+    base = _altered_release(tdata, flow_runs, tmp_path / "base")
+    base_doc = json.loads((base / "pipeline.json").read_text())["args"]
+    stage1 = [_run_dir(n, tdata, flow_runs) for n in ("ss_vae", "ss_flow")]
+    no_stats = tmp_path / "data_without_latent_stats"  # stage-1-only data has no shape/pbr latents
+    no_stats.mkdir()
+    release = assemble_release(tmp_path / "release", stage1, no_stats, tdata.image_encoder, steps=12,
+                               base=base)
+    doc = json.loads((release / "pipeline.json").read_text())["args"]
+    tex_doc = json.loads((release / "texturing_pipeline.json").read_text())["args"]
+    models = {**doc["models"], **tex_doc["models"]}
+    assert models == {**base_doc["models"],
+                      **json.loads((base / "texturing_pipeline.json").read_text())["args"]["models"]}
+    for key, ref in models.items():
+        new, old = (release / f"{ref}.safetensors").read_bytes(), (base / f"{ref}.safetensors").read_bytes()
+        if key.startswith("sparse_structure"):
+            run = _run_dir("ss_flow" if key.endswith("flow_model") else "ss_vae", tdata, flow_runs)
+            assert new == (run / "export" / f"{Path(ref).name}.safetensors").read_bytes() and new != old, key
+        else:
+            assert new == old, key
+    for key in ("shape_slat_normalization", "tex_slat_normalization"):
+        assert doc[key] == tex_doc[key] == base_doc[key]
+    for key in ("sparse_structure_sampler", "shape_slat_sampler", "tex_slat_sampler"):
+        assert doc[key] == base_doc[key] and doc[key]["params"]["steps"] == 2  # not steps=12
+    assert tex_doc["tex_slat_sampler"]["params"]["guidance_strength"] == 5.0
+    store = ModelStore(Runtime(model=str(release), device="cpu", offline=True))
+    store.check_checkpoints()
+    store.get("sparse_structure_flow_model")
+
+    # A new shape network takes the shape normalization from the data; the texture one stays the base's.
+    shape = [_run_dir(n, tdata, flow_runs) for n in ("ss_vae", "ss_flow", "shape_vae", "shape_flow")]
+    mixed = assemble_release(tmp_path / "mixed", shape, tdata.data, tdata.image_encoder, base=base)
+    doc = json.loads((mixed / "pipeline.json").read_text())["args"]
+    stats = json.loads((tdata.data / "latent_stats.json").read_text())
+    assert doc["shape_slat_normalization"] == {"mean": stats["shape"]["mean"], "std": stats["shape"]["std"]}
+    assert doc["tex_slat_normalization"] == base_doc["tex_slat_normalization"]
+
+    # Without a base the same runs are an incomplete release.
+    with pytest.raises(ReleaseError, match="shape_slat_decoder"):
+        assemble_release(tmp_path / "partial", stage1, no_stats, tdata.image_encoder)
+
+
 def test_release_image_encoder_resolves_against_the_release_folder(tdata, flow_runs, tmp_path, monkeypatch):
     """pipeline.json names the shipped encoder ``image_encoder``, relative to the release folder, as
     ``python -m backend generate --model RELEASE`` needs it (no ``dependencies`` mapping)."""
