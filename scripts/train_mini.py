@@ -11,9 +11,15 @@ encoder's frozen tokens, so the shape and texture flows start as soon as their l
 encoder exist and train while the sparse-structure flow does. (Where the sparse-structure flow
 trains the encoder further, ``trainer.args.train_image_encoder``, the other two flows wait for it.)
 
+``--networks`` trains only some of them, continuing ``--init-from RELEASE``: the others (and, unless
+``image_encoder`` is listed, the image encoder, then kept frozen) come from RELEASE unchanged, and
+the release is assembled from the new runs plus RELEASE's networks (e.g. ``--networks ss_vae
+ss_flow`` retrains stage 1 alone).
+
     python scripts/train_mini.py --work DIR [--family mini|tiny] [--count 960] [--test-count 48]
         [--resolution 512] [--views 8] [--vae-minutes 5] [--ss-vae-minutes M] [--encoder-minutes 3]
-        [--flow-minutes 8] [--ss-flow-minutes M] [--init-from RELEASE] [--device cuda]
+        [--flow-minutes 8] [--ss-flow-minutes M] [--init-from RELEASE] [--networks NAME ...]
+        [--device cuda]
 
 Outputs: ``DIR/meshes`` (GLBs + split.json), ``DIR/data`` (training set), ``DIR/runs/<network>``
 (checkpoints, logs, loss.png, exported weights), ``DIR/release`` (the official layout) and
@@ -36,6 +42,34 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "backend" / "train" / "configs"
 VAES = ("ss_vae", "shape_vae", "tex_vae")
 FLOWS = ("ss_flow", "shape_flow", "tex_flow")
+NETWORKS = (*VAES, *FLOWS, "image_encoder")  # image_encoder: its pretraining
+STAGE1 = ("ss_vae", "ss_flow", "image_encoder")  # they read only the sparse-structure occupancy
+# What each network's outputs train: retraining it alone would leave RELEASE's copies of these
+# reading latents (or image tokens) they were not trained on (the texture flow reads shape latents).
+READERS = {"ss_vae": ("ss_flow",), "shape_vae": ("shape_flow", "tex_flow"), "tex_vae": ("tex_flow",),
+           "image_encoder": FLOWS}
+# Flows whose latents only the VAE of the same run can encode: a release ships no sparse-structure
+# or texture encoder (the shape flow's latents may come from the release's shape encoder).
+NEEDS_NEW_VAE = {"ss_flow": "ss_vae", "tex_flow": "tex_vae"}
+
+
+def check_networks(networks: list[str], init_from: Path | None) -> None:
+    """Raise ``ValueError`` (saying what to add) unless ``networks`` (names of ``NETWORKS``) can be
+    trained alone, the rest coming from the release ``init_from``."""
+    if set(networks) == set(NETWORKS):
+        return
+    if init_from is None:
+        raise ValueError(f"--networks {' '.join(networks)} trains only some networks: give the release "
+                         "the others come from with --init-from RELEASE")
+    for flow, vae in NEEDS_NEW_VAE.items():
+        if flow in networks and vae not in networks:
+            raise ValueError(f"--networks: {flow} needs {vae} in the same run (its latents come from "
+                             f"{vae}'s encoder, which a release does not ship)")
+    for name, readers in READERS.items():
+        missing = [r for r in readers if name in networks and r not in networks]
+        if missing:
+            raise ValueError(f"--networks: a new {name} changes what {', '.join(missing)} learned "
+                             f"from; list {' '.join(missing)} too")
 
 
 def _child_env() -> dict[str, str]:
@@ -86,10 +120,11 @@ def _done(run: Path) -> bool:
 
 
 def _train_cmds(names, args, work: Path, minutes: float, py: str,
-                encoder: Path | None = None) -> dict[str, list[str]]:
+                encoder: Path | None = None, configs: dict[str, Path] | None = None) -> dict[str, list[str]]:
     """The training command of each unfinished run of ``names`` (a started one resumes; a new one
     starts from ``--init-from``'s weights where given: the image encoder's pretraining from the
-    release's encoder, passed as ``encoder``)."""
+    release's encoder, passed as ``encoder``). ``configs`` replaces a network's family config."""
+    configs = configs or {}
     cmds = {}
     for name in names:
         run = work / "runs" / name
@@ -101,7 +136,7 @@ def _train_cmds(names, args, work: Path, minutes: float, py: str,
             "-m",
             "backend.train",
             "--config",
-            CONFIGS / args.family / f"{name}.json",
+            configs.get(name, CONFIGS / args.family / f"{name}.json"),
             "--output",
             run,
             "--data",
@@ -149,9 +184,21 @@ def main(argv: list[str] | None = None) -> int:
                    help="start every network from this release's weights where it has them (e.g. "
                         "backend/mini_release: training continues across GPU sessions), the image "
                         "encoder's pretraining from RELEASE/image_encoder")
+    p.add_argument("--networks", nargs="+", choices=NETWORKS, default=list(NETWORKS), metavar="NAME",
+                   help=f"train only these ({', '.join(NETWORKS)}; default: all); the others, and the "
+                        "image encoder unless listed, come from --init-from RELEASE, which the release "
+                        "is completed from")
     p.add_argument("--eval-limit", type=int, default=0, help="held-out objects to evaluate (0: all)")
     p.add_argument("--skip-eval", action="store_true")
     args = p.parse_args(argv)
+    try:
+        check_networks(args.networks, args.init_from)
+    except ValueError as exc:
+        p.error(str(exc))
+    networks = set(args.networks)
+    subset = networks != set(NETWORKS)
+    if subset and "image_encoder" not in networks and not (args.init_from / "image_encoder").is_dir():
+        p.error(f"--networks without image_encoder: {args.init_from}/image_encoder is missing")
     py = sys.executable
     work = args.work.resolve()
     logs = work / "logs"
@@ -194,15 +241,34 @@ def main(argv: list[str] | None = None) -> int:
 
         write_image_encoder(work / "image_encoder", seed=args.seed, **IMAGE_ENCODER_SIZES[args.family])
 
-    stage("image_encoder", image_encoder)
+    if "image_encoder" in networks:  # the seed its pretraining may start from
+        stage("image_encoder", image_encoder)
+    configs = {n: CONFIGS / args.family / f"{n}.json" for n in NETWORKS}
+
+    def config(name: str) -> dict:
+        return json.loads(configs[name].read_text())
+
+    if "image_encoder" not in networks and "ss_flow" in networks and config("ss_flow")["trainer"]["args"].get(
+            "train_image_encoder", False):
+        # The release's encoder stays as it is: the flows taken from it were trained with it.
+        frozen = config("ss_flow")
+        frozen["trainer"]["args"]["train_image_encoder"] = False
+        configs["ss_flow"] = work / "configs" / "ss_flow.json"
+        configs["ss_flow"].parent.mkdir(parents=True, exist_ok=True)
+        configs["ss_flow"].write_text(json.dumps(frozen, indent=2))
+        _log(f"ss_flow: the image encoder stays frozen ({configs['ss_flow']})")
+
     def prepare() -> None:
         # Renders run in each shard's main process: several shards keep the GPU and the cores busy.
         shards = max(1, args.prepare_shards)
         # The grids the VAE configs train on, besides the main one (e.g. 256 for the mini VAEs).
-        paths = [CONFIGS / args.family / f"{n}.json" for n in ("shape_vae", "tex_vae")]
-        configs = [json.loads(p.read_text()) for p in paths]
-        grids = {c["dataset"]["args"]["resolution"] for c in configs}
+        vaes = [n for n in ("shape_vae", "tex_vae") if n in networks]
+        grids = {config(n)["dataset"]["args"]["resolution"] for n in vaes}
         extra = sorted(grids - {args.resolution})
+        ss_grid = config("ss_vae")["dataset"]["args"]["resolution"]
+        if networks <= set(STAGE1) and args.resolution != ss_grid:
+            _log(f"only stage-1 networks are trained: --resolution {ss_grid} would suffice (they read "
+                 f"only the {ss_grid}^3 sparse-structure occupancy) and prepares much faster")
         cmds = {}
         for rank in range(shards):
             cmds[f"prepare_{rank}"] = [
@@ -219,30 +285,27 @@ def main(argv: list[str] | None = None) -> int:
 
     stage("prepare", prepare)
 
-    def names(run: str) -> dict[str, str]:
-        return json.loads((work / "runs" / run / "config.json").read_text())["trainer"]["args"][
-            "release_names"
-        ]
+    def new_encoder(run: str) -> Path:
+        """The encoder the VAE run ``run`` exported (its checkpoint stem)."""
+        names = json.loads((work / "runs" / run / "config.json").read_text())["trainer"]["args"][
+            "release_names"]
+        return work / "runs" / run / "export" / names["encoder"]
 
     encoding = threading.Lock()  # the two chains' encode steps both rewrite the merged records
 
-    def encode(vaes: dict[str, str]) -> None:
-        """Latents of every prepared object from the named VAE runs (``--ss-encoder``: ``ss_vae``...)."""
+    def encode(encoders: dict[str, Path]) -> None:
+        """Latents of every prepared object from the encoders given (``--ss-encoder``: its stem...)."""
         cmd = [py, "-m", "backend.train.data", "encode", "--data", work / "data", "--device", args.device,
-               "--conv-backend",
-               json.loads((work / "runs/shape_vae/config.json").read_text())["trainer"]["args"].get(
-                   "conv_backend", "torch")]
-        for flag, run in vaes.items():
-            cmd += [flag, work / "runs" / run / "export" / names(run)["encoder"]]
+               "--conv-backend", config("shape_vae")["trainer"]["args"].get("conv_backend", "torch")]
+        for flag, stem in encoders.items():
+            cmd += [flag, stem]
         with encoding:
             _run(cmd, logs / "encode.log")
 
     # A flow config may train the image encoder (trainer.args.train_image_encoder): the other
     # flows, the release and the evaluation then use the encoder it exports.
     trains_encoder = [
-        n for n in FLOWS
-        if json.loads((CONFIGS / args.family / f"{n}.json").read_text())["trainer"]["args"].get(
-            "train_image_encoder", False)
+        n for n in FLOWS if n in networks and config(n)["trainer"]["args"].get("train_image_encoder", False)
     ]
     if trains_encoder not in ([], ["ss_flow"]):
         raise SystemExit(f"only the sparse-structure flow may train the image encoder, got {trains_encoder}")
@@ -251,35 +314,62 @@ def main(argv: list[str] | None = None) -> int:
         args.init_from = args.init_from.resolve()
         if (args.init_from / "image_encoder" / "config.json").is_file():
             seed_encoder = args.init_from / "image_encoder"
-    first_encoder = work / "runs" / "image_encoder" / "export" / "image_encoder"
+    # The encoder the flows start from: the pretraining's, or the release's where it is not listed.
+    if "image_encoder" in networks:
+        first_encoder = work / "runs" / "image_encoder" / "export" / "image_encoder"
+    else:
+        first_encoder = args.init_from / "image_encoder"
     ss_vae_minutes = args.ss_vae_minutes if args.ss_vae_minutes is not None else args.vae_minutes
     ss_flow_minutes = args.ss_flow_minutes if args.ss_flow_minutes is not None else args.flow_minutes
 
     encoder = work / "runs" / "ss_flow" / "export" / "image_encoder" if trains_encoder else first_encoder
-    rest = ["shape_flow", "tex_flow"]
+
+    def release_shape_encoder() -> Path:
+        """The checkpoint stem of ``--init-from``'s shape encoder."""
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
+        from backend.train.release import release_checkpoint
+
+        return args.init_from / release_checkpoint(args.init_from, "shape_slat_encoder")
+
+    rest = [n for n in ("shape_flow", "tex_flow") if n in networks]
     encoder_pretraining_ended = threading.Event()
 
     def structure_chain() -> None:
         # Stage 1 needs only the SS VAE: its flow starts as soon as the SS latents exist, while
         # the shape and texture VAEs are still training (the flow is the slowest to learn).
         try:
-            cmds = _train_cmds(["ss_vae"], args, work, ss_vae_minutes, py)
-            cmds.update(_train_cmds(["image_encoder"], args, work, args.encoder_minutes, py, seed_encoder))
+            cmds = _train_cmds([n for n in ("ss_vae",) if n in networks], args, work, ss_vae_minutes, py,
+                               configs=configs)
+            if "image_encoder" in networks:
+                cmds.update(_train_cmds(["image_encoder"], args, work, args.encoder_minutes, py,
+                                        seed_encoder, configs))
             _parallel(cmds, logs)
         finally:
             encoder_pretraining_ended.set()  # the other chain waits for it, failed or not
-        encode({"--ss-encoder": "ss_vae"})
-        _parallel(_train_cmds(["ss_flow"], args, work, ss_flow_minutes, py, first_encoder), logs)
+        if "ss_vae" in networks:
+            encode({"--ss-encoder": new_encoder("ss_vae")})
+        if "ss_flow" in networks:
+            _parallel(_train_cmds(["ss_flow"], args, work, ss_flow_minutes, py, first_encoder, configs), logs)
 
     def latent_chain() -> None:
-        _parallel(_train_cmds(["shape_vae", "tex_vae"], args, work, args.vae_minutes, py), logs)
-        encode({"--shape-encoder": "shape_vae", "--pbr-encoder": "tex_vae"})
-        if trains_encoder:
-            return  # these flows need the encoder the sparse-structure flow exports when it ends
+        vaes = [n for n in ("shape_vae", "tex_vae") if n in networks]
+        _parallel(_train_cmds(vaes, args, work, args.vae_minutes, py, configs=configs), logs)
+        latents = {}
+        if "shape_vae" in networks:
+            latents["--shape-encoder"] = new_encoder("shape_vae")
+        elif rest:  # both SLat flows read shape latents: the release's shape encoder's, then
+            latents["--shape-encoder"] = release_shape_encoder()
+        if "tex_vae" in networks:
+            latents["--pbr-encoder"] = new_encoder("tex_vae")
+        if latents:
+            encode(latents)
+        if trains_encoder or not rest:
+            return  # with trains_encoder these flows need the encoder the sparse-structure flow exports
         encoder_pretraining_ended.wait()
-        if not _done(work / "runs" / "image_encoder"):
+        if "image_encoder" in networks and not _done(work / "runs" / "image_encoder"):
             raise SystemExit(f"the image encoder's pretraining did not finish (see {logs}/image_encoder.log)")
-        _parallel(_train_cmds(rest, args, work, args.flow_minutes, py, encoder), logs)
+        _parallel(_train_cmds(rest, args, work, args.flow_minutes, py, encoder, configs), logs)
 
     def chains() -> None:
         with ThreadPoolExecutor(max_workers=2) as pool:
@@ -289,27 +379,25 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("; ".join(str(e) for e in errors))
 
     stage("vaes_and_flows" if not trains_encoder else "vaes_and_structure", chains)
-    if trains_encoder:
-        stage("flows", lambda: _parallel(_train_cmds(rest, args, work, args.flow_minutes, py, encoder), logs))
-    stage(
-        "release",
-        lambda: _run(
-            [
-                py,
-                "-m",
-                "backend.train.release",
-                "--output",
-                work / "release",
-                "--data",
-                work / "data",
-                "--image-encoder",
-                encoder,
-                "--runs",
-                *[work / "runs" / n for n in (*VAES, *FLOWS)],
-            ],
-            logs / "release.log",
-        ),
-    )
+    if trains_encoder and rest:
+        flows = _train_cmds(rest, args, work, args.flow_minutes, py, encoder, configs)
+        stage("flows", lambda: _parallel(flows, logs))
+    release_cmd = [
+        py,
+        "-m",
+        "backend.train.release",
+        "--output",
+        work / "release",
+        "--data",
+        work / "data",
+        "--image-encoder",
+        encoder,
+        "--runs",
+        *[work / "runs" / n for n in (*VAES, *FLOWS) if n in networks],
+    ]
+    if subset:  # the networks not trained here come from the release this run continues
+        release_cmd += ["--base", args.init_from]
+    stage("release", lambda: _run(release_cmd, logs / "release.log"))
     if not args.skip_eval:
         cmd = [
             py,

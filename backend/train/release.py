@@ -136,18 +136,26 @@ def _exports(run: Path) -> list[tuple[str, str, str]]:
     return out
 
 
+def _release_docs(release: Path) -> dict[str, dict[str, Any]]:
+    """A release's pipeline args by ``_ROLE_KEYS`` kind (``pipeline``, ``texturing``)."""
+    return {kind: json.loads((Path(release) / f"{doc}.json").read_text())["args"]
+            for kind, doc in (("pipeline", "pipeline"), ("texturing", "texturing_pipeline"))}
+
+
+def release_checkpoint(release: Path, role: str) -> str:
+    """The ``ckpts/NAME`` stem (relative to ``release``) of the network in ``role`` (a key of
+    ``_ROLE_KEYS``, e.g. ``shape_slat_encoder``); :class:`ReleaseError` if the release has none."""
+    kind, key = _ROLE_KEYS[role]
+    ref = _release_docs(release)[kind]["models"].get(key)
+    if ref is None:
+        raise ReleaseError(f"{release}: the release has no {key} in its {kind} models")
+    return ref
+
+
 def _read_base(base: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     """A base release's (pipeline args, texturing args, role -> ``ckpts/NAME``)."""
-    docs = {kind: json.loads((base / f"{kind}.json").read_text())["args"]
-            for kind in ("pipeline", "texturing_pipeline")}
-    docs["texturing"] = docs.pop("texturing_pipeline")
-    roles = {}
-    for role, (kind, key) in _ROLE_KEYS.items():
-        ref = docs[kind]["models"].get(key)
-        if ref is None:
-            raise ReleaseError(f"{base}: the base release has no {key} in its {kind} models")
-        roles[role] = ref
-    return docs["pipeline"], docs["texturing"], roles
+    docs = _release_docs(base)
+    return docs["pipeline"], docs["texturing"], {role: release_checkpoint(base, role) for role in _ROLE_KEYS}
 
 
 def assemble_release(
