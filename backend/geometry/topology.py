@@ -187,7 +187,8 @@ def orient_faces(vertices: np.ndarray, faces: np.ndarray, outward: bool = True,
                                                        np.where(disagree, fb, fb + nf)])], 1), 2 * nf)
     # A face component is one or two (mirror) components of the doubled graph, and each face
     # has a node in each: the smaller of its two labels names its component.
-    _, first_face, comp = np.unique(np.minimum(state[:nf], state[nf:]), return_index=True, return_inverse=True)
+    face_label = np.minimum(state[:nf], state[nf:])
+    _, first_face, comp = np.unique(face_label, return_index=True, return_inverse=True)
     comp = comp.reshape(-1)
     root = first_face[comp]  # [F] the first face of each face's component keeps its winding
     flip = (state[:nf] != state[root]) & (state[nf:] == state[root])
