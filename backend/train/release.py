@@ -142,20 +142,26 @@ def _release_docs(release: Path) -> dict[str, dict[str, Any]]:
             for kind, doc in (("pipeline", "pipeline"), ("texturing", "texturing_pipeline"))}
 
 
-def release_checkpoint(release: Path, role: str) -> str:
-    """The ``ckpts/NAME`` stem (relative to ``release``) of the network in ``role`` (a key of
-    ``_ROLE_KEYS``, e.g. ``shape_slat_encoder``); :class:`ReleaseError` if the release has none."""
+def _checkpoint_of(docs: dict[str, dict[str, Any]], role: str, release: Path) -> str:
+    """The ``ckpts/NAME`` stem of ``role`` in a release's :func:`_release_docs`."""
     kind, key = _ROLE_KEYS[role]
-    ref = _release_docs(release)[kind]["models"].get(key)
+    ref = docs[kind]["models"].get(key)
     if ref is None:
         raise ReleaseError(f"{release}: the release has no {key} in its {kind} models")
     return ref
 
 
+def release_checkpoint(release: Path, role: str) -> str:
+    """The ``ckpts/NAME`` stem (relative to ``release``) of the network in ``role`` (a key of
+    ``_ROLE_KEYS``, e.g. ``shape_slat_encoder``); :class:`ReleaseError` if the release has none."""
+    return _checkpoint_of(_release_docs(release), role, release)
+
+
 def _read_base(base: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
-    """A base release's (pipeline args, texturing args, role -> ``ckpts/NAME``)."""
+    """A base release's (pipeline args, texturing args, role -> ``ckpts/NAME``), its files read once."""
     docs = _release_docs(base)
-    return docs["pipeline"], docs["texturing"], {role: release_checkpoint(base, role) for role in _ROLE_KEYS}
+    roles = {role: _checkpoint_of(docs, role, base) for role in _ROLE_KEYS}
+    return docs["pipeline"], docs["texturing"], roles
 
 
 def assemble_release(
@@ -212,11 +218,12 @@ def assemble_release(
     if missing:
         raise ReleaseError(f"the runs given export no network for {', '.join(missing)}")
     normalization = {}
+    stats = None  # the data's latent statistics, read only when a normalization needs them
     for key, (kind, described) in _NORMALIZED_ROLES.items():
         if base is not None and not described & new_roles:
             normalization[key] = base_pipeline[key]
         else:
-            stats = json.loads((Path(data_dir) / "latent_stats.json").read_text())
+            stats = stats or json.loads((Path(data_dir) / "latent_stats.json").read_text())
             normalization[key] = {"mean": stats[kind]["mean"], "std": stats[kind]["std"]}
     samplers = {
         "sparse_structure_sampler": _sampler(7.5, 0.7, [0.6, 1.0], 5.0, steps),
