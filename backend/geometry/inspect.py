@@ -64,21 +64,56 @@ def welded(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndar
     return weld_vertices(np.asarray(vertices, np.float64), faces, WELD_DECIMALS)
 
 
+_RAY_DIRECTION = np.array([0.5773, 0.5774, 0.5775])  # skew: never parallel to an axis-aligned face
+_RAY_CHUNK = 1 << 21  # origin x triangle pairs per vectorised step (~50 MB of float64 temporaries)
+
+
 def _ray_crossings(origin: np.ndarray, triangles: np.ndarray) -> int:
     """How often the ray from ``origin`` along a fixed skew direction crosses ``triangles [T, 3, 3]``."""
-    direction = np.array([0.5773, 0.5774, 0.5775])  # skew: never parallel to an axis-aligned face
+    return int(_ray_crossings_many(origin[None], triangles)[0])
+
+
+def _ray_crossings_many(origins: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """``[M]`` crossing counts of the rays from ``origins [M, 3]`` (see :func:`_ray_crossings`)."""
     a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
     e1, e2 = b - a, c - a
-    p = np.cross(direction, e2)
+    p = np.cross(_RAY_DIRECTION, e2)
     det = np.einsum("ij,ij->i", e1, p)
     ok = np.abs(det) > 1e-12
     inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
-    s = origin - a
-    u = np.einsum("ij,ij->i", s, p) * inv
-    q = np.cross(s, e1)
-    v = (q @ direction) * inv
-    t = np.einsum("ij,ij->i", e2, q) * inv
-    return int(np.count_nonzero(ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 1e-9)))
+    counts = np.zeros(len(origins), np.int64)
+    step = max(1, _RAY_CHUNK // max(1, len(triangles)))
+    for start in range(0, len(origins), step):
+        s = origins[start:start + step, None, :] - a  # [m, T, 3]
+        u = np.einsum("mij,ij->mi", s, p) * inv
+        q = np.cross(s, e1)
+        v = (q @ _RAY_DIRECTION) * inv
+        t = np.einsum("ij,mij->mi", e2, q) * inv
+        hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 1e-9)
+        counts[start:start + step] = np.count_nonzero(hit, axis=1)
+    return counts
+
+
+def _containment_pairs(lows: np.ndarray, highs: np.ndarray,
+                       containers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(outer, inner)`` shell pairs whose boxes nest, grouped by ``outer`` (from ``containers``, ascending).
+
+    A k-d tree over the box centres finds, for each container, the shells whose centre lies in
+    its box (a superset), so the work grows with the number of nested pairs rather than with
+    shells x containers (an undertrained decoder's tens of thousands of closed crumbs took minutes).
+    """
+    from scipy.spatial import cKDTree
+
+    centres = (lows + highs) / 2
+    half = (highs[containers] - lows[containers]).max(1) / 2
+    reach = half * (1 + 1e-9) + 1e-12  # rounding slack: the exact test below decides
+    hits = cKDTree(centres).query_ball_point(centres[containers], reach, p=np.inf, return_sorted=False)
+    sizes = np.fromiter((len(h) for h in hits), np.int64, len(hits))
+    outer = np.repeat(containers, sizes)
+    inner = np.fromiter((i for h in hits for i in h), np.int64, int(sizes.sum()))
+    nested = ((outer != inner) & np.all(lows[outer] <= lows[inner], 1)
+              & np.all(highs[inner] <= highs[outer], 1))
+    return outer[nested], inner[nested]
 
 
 def find_shells(vertices: np.ndarray, faces: np.ndarray) -> Shells:
@@ -93,24 +128,25 @@ def find_shells(vertices: np.ndarray, faces: np.ndarray) -> Shells:
     _, uses, corner_edge = edge_uses(faces)
     open_face = (uses[corner_edge] == 1).reshape(-1, 3).any(axis=1)
     closed = np.bincount(label, open_face, minlength=count) == 0
-    order = np.argsort(label, kind="stable")
-    bounds = np.searchsorted(label[order], np.arange(count + 1))
-    shell_faces = [faces[order[bounds[s]:bounds[s + 1]]] for s in range(count)]
     inner = np.zeros(count, dtype=bool)
-    if count:
-        corners = vertices[faces[order]]  # [F, 3, 3], faces grouped by shell
+    containers = np.flatnonzero(closed)
+    if count and len(containers):
+        order = np.argsort(label, kind="stable")  # faces grouped by shell, in their original order
+        bounds = np.searchsorted(label[order], np.arange(count + 1))
+        corners = vertices[faces[order]]  # [F, 3, 3]
         lows = np.minimum.reduceat(corners.min(1), bounds[:-1])  # [count, 3] bounding boxes
         highs = np.maximum.reduceat(corners.max(1), bounds[:-1])
-        containers = np.flatnonzero(closed)
-        # Only a closed shell whose box holds this shell's box can hold it: one vectorised test per
-        # shell keeps meshes of tens of thousands of crumbs (an undertrained decoder's) to seconds.
-        for s in range(count):
-            holds = np.all(lows[containers] <= lows[s], 1) & np.all(highs[s] <= highs[containers], 1)
-            origin = vertices[shell_faces[s][0, 0]]
-            for o in containers[holds]:
-                if o != s and _ray_crossings(origin, vertices[shell_faces[o]]) % 2 == 1:
-                    inner[s] = True
-                    break
+        outer, candidate = _containment_pairs(lows, highs, containers)
+        origin = corners[bounds[:-1], 0]  # [count, 3]: each shell's first corner
+        # A shell is inner when the ray from its origin crosses some container an odd number of times
+        # (pairs come grouped by container).
+        starts = np.flatnonzero(np.r_[True, outer[1:] != outer[:-1]]) if len(outer) else outer
+        for start, end in zip(starts, np.r_[starts[1:], len(outer)]):
+            o, held = outer[start], candidate[start:end]
+            held = held[~inner[held]]  # already known to be inside another one
+            if len(held):
+                crossings = _ray_crossings_many(origin[held], corners[bounds[o]:bounds[o + 1]])
+                inner[held[crossings % 2 == 1]] = True
     floater = ~inner & (area < FLOATER_AREA_SHARE * (area.max() if count else 0.0))
     return Shells(label, area, closed, inner, floater)
 

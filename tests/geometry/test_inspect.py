@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -107,10 +109,49 @@ class _NumpyWith:
         return self._replaced.get(name) or getattr(np, name)
 
 
+def _plain_ray_crossings(origin, triangles):
+    """One origin at a time, written out: the reference for the vectorised ray test."""
+    direction = np.array([0.5773, 0.5774, 0.5775])
+    count = 0
+    for a, b, c in triangles:
+        e1, e2 = b - a, c - a
+        p = np.cross(direction, e2)
+        det = float(e1 @ p)
+        if abs(det) <= 1e-12:
+            continue
+        s = origin - a
+        u = float(s @ p) / det
+        q = np.cross(s, e1)
+        v = float(q @ direction) / det
+        t = float(e2 @ q) / det
+        count += u >= 0 and v >= 0 and u + v <= 1 and t > 1e-9
+    return count
+
+
+def _pairwise_inner(v, f, shells):
+    """Inner shells as a plain all-pairs test: box inside a closed shell's box, odd ray crossings."""
+    groups = [f[shells.label == s] for s in range(shells.count)]
+    low = [v[g].reshape(-1, 3).min(0) for g in groups]
+    high = [v[g].reshape(-1, 3).max(0) for g in groups]
+    return [any(o != s and shells.closed[o] and np.all(low[o] <= low[s]) and np.all(high[s] <= high[o])
+                and _plain_ray_crossings(v[groups[s][0, 0]], v[groups[o]]) % 2 == 1
+                for o in range(shells.count)) for s in range(shells.count)]
+
+
+def test_vectorised_ray_crossings_match_one_origin_at_a_time():
+    from backend.geometry.inspect import _ray_crossings_many
+
+    rng = np.random.default_rng(2)
+    triangles = rng.uniform(-1, 1, (60, 3, 3))
+    origins = rng.uniform(-1.5, 1.5, (40, 3))
+    expected = [_plain_ray_crossings(o, triangles) for o in origins]
+    assert _ray_crossings_many(origins, triangles).tolist() == expected
+    assert len(set(expected)) > 2  # the rays cross different numbers of triangles
+
+
 def test_many_shells_match_a_pairwise_reference():
-    """Nested, overlapping and separate boxes, some open: inner shells as a plain all-pairs test
-    (box inside box and an odd count of ray crossings) finds them."""
-    from backend.geometry.inspect import _ray_crossings, find_shells
+    """Nested, overlapping and separate boxes, some open: the inner shells of the pairwise test."""
+    from backend.geometry.inspect import find_shells
 
     rng = np.random.default_rng(5)
     parts = []
@@ -125,11 +166,33 @@ def test_many_shells_match_a_pairwise_reference():
         offset += len(v)
     v, f = welded(np.concatenate(verts), np.concatenate(faces))
     shells = find_shells(v, f)
-    groups = [f[shells.label == s] for s in range(shells.count)]
-    low = [v[g].reshape(-1, 3).min(0) for g in groups]
-    high = [v[g].reshape(-1, 3).max(0) for g in groups]
-    expected = [any(o != s and shells.closed[o] and np.all(low[o] <= low[s]) and np.all(high[s] <= high[o])
-                    and _ray_crossings(v[groups[s][0, 0]], v[groups[o]]) % 2 == 1
-                    for o in range(shells.count)) for s in range(shells.count)]
+    expected = _pairwise_inner(v, f, shells)
     assert shells.inner.tolist() == expected
     assert 0 < sum(expected) < shells.count  # the scene has inner shells and outer ones
+
+
+def _tetrahedra(corners: np.ndarray, size: float) -> SimpleNamespace:
+    """A closed tetrahedron of edge ``size`` at each of ``corners [N, 3]``."""
+    tet_v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], float) * size
+    tet_f = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    return SimpleNamespace(vertices=(corners[:, None, :] + tet_v).reshape(-1, 3),
+                           faces=(tet_f + 4 * np.arange(len(corners))[:, None, None]).reshape(-1, 3))
+
+
+def test_closed_crumbs_inside_and_outside_a_closed_shell():
+    """An undertrained decoder's output: many closed crumbs, some inside a closed box (inner), some
+    outside it (floaters), and one inside another crumb's box but not inside that crumb."""
+    from backend.geometry.inspect import find_shells
+
+    rng = np.random.default_rng(7)
+    inside = _tetrahedra(rng.uniform(-0.4, 0.35, (60, 3)), 0.02)
+    outside = _tetrahedra(rng.uniform(1.0, 3.0, (60, 3)), 0.02)
+    crumb = _tetrahedra(np.array([[4.0, 4.0, 4.0]]), 0.02)
+    beside = _tetrahedra(np.array([[4.012, 4.012, 4.001]]), 0.004)  # in the crumb's box, not in the crumb
+    v, f = _join(box(size=(1.0, 1.0, 1.0)), inside, outside, crumb, beside)
+    shells = find_shells(v, f)
+    assert shells.count == 1 + 60 + 60 + 2
+    assert shells.inner.tolist() == _pairwise_inner(v, f, shells)
+    assert shells.inner.tolist() == [False] + [True] * 60 + [False] * 62  # exactly the crumbs in the box
+    report = mesh_report(v, f)
+    assert (report.inner_shells, report.floaters) == (60, 62)
