@@ -14,12 +14,13 @@ trains the encoder further, ``trainer.args.train_image_encoder``, the other two 
 ``--networks`` trains only some of them, continuing ``--init-from RELEASE``: the others (and, unless
 ``image_encoder`` is listed, the image encoder, then kept frozen) come from RELEASE unchanged, and
 the release is assembled from the new runs plus RELEASE's networks (e.g. ``--networks ss_vae
-ss_flow`` retrains stage 1 alone).
+ss_flow`` retrains stage 1 alone; ``--networks ss_flow --ss-encoder RUN/export/ss_enc_...`` trains
+the flow further on the latents of the encoder RELEASE's decoder was exported with).
 
     python scripts/train_mini.py --work DIR [--family mini|tiny] [--count 960] [--test-count 48]
         [--resolution 512] [--views 8] [--vae-minutes 5] [--ss-vae-minutes M] [--encoder-minutes 3]
         [--flow-minutes 8] [--ss-flow-minutes M] [--init-from RELEASE] [--networks NAME ...]
-        [--device cuda]
+        [--ss-encoder STEM] [--device cuda]
 
 Outputs: ``DIR/meshes`` (GLBs + split.json), ``DIR/data`` (training set), ``DIR/runs/<network>``
 (checkpoints, logs, loss.png, exported weights), ``DIR/release`` (the official layout) and
@@ -53,23 +54,54 @@ READERS = {"ss_vae": ("ss_flow",), "shape_vae": ("shape_flow", "tex_flow"), "tex
 NEEDS_NEW_VAE = {"ss_flow": "ss_vae", "tex_flow": "tex_vae"}
 
 
-def check_networks(networks: list[str], init_from: Path | None) -> None:
+def check_networks(networks: list[str], init_from: Path | None, ss_encoder: Path | None = None) -> None:
     """Raise ``ValueError`` (saying what to add) unless ``networks`` (names of ``NETWORKS``) can be
-    trained alone, the rest coming from the release ``init_from``."""
+    trained alone, the rest coming from the release ``init_from``; ``ss_encoder`` (the encoder
+    paired with that release's sparse-structure decoder) lets the sparse-structure flow train
+    without its VAE."""
+    if ss_encoder is not None and ("ss_vae" in networks or "ss_flow" not in networks):
+        raise ValueError("--ss-encoder encodes the latents of --networks ss_flow trained without ss_vae "
+                         "(a new ss_vae run exports its own encoder)")
     if set(networks) == set(NETWORKS):
         return
     if init_from is None:
         raise ValueError(f"--networks {' '.join(networks)} trains only some networks: give the release "
                          "the others come from with --init-from RELEASE")
     for flow, vae in NEEDS_NEW_VAE.items():
+        if flow == "ss_flow" and ss_encoder is not None:
+            continue
         if flow in networks and vae not in networks:
+            hint = " or --ss-encoder the release's decoder was exported with" if flow == "ss_flow" else ""
             raise ValueError(f"--networks: {flow} needs {vae} in the same run (its latents come from "
-                             f"{vae}'s encoder, which a release does not ship)")
+                             f"{vae}'s encoder, which a release does not ship){hint}")
     for name, readers in READERS.items():
         missing = [r for r in readers if name in networks and r not in networks]
         if missing:
             raise ValueError(f"--networks: a new {name} changes what {', '.join(missing)} learned "
                              f"from; list {' '.join(missing)} too")
+
+
+def check_ss_encoder(encoder: Path, release: Path) -> None:
+    """Raise ``ValueError`` unless ``encoder`` (a checkpoint stem: ``STEM.json`` + ``STEM.safetensors``)
+    is the pair of ``release``'s sparse-structure decoder: the VAE run that exported it must have
+    exported that decoder, byte for byte, beside it. Latents from any other encoder would train the
+    flow on a space the release's decoder cannot read."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from backend.train.release import ReleaseError, release_checkpoint
+
+    missing = [f"{encoder}{suffix}" for suffix in (".json", ".safetensors")
+               if not Path(f"{encoder}{suffix}").is_file()]
+    if missing:
+        raise ValueError(f"--ss-encoder: {', '.join(missing)} not found (give the stem, without the suffix)")
+    try:
+        decoder = Path(f"{release / release_checkpoint(release, 'sparse_structure_decoder')}.safetensors")
+    except ReleaseError as exc:
+        raise ValueError(f"--init-from: {exc}") from exc
+    beside = encoder.parent / decoder.name
+    if not beside.is_file() or beside.read_bytes() != decoder.read_bytes():
+        raise ValueError(f"--ss-encoder: {encoder} is not the pair of {decoder}: its VAE run did not export "
+                         f"that decoder beside it ({beside} is missing or differs)")
 
 
 def _child_env() -> dict[str, str]:
@@ -188,11 +220,18 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"train only these ({', '.join(NETWORKS)}; default: all); the others, and the "
                         "image encoder unless listed, come from --init-from RELEASE, which the release "
                         "is completed from")
+    p.add_argument("--ss-encoder", type=Path, default=None, metavar="STEM",
+                   help="with --networks ss_flow alone: the sparse-structure encoder (checkpoint stem, "
+                        "e.g. RUN/export/ss_enc_conv3d_mini_fp16) whose decoder --init-from's release "
+                        "ships; it encodes the flow's latents")
     p.add_argument("--eval-limit", type=int, default=0, help="held-out objects to evaluate (0: all)")
     p.add_argument("--skip-eval", action="store_true")
     args = p.parse_args(argv)
     try:
-        check_networks(args.networks, args.init_from)
+        check_networks(args.networks, args.init_from, args.ss_encoder)
+        if args.ss_encoder is not None:
+            args.ss_encoder = args.ss_encoder.resolve()
+            check_ss_encoder(args.ss_encoder, args.init_from)
     except ValueError as exc:
         p.error(str(exc))
     networks = set(args.networks)
@@ -349,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
             encoder_pretraining_ended.set()  # the other chain waits for it, failed or not
         if "ss_vae" in networks:
             encode({"--ss-encoder": new_encoder("ss_vae")})
+        elif "ss_flow" in networks:
+            encode({"--ss-encoder": args.ss_encoder})
         if "ss_flow" in networks:
             _parallel(_train_cmds(["ss_flow"], args, work, ss_flow_minutes, py, first_encoder, configs), logs)
 

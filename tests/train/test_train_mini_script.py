@@ -59,6 +59,38 @@ def test_a_subset_of_networks_needs_a_release_and_the_networks_it_depends_on(tmp
         script.check_networks(["shape_flow", "tex_flow"], tmp_path)
     with pytest.raises(ValueError, match="shape_vae changes what shape_flow, tex_flow"):
         script.check_networks(["shape_vae"], tmp_path)
+    # The sparse-structure flow alone, on the latents of the encoder paired with the release's decoder.
+    script.check_networks(["ss_flow"], tmp_path, ss_encoder=tmp_path / "enc")
+    with pytest.raises(ValueError, match="or --ss-encoder"):
+        script.check_networks(["ss_flow"], tmp_path)
+    with pytest.raises(ValueError, match="--ss-encoder encodes"):
+        script.check_networks(["ss_vae", "ss_flow"], tmp_path, ss_encoder=tmp_path / "enc")
+
+
+def test_the_ss_encoder_must_be_the_pair_of_the_release_decoder(tiny_release, tmp_path, capsys):
+    from backend.train.release import release_checkpoint
+
+    script = load_script("train_mini")
+    stem = tiny_release / release_checkpoint(tiny_release, "sparse_structure_decoder")
+    decoder = Path(f"{stem}.safetensors")
+    export = tmp_path / "export"
+    export.mkdir()
+    encoder = export / "ss_enc"
+    with pytest.raises(ValueError, match="ss_enc.json, .*ss_enc.safetensors not found"):
+        script.check_ss_encoder(encoder, tiny_release)
+    for suffix in (".json", ".safetensors"):
+        Path(f"{encoder}{suffix}").write_bytes(b"{}")
+    with pytest.raises(ValueError, match="is not the pair of"):  # no decoder beside it
+        script.check_ss_encoder(encoder, tiny_release)
+    (export / decoder.name).write_bytes(decoder.read_bytes()[:-1] + b"x")
+    with pytest.raises(ValueError, match="is missing or differs"):
+        script.check_ss_encoder(encoder, tiny_release)
+    (export / decoder.name).write_bytes(decoder.read_bytes())
+    script.check_ss_encoder(encoder, tiny_release)
+    argv = ["--work", str(tmp_path / "work"), "--family", "tiny", "--networks", "ss_flow",
+            "--init-from", str(tiny_release), "--ss-encoder", str(export / "other")]
+    err = _error(script, capsys, *argv)
+    assert "--ss-encoder" in err and "not found" in err
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +135,18 @@ def test_stage_one_alone_continues_a_release_and_keeps_its_other_networks(tiny_r
     store = ModelStore(Runtime(model=str(release), device="cpu", offline=True))
     store.check_checkpoints()
     assert store.get("sparse_structure_flow_model") is not None and store.conditioner() is not None
+
+    # Next session: the flow alone trains further, on the latents of the encoder exported with the
+    # release's decoder; every other network, the decoder included, stays as it is.
+    encoder = next((work / "runs" / "ss_vae" / "export").glob("ss_enc*.json")).with_suffix("")
+    again = tmp_path / "again"
+    assert script.main(["--work", str(again), "--family", "tiny", "--count", "6", "--test-count", "2",
+                        "--resolution", "64", "--views", "2", "--render-size", "64", "--workers", "2",
+                        "--prepare-shards", "1", "--device", "cpu", "--skip-eval", "--networks", "ss_flow",
+                        "--init-from", str(release), "--ss-encoder", str(encoder)]) == 0
+    assert sorted(p.name for p in (again / "runs").iterdir()) == ["ss_flow"]
+    for key, ref in models.items():
+        new = (again / "release" / f"{ref}.safetensors").read_bytes()
+        old = (release / f"{ref}.safetensors").read_bytes()
+        assert (new != old) if key == "sparse_structure_flow_model" else (new == old), key
+    assert (again / "data" / "ss_latents" / encoder.name).is_dir()  # the latents it trained on
