@@ -116,16 +116,23 @@ def _containment_pairs(lows: np.ndarray, highs: np.ndarray,
     return outer[nested], inner[nested]
 
 
-def find_shells(vertices: np.ndarray, faces: np.ndarray) -> Shells:
-    """Split a *welded* mesh into shells and classify them (inner, floater)."""
+def find_shells(vertices: np.ndarray, faces: np.ndarray,
+                edge_counts: tuple[np.ndarray, np.ndarray] | None = None) -> Shells:
+    """Split a *welded* mesh into shells and classify them (inner, floater).
+
+    ``edge_counts``: ``(uses, corner_edge)`` of :func:`edge_uses` for these faces, where the
+    caller has them already.
+    """
     faces = np.asarray(faces, np.int64)
     nf = len(faces)
     corner_pairs = np.stack([np.repeat(np.arange(nf), 3), nf + faces.reshape(-1)], 1)
-    label = connected_labels(corner_pairs, nf + len(vertices))[:nf]  # faces joined through their vertices
-    _, label = np.unique(label, return_inverse=True)
+    root = connected_labels(corner_pairs, nf + len(vertices))[:nf]  # faces joined through their vertices
+    used = np.zeros(nf + len(vertices), dtype=bool)
+    used[root] = True
+    label = (np.cumsum(used) - 1)[root]  # components numbered 0.. in the order of their labels
     count = int(label.max()) + 1 if nf else 0
     area = np.bincount(label, face_areas(vertices, faces), minlength=count)
-    _, uses, corner_edge = edge_uses(faces)
+    uses, corner_edge = edge_counts if edge_counts is not None else edge_uses(faces)[1:]
     open_face = (uses[corner_edge] == 1).reshape(-1, 3).any(axis=1)
     closed = np.bincount(label, open_face, minlength=count) == 0
     inner = np.zeros(count, dtype=bool)
@@ -154,10 +161,10 @@ def find_shells(vertices: np.ndarray, faces: np.ndarray) -> Shells:
 def mesh_report(vertices: np.ndarray, faces: np.ndarray) -> MeshReport:
     """The topology QA report of a mesh (welded first)."""
     v, f = welded(vertices, faces)
-    edges, uses, _ = edge_uses(f)
+    edges, uses, corner_edge = edge_uses(f)
     boundary = edges[uses == 1]
     loops = len(np.unique(connected_labels(boundary, len(v))[boundary[:, 0]])) if len(boundary) else 0
-    shells = find_shells(v, f)
+    shells = find_shells(v, f, (uses, corner_edge))
     non_manifold = int(np.count_nonzero(uses > 2))
     return MeshReport(triangles=int(len(f)), vertices=int(len(v)),
                       watertight=bool(len(boundary) == 0 and non_manifold == 0),

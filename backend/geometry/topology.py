@@ -114,9 +114,19 @@ def edge_uses(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Undirected edges ``[E, 2]`` (low index first), how many faces use each ``[E]``, and each
     half-edge's edge ``[3F]`` (see :func:`half_edges` for their order)."""
     e, key = half_edges(faces)
-    _, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
-    edges = np.sort(e[first], axis=1)
-    return edges.reshape(-1, 2), counts, inverse.reshape(-1)
+    # np.unique(return_index=...) would sort stably; any order of equal keys gives the same
+    # edges (each key encodes its low and high vertex), so one plain sort serves all three outputs.
+    order = np.argsort(key)
+    ks = key[order]
+    new = np.ones(len(ks), dtype=bool)
+    new[1:] = ks[1:] != ks[:-1]
+    starts = np.flatnonzero(new)
+    inverse = np.empty(len(ks), dtype=np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    counts = np.diff(np.append(starts, len(ks)))
+    n = int(e.max()) + 1 if e.size else 1  # the key's base (see half_edges)
+    edges = np.stack([ks[starts] // n, ks[starts] % n], axis=1)
+    return edges, counts, inverse
 
 
 def boundary_edges(faces: np.ndarray) -> np.ndarray:

@@ -148,3 +148,33 @@ def test_drop_bad_faces_on_a_large_random_soup_matches_the_reference():
     out = drop_bad_faces(f)
     assert np.array_equal(out, _drop_bad_faces_reference(f))
     assert np.array_equal(drop_bad_faces(f.astype(np.int32)), _drop_bad_faces_reference(f.astype(np.int32)))
+
+
+def _edge_uses_reference(faces):
+    """``edge_uses`` as it was: np.unique with first indices, inverse and counts."""
+    e, key = topology.half_edges(faces)
+    _, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
+    return np.sort(e[first], axis=1).reshape(-1, 2), counts, inverse.reshape(-1)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_edge_uses_matches_the_unique_reference(seed):
+    v, f = _messy_mesh(seed)  # collapsed, duplicate and non-manifold edges included
+    for faces in (f, f.astype(np.int32), f[:0], f[:1]):
+        got, ref = topology.edge_uses(faces), _edge_uses_reference(faces)
+        for g, r in zip(got, ref):
+            assert g.shape == r.shape and np.array_equal(g, r)
+        assert got[0].dtype.kind == "i" and got[1].dtype.kind == "i"
+
+
+def test_shell_labels_match_the_unique_numbering():
+    """``find_shells`` numbers shells by a mask and a running count instead of np.unique."""
+    from backend.geometry.inspect import find_shells, welded
+
+    v, f = welded(*_messy_mesh(3))
+    shells = find_shells(v, f)
+    nf = len(f)
+    pairs = np.stack([np.repeat(np.arange(nf), 3), nf + f.reshape(-1)], 1)
+    root = topology.connected_labels(pairs, nf + len(v))[:nf]
+    assert np.array_equal(shells.label, np.unique(root, return_inverse=True)[1].reshape(-1))
+    assert shells.count > 3
