@@ -222,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                         "is completed from")
     p.add_argument("--ss-encoder", type=Path, default=None, metavar="STEM",
                    help="with --networks ss_flow alone: the sparse-structure encoder (checkpoint stem, "
-                        "e.g. RUN/export/ss_enc_conv3d_mini_fp16) whose decoder --init-from's release "
-                        "ships; it encodes the flow's latents")
+                        "e.g. RELEASE/ckpts/ss_enc_conv3d_mini_fp16 or RUN/export/...) whose decoder "
+                        "--init-from's release ships; it encodes the flow's latents")
     p.add_argument("--eval-limit", type=int, default=0, help="held-out objects to evaluate (0: all)")
     p.add_argument("--skip-eval", action="store_true")
     args = p.parse_args(argv)

@@ -6,7 +6,9 @@ elsewhere), exactly what ``backend.models.loading.load_model`` reads. :func:`ass
 puts the exported networks of the six training runs, the image encoder and the latent statistics
 together into ``pipeline.json`` + ``texturing_pipeline.json`` + ``ckpts/``. Given a ``base``
 release, the runs may cover only some networks: every role they do not export is copied from the
-base (with its latent normalization), and the base's sampler settings are kept.
+base (with its latent normalization), and the base's sampler settings are kept. The
+sparse-structure encoder travels in ``ckpts/`` beside the decoder it was trained with (no pipeline
+names it; a later run of the sparse-structure flow alone encodes its latents with it).
 
 Command line::
 
@@ -68,11 +70,26 @@ _NORMALIZED_ROLES = {
     "tex_slat_normalization": ("pbr", {"tex_slat_flow_model", "tex_slat_decoder"}),
 }
 _SAMPLERS = ("sparse_structure_sampler", "shape_slat_sampler", "tex_slat_sampler")
+# Networks a release carries in ckpts/ beside the decoder they pair with, for training only (no
+# pipeline names them): the sparse-structure encoder gives a later run of the sparse-structure
+# flow alone its latents (``scripts/train_mini.py --networks ss_flow --ss-encoder``).
+_COMPANIONS = {"SparseStructureEncoder": "sparse_structure_decoder"}
 
 
 def ships_in_release(class_name: str) -> bool:
-    """Whether a release carries the networks of this class (of the encoders, only the shape one)."""
-    return class_name in _ROLE_OF_CLASS or class_name == "SLatFlowModel"
+    """Whether a release carries the networks of this class (of the encoders, the shape one for
+    the texturing pipeline and the sparse-structure one beside its decoder, for training)."""
+    return class_name in _ROLE_OF_CLASS or class_name in _COMPANIONS or class_name == "SLatFlowModel"
+
+
+def _companions(release: Path) -> dict[str, str]:
+    """``class name -> ckpts/NAME`` of the training companions (``_COMPANIONS``) in ``release``."""
+    found = {}
+    for path in sorted((Path(release) / "ckpts").glob("*.json")):
+        cls = json.loads(path.read_text()).get("name")
+        if cls in _COMPANIONS and path.with_suffix(".safetensors").is_file():
+            found[cls] = f"ckpts/{path.stem}"
+    return found
 
 
 class ReleaseError(ValueError):
@@ -190,7 +207,11 @@ def assemble_release(
     for run in runs:
         for cls, name, _trainer in _exports(Path(run)):
             if not ships_in_release(cls):
-                continue  # e.g. the sparse-structure encoder: only data preparation needs it
+                continue
+            if cls in _COMPANIONS:  # no role: copied beside the decoder of the same run
+                for ext in (".json", ".safetensors"):
+                    shutil.copy2(Path(run) / "export" / f"{name}{ext}", ckpts / f"{name}{ext}")
+                continue
             role = _ROLE_OF_CLASS.get(cls)
             if cls == "SLatFlowModel":
                 config = json.loads((Path(run) / "export" / f"{name}.json").read_text())
@@ -212,6 +233,10 @@ def assemble_release(
             for ext in (".json", ".safetensors"):
                 shutil.copy2(base / f"{ref}{ext}", output / f"{ref}{ext}")
             roles[role] = ref
+        for cls, ref in _companions(base).items():  # they pair with the base's decoder
+            if _COMPANIONS[cls] not in new_roles:
+                for ext in (".json", ".safetensors"):
+                    shutil.copy2(base / f"{ref}{ext}", output / f"{ref}{ext}")
         log.info("from the runs: %s; from %s: %s", ", ".join(sorted(new_roles)) or "nothing", base,
                  ", ".join(sorted(set(roles) - new_roles)) or "nothing")
     missing = sorted(set(_ROLE_KEYS) - set(roles))

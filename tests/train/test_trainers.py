@@ -633,7 +633,7 @@ def test_the_mini_family_release_fits_the_bundled_limit(tmp_path):
                 networks[f"{path.stem}/{spec.name}"] = stored_bytes(spec.name, spec.args)
     assert sorted(networks) == [
         "shape_flow/SLatFlowModel", "shape_vae/FlexiDualGridVaeDecoder", "shape_vae/FlexiDualGridVaeEncoder",
-        "ss_flow/SparseStructureFlowModel", "ss_vae/SparseStructureDecoder",
+        "ss_flow/SparseStructureFlowModel", "ss_vae/SparseStructureDecoder", "ss_vae/SparseStructureEncoder",
         "tex_flow/SLatFlowModel", "tex_vae/SparseUnetVaeDecoder",
     ]
     encoder = write_image_encoder(tmp_path / "encoder", **IMAGE_ENCODER_SIZES["mini"])
@@ -673,6 +673,12 @@ def test_release_assembles_and_generates_a_glb(tdata, flow_runs, tmp_path, monke
         assert (release / f"{ref}.json").is_file() and (release / f"{ref}.safetensors").is_file()
     assert names["shape_slat_flow_model_512"].endswith("img2shape_dit_tiny_512_bf16")
     assert names["tex_slat_flow_model_512"].endswith("imgshape2tex_dit_tiny_512_bf16")
+    # The sparse-structure encoder travels beside its decoder, for training; no pipeline names it.
+    ss_vae = _run_dir("ss_vae", tdata, flow_runs)
+    ss_names = json.loads((ss_vae / "config.json").read_text())["trainer"]["args"]["release_names"]
+    shipped = release / "ckpts" / f"{ss_names['encoder']}.safetensors"
+    assert shipped.read_bytes() == (ss_vae / "export" / shipped.name).read_bytes()
+    assert f"ckpts/{ss_names['encoder']}" not in names.values()
 
     # As `python -m backend generate --model RELEASE --offline` runs it: no dependencies mapping, so the
     # relative "image_encoder" must resolve against the release folder (not the working directory).
@@ -758,6 +764,16 @@ def test_release_takes_the_networks_the_runs_do_not_export_from_a_base(tdata, fl
     stats = json.loads((tdata.data / "latent_stats.json").read_text())
     assert doc["shape_slat_normalization"] == {"mean": stats["shape"]["mean"], "std": stats["shape"]["std"]}
     assert doc["tex_slat_normalization"] == base_doc["tex_slat_normalization"]
+
+    # The sparse-structure encoder goes with the decoder it pairs with: the runs' when they export
+    # the decoder, else the base's.
+    ss_vae = _run_dir("ss_vae", tdata, flow_runs)
+    encoder = json.loads((ss_vae / "config.json").read_text())["trainer"]["args"]["release_names"]["encoder"]
+    encoder = f"ckpts/{encoder}.safetensors"
+    assert (release / encoder).read_bytes() == (ss_vae / "export" / Path(encoder).name).read_bytes()
+    flows_only = [_run_dir(n, tdata, flow_runs) for n in ("shape_flow",)]
+    kept = assemble_release(tmp_path / "kept", flows_only, tdata.data, tdata.image_encoder, base=base)
+    assert (kept / encoder).read_bytes() == (base / encoder).read_bytes() != (release / encoder).read_bytes()
 
     # Without a base the same runs are an incomplete release.
     with pytest.raises(ReleaseError, match="shape_slat_decoder"):
