@@ -11,6 +11,7 @@ of the same view differs by at most one level of 255 in a few pixels).
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import tempfile
@@ -23,7 +24,10 @@ SET_COUNT, SET_SEED, SET_TEST_COUNT = 600, 0, 48
 DEMO_INDEX = 26
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT, help=f"where to write it (default {OUT})")
+    out = parser.parse_args(argv).out
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from backend.fileio import write_atomic
@@ -43,8 +47,8 @@ def main() -> int:
                                        render_size=512, seed=SET_SEED, workers=1))
         layout = DataLayout(data)
         picture = layout.render_view(asset_id, layout.photo_view(asset_id))
-        write_atomic(OUT, picture.read_bytes())
-    logging.info("wrote %s (%s, view %s)", OUT, asset_id, picture.name)
+        write_atomic(out, picture.read_bytes())
+    logging.info("wrote %s (%s, view %s)", out, asset_id, picture.name)
     return 0
 
 
