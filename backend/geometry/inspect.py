@@ -68,13 +68,9 @@ _RAY_DIRECTION = np.array([0.5773, 0.5774, 0.5775])  # skew: never parallel to a
 _RAY_CHUNK = 1 << 21  # origin x triangle pairs per vectorised step (~50 MB of float64 temporaries)
 
 
-def _ray_crossings(origin: np.ndarray, triangles: np.ndarray) -> int:
-    """How often the ray from ``origin`` along a fixed skew direction crosses ``triangles [T, 3, 3]``."""
-    return int(_ray_crossings_many(origin[None], triangles)[0])
-
-
 def _ray_crossings_many(origins: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """``[M]`` crossing counts of the rays from ``origins [M, 3]`` (see :func:`_ray_crossings`)."""
+    """``[M]``: how often the ray from each of ``origins [M, 3]`` along a fixed skew direction
+    crosses ``triangles [T, 3, 3]``."""
     a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
     e1, e2 = b - a, c - a
     p = np.cross(_RAY_DIRECTION, e2)

@@ -82,6 +82,13 @@ def ships_in_release(class_name: str) -> bool:
     return class_name in _ROLE_OF_CLASS or class_name in _COMPANIONS or class_name == "SLatFlowModel"
 
 
+def _copy_checkpoint(source_stem: Path, target_stem: Path) -> None:
+    """Copy a checkpoint's ``.json`` and ``.safetensors`` (``STEM.json`` + ``STEM.safetensors``)."""
+    target_stem.parent.mkdir(parents=True, exist_ok=True)
+    for ext in (".json", ".safetensors"):
+        shutil.copy2(f"{source_stem}{ext}", f"{target_stem}{ext}")
+
+
 def _companions(release: Path) -> dict[str, str]:
     """``class name -> ckpts/NAME`` of the training companions (``_COMPANIONS``) in ``release``."""
     found = {}
@@ -208,9 +215,8 @@ def assemble_release(
         for cls, name, _trainer in _exports(Path(run)):
             if not ships_in_release(cls):
                 continue
-            if cls in _COMPANIONS:  # no role: copied beside the decoder of the same run
-                for ext in (".json", ".safetensors"):
-                    shutil.copy2(Path(run) / "export" / f"{name}{ext}", ckpts / f"{name}{ext}")
+            _copy_checkpoint(Path(run) / "export" / name, ckpts / name)
+            if cls in _COMPANIONS:  # no role: it travels beside the decoder of the same run
                 continue
             role = _ROLE_OF_CLASS.get(cls)
             if cls == "SLatFlowModel":
@@ -218,8 +224,6 @@ def assemble_release(
                 role = (
                     "tex_slat_flow_model" if config["args"]["in_channels"] == 64 else "shape_slat_flow_model"
                 )
-            for ext in (".json", ".safetensors"):
-                shutil.copy2(Path(run) / "export" / f"{name}{ext}", ckpts / f"{name}{ext}")
             roles[role] = f"ckpts/{name}"
     new_roles = set(roles)
     base_pipeline: dict[str, Any] = {}
@@ -228,15 +232,11 @@ def assemble_release(
         base = Path(base)
         base_pipeline, base_texturing, base_roles = _read_base(base)
         for role in sorted(set(base_roles) - new_roles):
-            ref = base_roles[role]
-            (output / ref).parent.mkdir(parents=True, exist_ok=True)
-            for ext in (".json", ".safetensors"):
-                shutil.copy2(base / f"{ref}{ext}", output / f"{ref}{ext}")
-            roles[role] = ref
+            _copy_checkpoint(base / base_roles[role], output / base_roles[role])
+            roles[role] = base_roles[role]
         for cls, ref in _companions(base).items():  # they pair with the base's decoder
             if _COMPANIONS[cls] not in new_roles:
-                for ext in (".json", ".safetensors"):
-                    shutil.copy2(base / f"{ref}{ext}", output / f"{ref}{ext}")
+                _copy_checkpoint(base / ref, output / ref)
         log.info("from the runs: %s; from %s: %s", ", ".join(sorted(new_roles)) or "nothing", base,
                  ", ".join(sorted(set(roles) - new_roles)) or "nothing")
     missing = sorted(set(_ROLE_KEYS) - set(roles))
