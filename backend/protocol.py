@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -135,6 +136,14 @@ def _between(low: int, high: int | None = None) -> dict[str, Any]:
     return {"range": (low, high)}
 
 
+def vram_budget_problem(gib: float) -> str | None:
+    """What is wrong with ``gib`` as a VRAM budget (``Load.vram_budget_gib``, the command lines'
+    ``--vram-budget``), worded to follow the setting's name; None when nothing is."""
+    if not (math.isfinite(gib) and gib > 0):
+        return f"must be a number of GiB above 0, got {gib!r}"
+    return None
+
+
 # --- nested value types -------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -218,6 +227,11 @@ class Load(Message):
     never logged; ``offline`` forbids any network access. ``commercial_safe`` keeps the
     non-commercial parts out (no nvdiffrast, no RMBG-2.0 / BiRefNet background removal).
 
+    ``low_vram`` keeps every network in host memory and moves each to the GPU for its stage only.
+    ``vram_budget_gib`` (not with ``low_vram``; None: no budget, every network stays on the GPU once
+    loaded) lets the networks stay on the GPU while they fit this many GiB of weights; a stage that
+    needs room first sends the least recently used others back to host memory.
+
     ``background_removal`` is what happens to pictures without transparency: ``"none"``
     (refused with an explanation), ``"solid"`` (a keyer for objects on a plain background)
     or ``"rmbg"`` (RMBG-2.0 / BiRefNet from ``background_remover`` or the hub). Choosing
@@ -241,6 +255,15 @@ class Load(Message):
     low_vram: bool = False
     sparse_structure_decoder: str | None = None
     commercial_safe: bool = False
+    vram_budget_gib: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.vram_budget_gib is not None:
+            problem = vram_budget_problem(self.vram_budget_gib)
+            if problem is not None:
+                raise ValueError(f"vram_budget_gib {problem}")
+            if self.low_vram:
+                raise ValueError("vram_budget_gib cannot be combined with low_vram")
 
 
 @dataclass(frozen=True)

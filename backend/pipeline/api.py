@@ -228,6 +228,9 @@ class JobResult:
     assets: list[AssetResult]
     seconds_per_stage: dict[str, float]
     peak_memory_bytes: int = 0
+    # Network weights the VRAM budget (``Runtime.vram_budget_gib``) moved in this job; 0 without one.
+    moved_to_device_bytes: int = 0
+    moved_to_host_bytes: int = 0
 
 
 class Generator(Protocol):

@@ -39,7 +39,13 @@ def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto",
                    help=f"torch device: {', '.join(DEVICE_CHOICES)} "
                         "(default auto: CUDA, else Apple MPS, else CPU)")
-    g.add_argument("--low-vram", action="store_true", help="move each network to the GPU only for its stage")
+    memory = g.add_mutually_exclusive_group()
+    memory.add_argument("--low-vram", action="store_true",
+                        help="move each network to the GPU only for its stage")
+    memory.add_argument("--vram-budget", type=vram_budget, default=None, metavar="GIB",
+                        help="keep networks on the GPU while their weights fit GIB gibibytes; a stage that "
+                             "needs room first moves the least recently used others to host memory "
+                             "(None: every network stays on the GPU once loaded)")
     g.add_argument("--offline", action="store_true", help="never download; the model must be local/cached")
     g.add_argument("--attention", default=None, help="attention backend for the flow models (e.g. sdpa)")
     g.add_argument("--batched-cfg", action="store_true",
@@ -70,6 +76,18 @@ def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--commercial-safe", action="store_true",
                    help="never use the parts under non-commercial licences: nvdiffrast (the texture baker "
                         "uses our rasterizer) and RMBG-2.0 / BiRefNet background removal (see NOTICE)")
+
+
+def vram_budget(text: str) -> float:
+    """``--vram-budget``'s value: GiB above 0 (argparse names the option in its error)."""
+    try:
+        gib = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of GiB, got {text!r}") from None
+    problem = protocol.vram_budget_problem(gib)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return gib
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
@@ -126,7 +144,8 @@ def export_options(args: argparse.Namespace) -> ExportOptions:
 def runtime(args: argparse.Namespace, bundled_release: Path | None = BUNDLED_MINI_RELEASE) -> Runtime:
     """The runtime the options ask for; ``bundled_release`` is the bundled mini release folder."""
     device = resolve_device(args.device)
-    return Runtime(model=args.model, device=device, low_vram=args.low_vram, offline=args.offline,
+    return Runtime(model=args.model, device=device, low_vram=args.low_vram,
+                   vram_budget_gib=args.vram_budget, offline=args.offline,
                    attention_backend=args.attention, bundled_release=bundled_release,
                    dependencies=local_copies(args), commercial_safe=args.commercial_safe,
                    batched_cfg=args.batched_cfg, fp8=args.fp8, compile_blocks=args.compile)

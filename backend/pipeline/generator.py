@@ -40,6 +40,7 @@ from .model_source import ModelProvenance
 from .process_memory import peak_rss_bytes
 from .progress import Tracker
 from .rembg import BiRefNetRemover
+from .residency import GIB, Transfers
 from .retexture import retexture_voxels, work_frame
 from .runtime import ModelStore, Runtime
 from .sampler import make_generator
@@ -56,9 +57,10 @@ class Trellis2Generator:
 
     Args:
         runtime: a :class:`Runtime`, or (the server's form) the local release folder, completed
-            by ``device`` ("auto" = CUDA, else Apple's MPS, else CPU), ``low_vram`` and ``dependencies``
-            (repo id -> local folder), ``provenance`` (what results record as their ``"model"``;
-            default: the folder as a local source) and ``commercial_safe``; that form never downloads.
+            by ``device`` ("auto" = CUDA, else Apple's MPS, else CPU), ``low_vram``,
+            ``vram_budget_gib``, ``dependencies`` (repo id -> local folder), ``provenance`` (what
+            results record as their ``"model"``; default: the folder as a local source) and
+            ``commercial_safe``; that form never downloads.
         remover: background remover for inputs without alpha (None: such inputs are refused).
         structure: finds each object's voxels (default: the release's sparse-structure flow,
             :class:`~.structure.FlowStructure`).
@@ -68,12 +70,14 @@ class Trellis2Generator:
 
     def __init__(self, runtime: Runtime | str | Path = Runtime(), *,  # noqa: B008
                  device: str | None = None, low_vram: bool | None = None,
+                 vram_budget_gib: float | None = None,
                  dependencies: dict[str, Path] | None = None, remover: BackgroundRemover | None = None,
                  structure: StructureSampler | None = None, store: ModelStore | None = None,
                  provenance: ModelProvenance | None = None, commercial_safe: bool = False) -> None:
         if not isinstance(runtime, Runtime):
             dev = resolve_device(device)
-            runtime = Runtime(model=str(runtime), device=dev, low_vram=bool(low_vram), offline=True,
+            runtime = Runtime(model=str(runtime), device=dev, low_vram=bool(low_vram),
+                              vram_budget_gib=vram_budget_gib, offline=True,
                               dependencies={k: str(v) for k, v in (dependencies or {}).items()},
                               provenance=provenance, commercial_safe=commercial_safe)
         self.runtime = runtime
@@ -109,7 +113,7 @@ class Trellis2Generator:
         tracker = Tracker(on_progress, cancel, assets=len(objects))
         assets: list[AssetResult] = []
         names: set[str] = set()
-        with self._job(tracker):
+        with self._job(tracker) as job:
             for i, views in enumerate(objects):
                 tracker.asset = i
                 decoded = self._decode_object(store, views, request, tracker)
@@ -136,7 +140,7 @@ class Trellis2Generator:
                     result.extra.update(resolution=asset.resolution, source=str(views[0]), **made_by)
                     assets.append(result)
                 tracker.end()
-        return JobResult(assets, dict(tracker.seconds), self._peak_memory())
+        return self._result(assets, tracker, job)
 
     def warm_up(self, cancel: CancelToken | None = None) -> bool:
         """Compile (and tune) the GPU kernels a first job would, so it does not wait for them.
@@ -196,7 +200,7 @@ class Trellis2Generator:
         request = dataclasses.replace(request, export=self._licence_checked(request.export))
         store = self.store
         tracker = Tracker(on_progress, cancel)
-        with self._job(tracker):
+        with self._job(tracker) as job:
             tracker.begin("preprocess", f"reading {Path(request.mesh).name}")
             try:
                 mesh = read_mesh(request.mesh).validate()
@@ -219,7 +223,7 @@ class Trellis2Generator:
             result.extra.update(seed=request.seed, resolution=request.resolution, source=str(request.mesh),
                                 **self._result_fields(store))
             tracker.end()
-        return JobResult([result], dict(tracker.seconds), self._peak_memory())
+        return self._result([result], tracker, job)
 
     # ------------------------------------------------------------------ helpers
     def _licence_checked(self, export: ExportOptions) -> ExportOptions:
@@ -236,18 +240,30 @@ class Trellis2Generator:
         return {"model": store.provenance.as_json()} if store.provenance is not None else {}
 
     def _job(self, tracker: Tracker):
+        """The context of one job: no autograd, the peak memory counted from its start, the cache
+        emptied and the VRAM budget's moves logged at its end (``transfers`` after it), and running
+        out of GPU memory reported as :class:`OutOfMemoryError` naming the stage."""
         generator = self
 
         class _Job:
+            transfers = Transfers()
+
             def __enter__(self):
                 if generator.runtime.device.startswith("cuda") and torch.cuda.is_available():
                     torch.cuda.reset_peak_memory_stats()
                 self._grad = torch.is_grad_enabled()
                 torch.set_grad_enabled(False)
+                self._moved_before = generator.store.transfers
                 return self
 
             def __exit__(self, exc_type, exc, tb):
                 torch.set_grad_enabled(self._grad)
+                self.transfers = generator.store.transfers - self._moved_before
+                budget = generator.runtime.vram_budget_gib
+                if budget is not None:
+                    log.info("VRAM budget %.3g GiB: %.3g GiB of networks moved to the device and %.3g GiB "
+                             "back to host memory in this job", budget, self.transfers.to_device / GIB,
+                             self.transfers.to_host / GIB)
                 stage = tracker._stage or "export"
                 if generator.runtime.device.startswith("cuda") and torch.cuda.is_available():
                     torch.cuda.empty_cache()
@@ -256,6 +272,13 @@ class Trellis2Generator:
                 return False
 
         return _Job()
+
+    def _result(self, assets: list[AssetResult], tracker: Tracker, job) -> JobResult:
+        """What a finished job reports: its assets, seconds per stage, peak memory and the bytes its
+        VRAM budget moved (``job``: the finished :meth:`_job`)."""
+        return JobResult(assets, dict(tracker.seconds), self._peak_memory(),
+                         moved_to_device_bytes=job.transfers.to_device,
+                         moved_to_host_bytes=job.transfers.to_host)
 
     def _peak_memory(self) -> int:
         if self.runtime.device.startswith("cuda") and torch.cuda.is_available():

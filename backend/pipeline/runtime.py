@@ -5,9 +5,10 @@ model source). :class:`Release` resolves the release (a local folder, a
 Hugging Face repo id downloaded on first use unless offline, or the bundled mini
 release; see :func:`resolve_model` and :mod:`.model_source`) and reads
 ``pipeline.json`` / ``texturing_pipeline.json`` through ``backend.models``.
-:class:`ModelStore` loads each network once and keeps it on the accelerator when it fits; in
+:class:`ModelStore` loads each network once and keeps it on the accelerator; in
 low-VRAM mode every network stays on the CPU and :meth:`ModelStore.on_device`
-moves it over for one stage only.
+moves it over for one stage only, and with a VRAM budget the least recently used networks
+leave the accelerator when a stage needs the room (:mod:`.residency`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+
+from backend import protocol
 
 from . import weights
 from .accelerator import conv_backend_for, triton_importable
@@ -37,6 +40,7 @@ from .model_source import (
     fallback_notice,
     require_bundled_release,
 )
+from .residency import GIB, Residency, Transfers
 from .weights import DownloadCallback, WeightsConfig, WeightsError
 
 if TYPE_CHECKING:
@@ -45,6 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = TRELLIS2_REPO
+IMAGE_ENCODER_KEY = "image_cond_model"  # pipeline.json's key of the image encoder (DINOv3)
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,12 @@ class Runtime:
         device: torch device string ("cuda", "cuda:1", "mps", "cpu"); ``accelerator.resolve_device``
             turns "auto" into one.
         low_vram: keep networks on the CPU and move each to the device only for its stage.
+        vram_budget_gib: None: every network stays on the device once loaded. A number (GiB, above
+            0; not with ``low_vram``): networks load into host memory and move to the device for
+            their stage, and they stay there after it while the networks on the device (parameters
+            and buffers) fit this many GiB; before a stage, the least recently used networks it
+            does not need go back to host memory until its own fit (:mod:`.residency`). A stage
+            whose networks alone need more still runs.
         offline: never touch the network; the release must be local or in the HF cache.
         dtype: None keeps the checkpoints' precision policy (bf16/fp16 blocks) on CUDA; on
             CPU everything runs in float32.
@@ -93,6 +104,7 @@ class Runtime:
     model: str = DEFAULT_MODEL
     device: str = "cuda"
     low_vram: bool = False
+    vram_budget_gib: float | None = None
     offline: bool = False
     dtype: torch.dtype | None = None
     attention_backend: str | None = None
@@ -105,6 +117,16 @@ class Runtime:
     batched_cfg: bool = False
     fp8: bool = False
     compile_blocks: bool = False
+
+    def __post_init__(self) -> None:
+        if self.vram_budget_gib is None:
+            return
+        problem = protocol.vram_budget_problem(self.vram_budget_gib)
+        if problem is not None:
+            raise ValueError(f"vram_budget_gib {problem}")
+        if self.low_vram:
+            raise ValueError("vram_budget_gib and low_vram exclude each other: low-VRAM mode keeps no "
+                             "network on the device between stages, so there is nothing to budget")
 
     @property
     def load_dtype(self) -> torch.dtype | None:
@@ -246,9 +268,12 @@ class ModelStore:
                 raise PipelineError(str(e), "run without --fp8") from e
         self.conv_backend = runtime.conv_backend or conv_backend_for(runtime.device, triton_importable())
         log.info("sparse convolution: %s path on %s", self.conv_backend, runtime.device)
+        self._residency = (Residency(self.device, round(runtime.vram_budget_gib * GIB))
+                           if runtime.vram_budget_gib is not None else None)
         self._models: dict[str, torch.nn.Module] = {}
         for key, model in (models or {}).items():
             self._models[key] = self._configured(model)
+            self._track(key, model)
         self._conditioner = conditioner
 
     @property
@@ -256,7 +281,25 @@ class ModelStore:
         return torch.device(self.runtime.device)
 
     def _home(self) -> torch.device:
-        return torch.device("cpu") if self.runtime.low_vram else self.device
+        """Where networks load: host memory when something else decides when they go to the device."""
+        budgeted = self.runtime.low_vram or self._residency is not None
+        return torch.device("cpu") if budgeted else self.device
+
+    def _track(self, key: str, model: torch.nn.Module) -> None:
+        if self._residency is not None:
+            self._residency.track(key, model)
+
+    @property
+    def residency(self) -> Residency | None:
+        """The VRAM budget's bookkeeping: which networks are on the device, least recently used
+        first (None without a budget)."""
+        return self._residency
+
+    @property
+    def transfers(self) -> Transfers:
+        """Bytes the VRAM budget has moved onto the device and back since the store was made
+        (none without a budget)."""
+        return self._residency.moved if self._residency is not None else Transfers()
 
     def _checkpoint_source(self, key: str) -> tuple[Path | str, str]:
         """(source, name) of the network ``key`` for :func:`backend.models.load_model`."""
@@ -329,6 +372,7 @@ class ModelStore:
                 raise ModelUnavailableError(f"cannot load {key}: {e}",
                                             f"check the release folder {source}, or download it again") from e
             self._models[key] = self._configured(model)
+            self._track(key, self._models[key])
         return self._models[key]
 
     def _configured(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -360,11 +404,18 @@ class ModelStore:
                                             _unresolved_hint(name))
             self._conditioner = DinoV3Conditioner.from_pretrained(name, offline=True)
             self._conditioner.model.to(self._home())
+        if isinstance(getattr(self._conditioner, "model", None), torch.nn.Module):
+            self._track(IMAGE_ENCODER_KEY, self._conditioner.model)
         return self._conditioner
 
     @contextlib.contextmanager
     def on_device(self, *modules: torch.nn.Module) -> Iterator[None]:
-        """Place ``modules`` on the device for the block (and back to the CPU after, in low-VRAM mode)."""
+        """Place ``modules`` on the device for the block: in low-VRAM mode back to the CPU after it;
+        with a VRAM budget they stay, and other networks make room first (:meth:`.Residency.place`)."""
+        if self._residency is not None:
+            self._residency.place(modules)
+            yield
+            return
         if self.runtime.low_vram:
             for m in modules:
                 m.to(self.device)

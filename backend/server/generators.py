@@ -26,14 +26,16 @@ class PipelineUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class LoadSpec:
-    """Everything a factory needs: local model folders, the device, the memory policy, how
-    pictures without transparency are handled (``protocol.Load.background_removal``), whether the
-    user consented to running the background-removal model's own code, and which
-    weights these are (``provenance``, recorded with every result; None: unknown)."""
+    """Everything a factory needs: local model folders, the device, the memory policy
+    (``low_vram``, ``vram_budget_gib``: as ``protocol.Load`` has them), how pictures without
+    transparency are handled (``protocol.Load.background_removal``), whether the user consented to
+    running the background-removal model's own code, and which weights these are (``provenance``,
+    recorded with every result; None: unknown)."""
 
     paths: ModelPaths
     device: str = "auto"
     low_vram: bool = False
+    vram_budget_gib: float | None = None
     background_removal: str = protocol.DEFAULT_BACKGROUND_REMOVAL
     allow_model_code: bool = False  # consent to run the background-removal model's own code
     provenance: ModelProvenance | None = None
@@ -58,6 +60,7 @@ def trellis2(spec: LoadSpec) -> Generator:
     except (ImportError, AttributeError) as exc:
         raise PipelineUnavailable(f"pipeline not available ({PIPELINE_GENERATOR}): {exc}") from None
     generator = cls(spec.paths.model_dir, device=spec.device, low_vram=spec.low_vram,  # type: ignore[operator]
+                    vram_budget_gib=spec.vram_budget_gib,
                     dependencies=spec.paths.dependencies, provenance=spec.provenance,
                     commercial_safe=spec.commercial_safe)
     generator.store.check_checkpoints()  # a broken release fails now, not at the first job

@@ -381,6 +381,7 @@ class Service:
         started = time.monotonic()
         self._generator = self._factory(LoadSpec(paths=paths, device=self.config.device,
                                                  low_vram=message.low_vram,
+                                                 vram_budget_gib=message.vram_budget_gib,
                                                  background_removal=message.background_removal,
                                                  provenance=provenance,
                                                  commercial_safe=message.commercial_safe,

@@ -150,7 +150,7 @@ WIRE_V1 = {
     "load": {"revision": None, "image_encoder": None, "background_remover": None,
              "background_removal": _REMOVAL_V1, "allow_model_code": False, "token": None, "offline": False,
              "cache_dir": None, "low_vram": False, "sparse_structure_decoder": None,
-             "commercial_safe": False},
+             "commercial_safe": False, "vram_budget_gib": None},
     "check_access": {"image_encoder": None, "sparse_structure_decoder": None, "background_remover": None,
                      "background_removal": _REMOVAL_V1, "token": None, "offline": False, "cache_dir": None},
 }

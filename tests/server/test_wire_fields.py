@@ -295,7 +295,8 @@ def test_the_addons_backend_settings_reach_the_loaded_generator(tmp_path):
 def test_every_field_of_load_reaches_the_resolver_or_the_generator(monkeypatch, tmp_path):
     """Each ``load`` field, set to a value other than its default, arrives where the server uses it:
     the weights resolver (source, revision, local folders, token, offline, cache) or the generator's
-    load spec (low VRAM, background removal, model-code consent, commercial-safe)."""
+    load spec (low VRAM, VRAM budget, background removal, model-code consent, commercial-safe). The
+    budget excludes low-VRAM mode, so it arrives with a second load."""
     from backend.pipeline import weights
     from tests.server.test_weights_requests import _serve
 
@@ -313,13 +314,18 @@ def test_every_field_of_load_reaches_the_resolver_or_the_generator(monkeypatch, 
               "token": "hf_x", "offline": True,
               "cache_dir": str(tmp_path / "cache"), "low_vram": True, "sparse_structure_decoder": "/ssdec",
               "commercial_safe": True}
+    budget = {"vram_budget_gib": 6.5}
     defaults = leaf_fields(protocol.Load)
-    assert set(values) == set(defaults) - {"id"}
-    assert [name for name, value in values.items() if value == defaults[name]] == []
-    events, specs = _serve(tmp_path, received(protocol.Load, values))
-    assert [e.status for e in events if isinstance(e, protocol.Done)][0] == "ok", events
-    (call,) = resolved
-    (spec,) = specs
+    assert set(values) | set(budget) == set(defaults) - {"id"}
+    assert [name for name, value in {**values, **budget}.items() if value == defaults[name]] == []
+    budgeted = dataclasses.replace(received(protocol.Load, {**values, "low_vram": False, **budget}),
+                                   id="load-2")
+    events, specs = _serve(tmp_path, received(protocol.Load, values), budgeted)
+    assert {e.job: e.status for e in events if isinstance(e, protocol.Done)} == {
+        "job-1": "ok", "load-2": "ok", "bye": "ok"}, events
+    call = resolved[0]
+    spec, budget_spec = specs
+    assert (spec.vram_budget_gib, budget_spec.low_vram, budget_spec.vram_budget_gib) == (None, False, 6.5)
     arrived = {
         "source": call["source"], "revision": call["revision"], "token": call["token"],
         "offline": call["offline"], "cache_dir": call["cache_dir"],
