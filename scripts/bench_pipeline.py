@@ -3,7 +3,7 @@
 Usage:
     python scripts/bench_pipeline.py [--modes 512 1024_cascade 1536_cascade] [--steps 12] [--repeat 2]
         [--texture-size 2048] [--faces 500000] [--vram normal low] [--export-faces 1000000] [--json OUT]
-        [--cfg batched sequential ...]
+        [--cfg batched sequential ...] [--vram-budget GIB]
     python scripts/bench_pipeline.py --tiny --device cpu     # plumbing check with tiny networks
 
 ``--cfg`` runs every pipeline type once per entry, in the order given (repeats allowed, so
@@ -11,6 +11,12 @@ Usage:
 ``batched`` runs each guided sampler step's conditional and unconditional passes as one forward,
 ``sequential`` as one forward each (``Runtime.batched_cfg``, off in the product until this
 comparison has been made on a GPU). Each row (and JSON run) names its setting.
+
+``--vram-budget GIB`` gives the normal-mode runs a VRAM budget (``Runtime.vram_budget_gib``):
+the networks start in host memory and the budget decides which of them stay on the GPU. The
+budgeted runs of one ``--cfg`` setting share one model store, so a repeat starts with what the run
+before it left on the GPU, as the server's jobs do, and shows the steady state. Each row records
+the budget and the GiB of networks it moved each way.
 
 What it measures, per pipeline type: seconds per stage (preprocess/conditioning, sparse
 structure, shape, texture, decode, export) and end to end, with and without low-VRAM mode, and
@@ -54,6 +60,7 @@ from backend.models import model_class  # noqa: E402
 from backend.models.pipeline_config import parse_pipeline_config  # noqa: E402
 from backend.models.tiny_checkpoint import TINY_MODELS, pipeline_json, texturing_pipeline_json  # noqa: E402
 from backend.pipeline.api import ExportOptions, GenerateRequest, SamplerOverrides  # noqa: E402
+from backend.pipeline.cli_common import vram_budget  # noqa: E402
 from backend.pipeline.conditioning import DinoV3Conditioner  # noqa: E402
 from backend.pipeline.export import export_generated  # noqa: E402
 from backend.pipeline.generator import Trellis2Generator  # noqa: E402
@@ -174,19 +181,27 @@ def mesh_structure(mesh: TriangleMesh) -> GivenStructure:
 
 
 def run_mode(models, dino, mode: str, low_vram: bool, batched_cfg: bool, args, structure: GivenStructure,
-             out: Path) -> dict:
-    """One image -> GLB job; returns seconds per stage, total, peak VRAM and sizes."""
+             out: Path, budget_stores: dict[bool, ModelStore]) -> dict:
+    """One image -> GLB job; returns seconds per stage, total, peak VRAM and sizes.
+
+    ``budget_stores`` holds the model store of each ``batched_cfg`` setting's budgeted runs
+    (``args.vram_budget``, normal mode only), made by the first of them."""
     device = args.device
-    home = "cpu" if low_vram else device
-    for m in [*models.values(), dino.model]:
-        m.to(home)
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-    config = parse_pipeline_config(pipeline_json("unused"))
-    tex_config = parse_pipeline_config(texturing_pipeline_json("unused"))
-    runtime = Runtime(model="preloaded", device=device, low_vram=low_vram, batched_cfg=batched_cfg,
-                      fp8=args.fp8, compile_blocks=args.compile)
-    store = ModelStore(runtime, Release(config, tex_config), models=models, conditioner=dino)
+    budget = None if low_vram else args.vram_budget
+    runtime = Runtime(model="preloaded", device=device, low_vram=low_vram, vram_budget_gib=budget,
+                      batched_cfg=batched_cfg, fp8=args.fp8, compile_blocks=args.compile)
+    store = budget_stores.get(batched_cfg) if budget is not None else None
+    if store is None:
+        home = "cpu" if low_vram or budget is not None else device
+        for m in [*models.values(), dino.model]:
+            m.to(home)
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        config = parse_pipeline_config(pipeline_json("unused"))
+        tex_config = parse_pipeline_config(texturing_pipeline_json("unused"))
+        store = ModelStore(runtime, Release(config, tex_config), models=models, conditioner=dino)
+        if budget is not None:
+            budget_stores[batched_cfg] = store
     gen = Trellis2Generator(runtime, structure=structure, store=store)
     steps = SamplerOverrides(steps=args.steps)
     request = GenerateRequest(images=(args.image,), output_dir=out, pipeline_type=mode, seed=0,
@@ -204,7 +219,9 @@ def run_mode(models, dino, mode: str, low_vram: bool, batched_cfg: bool, args, s
             "seconds": result.seconds_per_stage, "total_s": total,
             "peak_vram_gib": result.peak_memory_bytes / 2**30, "faces": asset.faces,
             "resolution": asset.extra.get("resolution"),
-            "export_breakdown_s": asset.extra.get("export_seconds")}
+            "export_breakdown_s": asset.extra.get("export_seconds"), "vram_budget_gib": budget,
+            "moved_to_device_gib": result.moved_to_device_bytes / 2**30,
+            "moved_to_host_gib": result.moved_to_host_bytes / 2**30}
 
 
 def bench_export(args, out: Path) -> dict:
@@ -242,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the flow models' blocks (Runtime.compile_blocks; the first run of "
                         "each pipeline type includes compiling: repeat --cfg entries for the steady state)")
+    p.add_argument("--vram-budget", type=vram_budget, default=None, metavar="GIB",
+                   help="VRAM budget of the normal-mode runs (Runtime.vram_budget_gib): networks stay on the "
+                        "GPU while they fit GIB, the least recently used leave when a stage needs room")
     p.add_argument("--repeat", type=int, default=2,
                    help="jobs per setting in this process: the first is cold (in a fresh process, the "
                         "first job of all is what a user's first Generate costs), later ones steady state")
@@ -263,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         args.export_faces = min(args.export_faces, 20_000)
     args.out.mkdir(parents=True, exist_ok=True)
     models, dino, rows = {}, None, []
+    budget_stores: dict[bool, ModelStore] = {}
     if args.modes:
         structure = mesh_structure(surface_mesh(1_000_000 if not args.tiny else 20_000))
         t = time.perf_counter()
@@ -274,20 +295,24 @@ def main(argv: list[str] | None = None) -> int:
     repeats = range(1, args.repeat + 1)
     runs = [(c, m, lo, r) for c in args.cfg for m in args.modes for lo in lows for r in repeats]
     for cfg, mode, low, repeat in runs:
-        row = run_mode(models, dino, mode, low, cfg == "batched", args, structure, args.out)
+        row = run_mode(models, dino, mode, low, cfg == "batched", args, structure, args.out, budget_stores)
         # The process's first job pays every first use (kernel compiles, tuning, allocator growth);
         # a later job of the same settings is the steady state.
         row.update(repeat=repeat, first_job_in_process=not rows)
         rows.append(row)
         stages = " ".join(f"{k}={v:.2f}" for k, v in row["seconds"].items())
+        budget = "" if row["vram_budget_gib"] is None else (
+            f"budget {row['vram_budget_gib']:g} GiB (moved in {row['moved_to_device_gib']:.2f}, "
+            f"out {row['moved_to_host_gib']:.2f} GiB)  ")
         print(f"{mode:>13} #{repeat} low_vram={low!s:<5} cfg={cfg:<10} fp8={args.fp8!s:<5} "
               f"compile={args.compile!s:<5} total {row['total_s']:7.2f} s  "
               f"peak {row['peak_vram_gib']:6.2f} GiB  res {row['resolution']}  faces {row['faces']}  "
-              f"| {stages}", flush=True)
+              f"{budget}| {stages}", flush=True)
         if args.json:
             args.json.write_text(json.dumps(report, indent=2))
     if not args.skip_export_bench:
         del models, dino
+        budget_stores.clear()  # their networks too
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
         report["export"] = bench_export(args, args.out)
