@@ -212,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ss-flow-minutes", type=float, default=None,
                    help="the sparse-structure flow's budget (default: --flow-minutes); the shape and "
                         "texture flows train beside it")
+    p.add_argument("--ss-flow-anneal", type=int, default=None, metavar="STEPS",
+                   help="the sparse-structure flow runs STEPS steps (within its minutes) with its "
+                        "learning rate falling along a cosine to 5%% of the config's (continuing a "
+                        "release for a short while)")
     p.add_argument("--init-from", type=Path, default=None, metavar="RELEASE",
                    help="start every network from this release's weights where it has them (e.g. "
                         "backend/mini_release: training continues across GPU sessions), the image "
@@ -234,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             check_ss_encoder(args.ss_encoder, args.init_from)
     except ValueError as exc:
         p.error(str(exc))
+    if args.ss_flow_anneal is not None and args.ss_flow_anneal < 1:
+        p.error(f"--ss-flow-anneal must be >= 1 step, got {args.ss_flow_anneal}")
     networks = set(args.networks)
     subset = networks != set(NETWORKS)
     if subset and "image_encoder" not in networks and not (args.init_from / "image_encoder").is_dir():
@@ -287,15 +293,20 @@ def main(argv: list[str] | None = None) -> int:
     def config(name: str) -> dict:
         return json.loads(configs[name].read_text())
 
-    if "image_encoder" not in networks and "ss_flow" in networks and config("ss_flow")["trainer"]["args"].get(
+    ss_flow = config("ss_flow")
+    if "image_encoder" not in networks and "ss_flow" in networks and ss_flow["trainer"]["args"].get(
             "train_image_encoder", False):
         # The release's encoder stays as it is: the flows taken from it were trained with it.
-        frozen = config("ss_flow")
-        frozen["trainer"]["args"]["train_image_encoder"] = False
+        ss_flow["trainer"]["args"]["train_image_encoder"] = False
+        _log("ss_flow: the image encoder stays frozen")
+    if args.ss_flow_anneal is not None:
+        ss_flow["trainer"]["args"]["max_steps"] = args.ss_flow_anneal
+        ss_flow["trainer"]["args"]["lr_schedule"] = {"name": "cosine", "steps": args.ss_flow_anneal}
+        _log(f"ss_flow: {args.ss_flow_anneal} steps, learning rate annealed along a cosine")
+    if ss_flow != config("ss_flow"):
         configs["ss_flow"] = work / "configs" / "ss_flow.json"
         configs["ss_flow"].parent.mkdir(parents=True, exist_ok=True)
-        configs["ss_flow"].write_text(json.dumps(frozen, indent=2))
-        _log(f"ss_flow: the image encoder stays frozen ({configs['ss_flow']})")
+        configs["ss_flow"].write_text(json.dumps(ss_flow, indent=2))
 
     def prepare() -> None:
         # Renders run in each shard's main process: several shards keep the GPU and the cores busy.

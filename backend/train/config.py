@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,40 @@ class GradClipArgs:
     buffer_size: int = 1000
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class LrScheduleArgs:
+    """The learning rate over the steps of a run.
+
+    "constant" (the reference recipe): the optimizer's ``lr`` throughout. "cosine": from ``lr`` at
+    step 0 down a half cosine to ``lr * final_ratio`` at step ``steps``, then held there; for
+    runs of a fixed, short length (continuing a release for a few minutes), where ending at a
+    small rate settles the weights. The rate depends on the step number alone, so a resumed run
+    follows the same curve.
+    """
+
+    name: str = "constant"
+    steps: int = 0
+    final_ratio: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.name not in LR_SCHEDULES:
+            raise ValueError(f"name must be one of {', '.join(LR_SCHEDULES)}, got {self.name!r}")
+        if self.name == "cosine" and self.steps < 1:
+            raise ValueError(f"a cosine schedule needs steps >= 1, got {self.steps}")
+        if not 0.0 <= self.final_ratio <= 1.0:
+            raise ValueError(f"final_ratio must lie in [0, 1], got {self.final_ratio}")
+
+    def factor(self, step: int) -> float:
+        """The multiplier of the optimizer's ``lr`` for the update made at ``step`` (0-based)."""
+        if self.name == "constant":
+            return 1.0
+        progress = min(step, self.steps) / self.steps
+        return self.final_ratio + (1.0 - self.final_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 @dataclass(frozen=True)
 class LoopArgs:
     """Settings every trainer shares (the ``trainer.args`` keys not specific to an objective)."""
@@ -145,6 +180,7 @@ class LoopArgs:
     batch_size_per_gpu: int
     batch_split: int = 1
     optimizer: OptimizerArgs = OptimizerArgs()
+    lr_schedule: LrScheduleArgs = LrScheduleArgs()
     ema_rate: float = 0.9999
     grad_clip: GradClipArgs = GradClipArgs()
     mix_precision: str = "bf16"  # "bf16": fp32 master weights, bf16 autocast; "fp32": no autocast

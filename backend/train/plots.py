@@ -21,7 +21,7 @@ _COLORS = [
     (227, 119, 194),
     (127, 127, 127),
 ]
-_SKIP = {"step", "samples_per_s", "elapsed_s", "peak_gib", "clip", "skipped"}
+_SKIP = {"step", "samples_per_s", "elapsed_s", "peak_gib", "clip", "skipped", "lr"}
 
 
 def read_log(path: Path) -> list[dict]:

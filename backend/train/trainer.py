@@ -424,6 +424,9 @@ class Trainer:
             for k, v in parts.items():
                 logs[k] += v / n
         norm, tau = self.clipper(self.params)
+        lr = self.loop.optimizer.lr * self.loop.lr_schedule.factor(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         if math.isfinite(norm):
             self.optimizer.step()
         else:
@@ -431,7 +434,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
         self._update_ema()
         self.step += 1
-        logs.update(grad_norm=norm, clip=tau)
+        logs.update(grad_norm=norm, clip=tau, lr=lr)
         return dict(logs)
 
     def _loader(self) -> torch.utils.data.DataLoader:

@@ -143,8 +143,17 @@ def test_stage_one_alone_continues_a_release_and_keeps_its_other_networks(tiny_r
     assert script.main(["--work", str(again), "--family", "tiny", "--count", "6", "--test-count", "2",
                         "--resolution", "64", "--views", "2", "--render-size", "64", "--workers", "2",
                         "--prepare-shards", "1", "--device", "cpu", "--skip-eval", "--networks", "ss_flow",
-                        "--init-from", str(release), "--ss-encoder", str(encoder)]) == 0
+                        "--init-from", str(release), "--ss-encoder", str(encoder),
+                        "--ss-flow-anneal", "3"]) == 0
     assert sorted(p.name for p in (again / "runs").iterdir()) == ["ss_flow"]
+    # --ss-flow-anneal: that many steps, the rate falling along a cosine (to 5 % at step 3).
+    trained = json.loads((again / "runs" / "ss_flow" / "config.json").read_text())["trainer"]["args"]
+    assert trained["max_steps"] == 3 and trained["lr_schedule"]["name"] == "cosine"
+    assert trained["train_image_encoder"] is False
+    assert json.loads((again / "runs" / "ss_flow" / "done.json").read_text()) == {"step": 3}
+    log_lines = (again / "runs" / "ss_flow" / "log.jsonl").read_text().splitlines()
+    rates = [json.loads(line)["lr"] for line in log_lines]
+    assert rates[-1] == pytest.approx(trained["optimizer"]["lr"] * (0.05 + 0.95 * 0.25), rel=1e-9)
     for key, ref in models.items():
         new = (again / "release" / f"{ref}.safetensors").read_bytes()
         old = (release / f"{ref}.safetensors").read_bytes()

@@ -192,6 +192,39 @@ def test_resume_is_bit_identical_and_exports_load(name, tdata, tmp_path):
                 assert t.dtype == torch.float32, k
 
 
+def test_a_cosine_learning_rate_reaches_the_optimizer_and_resumes_exactly(tdata, tmp_path):
+    schedule = {"name": "cosine", "steps": 3, "final_ratio": 0.25}
+    a = make_trainer("ss_flow", tmp_path / "a", tdata, lr_schedule=schedule)
+    base = a.loop.optimizer.lr
+    a.run(max_steps=3)
+    # Steps 0, 1, 2 update at cos-interpolated rates: 1, (1 + 0.25) / 2 ... of the config's lr.
+    expected = [base * (0.25 + 0.75 * 0.5 * (1 + np.cos(np.pi * s / 3))) for s in range(3)]
+    assert [r["lr"] for r in _log_rows(tmp_path / "a")] == pytest.approx(expected, rel=1e-12)
+    assert a.optimizer.param_groups[0]["lr"] == pytest.approx(expected[-1], rel=1e-12)
+    b = make_trainer("ss_flow", tmp_path / "b", tdata, lr_schedule=schedule)
+    b.run(max_steps=2)
+    resumed = make_trainer("ss_flow", tmp_path / "b", tdata, resume=True, lr_schedule=schedule)
+    resumed.run(max_steps=3)
+    _assert_identical(_state(a), _state(resumed))
+    # The same run at a constant rate ends elsewhere: the schedule changed the updates.
+    constant = make_trainer("ss_flow", tmp_path / "c", tdata)
+    constant.run(max_steps=3)
+    assert any(not torch.equal(t, a.nets[k].state_dict()[n])
+               for k, net in constant.nets.items() for n, t in net.state_dict().items())
+
+
+def test_learning_rate_schedules():
+    from backend.train.config import LrScheduleArgs
+
+    assert [LrScheduleArgs().factor(s) for s in (0, 10, 10**6)] == [1.0, 1.0, 1.0]
+    cosine = LrScheduleArgs(name="cosine", steps=100, final_ratio=0.1)
+    assert cosine.factor(0) == 1.0
+    assert cosine.factor(50) == pytest.approx(0.55)
+    assert cosine.factor(100) == cosine.factor(5000) == pytest.approx(0.1)
+    factors = [cosine.factor(s) for s in range(101)]
+    assert all(x > y for x, y in zip(factors, factors[1:]))
+
+
 def test_the_ss_vae_exports_unit_scale_latents_with_the_same_reconstruction(tdata, tmp_path):
     from backend.models.loading import load_model
     from backend.models.ss_decoder import SparseStructureDecoder
@@ -399,6 +432,10 @@ def test_config_structure_errors_name_the_file_and_key(edit, match):
     ("ss_vae", lambda c: c["trainer"]["args"]["optimizer"].update(lr="fast"),
      r"x\.json: trainer\.args\.optimizer\.lr: expected a number"),
     ("tex_vae", lambda c: c["trainer"]["args"].update(batch_size_per_gpu=0), r"x\.json: trainer\.args: "),
+    ("ss_flow", lambda c: c["trainer"]["args"].update(lr_schedule={"name": "cosine"}),
+     r"x\.json: trainer\.args\.lr_schedule: a cosine schedule needs steps >= 1"),
+    ("ss_flow", lambda c: c["trainer"]["args"].update(lr_schedule={"name": "linear", "steps": 5}),
+     r"x\.json: trainer\.args\.lr_schedule: name must be one of constant, cosine"),
     ("shape_flow", lambda c: c["trainer"].update(name="FlowTrainerz"),
      r"x\.json: trainer\.name: unknown trainer 'FlowTrainerz'"),
     ("shape_flow", lambda c: c["dataset"].update(name="Latentz"), r"x\.json: dataset\.name: unknown dataset"),
