@@ -630,8 +630,9 @@ def test_log_and_loss_plot(name, tdata, flow_runs):
         "tex_vae": {"l1", "kl", "psnr"},
     }.get(name, {"cond_loss", "cond_gap"})
     for row in rows:
-        assert set(row) == {"step", "loss", "grad_norm", "clip", "samples_per_s", "elapsed_s"} | own
+        assert set(row) == {"step", "loss", "grad_norm", "clip", "lr", "samples_per_s", "elapsed_s"} | own
         assert all(np.isfinite(v) for v in row.values())
+        assert row["lr"] == tiny_config_dict(name)["trainer"]["args"]["optimizer"]["lr"]  # constant schedule
         assert row["loss"] > 0 and row["grad_norm"] > 0 and row["samples_per_s"] > 0
         assert row["clip"] == 1.0  # max_norm until the clipper's buffer is full
     with Image.open(run / "loss.png") as img:
