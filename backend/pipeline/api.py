@@ -139,8 +139,9 @@ class ExportOptions:
     # and a few array passes), and without it decimation visibly flattens fine relief.
     bake_normal_map: bool = True
     # Threads for the export steps that run beside its main line (the QA topology report during
-    # the bake, the texture encodes during the mesh write; three cover all of them); 0 runs all in
-    # turn. The files written do not depend on it.
+    # the bake, the texture encodes during the mesh write; three cover all of them), and the
+    # threads each PNG encode deflates its row bands on; 0 runs all in turn (PNGs on one thread).
+    # The files written do not depend on it.
     threads: int = 3
 
     def __post_init__(self) -> None:

@@ -148,7 +148,7 @@ def _write(mesh: TriangleMesh, tex: TextureSet, blender_positions: np.ndarray | 
     With a ``pool`` the textures are encoded on it while the mesh buffers are written."""
     wanted = ((options.texture_format, options.write_glb), ("png", options.write_direct))
     formats = {fmt for fmt, on in wanted if on}
-    encode = _encode_once(tex, formats, pool)
+    encode = _encode_once(tex, formats, pool, max(options.threads, 1))
     result = AssetResult(name=name, faces=mesh.num_faces, vertices=mesh.num_vertices,
                          texture_size=int(tex.base_color.shape[0]), alpha_mode=tex.alpha_mode)
     with StagedAsset(out_dir, name) as staged:  # all files in place, or none
@@ -165,21 +165,23 @@ def _write(mesh: TriangleMesh, tex: TextureSet, blender_positions: np.ndarray | 
     return result
 
 
-def _encode_once(tex: TextureSet, formats: set[str],
-                 pool: ThreadPoolExecutor | None = None) -> Callable[[np.ndarray, str], bytes]:
+def _encode_once(tex: TextureSet, formats: set[str], pool: ThreadPoolExecutor | None = None,
+                 threads: int = 1) -> Callable[[np.ndarray, str], bytes]:
     """An encoder that hands out each texture's file bytes, encoded once per format.
 
     The GLB and the direct folder embed the same PNGs. With a ``pool`` every encode starts
-    on it at once (Pillow's zlib releases the GIL; at 2048^2 they were a quarter of export
-    time) and the encoder waits for the one asked for; without one they run here, in turn.
+    on it at once (zlib releases the GIL; at 2048^2 they were a quarter of export time) and
+    the encoder waits for the one asked for; without one they run here, in turn. Each PNG
+    encode deflates its row bands on ``threads`` threads of its own (not the pool's: an
+    encode waiting on its bands from a pool worker could starve that pool).
     """
     images = [img for img in (tex.base_color, tex.metallic_roughness, tex.normal) if img is not None]
-    encoded = {(id(img), fmt): _start(pool, encode_image, img, fmt)
+    encoded = {(id(img), fmt): _start(pool, encode_image, img, fmt, threads)
                for fmt in sorted(formats) for img in images}
 
     def encode(img: np.ndarray, fmt: str) -> bytes:
         job = encoded.get((id(img), fmt))
-        return job.result() if job is not None else encode_image(img, fmt)
+        return job.result() if job is not None else encode_image(img, fmt, threads)
 
     return encode
 
